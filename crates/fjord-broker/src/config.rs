@@ -1,0 +1,483 @@
+//! Broker configuration, spoken in Kafka's property names (`server.properties` style).
+//!
+//! Every property Fjord understands is in [`BROKER_PROPERTIES`] with Kafka's default. An
+//! unknown name is an error rather than a silent no-op: a typo in a retention setting
+//! should stop the server, not quietly keep data for a week.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use fjord_log::{LogConfig, TimestampType};
+
+/// The kinds a property value can take; also the `config_type` DescribeConfigs reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropType {
+    Boolean,
+    String,
+    Int,
+    Long,
+    List,
+}
+
+impl PropType {
+    /// Kafka's ConfigType codes for DescribeConfigs v3+.
+    pub fn code(self) -> i8 {
+        match self {
+            PropType::Boolean => 1,
+            PropType::String => 2,
+            PropType::Int => 3,
+            PropType::Long => 5,
+            PropType::List => 7,
+        }
+    }
+}
+
+/// (name, Kafka's default, type). Defaults equal Kafka's except where Fjord's zero-config
+/// start needs otherwise (listeners, log.dirs, node.id).
+pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
+    ("node.id", "1", PropType::Int),
+    ("broker.id", "", PropType::Int),
+    ("process.roles", "broker,controller", PropType::List),
+    ("listeners", "PLAINTEXT://127.0.0.1:9092", PropType::List),
+    ("advertised.listeners", "", PropType::List),
+    ("log.dirs", "./fjord-data", PropType::String),
+    ("log.dir", "", PropType::String),
+    ("broker.rack", "", PropType::String),
+    ("num.partitions", "1", PropType::Int),
+    ("default.replication.factor", "1", PropType::Int),
+    ("min.insync.replicas", "1", PropType::Int),
+    ("auto.create.topics.enable", "true", PropType::Boolean),
+    ("delete.topic.enable", "true", PropType::Boolean),
+    ("message.max.bytes", "1048588", PropType::Int),
+    ("socket.request.max.bytes", "104857600", PropType::Int),
+    ("log.segment.bytes", "1073741824", PropType::Int),
+    ("log.roll.ms", "", PropType::Long),
+    ("log.roll.hours", "168", PropType::Int),
+    ("log.retention.ms", "", PropType::Long),
+    ("log.retention.minutes", "", PropType::Int),
+    ("log.retention.hours", "168", PropType::Int),
+    ("log.retention.bytes", "-1", PropType::Long),
+    ("log.retention.check.interval.ms", "300000", PropType::Long),
+    ("log.index.interval.bytes", "4096", PropType::Int),
+    ("log.index.size.max.bytes", "10485760", PropType::Int),
+    ("log.message.timestamp.type", "CreateTime", PropType::String),
+    ("log.flush.interval.messages", "9223372036854775807", PropType::Long),
+    ("log.flush.interval.ms", "", PropType::Long),
+    ("log.flush.scheduler.interval.ms", "9223372036854775807", PropType::Long),
+    ("log.cleanup.policy", "delete", PropType::List),
+    ("compression.type", "producer", PropType::String),
+    ("offsets.topic.num.partitions", "50", PropType::Int),
+    ("offsets.topic.replication.factor", "1", PropType::Int),
+    ("offsets.retention.minutes", "10080", PropType::Int),
+    ("group.initial.rebalance.delay.ms", "3000", PropType::Int),
+    ("group.min.session.timeout.ms", "6000", PropType::Int),
+    ("group.max.session.timeout.ms", "1800000", PropType::Int),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown broker property '{0}' (Fjord accepts Kafka's names: node.id, listeners, log.dirs, num.partitions, ...)")]
+    Unknown(String),
+    #[error("invalid value '{value}' for broker property '{name}': {reason}")]
+    Invalid {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    #[error("line {line} of the properties file is not 'key=value': {text}")]
+    Syntax { line: usize, text: String },
+}
+
+/// A listener address in Kafka's `NAME://host:port` form (the name is optional here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listener: Endpoint,
+    /// What clients are told to connect to; defaults to the listener.
+    pub advertised: Endpoint,
+    pub rack: Option<String>,
+    pub data_dir: PathBuf,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub min_insync_replicas: i32,
+    pub auto_create_topics: bool,
+    pub delete_topic_enable: bool,
+    pub socket_request_max_bytes: usize,
+    pub retention_check_interval_ms: u64,
+    pub flush_scheduler_interval_ms: u64,
+    pub cleanup_policy: String,
+    pub compression_type: String,
+    pub offsets_topic_num_partitions: i32,
+    pub offsets_topic_replication_factor: i16,
+    pub offsets_retention_minutes: i64,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// The topic-level defaults the log.* properties set.
+    pub log_defaults: LogConfig,
+    /// Properties set explicitly (file, flags, overrides), for DescribeConfigs.
+    pub explicit: BTreeMap<String, String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        // The embedded defaults are valid by construction; a failure here is a bug in the table.
+        match BrokerConfig::from_props(&BTreeMap::new()) {
+            Ok(c) => c,
+            Err(e) => panic!("built-in broker defaults are invalid: {e}"),
+        }
+    }
+}
+
+/// Parses `server.properties` text: `key=value` or `key: value` lines, `#`/`!` comments.
+pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut props = BTreeMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let Some(sep) = line.find(['=', ':']) else {
+            return Err(ConfigError::Syntax {
+                line: i + 1,
+                text: raw.to_string(),
+            });
+        };
+        let key = line[..sep].trim();
+        let value = line[sep + 1..].trim();
+        if key.is_empty() {
+            return Err(ConfigError::Syntax {
+                line: i + 1,
+                text: raw.to_string(),
+            });
+        }
+        props.insert(key.to_string(), value.to_string());
+    }
+    Ok(props)
+}
+
+impl BrokerConfig {
+    /// Builds a config from explicitly set properties, filling in defaults.
+    pub fn from_props(props: &BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
+        for name in props.keys() {
+            if !BROKER_PROPERTIES.iter().any(|(n, _, _)| n == name) {
+                return Err(ConfigError::Unknown(name.clone()));
+            }
+        }
+        let r = Reader { props };
+        let node_id = match r.opt_int("broker.id")? {
+            Some(id) if !props.contains_key("node.id") => id,
+            _ => r.int("node.id")?,
+        };
+        if node_id < 0 {
+            return Err(r.invalid("node.id", "must be 0 or greater"));
+        }
+        let listener = parse_listener("listeners", &r.string("listeners"))?;
+        let advertised = match r.string("advertised.listeners") {
+            s if s.is_empty() => listener.clone(),
+            s => parse_listener("advertised.listeners", &s)?,
+        };
+        let data_dir = match r.string("log.dir") {
+            d if !d.is_empty() && !props.contains_key("log.dirs") => d,
+            _ => r.string("log.dirs"),
+        };
+        if data_dir.contains(',') {
+            return Err(r.invalid("log.dirs", "Fjord stores data in one directory per broker"));
+        }
+
+        let mut log = LogConfig::default();
+        let mut set_log = |topic_key: &str, broker_key: &str, value: String| {
+            log.set(topic_key, &value)
+                .map(|_| ())
+                .map_err(|e| ConfigError::Invalid {
+                    name: broker_key.to_string(),
+                    value,
+                    reason: e.to_string(),
+                })
+        };
+        set_log("segment.bytes", "log.segment.bytes", r.string("log.segment.bytes"))?;
+        let roll_ms = match r.opt_long("log.roll.ms")? {
+            Some(ms) => ms,
+            None => r.long("log.roll.hours")? * 3_600_000,
+        };
+        set_log("segment.ms", "log.roll.ms", roll_ms.to_string())?;
+        let retention_ms = if let Some(ms) = r.opt_long("log.retention.ms")? {
+            ms
+        } else if let Some(min) = r.opt_long("log.retention.minutes")? {
+            min * 60_000
+        } else {
+            r.long("log.retention.hours")? * 3_600_000
+        };
+        set_log("retention.ms", "log.retention.ms", retention_ms.to_string())?;
+        set_log("retention.bytes", "log.retention.bytes", r.string("log.retention.bytes"))?;
+        set_log(
+            "index.interval.bytes",
+            "log.index.interval.bytes",
+            r.string("log.index.interval.bytes"),
+        )?;
+        set_log(
+            "segment.index.bytes",
+            "log.index.size.max.bytes",
+            r.string("log.index.size.max.bytes"),
+        )?;
+        set_log("max.message.bytes", "message.max.bytes", r.string("message.max.bytes"))?;
+        set_log(
+            "message.timestamp.type",
+            "log.message.timestamp.type",
+            r.string("log.message.timestamp.type"),
+        )?;
+        set_log(
+            "flush.messages",
+            "log.flush.interval.messages",
+            r.string("log.flush.interval.messages"),
+        )?;
+        // Kafka: log.flush.interval.ms falls back to the scheduler interval.
+        let flush_ms = match r.opt_long("log.flush.interval.ms")? {
+            Some(ms) => ms,
+            None => r.long("log.flush.scheduler.interval.ms")?,
+        };
+        set_log("flush.ms", "log.flush.interval.ms", flush_ms.to_string())?;
+
+        let cleanup_policy = r.string("log.cleanup.policy");
+        crate::topic_config::validate_cleanup_policy(&cleanup_policy)
+            .map_err(|reason| r.invalid("log.cleanup.policy", &reason))?;
+        let compression_type = r.string("compression.type");
+        crate::topic_config::validate_compression_type(&compression_type)
+            .map_err(|reason| r.invalid("compression.type", &reason))?;
+
+        let positive = |name: &str| -> Result<i64, ConfigError> {
+            let v = r.long(name)?;
+            if v <= 0 {
+                return Err(r.invalid(name, "must be greater than 0"));
+            }
+            Ok(v)
+        };
+        Ok(BrokerConfig {
+            node_id,
+            listener,
+            advertised,
+            rack: Some(r.string("broker.rack")).filter(|s| !s.is_empty()),
+            data_dir: PathBuf::from(data_dir),
+            num_partitions: positive("num.partitions")? as i32,
+            default_replication_factor: positive("default.replication.factor")? as i16,
+            min_insync_replicas: positive("min.insync.replicas")? as i32,
+            auto_create_topics: r.boolean("auto.create.topics.enable")?,
+            delete_topic_enable: r.boolean("delete.topic.enable")?,
+            socket_request_max_bytes: positive("socket.request.max.bytes")? as usize,
+            retention_check_interval_ms: positive("log.retention.check.interval.ms")? as u64,
+            flush_scheduler_interval_ms: positive("log.flush.scheduler.interval.ms")? as u64,
+            cleanup_policy,
+            compression_type,
+            offsets_topic_num_partitions: positive("offsets.topic.num.partitions")? as i32,
+            offsets_topic_replication_factor: positive("offsets.topic.replication.factor")? as i16,
+            offsets_retention_minutes: positive("offsets.retention.minutes")?,
+            group_initial_rebalance_delay_ms: r.long("group.initial.rebalance.delay.ms")?.max(0)
+                as u64,
+            group_min_session_timeout_ms: positive("group.min.session.timeout.ms")? as i32,
+            group_max_session_timeout_ms: positive("group.max.session.timeout.ms")? as i32,
+            log_defaults: log,
+            explicit: props.clone(),
+        })
+    }
+
+    /// The address to bind.
+    pub fn listen_addr(&self) -> String {
+        format!("{}:{}", self.listener.host, self.listener.port)
+    }
+
+    /// Current value of a broker property as DescribeConfigs shows it.
+    pub fn value_of(&self, name: &str) -> Option<String> {
+        if let Some(v) = self.explicit.get(name) {
+            return Some(v.clone());
+        }
+        BROKER_PROPERTIES
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, d, _)| d.to_string())
+            .filter(|d| !d.is_empty())
+    }
+
+    pub fn is_timestamp_log_append(&self) -> bool {
+        self.log_defaults.timestamp_type == TimestampType::LogAppendTime
+    }
+
+    pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen_addr()
+            .parse()
+            .map_err(|e| ConfigError::Invalid {
+                name: "listeners".into(),
+                value: self.listen_addr(),
+                reason: format!("{e} (use an IP address, e.g. PLAINTEXT://127.0.0.1:9092)"),
+            })
+    }
+}
+
+/// Accepts `PLAINTEXT://host:port`, `host:port`, and the first of a comma list.
+fn parse_listener(name: &str, value: &str) -> Result<Endpoint, ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        name: name.into(),
+        value: value.into(),
+        reason: reason.into(),
+    };
+    let first = value.split(',').next().unwrap_or("").trim();
+    let addr = match first.split_once("://") {
+        Some((proto, rest)) => {
+            if !proto.eq_ignore_ascii_case("PLAINTEXT") {
+                return Err(invalid("only PLAINTEXT listeners are supported so far"));
+            }
+            rest
+        }
+        None => first,
+    };
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("expected HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| invalid("the port is not a number from 0 to 65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok(Endpoint {
+        host: host.to_string(),
+        port,
+    })
+}
+
+struct Reader<'a> {
+    props: &'a BTreeMap<String, String>,
+}
+
+impl Reader<'_> {
+    fn string(&self, name: &str) -> String {
+        self.props.get(name).cloned().unwrap_or_else(|| {
+            BROKER_PROPERTIES
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, d, _)| d.to_string())
+                .unwrap_or_default()
+        })
+    }
+
+    fn invalid(&self, name: &str, reason: &str) -> ConfigError {
+        ConfigError::Invalid {
+            name: name.into(),
+            value: self.string(name),
+            reason: reason.into(),
+        }
+    }
+
+    fn opt_long(&self, name: &str) -> Result<Option<i64>, ConfigError> {
+        let v = self.string(name);
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse()
+            .map(Some)
+            .map_err(|_| self.invalid(name, "not a whole number"))
+    }
+
+    fn long(&self, name: &str) -> Result<i64, ConfigError> {
+        self.opt_long(name)?
+            .ok_or_else(|| self.invalid(name, "a value is required"))
+    }
+
+    fn opt_int(&self, name: &str) -> Result<Option<i32>, ConfigError> {
+        match self.opt_long(name)? {
+            None => Ok(None),
+            Some(v) => i32::try_from(v)
+                .map(Some)
+                .map_err(|_| self.invalid(name, "out of range for a 32-bit number")),
+        }
+    }
+
+    fn int(&self, name: &str) -> Result<i32, ConfigError> {
+        self.opt_int(name)?
+            .ok_or_else(|| self.invalid(name, "a value is required"))
+    }
+
+    fn boolean(&self, name: &str) -> Result<bool, ConfigError> {
+        match self.string(name).to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(self.invalid(name, "expected true or false")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.listen_addr(), "127.0.0.1:9092");
+        assert_eq!(c.log_defaults.retention_ms, 7 * 24 * 3_600_000);
+        assert_eq!(c.log_defaults.max_message_bytes, 1048588);
+        assert!(c.auto_create_topics);
+        assert_eq!(c.num_partitions, 1);
+    }
+
+    #[test]
+    fn kafka_names_are_applied() {
+        let c = BrokerConfig::from_props(&props(&[
+            ("node.id", "3"),
+            ("listeners", "PLAINTEXT://127.0.0.1:19092"),
+            ("advertised.listeners", "PLAINTEXT://localhost:19092"),
+            ("log.retention.hours", "1"),
+            ("log.segment.bytes", "1048576"),
+            ("num.partitions", "6"),
+            ("auto.create.topics.enable", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.listener.port, 19092);
+        assert_eq!(c.advertised.host, "localhost");
+        assert_eq!(c.log_defaults.retention_ms, 3_600_000);
+        assert_eq!(c.log_defaults.segment_bytes, 1048576);
+        assert_eq!(c.num_partitions, 6);
+        assert!(!c.auto_create_topics);
+        // log.retention.ms wins over hours, as in Kafka.
+        let c = BrokerConfig::from_props(&props(&[
+            ("log.retention.hours", "1"),
+            ("log.retention.ms", "5000"),
+        ]))
+        .unwrap();
+        assert_eq!(c.log_defaults.retention_ms, 5000);
+    }
+
+    #[test]
+    fn unknown_and_bad_values_are_refused() {
+        let e = BrokerConfig::from_props(&props(&[("log.retention.hourz", "1")])).unwrap_err();
+        assert!(e.to_string().contains("log.retention.hourz"), "{e}");
+        let e = BrokerConfig::from_props(&props(&[("num.partitions", "x")])).unwrap_err();
+        assert!(e.to_string().contains("num.partitions"), "{e}");
+        let e = BrokerConfig::from_props(&props(&[("num.partitions", "0")])).unwrap_err();
+        assert!(e.to_string().contains("greater than 0"), "{e}");
+        let e = BrokerConfig::from_props(&props(&[("listeners", "SSL://h:1")])).unwrap_err();
+        assert!(e.to_string().contains("PLAINTEXT"), "{e}");
+    }
+
+    #[test]
+    fn properties_file_syntax() {
+        let p = parse_properties("# comment\nnode.id=2\n\nlog.dirs : /tmp/x\n").unwrap();
+        assert_eq!(p.get("node.id").unwrap(), "2");
+        assert_eq!(p.get("log.dirs").unwrap(), "/tmp/x");
+        assert!(parse_properties("just words").is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! The broker's error type and the Kafka error codes it answers with.
+
+use std::io;
+
+/// Kafka protocol error codes used by Fjord (names as in Kafka's `Errors` enum).
+pub mod code {
+    pub const NONE: i16 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const RECORD_LIST_TOO_LARGE: i16 = 18;
+    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+    pub const INVALID_REQUIRED_ACKS: i16 = 21;
+    pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const TOPIC_DELETION_DISABLED: i16 = 73;
+    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const INCONSISTENT_TOPIC_ID: i16 = 103;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 120;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// An error a client sees: its Kafka code and a message for the `error_message` field.
+    #[error("{1}")]
+    Kafka(i16, String),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Controller(#[from] fjord_controller::ControllerError),
+    #[error("{0}")]
+    Startup(String),
+}
+
+impl BrokerError {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        BrokerError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The code a client is answered with.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            BrokerError::Kafka(c, _) => *c,
+            BrokerError::Controller(e) => e.kafka_code(),
+            BrokerError::Io { .. } => code::KAFKA_STORAGE_ERROR,
+            BrokerError::Config(_) => code::INVALID_CONFIG,
+            BrokerError::Startup(_) => code::UNKNOWN_SERVER_ERROR,
+        }
+    }
+}

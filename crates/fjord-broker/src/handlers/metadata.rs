@@ -1,0 +1,160 @@
+//! Metadata: the brokers, the controller, and topics with their partitions' leaders,
+//! replicas and ISR. Creates missing topics when auto-creation is on and the client asks.
+
+use fjord_controller::{CreateTopicSpec, TopicImage};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use uuid::Uuid;
+
+use super::str;
+use crate::error::code;
+use crate::state::BrokerState;
+
+pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let image = state.controller.image();
+    // v0 asks for all topics with an empty list; later versions with a null one.
+    let wanted: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(
+            t.into_iter()
+                .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+                .collect(),
+        ),
+    };
+    let auto_create =
+        state.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+
+    let mut topics = Vec::new();
+    match wanted {
+        None => {
+            for t in image.topics.values() {
+                topics.push(topic_entry(t, version));
+            }
+        }
+        Some(list) => {
+            let mut created = false;
+            for (name, id) in list {
+                let found = match &name {
+                    Some(n) => image.topic(n).cloned(),
+                    None => image.topic_by_id(&id).cloned(),
+                };
+                if let Some(t) = found {
+                    topics.push(topic_entry(&t, version));
+                    continue;
+                }
+                let Some(name) = name else {
+                    topics.push(error_entry(None, id, code::UNKNOWN_TOPIC_ID));
+                    continue;
+                };
+                if !auto_create {
+                    topics.push(error_entry(Some(name), Uuid::nil(), code::UNKNOWN_TOPIC_OR_PARTITION));
+                    continue;
+                }
+                let spec = CreateTopicSpec {
+                    name: name.clone(),
+                    num_partitions: state.config.num_partitions,
+                    replication_factor: state.config.default_replication_factor,
+                    ..Default::default()
+                };
+                match state.controller.create_topic(&spec) {
+                    Ok(t) => {
+                        tracing::info!(topic = %name, partitions = spec.num_partitions, "auto-created topic");
+                        created = true;
+                        topics.push(topic_entry(&t, version));
+                    }
+                    // Lost a race with another creator: report what exists now.
+                    Err(e) if e.kafka_code() == code::TOPIC_ALREADY_EXISTS => {
+                        match state.controller.image().topic(&name) {
+                            Some(t) => topics.push(topic_entry(t, version)),
+                            None => topics.push(error_entry(Some(name), Uuid::nil(), code::LEADER_NOT_AVAILABLE)),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %name, error = %e, "auto-create refused");
+                        let c = match e.kafka_code() {
+                            code::INVALID_TOPIC_EXCEPTION => code::INVALID_TOPIC_EXCEPTION,
+                            code::INVALID_REPLICATION_FACTOR => code::INVALID_REPLICATION_FACTOR,
+                            _ => code::UNKNOWN_TOPIC_OR_PARTITION,
+                        };
+                        topics.push(error_entry(Some(name), Uuid::nil(), c));
+                    }
+                }
+            }
+            if created {
+                if let Err(e) = state.reconcile() {
+                    tracing::error!(error = %e, "opening auto-created partitions failed");
+                }
+            }
+        }
+    }
+
+    let image = state.controller.image();
+    let brokers = image
+        .brokers
+        .values()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(str))
+        })
+        .collect();
+    let mut resp = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_controller_id(BrokerId(state.node_id()))
+        .with_topics(topics);
+    if version >= 2 {
+        resp = resp.with_cluster_id(Some(str(state.cluster_id.clone())));
+    }
+    if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+        // No ACLs yet: every operation is allowed (bits 3..=12 of Kafka's AclOperation).
+        resp = resp.with_cluster_authorized_operations(ALL_OPERATIONS);
+    }
+    resp
+}
+
+/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS,
+/// ALTER_CONFIGS, IDEMPOTENT_WRITE: everything, as an open broker without ACLs allows.
+const ALL_OPERATIONS: i32 = 0b1_1111_1111_1000;
+
+fn topic_entry(t: &TopicImage, version: i16) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut entry = MetadataResponsePartition::default()
+                .with_error_code(code::NONE)
+                .with_partition_index(p.partition)
+                .with_leader_id(BrokerId(p.leader))
+                .with_replica_nodes(p.replicas.iter().map(|r| BrokerId(*r)).collect())
+                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect());
+            if version >= 7 {
+                entry = entry.with_leader_epoch(p.leader_epoch);
+            }
+            entry
+        })
+        .collect();
+    let mut entry = MetadataResponseTopic::default()
+        .with_error_code(code::NONE)
+        .with_name(Some(TopicName(str(t.name.clone()))))
+        .with_is_internal(t.name.starts_with("__"))
+        .with_partitions(partitions);
+    if version >= 10 {
+        entry = entry.with_topic_id(t.topic_id);
+    }
+    if version >= 8 {
+        entry = entry.with_topic_authorized_operations(ALL_OPERATIONS);
+    }
+    entry
+}
+
+fn error_entry(name: Option<String>, id: Uuid, error: i16) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(error)
+        .with_name(name.map(|n| TopicName(str(n))))
+        .with_topic_id(id)
+}

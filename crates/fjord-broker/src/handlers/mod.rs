@@ -1,0 +1,154 @@
+//! Routes each request by API key to its handler: one module per Kafka API family.
+//!
+//! [`SUPPORTED`] is the single list of what Fjord implements; ApiVersions advertises
+//! exactly it and the connection refuses anything outside it.
+
+mod api_versions;
+mod cluster;
+mod configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod producer_id;
+mod records;
+mod topics;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use tokio::sync::OwnedMutexGuard;
+
+use crate::connection::Request;
+use crate::state::BrokerState;
+
+/// (API, lowest, highest version) that Fjord implements.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 9),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+pub fn is_supported(api: ApiKey, version: i16) -> bool {
+    SUPPORTED
+        .iter()
+        .any(|(k, min, max)| *k == api && (*min..=*max).contains(&version))
+}
+
+/// What a handler asks the connection to do.
+pub enum Outcome {
+    /// Send this response, encoded at the given version.
+    Respond(ResponseKind, i16),
+    /// acks=0 produce: the client expects nothing back.
+    NoResponse,
+    /// Close the connection (after earlier responses are written).
+    Close(String),
+}
+
+pub async fn handle(
+    state: &BrokerState,
+    header: &RequestHeader,
+    request: Request,
+    produce_turn: Option<OwnedMutexGuard<()>>,
+) -> Outcome {
+    let v = header.request_api_version;
+    let kind = match request {
+        Request::UnsupportedApiVersions => {
+            return Outcome::Respond(
+                ResponseKind::ApiVersions(api_versions::unsupported_version()),
+                0,
+            )
+        }
+        Request::Unsupported => {
+            return Outcome::Close(format!(
+                "API key {} v{v} is not supported by Fjord",
+                header.request_api_key
+            ))
+        }
+        Request::Kind(k) => k,
+    };
+    let respond = |r: ResponseKind| Outcome::Respond(r, v);
+    match kind {
+        RequestKind::ApiVersions(_) => respond(ResponseKind::ApiVersions(api_versions::handle())),
+        RequestKind::Metadata(r) => respond(ResponseKind::Metadata(metadata::handle(state, r, v))),
+        RequestKind::Produce(r) => match produce::handle(state, r, v, produce_turn).await {
+            Some(resp) => respond(ResponseKind::Produce(resp)),
+            None => Outcome::NoResponse,
+        },
+        RequestKind::Fetch(r) => respond(ResponseKind::Fetch(fetch::handle(state, r, v).await)),
+        RequestKind::ListOffsets(r) => {
+            respond(ResponseKind::ListOffsets(list_offsets::handle(state, r, v)))
+        }
+        RequestKind::CreateTopics(r) => {
+            respond(ResponseKind::CreateTopics(topics::create(state, r, v)))
+        }
+        RequestKind::DeleteTopics(r) => {
+            respond(ResponseKind::DeleteTopics(topics::delete(state, r, v)))
+        }
+        RequestKind::CreatePartitions(r) => respond(ResponseKind::CreatePartitions(
+            topics::create_partitions(state, r),
+        )),
+        RequestKind::DeleteRecords(r) => {
+            respond(ResponseKind::DeleteRecords(records::delete(state, r).await))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            respond(ResponseKind::DescribeConfigs(configs::describe(state, r, v)))
+        }
+        RequestKind::AlterConfigs(r) => respond(ResponseKind::AlterConfigs(configs::alter(state, r))),
+        RequestKind::IncrementalAlterConfigs(r) => respond(ResponseKind::IncrementalAlterConfigs(
+            configs::incremental_alter(state, r),
+        )),
+        RequestKind::DescribeCluster(r) => {
+            respond(ResponseKind::DescribeCluster(cluster::describe(state, r)))
+        }
+        RequestKind::InitProducerId(r) => {
+            respond(ResponseKind::InitProducerId(producer_id::init(state, r)))
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => respond(ResponseKind::OffsetForLeaderEpoch(
+            records::offset_for_leader_epoch(state, r),
+        )),
+        other => Outcome::Close(format!(
+            "no handler for {:?}",
+            std::mem::discriminant(&other)
+        )),
+    }
+}
+
+/// Frames a response: size prefix, response header, body — all at the request's versions.
+/// `Err` means the response could not be encoded (a bug); the connection is then closed,
+/// which clients handle by retrying, rather than left waiting for a reply.
+pub fn encode_response(
+    header: &RequestHeader,
+    api_key: ApiKey,
+    response: ResponseKind,
+    version: i16,
+) -> Result<Bytes, String> {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
+    response_header
+        .encode(&mut buf, api_key.response_header_version(version))
+        .map_err(|e| format!("encode {api_key:?} v{version} response header: {e}"))?;
+    response
+        .encode(&mut buf, version)
+        .map_err(|e| format!("encode {api_key:?} v{version} response: {e}"))?;
+    let size = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+pub(crate) fn str(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}

@@ -1,0 +1,146 @@
+//! Produce: appends record batches byte for byte to partition logs.
+//!
+//! acks=1 is answered once the batch is in the page cache; acks=all once it is fsynced
+//! (group commit: every append waiting on the same partition shares one fsync).
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use tokio::sync::OwnedMutexGuard;
+
+use super::str;
+use crate::error::{code, BrokerError};
+use crate::replica::Partition;
+use crate::state::{now_ms, BrokerState};
+
+struct Appended {
+    partition: Arc<Partition>,
+    next_offset: i64,
+}
+
+pub async fn handle(
+    state: &BrokerState,
+    req: ProduceRequest,
+    version: i16,
+    turn: Option<OwnedMutexGuard<()>>,
+) -> Option<ProduceResponse> {
+    let acks = req.acks;
+    let image = state.controller.image();
+    let now = now_ms();
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    // (topic index, partition index, what to wait for) for acks=all.
+    let mut to_sync: Vec<(usize, usize, Appended)> = Vec::new();
+
+    for (ti, topic) in req.topic_data.into_iter().enumerate() {
+        let name = topic.name.0.to_string();
+        let min_isr = image
+            .topic(&name)
+            .and_then(|t| t.configs.get("min.insync.replicas"))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(state.config.min_insync_replicas as usize);
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for (pi, data) in topic.partition_data.into_iter().enumerate() {
+            let index = data.index;
+            let result = if !matches!(acks, -1..=1) {
+                Err(BrokerError::Kafka(
+                    code::INVALID_REQUIRED_ACKS,
+                    format!("acks must be -1 (all), 0 or 1, not {acks}"),
+                ))
+            } else {
+                match state.replicas.get(&name, index) {
+                    None => Err(BrokerError::Kafka(
+                        code::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("This server does not host this topic-partition: {name}-{index}"),
+                    )),
+                    Some(p) if acks == -1 && p.isr.read().len() < min_isr => {
+                        Err(BrokerError::Kafka(
+                            code::NOT_ENOUGH_REPLICAS,
+                            format!(
+                                "The size of the current ISR {} is insufficient to satisfy the min.isr requirement of {min_isr} for partition {name}-{index}",
+                                p.isr.read().len()
+                            ),
+                        ))
+                    }
+                    Some(p) => {
+                        let mut records = match data.records {
+                            Some(r) => BytesMut::from(&r[..]),
+                            None => BytesMut::new(),
+                        };
+                        p.append(&mut records, now).map(|info| (p, info))
+                    }
+                }
+            };
+            let response = match result {
+                Ok((p, info)) => {
+                    if acks == -1 {
+                        to_sync.push((
+                            ti,
+                            pi,
+                            Appended {
+                                partition: p,
+                                next_offset: info.last_offset + 1,
+                            },
+                        ));
+                    }
+                    PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(code::NONE)
+                        .with_base_offset(info.base_offset)
+                        .with_log_append_time_ms(info.log_append_time)
+                        .with_log_start_offset(info.log_start_offset)
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %name, partition = index, error = %e, "produce refused");
+                    let mut r = PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(e.kafka_code())
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1);
+                    if version >= 8 {
+                        r = r.with_error_message(Some(str(e.to_string())));
+                    }
+                    r
+                }
+            };
+            partitions.push(response);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions),
+        );
+    }
+    // Appends are done; the next pipelined produce on this connection may go ahead while
+    // this one waits for its fsync.
+    drop(turn);
+    state.replicas.notify_append();
+
+    for (ti, pi, appended) in to_sync {
+        let Appended {
+            partition,
+            next_offset,
+        } = appended;
+        let log = partition.log.clone();
+        let synced = tokio::task::spawn_blocking(move || log.flush_until(next_offset)).await;
+        let failure = match synced {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("flush task failed: {e}")),
+        };
+        if let Some(why) = failure {
+            tracing::error!(topic = %partition.topic, partition = partition.index, "acks=all flush failed: {why}");
+            let r = &mut responses[ti].partition_responses[pi];
+            r.error_code = code::KAFKA_STORAGE_ERROR;
+            if version >= 8 {
+                r.error_message = Some(str(why));
+            }
+        }
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}

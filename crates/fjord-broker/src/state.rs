@@ -1,0 +1,37 @@
+//! What every handler shares: configuration, the controller, and the hosted partitions.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fjord_controller::Controller;
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::replica::ReplicaManager;
+
+pub struct BrokerState {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    pub controller: Arc<Controller>,
+    pub replicas: ReplicaManager,
+}
+
+impl BrokerState {
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// Applies the controller's latest image to the hosted partitions. Called after every
+    /// metadata change this broker makes, so a client that created a topic can produce to
+    /// it in its very next request.
+    pub fn reconcile(&self) -> Result<(), BrokerError> {
+        self.replicas.reconcile(&self.controller.image())
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,192 @@
+//! Test harness: a real broker on an ephemeral loopback port, and a minimal client that
+//! speaks the wire protocol through the `kafka-protocol` crate's encoders.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use fjord_broker::{BrokerConfig, Server};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestBroker {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl TestBroker {
+    pub async fn start() -> TestBroker {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut b = TestBroker::start_in(&dir, &[]).await;
+        b._tmp = Some(tmp);
+        b
+    }
+
+    pub async fn start_in(dir: &Path, props: &[(&str, &str)]) -> TestBroker {
+        let mut map: BTreeMap<String, String> = props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        map.insert("listeners".into(), "PLAINTEXT://127.0.0.1:0".into());
+        map.insert("log.dirs".into(), dir.display().to_string());
+        let config = BrokerConfig::from_props(&map).expect("config");
+        let server = Server::start(config).await.expect("start");
+        let addr = server.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("run");
+        });
+        TestBroker {
+            addr,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// Clean shutdown; returns the data directory's guard so it can be reopened.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("server task");
+        }
+        self._tmp.take()
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    correlation: i32,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        Client {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            correlation: 0,
+        }
+    }
+
+    pub fn frame<R: Request>(&mut self, req: &R, version: i16) -> (i32, Bytes) {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("fjord-test")));
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, R::header_version(version))
+            .expect("encode header");
+        req.encode(&mut buf, version).expect("encode body");
+        let len = (buf.len() - 4) as i32;
+        buf[0..4].copy_from_slice(&len.to_be_bytes());
+        (self.correlation, buf.freeze())
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Reads one response frame: (correlation id, body after the header).
+    pub async fn read_frame(&mut self) -> std::io::Result<BytesMut> {
+        let len = self.stream.read_i32().await?;
+        let mut buf = BytesMut::zeroed(len as usize);
+        self.stream.read_exact(&mut buf).await?;
+        Ok(buf)
+    }
+
+    pub async fn request<R: Request>(&mut self, req: R, version: i16) -> R::Response {
+        let (id, bytes) = self.frame(&req, version);
+        self.send_raw(&bytes).await.expect("send");
+        let mut frame = self.read_frame().await.expect("response");
+        let api = ApiKey::try_from(R::KEY).expect("key");
+        let header = ResponseHeader::decode(&mut frame, api.response_header_version(version))
+            .expect("response header");
+        assert_eq!(header.correlation_id, id);
+        R::Response::decode(&mut frame, version).expect("decode response")
+    }
+
+    /// True once the broker has closed this connection.
+    pub async fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), self.stream.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+/// A v2 record batch as a client would build it.
+pub fn batch(values: &[&[u8]], key: Option<&[u8]>, ts: i64, compression: Compression) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: ts + i as i64,
+            key: key.map(Bytes::copy_from_slice),
+            value: Some(Bytes::copy_from_slice(v)),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encode batch");
+    buf.freeze()
+}
+
+/// Values of every record in a fetch's record bytes.
+pub fn values(mut records: Bytes) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while records.has_remaining() {
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut records)
+            .expect("decode batch");
+        for r in set.records {
+            out.push(r.value.map(|v| v.to_vec()).unwrap_or_default());
+        }
+    }
+    out
+}

@@ -1,0 +1,505 @@
+//! The controller: validates metadata changes, commits them to the metadata log, and
+//! publishes the new image. With one voter, commit means fsynced locally.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::error::ControllerError;
+use crate::image::{MetadataImage, TopicImage};
+use crate::log::MetadataLog;
+use crate::record::MetadataRecord;
+
+/// Kafka's limit: a partition directory name `<topic>-<partition>` must fit in 255 bytes.
+const MAX_TOPIC_NAME_LEN: usize = 249;
+/// Producer ids are persisted a block at a time so that handing one out costs no fsync.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// A request to create one topic.
+#[derive(Debug, Clone, Default)]
+pub struct CreateTopicSpec {
+    pub name: String,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    /// Explicit replica lists per partition; when non-empty it fixes both counts.
+    pub assignments: Vec<Vec<i32>>,
+    /// Already validated by the broker, which knows what each config means.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A request to grow a topic to `total` partitions.
+#[derive(Debug, Clone, Default)]
+pub struct CreatePartitionsSpec {
+    pub name: String,
+    pub total: i32,
+    pub assignments: Vec<Vec<i32>>,
+}
+
+pub struct Controller {
+    node_id: i32,
+    /// Serialises writers: validate against the image, append, apply, publish — as one step,
+    /// so two concurrent creates of the same topic cannot both pass validation.
+    log: Mutex<MetadataLog>,
+    image: RwLock<Arc<MetadataImage>>,
+    /// Producer ids already handed out from the current persisted block.
+    producer_ids: Mutex<(i64, i64)>,
+    changed: watch::Sender<u64>,
+}
+
+impl Controller {
+    /// Opens the metadata log under `dir` and rebuilds the image by replaying it.
+    pub fn open(dir: &Path, node_id: i32) -> Result<Controller, ControllerError> {
+        let (log, batches) = MetadataLog::open(dir)?;
+        let mut image = MetadataImage::default();
+        for batch in &batches {
+            for record in batch {
+                image.apply(record);
+            }
+        }
+        let next = image.next_producer_id;
+        let (changed, _) = watch::channel(image.offset);
+        Ok(Controller {
+            node_id,
+            log: Mutex::new(log),
+            image: RwLock::new(Arc::new(image)),
+            // The block recorded in the log is fully reserved, so after a restart new ids
+            // start from its end: an id is never handed out twice.
+            producer_ids: Mutex::new((next, next)),
+            changed,
+        })
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// The current image. Cheap: a shared snapshot that later changes do not alter.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.read().clone()
+    }
+
+    /// Notified with the image offset after every committed change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Commits `build(image)`'s records, if any, while holding the writer lock.
+    fn commit<T>(
+        &self,
+        build: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ControllerError>,
+    ) -> Result<T, ControllerError> {
+        let mut log = self.log.lock();
+        let current = self.image();
+        let (records, out) = build(&current)?;
+        if records.is_empty() {
+            return Ok(out);
+        }
+        log.append(&records)?;
+        let mut next = (*current).clone();
+        for r in &records {
+            next.apply(r);
+        }
+        let offset = next.offset;
+        *self.image.write() = Arc::new(next);
+        self.changed.send_replace(offset);
+        Ok(out)
+    }
+
+    /// Records this broker's endpoint; a no-op when nothing changed since last start.
+    pub fn register_broker(
+        &self,
+        node_id: i32,
+        host: &str,
+        port: i32,
+        rack: Option<String>,
+    ) -> Result<(), ControllerError> {
+        self.commit(|image| {
+            let same = image.brokers.get(&node_id).is_some_and(|b| {
+                b.host == host && b.port == port && b.rack == rack
+            });
+            let records = if same {
+                vec![]
+            } else {
+                vec![MetadataRecord::RegisterBroker {
+                    node_id,
+                    host: host.to_string(),
+                    port,
+                    rack: rack.clone(),
+                }]
+            };
+            Ok((records, ()))
+        })
+    }
+
+    /// Checks a create without committing it (CreateTopics with validate_only).
+    pub fn validate_create_topic(&self, spec: &CreateTopicSpec) -> Result<(), ControllerError> {
+        plan_topic(&self.image(), spec).map(|_| ())
+    }
+
+    pub fn create_topic(&self, spec: &CreateTopicSpec) -> Result<TopicImage, ControllerError> {
+        self.commit(|image| {
+            let records = plan_topic(image, spec)?;
+            Ok((records, ()))
+        })?;
+        self.image()
+            .topic(&spec.name)
+            .cloned()
+            .ok_or_else(|| ControllerError::UnknownTopic(spec.name.clone()))
+    }
+
+    pub fn delete_topic(&self, name: &str) -> Result<Uuid, ControllerError> {
+        self.commit(|image| {
+            let topic = image
+                .topic(name)
+                .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+            Ok((
+                vec![MetadataRecord::RemoveTopic {
+                    topic_id: topic.topic_id,
+                }],
+                topic.topic_id,
+            ))
+        })
+    }
+
+    pub fn validate_create_partitions(
+        &self,
+        spec: &CreatePartitionsSpec,
+    ) -> Result<(), ControllerError> {
+        plan_partitions(&self.image(), spec).map(|_| ())
+    }
+
+    pub fn create_partitions(&self, spec: &CreatePartitionsSpec) -> Result<(), ControllerError> {
+        self.commit(|image| Ok((plan_partitions(image, spec)?, ())))
+    }
+
+    /// Sets (`Some`) or removes (`None`) topic configs, all in one committed change.
+    pub fn alter_topic_configs(
+        &self,
+        name: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), ControllerError> {
+        self.commit(|image| {
+            let topic = image
+                .topic(name)
+                .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+            let records = changes
+                .iter()
+                .filter(|(k, v)| topic.configs.get(k) != v.as_ref())
+                .map(|(k, v)| MetadataRecord::TopicConfig {
+                    topic_id: topic.topic_id,
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect();
+            Ok((records, ()))
+        })
+    }
+
+    /// Hands out a fresh producer id (InitProducerId). Ids survive restarts: a block is
+    /// reserved in the metadata log before any id from it is used.
+    pub fn allocate_producer_id(&self) -> Result<i64, ControllerError> {
+        let mut ids = self.producer_ids.lock();
+        if ids.0 >= ids.1 {
+            let start = ids.1;
+            let end = start + PRODUCER_ID_BLOCK;
+            self.commit(|_| Ok((vec![MetadataRecord::ProducerIds { next: end }], ())))?;
+            *ids = (start, end);
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
+    }
+}
+
+/// Kafka's rules for topic names, with Kafka's messages.
+pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
+    if name.is_empty() {
+        return Err(ControllerError::InvalidTopic(
+            "Topic name is illegal, it can't be empty".into(),
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(ControllerError::InvalidTopic(
+            "Topic name cannot be \".\" or \"..\"".into(),
+        ));
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err(ControllerError::InvalidTopic(format!(
+            "Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LEN} characters, topic name: {name}"
+        )));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(ControllerError::InvalidTopic(format!(
+            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Metrics names replace '.' with '_', so Kafka refuses topics that differ only there.
+fn collision_key(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+fn plan_topic(
+    image: &MetadataImage,
+    spec: &CreateTopicSpec,
+) -> Result<Vec<MetadataRecord>, ControllerError> {
+    validate_topic_name(&spec.name)?;
+    if image.topics.contains_key(&spec.name) {
+        return Err(ControllerError::TopicAlreadyExists(spec.name.clone()));
+    }
+    let key = collision_key(&spec.name);
+    if let Some(other) = image.topics.keys().find(|t| collision_key(t) == key) {
+        return Err(ControllerError::InvalidTopic(format!(
+            "Topic '{}' collides with existing topic: {other}",
+            spec.name
+        )));
+    }
+    let assignments = if spec.assignments.is_empty() {
+        if spec.num_partitions <= 0 {
+            return Err(ControllerError::InvalidPartitions(
+                "Number of partitions must be larger than 0.".into(),
+            ));
+        }
+        if spec.replication_factor <= 0 {
+            return Err(ControllerError::InvalidReplicationFactor(
+                "Replication factor must be larger than 0.".into(),
+            ));
+        }
+        place_replicas(image, 0, spec.num_partitions, spec.replication_factor)?
+    } else {
+        validate_assignments(image, &spec.assignments)?;
+        spec.assignments.clone()
+    };
+    let topic_id = Uuid::new_v4();
+    let mut records = vec![MetadataRecord::Topic {
+        name: spec.name.clone(),
+        topic_id,
+        configs: spec.configs.clone(),
+    }];
+    records.extend(partition_records(topic_id, 0, &assignments));
+    Ok(records)
+}
+
+fn plan_partitions(
+    image: &MetadataImage,
+    spec: &CreatePartitionsSpec,
+) -> Result<Vec<MetadataRecord>, ControllerError> {
+    let topic = image
+        .topic(&spec.name)
+        .ok_or_else(|| ControllerError::UnknownTopic(spec.name.clone()))?;
+    let current = topic.partitions.len() as i32;
+    if spec.total < current {
+        return Err(ControllerError::InvalidPartitions(format!(
+            "Topic currently has {current} partitions, which is higher than the requested {}.",
+            spec.total
+        )));
+    }
+    if spec.total == current {
+        return Err(ControllerError::InvalidPartitions(format!(
+            "Topic already has {current} partitions."
+        )));
+    }
+    let added = spec.total - current;
+    let assignments = if spec.assignments.is_empty() {
+        place_replicas(image, current, added, topic.replication_factor())?
+    } else {
+        if spec.assignments.len() as i32 != added {
+            return Err(ControllerError::InvalidPartitions(format!(
+                "Increasing the number of partitions by {added} but {} assignments provided.",
+                spec.assignments.len()
+            )));
+        }
+        validate_assignments(image, &spec.assignments)?;
+        spec.assignments.clone()
+    };
+    Ok(partition_records(topic.topic_id, current, &assignments))
+}
+
+fn partition_records(topic_id: Uuid, first: i32, assignments: &[Vec<i32>]) -> Vec<MetadataRecord> {
+    assignments
+        .iter()
+        .enumerate()
+        .map(|(i, replicas)| MetadataRecord::Partition {
+            topic_id,
+            partition: first + i as i32,
+            replicas: replicas.clone(),
+            isr: replicas.clone(),
+            leader: replicas[0],
+            leader_epoch: 0,
+        })
+        .collect()
+}
+
+/// Spreads partitions round-robin over the registered brokers, each partition's replicas
+/// on distinct brokers, leaders rotating so that no broker leads everything.
+fn place_replicas(
+    image: &MetadataImage,
+    first: i32,
+    count: i32,
+    replication_factor: i16,
+) -> Result<Vec<Vec<i32>>, ControllerError> {
+    let brokers: Vec<i32> = image.brokers.keys().copied().collect();
+    if replication_factor as usize > brokers.len() {
+        return Err(ControllerError::InvalidReplicationFactor(format!(
+            "Replication factor: {replication_factor} larger than available brokers: {}.",
+            brokers.len()
+        )));
+    }
+    let n = brokers.len();
+    Ok((first..first + count)
+        .map(|p| {
+            (0..replication_factor as usize)
+                .map(|r| brokers[(p as usize + r) % n])
+                .collect()
+        })
+        .collect())
+}
+
+fn validate_assignments(
+    image: &MetadataImage,
+    assignments: &[Vec<i32>],
+) -> Result<(), ControllerError> {
+    let rf = assignments[0].len();
+    for (i, replicas) in assignments.iter().enumerate() {
+        if replicas.is_empty() {
+            return Err(ControllerError::InvalidReplicationFactor(format!(
+                "Partition {i} has an empty replica assignment."
+            )));
+        }
+        if replicas.len() != rf {
+            return Err(ControllerError::InvalidReplicationFactor(
+                "All partitions should have the same number of replicas.".into(),
+            ));
+        }
+        let mut sorted = replicas.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != replicas.len() {
+            return Err(ControllerError::InvalidReplicationFactor(format!(
+                "Duplicate brokers in replica assignment {replicas:?}."
+            )));
+        }
+        if let Some(b) = replicas.iter().find(|b| !image.brokers.contains_key(b)) {
+            return Err(ControllerError::InvalidReplicationFactor(format!(
+                "Unknown broker {b} in replica assignment {replicas:?}."
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn controller(dir: &Path) -> Controller {
+        let c = Controller::open(dir, 1).unwrap();
+        c.register_broker(1, "127.0.0.1", 9092, None).unwrap();
+        c
+    }
+
+    fn spec(name: &str, partitions: i32, rf: i16) -> CreateTopicSpec {
+        CreateTopicSpec {
+            name: name.into(),
+            num_partitions: partitions,
+            replication_factor: rf,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn topics_survive_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let c = controller(dir.path());
+            let t = c.create_topic(&spec("orders", 3, 1)).unwrap();
+            c.alter_topic_configs("orders", &[("retention.ms".into(), Some("1000".into()))])
+                .unwrap();
+            c.create_partitions(&CreatePartitionsSpec {
+                name: "orders".into(),
+                total: 5,
+                assignments: vec![],
+            })
+            .unwrap();
+            t.topic_id
+        };
+        let c = Controller::open(dir.path(), 1).unwrap();
+        let image = c.image();
+        let t = image.topic("orders").unwrap();
+        assert_eq!(t.topic_id, id);
+        assert_eq!(t.partitions.len(), 5);
+        assert_eq!(t.configs.get("retention.ms").map(String::as_str), Some("1000"));
+        assert_eq!(t.partitions[4].leader, 1);
+        assert_eq!(t.partitions[4].isr, vec![1]);
+    }
+
+    #[test]
+    fn refuses_bad_topics_with_kafka_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = controller(dir.path());
+        let err = c.create_topic(&spec("t", 1, 2)).unwrap_err();
+        assert_eq!(err.kafka_code(), 38);
+        assert_eq!(
+            err.to_string(),
+            "Replication factor: 2 larger than available brokers: 1."
+        );
+        assert_eq!(c.create_topic(&spec("bad name!", 1, 1)).unwrap_err().kafka_code(), 17);
+        assert_eq!(c.create_topic(&spec("..", 1, 1)).unwrap_err().kafka_code(), 17);
+        assert_eq!(
+            c.create_topic(&spec(&"x".repeat(250), 1, 1)).unwrap_err().kafka_code(),
+            17
+        );
+        c.create_topic(&spec(&"x".repeat(249), 1, 1)).unwrap();
+        assert_eq!(c.create_topic(&spec("t", 0, 1)).unwrap_err().kafka_code(), 37);
+        assert_eq!(c.create_topic(&spec("t", -1, 1)).unwrap_err().kafka_code(), 37);
+        c.create_topic(&spec("a.b", 1, 1)).unwrap();
+        assert_eq!(c.create_topic(&spec("a.b", 1, 1)).unwrap_err().kafka_code(), 36);
+        assert_eq!(c.create_topic(&spec("a_b", 1, 1)).unwrap_err().kafka_code(), 17);
+        let err = c
+            .create_partitions(&CreatePartitionsSpec {
+                name: "a.b".into(),
+                total: 1,
+                assignments: vec![],
+            })
+            .unwrap_err();
+        assert_eq!(err.to_string(), "Topic already has 1 partitions.");
+    }
+
+    #[test]
+    fn delete_removes_topic_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = controller(dir.path());
+            c.create_topic(&spec("gone", 1, 1)).unwrap();
+            c.delete_topic("gone").unwrap();
+            assert!(c.image().topic("gone").is_none());
+            assert_eq!(c.delete_topic("gone").unwrap_err().kafka_code(), 3);
+        }
+        let c = Controller::open(dir.path(), 1).unwrap();
+        assert!(c.image().topic("gone").is_none());
+        // The name is free again.
+        c.create_topic(&spec("gone", 2, 1)).unwrap();
+    }
+
+    #[test]
+    fn producer_ids_are_never_reused_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let c = controller(dir.path());
+            (0..5).map(|_| c.allocate_producer_id().unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(first, vec![0, 1, 2, 3, 4]);
+        let c = Controller::open(dir.path(), 1).unwrap();
+        let next = c.allocate_producer_id().unwrap();
+        assert!(next > 4, "id {next} reused after restart");
+    }
+}

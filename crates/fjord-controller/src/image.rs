@@ -1,0 +1,163 @@
+//! The in-memory image of cluster metadata: what applying the metadata log in order yields.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use crate::record::MetadataRecord;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerImage {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionImage {
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub partitions: Vec<PartitionImage>,
+    /// Only the configs set on the topic itself; defaults come from the broker.
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicImage {
+    pub fn replication_factor(&self) -> i16 {
+        self.partitions
+            .first()
+            .map(|p| p.replicas.len() as i16)
+            .unwrap_or(0)
+    }
+}
+
+/// Everything the brokers need to know about the cluster, as of `offset`.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataImage {
+    /// Number of records applied so far; grows with every change.
+    pub offset: u64,
+    pub brokers: BTreeMap<i32, BrokerImage>,
+    pub topics: BTreeMap<String, TopicImage>,
+    pub topic_names: BTreeMap<Uuid, String>,
+    pub next_producer_id: i64,
+}
+
+impl MetadataImage {
+    pub fn topic(&self, name: &str) -> Option<&TopicImage> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {
+        self.topic_names.get(id).and_then(|n| self.topics.get(n))
+    }
+
+    /// Applies one record. Records that refer to unknown topics are ignored: they can only
+    /// appear if the topic was removed earlier in the same log, and then they are moot.
+    pub fn apply(&mut self, record: &MetadataRecord) {
+        self.offset += 1;
+        match record {
+            MetadataRecord::RegisterBroker {
+                node_id,
+                host,
+                port,
+                rack,
+            } => {
+                self.brokers.insert(
+                    *node_id,
+                    BrokerImage {
+                        node_id: *node_id,
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                    },
+                );
+            }
+            MetadataRecord::Topic {
+                name,
+                topic_id,
+                configs,
+            } => {
+                self.topic_names.insert(*topic_id, name.clone());
+                self.topics.insert(
+                    name.clone(),
+                    TopicImage {
+                        name: name.clone(),
+                        topic_id: *topic_id,
+                        partitions: Vec::new(),
+                        configs: configs.clone(),
+                    },
+                );
+            }
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+            } => {
+                let Some(name) = self.topic_names.get(topic_id) else {
+                    return;
+                };
+                let Some(topic) = self.topics.get_mut(name) else {
+                    return;
+                };
+                let image = PartitionImage {
+                    partition: *partition,
+                    replicas: replicas.clone(),
+                    isr: isr.clone(),
+                    leader: *leader,
+                    leader_epoch: *leader_epoch,
+                };
+                match topic
+                    .partitions
+                    .iter_mut()
+                    .find(|p| p.partition == *partition)
+                {
+                    Some(existing) => *existing = image,
+                    None => {
+                        topic.partitions.push(image);
+                        topic.partitions.sort_by_key(|p| p.partition);
+                    }
+                }
+            }
+            MetadataRecord::RemoveTopic { topic_id } => {
+                if let Some(name) = self.topic_names.remove(topic_id) {
+                    self.topics.remove(&name);
+                }
+            }
+            MetadataRecord::TopicConfig {
+                topic_id,
+                key,
+                value,
+            } => {
+                let Some(name) = self.topic_names.get(topic_id) else {
+                    return;
+                };
+                if let Some(topic) = self.topics.get_mut(name) {
+                    match value {
+                        Some(v) => {
+                            topic.configs.insert(key.clone(), v.clone());
+                        }
+                        None => {
+                            topic.configs.remove(key);
+                        }
+                    }
+                }
+            }
+            MetadataRecord::ProducerIds { next } => {
+                self.next_producer_id = self.next_producer_id.max(*next);
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The records of the metadata log: each one is a single change to the cluster.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum MetadataRecord {
+    /// A broker joined, or came back with a new endpoint.
+    RegisterBroker {
+        node_id: i32,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+    },
+    /// A topic was created; its partitions follow as `Partition` records.
+    Topic {
+        name: String,
+        topic_id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
+    /// A partition was created, or its leadership/replicas changed.
+    Partition {
+        topic_id: Uuid,
+        partition: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+        leader: i32,
+        leader_epoch: i32,
+    },
+    /// A topic and all its partitions were deleted.
+    RemoveTopic { topic_id: Uuid },
+    /// A topic config was set (`Some`) or returned to its default (`None`).
+    TopicConfig {
+        topic_id: Uuid,
+        key: String,
+        value: Option<String>,
+    },
+    /// A block of producer ids was handed out; the next block starts at `next`.
+    ProducerIds { next: i64 },
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every Fjord test: formatting and lints, the Rust unit and integration tests, then
+# the real-client suites in compat/ (each installs what it needs: Python clients from
+# PyPI, kcat from Debian's packages, the Java client from Maven Central).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace
+echo "== build the fjord binary for the client suites"
+cargo build --bin fjord
+export FJORD_BIN="$PWD/target/debug/fjord"
+echo "== real-client suites"
+bash compat/run-all.sh
