@@ -1,1 +1,20 @@
-//! placeholder
+//! Fjord's partition log: segment files of Kafka v2 record batches, sparse offset and time
+//! indexes, crash recovery, retention, leader-epoch tracking and group-commit flushing.
+//!
+//! Batches are stored byte for byte as producers sent them; only the fixed batch header is
+//! parsed and patched on the append path.
+
+pub mod batch;
+mod checkpoint;
+pub mod config;
+mod error;
+mod index;
+mod log;
+mod segment;
+#[cfg(test)]
+mod testutil;
+
+pub use batch::{BatchHeader, BATCH_HEADER_LEN};
+pub use config::{LogConfig, TimestampType};
+pub use error::LogError;
+pub use log::{AppendInfo, Log, ReadInfo};

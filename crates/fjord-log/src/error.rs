@@ -1,0 +1,65 @@
+//! The log's error type and its mapping to Kafka error codes.
+
+/// Everything that can go wrong inside a partition log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A record batch failed validation (short, inconsistent length, bad CRC, bad offsets).
+    #[error("corrupt record batch: {0}")]
+    CorruptBatch(String),
+    /// The batch uses an old message format (magic 0 or 1) that Fjord does not store.
+    #[error("unsupported record batch magic {0}; only magic 2 (Kafka 0.11+) is supported")]
+    UnsupportedMagic(i8),
+    /// A single batch is larger than the topic's `max.message.bytes`.
+    #[error("record batch of {size} bytes is larger than max.message.bytes {max}")]
+    BatchTooLarge { size: usize, max: u32 },
+    /// The requested offset lies outside `[log start, log end]`.
+    #[error("offset {offset} is out of range; the log holds offsets {start} to {end}")]
+    OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    /// A topic configuration value was rejected.
+    #[error("Invalid value {value} for configuration {key}: {reason}")]
+    InvalidConfig {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    /// The file system failed us; the partition's storage is suspect.
+    #[error("log storage error while {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl LogError {
+    /// The Kafka protocol error code a broker should answer with.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            LogError::CorruptBatch(_) => 2,
+            LogError::UnsupportedMagic(_) => 43,
+            LogError::BatchTooLarge { .. } => 10,
+            LogError::OffsetOutOfRange { .. } => 1,
+            LogError::InvalidConfig { .. } => 40,
+            LogError::Io { .. } => 56,
+        }
+    }
+
+    /// Wraps an I/O error with what the log was doing when it happened.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> LogError {
+        LogError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Shorthand for attaching context to I/O results.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, LogError>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, LogError> {
+        self.map_err(|e| LogError::io(context(), e))
+    }
+}
