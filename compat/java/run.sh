@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Java compat suite (org.apache.kafka:kafka-clients from Maven Central).
+#   FJORD_BIN=/path/to/fjord compat/java/run.sh          # starts/stops fjord itself
+#   KAFKA_BOOTSTRAP=127.0.0.1:19092 compat/java/run.sh   # an already running broker
+# An optional argument runs only the tests whose name contains it.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [[ -z "${FJORD_BIN:-}" && -z "${KAFKA_BOOTSTRAP:-}" ]]; then
+  echo "set FJORD_BIN=/path/to/fjord or KAFKA_BOOTSTRAP=host:port" >&2
+  exit 2
+fi
+if [[ -n "${FJORD_BIN:-}" ]]; then
+  FJORD_BIN="$(cd "$(dirname "$FJORD_BIN")" && pwd)/$(basename "$FJORD_BIN")"
+  export FJORD_BIN
+fi
+cd "$here"
+if ! ls lib/kafka-clients-*.jar >/dev/null 2>&1; then
+  mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib
+fi
+rm -rf lib/classes
+mkdir -p lib/classes
+javac -d lib/classes -cp "lib/*" src/ClientCompat.java
+exec timeout --kill-after=10 900 java -Xmx256m -cp "lib/classes:lib/*" ClientCompat "$@"

@@ -1,0 +1,526 @@
+// Java client compat suite: org.apache.kafka:kafka-clients (Admin, KafkaProducer,
+// KafkaConsumer with assign()/seek(), no groups) against a broker.
+//
+// FJORD_BIN=/path/to/fjord  -> this program starts `fjord server` on a free loopback port with
+//                              a temporary data dir, and kill -9 / restarts it for durability.
+// KAFKA_BOOTSTRAP=host:port -> an already running broker; restart tests are skipped.
+// Prints one line per test and, at the end, "N passed, N failed[, N skipped]".
+
+import java.io.File;
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.*;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Collectors;
+
+import org.apache.kafka.clients.admin.*;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.ConsumerRecords;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.KafkaException;
+import org.apache.kafka.common.KafkaFuture;
+import org.apache.kafka.common.Node;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.errors.*;
+import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.header.internals.RecordHeader;
+import org.apache.kafka.common.record.TimestampType;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+
+public class ClientCompat {
+    static final Duration WAIT = Duration.ofSeconds(20);
+    static final String RF_MESSAGE_FJORD = "Replication factor: 2 larger than available brokers: 1.";
+    static final String RF_MESSAGE_KAFKA_4 = "Unable to replicate the partition 2 time(s): The target "
+        + "replication factor of 2 cannot be reached because only 1 broker(s) are registered.";
+
+    // ---------------------------------------------------------------- harness
+    static String fjordBin;
+    static String bootstrap;
+    static int port;
+    static Path dataDir;
+    static Process server;
+    static final Random RNG = new Random(42);
+
+    static class Skip extends RuntimeException { Skip(String m) { super(m); } }
+
+    static int freePort() throws IOException {
+        try (ServerSocket s = new ServerSocket()) {
+            s.bind(new InetSocketAddress("127.0.0.1", 0));
+            return s.getLocalPort();
+        }
+    }
+
+    static void startServer() throws Exception {
+        List<String> cmd = List.of(fjordBin, "server", "--listen", bootstrap,
+                                   "--data-dir", dataDir.toString());
+        server = new ProcessBuilder(cmd).redirectErrorStream(true)
+            .redirectOutput(ProcessBuilder.Redirect.appendTo(new File(dataDir + ".log")))
+            .start();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        while (true) {
+            if (!server.isAlive()) throw new IllegalStateException("server exited: " + server.exitValue());
+            try (Socket s = new Socket()) {
+                s.connect(new InetSocketAddress("127.0.0.1", port), 500);
+                return;
+            } catch (IOException e) {
+                if (System.nanoTime() > deadline) {
+                    stopServer(true);
+                    throw new IllegalStateException("server did not accept connections in 20 s");
+                }
+                Thread.sleep(100);
+            }
+        }
+    }
+
+    static void stopServer(boolean kill9) throws InterruptedException {
+        if (server == null) return;
+        if (kill9) server.destroyForcibly(); else server.destroy();
+        if (!server.waitFor(10, TimeUnit.SECONDS)) { server.destroyForcibly(); server.waitFor(10, TimeUnit.SECONDS); }
+        server = null;
+    }
+
+    static String unique(String prefix) {
+        return prefix + "-" + UUID.randomUUID().toString().substring(0, 10);
+    }
+
+    static Admin admin() {
+        Properties p = new Properties();
+        p.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, 15000);
+        p.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 20000);
+        return Admin.create(p);
+    }
+
+    static KafkaProducer<byte[], byte[]> producer(Map<String, Object> extra) {
+        Map<String, Object> p = new HashMap<>();
+        p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.put(ProducerConfig.LINGER_MS_CONFIG, 5);
+        p.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, 30000);
+        p.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, 15000);
+        p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, 20000);
+        p.putAll(extra);
+        return new KafkaProducer<>(p, new ByteArraySerializer(), new ByteArraySerializer());
+    }
+
+    static KafkaConsumer<byte[], byte[]> consumer() {
+        Map<String, Object> p = new HashMap<>();
+        p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false);
+        p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        p.put(ConsumerConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 20000);
+        return new KafkaConsumer<>(p, new ByteArrayDeserializer(), new ByteArrayDeserializer());
+    }
+
+    static String createTopic(String name, int partitions, Map<String, String> configs) throws Exception {
+        try (Admin a = admin()) {
+            a.createTopics(List.of(new NewTopic(name, partitions, (short) 1).configs(configs)))
+                .all().get(20, TimeUnit.SECONDS);
+            long deadline = System.nanoTime() + WAIT.toNanos();
+            while (true) {
+                try {
+                    TopicDescription d = a.describeTopics(List.of(name)).allTopicNames()
+                        .get(20, TimeUnit.SECONDS).get(name);
+                    if (d.partitions().size() == partitions
+                        && d.partitions().stream().allMatch(p -> p.leader() != null)) break;
+                } catch (ExecutionException e) {
+                    if (!(e.getCause() instanceof UnknownTopicOrPartitionException)) throw e;
+                }
+                check(System.nanoTime() < deadline, "topic " + name + " not ready");
+                Thread.sleep(100);
+            }
+        }
+        return name;
+    }
+
+    /** assign() the partitions, seek to offset, read exactly n records. */
+    static List<ConsumerRecord<byte[], byte[]>> consumeN(String topic, List<Integer> parts, long offset, int n) {
+        try (KafkaConsumer<byte[], byte[]> c = consumer()) {
+            List<TopicPartition> tps = parts.stream().map(p -> new TopicPartition(topic, p)).collect(Collectors.toList());
+            c.assign(tps);
+            for (TopicPartition tp : tps) c.seek(tp, offset);
+            List<ConsumerRecord<byte[], byte[]>> out = new ArrayList<>();
+            long deadline = System.nanoTime() + WAIT.toNanos();
+            while (out.size() < n && System.nanoTime() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(500))) out.add(r);
+            }
+            check(out.size() == n, "expected " + n + " records from " + topic + ", got " + out.size());
+            check(c.poll(Duration.ofMillis(300)).isEmpty(), "more records than expected in " + topic);
+            return out;
+        }
+    }
+
+    static void check(boolean cond, String what) {
+        if (!cond) throw new AssertionError(what);
+    }
+
+    static void eq(Object want, Object got, String what) {
+        if (!Objects.equals(want, got)) throw new AssertionError(what + ": expected <" + want + "> got <" + got + ">");
+    }
+
+    static <T extends Throwable> T expectCause(Class<T> type, KafkaFuture<?> f) throws Exception {
+        try {
+            f.get(20, TimeUnit.SECONDS);
+        } catch (ExecutionException e) {
+            if (type.isInstance(e.getCause())) return type.cast(e.getCause());
+            throw new AssertionError("expected " + type.getSimpleName() + ", got " + e.getCause(), e.getCause());
+        }
+        throw new AssertionError("expected " + type.getSimpleName() + ", but it succeeded");
+    }
+
+    // ---------------------------------------------------------------- tests
+    static void testAdminTopicLifecycle() throws Exception {
+        String t = createTopic(unique("j-adm"), 3, Map.of("retention.ms", "123456"));
+        try (Admin a = admin()) {
+            Collection<Node> nodes = a.describeCluster().nodes().get(20, TimeUnit.SECONDS);
+            eq(1, nodes.size(), "cluster size");
+            int id = nodes.iterator().next().id();
+            check(a.listTopics().names().get(20, TimeUnit.SECONDS).contains(t), "listed");
+            TopicDescription d = a.describeTopics(List.of(t)).allTopicNames().get(20, TimeUnit.SECONDS).get(t);
+            eq(3, d.partitions().size(), "partition count");
+            for (TopicPartitionInfo p : d.partitions()) {
+                eq(id, p.leader().id(), "leader of " + p.partition());
+                eq(List.of(id), p.replicas().stream().map(Node::id).collect(Collectors.toList()), "replicas");
+                eq(List.of(id), p.isr().stream().map(Node::id).collect(Collectors.toList()), "isr");
+            }
+            a.createPartitions(Map.of(t, NewPartitions.increaseTo(5))).all().get(20, TimeUnit.SECONDS);
+            long deadline = System.nanoTime() + WAIT.toNanos();
+            while (a.describeTopics(List.of(t)).allTopicNames().get(20, TimeUnit.SECONDS).get(t).partitions().size() != 5) {
+                check(System.nanoTime() < deadline, "partitions not increased to 5");
+                Thread.sleep(100);
+            }
+            a.deleteTopics(List.of(t)).all().get(20, TimeUnit.SECONDS);
+            deadline = System.nanoTime() + WAIT.toNanos();
+            while (a.listTopics().names().get(20, TimeUnit.SECONDS).contains(t)) {
+                check(System.nanoTime() < deadline, "deleted topic still listed");
+                Thread.sleep(100);
+            }
+            expectCause(UnknownTopicOrPartitionException.class, a.describeTopics(List.of(t)).allTopicNames());
+        }
+    }
+
+    static void testConfigs() throws Exception {
+        String t = createTopic(unique("j-cfg"), 1, Map.of("retention.ms", "123456"));
+        ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, t);
+        try (Admin a = admin()) {
+            Config c = a.describeConfigs(List.of(res)).all().get(20, TimeUnit.SECONDS).get(res);
+            eq("123456", c.get("retention.ms").value(), "retention.ms");
+            eq(false, c.get("retention.ms").isDefault(), "retention.ms isDefault");
+            eq(ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG, c.get("retention.ms").source(), "source");
+            eq("delete", c.get("cleanup.policy").value(), "cleanup.policy");
+            eq(true, c.get("cleanup.policy").isDefault(), "cleanup.policy isDefault");
+
+            a.incrementalAlterConfigs(Map.of(res, List.of(
+                new AlterConfigOp(new ConfigEntry("retention.ms", "3600000"), AlterConfigOp.OpType.SET),
+                new AlterConfigOp(new ConfigEntry("segment.bytes", "1048576"), AlterConfigOp.OpType.SET))))
+                .all().get(20, TimeUnit.SECONDS);
+            long deadline = System.nanoTime() + WAIT.toNanos();
+            while (true) {
+                c = a.describeConfigs(List.of(res)).all().get(20, TimeUnit.SECONDS).get(res);
+                if ("3600000".equals(c.get("retention.ms").value())) break;
+                check(System.nanoTime() < deadline, "retention.ms not altered");
+                Thread.sleep(100);
+            }
+            eq("1048576", c.get("segment.bytes").value(), "segment.bytes");
+            eq(false, c.get("segment.bytes").isDefault(), "segment.bytes isDefault");
+
+            InvalidConfigurationException bad = null;
+            try {
+                a.incrementalAlterConfigs(Map.of(res, List.of(
+                    new AlterConfigOp(new ConfigEntry("retention.ms", "not-a-number"), AlterConfigOp.OpType.SET))))
+                    .all().get(20, TimeUnit.SECONDS);
+            } catch (ExecutionException e) {
+                if (e.getCause() instanceof InvalidConfigurationException) bad = (InvalidConfigurationException) e.getCause();
+                else throw e;
+            }
+            check(bad != null, "a non-numeric retention.ms was accepted");
+        }
+    }
+
+    static void testDeleteRecordsAndListOffsets() throws Exception {
+        String t = createTopic(unique("j-delrec"), 1, Map.of());
+        try (KafkaProducer<byte[], byte[]> p = producer(Map.of(ProducerConfig.ACKS_CONFIG, "all"))) {
+            for (int i = 0; i < 10; i++)
+                p.send(new ProducerRecord<>(t, 0, (long) (i + 1) * 1000, null, ("v" + i).getBytes()));
+            p.flush();
+        }
+        TopicPartition tp = new TopicPartition(t, 0);
+        try (Admin a = admin()) {
+            long low = a.deleteRecords(Map.of(tp, RecordsToDelete.beforeOffset(4))).lowWatermarks().get(tp)
+                .get(20, TimeUnit.SECONDS).lowWatermark();
+            eq(4L, low, "low watermark");
+            eq(4L, a.listOffsets(Map.of(tp, OffsetSpec.earliest())).partitionResult(tp).get(20, TimeUnit.SECONDS).offset(), "earliest");
+            eq(10L, a.listOffsets(Map.of(tp, OffsetSpec.latest())).partitionResult(tp).get(20, TimeUnit.SECONDS).offset(), "latest");
+            ListOffsetsResult.ListOffsetsResultInfo r = a.listOffsets(Map.of(tp, OffsetSpec.forTimestamp(5500)))
+                .partitionResult(tp).get(20, TimeUnit.SECONDS);
+            eq(5L, r.offset(), "offset for 5500");
+            eq(6000L, r.timestamp(), "timestamp for 5500");
+        }
+        try (KafkaConsumer<byte[], byte[]> c = consumer()) {
+            eq(Map.of(tp, 4L), c.beginningOffsets(List.of(tp)), "beginningOffsets");
+            eq(Map.of(tp, 10L), c.endOffsets(List.of(tp)), "endOffsets");
+            OffsetAndTimestamp ot = c.offsetsForTimes(Map.of(tp, 2500L)).get(tp);
+            eq(4L, ot.offset(), "offsetsForTimes(2500) after deleting below 4");
+            check(c.offsetsForTimes(Map.of(tp, 99999L)).get(tp) == null, "offsetsForTimes past end is null");
+        }
+        List<ConsumerRecord<byte[], byte[]>> got = consumeN(t, List.of(0), 0, 6);  // seek below start: reset to earliest
+        eq(4L, got.get(0).offset(), "first offset after DeleteRecords");
+        eq("v4", new String(got.get(0).value()), "first value");
+    }
+
+    static void testErrors(boolean isFjord) throws Exception {
+        try (Admin a = admin()) {
+            expectCause(InvalidTopicException.class,
+                a.createTopics(List.of(new NewTopic("bad name!", 1, (short) 1))).all());
+            String t = createTopic(unique("j-dup"), 1, Map.of());
+            TopicExistsException dup = expectCause(TopicExistsException.class,
+                a.createTopics(List.of(new NewTopic(t, 1, (short) 1))).all());
+            eq("Topic '" + t + "' already exists.", dup.getMessage(), "duplicate message");
+            expectCause(InvalidPartitionsException.class,
+                a.createTopics(List.of(new NewTopic(unique("j-p0"), 0, (short) 1))).all());
+            expectCause(InvalidPartitionsException.class,
+                a.createTopics(List.of(new NewTopic(unique("j-pneg"), -3, (short) 1))).all());
+            InvalidReplicationFactorException rf = expectCause(InvalidReplicationFactorException.class,
+                a.createTopics(List.of(new NewTopic(unique("j-rf2"), 1, (short) 2))).all());
+            eq(isFjord ? RF_MESSAGE_FJORD : RF_MESSAGE_KAFKA_4, rf.getMessage(), "replication factor message");
+            expectCause(InvalidPartitionsException.class,
+                a.createPartitions(Map.of(t, NewPartitions.increaseTo(1))).all());
+        }
+        String big = createTopic(unique("j-big"), 1, Map.of("max.message.bytes", "1024"));
+        try (KafkaProducer<byte[], byte[]> p = producer(Map.of(ProducerConfig.MAX_REQUEST_SIZE_CONFIG, 10_000_000,
+                ProducerConfig.RETRIES_CONFIG, 0))) {
+            Future<RecordMetadata> f = p.send(new ProducerRecord<>(big, 0, null, new byte[4096]));
+            try {
+                f.get(20, TimeUnit.SECONDS);
+                throw new AssertionError("4 KiB record accepted by a topic with max.message.bytes=1024");
+            } catch (ExecutionException e) {
+                check(e.getCause() instanceof RecordTooLargeException, "expected RecordTooLargeException, got " + e.getCause());
+            }
+            eq(0L, p.send(new ProducerRecord<>(big, 0, null, "ok".getBytes())).get(20, TimeUnit.SECONDS).offset(), "small after big");
+        }
+        // partition 7 of a 1-partition topic: the client waits max.block.ms for it to appear
+        // in metadata, then fails with a TimeoutException naming partition 7
+        try (KafkaProducer<byte[], byte[]> p = producer(Map.of(ProducerConfig.MAX_BLOCK_MS_CONFIG, 3000))) {
+            Future<RecordMetadata> f7 = p.send(new ProducerRecord<>(big, 7, null, "x".getBytes()));
+            try {
+                f7.get(20, TimeUnit.SECONDS);
+                throw new AssertionError("produce to partition 7 of a 1-partition topic succeeded");
+            } catch (ExecutionException | KafkaException e) {
+                Throwable c = e instanceof ExecutionException ? e.getCause() : e;
+                check(c instanceof org.apache.kafka.common.errors.TimeoutException, "unexpected " + c);
+                check(String.valueOf(c.getMessage()).contains("Partition 7 of topic " + big),
+                      "message names the partition: " + c.getMessage());
+            }
+        }
+    }
+
+    static void testCompression(String codec) throws Exception {
+        String t = createTopic(unique("j-z-" + codec), 1, Map.of());
+        List<byte[]> values = new ArrayList<>();
+        for (int i = 0; i < 60; i++) {
+            byte[] v;
+            switch (i % 3) {
+                case 0: v = ("record " + i + " ").repeat(30).getBytes(StandardCharsets.UTF_8); break;
+                case 1: v = new byte[300 + i]; RNG.nextBytes(v); break;
+                default: v = new byte[0];
+            }
+            values.add(v);
+        }
+        try (KafkaProducer<byte[], byte[]> p = producer(Map.of(ProducerConfig.COMPRESSION_TYPE_CONFIG, codec,
+                ProducerConfig.LINGER_MS_CONFIG, 50, ProducerConfig.ACKS_CONFIG, "all"))) {
+            List<Future<RecordMetadata>> fs = new ArrayList<>();
+            for (int i = 0; i < values.size(); i++)
+                fs.add(p.send(new ProducerRecord<>(t, 0, ("k" + i).getBytes(), values.get(i))));
+            p.flush();
+            for (int i = 0; i < fs.size(); i++) eq((long) i, fs.get(i).get(20, TimeUnit.SECONDS).offset(), "offset");
+        }
+        List<ConsumerRecord<byte[], byte[]>> got = consumeN(t, List.of(0), 0, values.size());
+        for (int i = 0; i < values.size(); i++) {
+            eq((long) i, got.get(i).offset(), codec + " offset");
+            check(Arrays.equals(values.get(i), got.get(i).value()), codec + " value " + i + " differs");
+            eq("k" + i, new String(got.get(i).key()), codec + " key");
+        }
+    }
+
+    static void testAcks(String acks) throws Exception {
+        String t = createTopic(unique("j-acks-" + acks), 1, Map.of());
+        try (KafkaProducer<byte[], byte[]> p = producer(Map.of(ProducerConfig.ACKS_CONFIG, acks,
+                ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, acks.equals("all")))) {
+            List<Future<RecordMetadata>> fs = new ArrayList<>();
+            for (int i = 0; i < 50; i++) fs.add(p.send(new ProducerRecord<>(t, 0, null, ("a" + i).getBytes())));
+            p.flush();
+            for (int i = 0; i < 50; i++) {
+                long off = fs.get(i).get(20, TimeUnit.SECONDS).offset();
+                eq(acks.equals("0") ? -1L : (long) i, off, "acks=" + acks + " offset");
+            }
+        }
+        List<ConsumerRecord<byte[], byte[]>> got = consumeN(t, List.of(0), 0, 50);
+        for (int i = 0; i < 50; i++) eq("a" + i, new String(got.get(i).value()), "value");
+    }
+
+    static void testHeadersTimestampsSeek() throws Exception {
+        String t = createTopic(unique("j-hdr"), 2, Map.of());
+        List<Header> headers = List.of(new RecordHeader("trace", "abc".getBytes()),
+            new RecordHeader("bin", new byte[]{0, (byte) 255, 7}), new RecordHeader("dup", "1".getBytes()),
+            new RecordHeader("dup", "2".getBytes()), new RecordHeader("nullv", (byte[]) null));
+        try (KafkaProducer<byte[], byte[]> p = producer(Map.of())) {
+            for (int i = 0; i < 10; i++)
+                p.send(new ProducerRecord<>(t, 1, 1_600_000_000_000L + i, ("k" + i).getBytes(), ("v" + i).getBytes(), headers));
+            p.flush();
+        }
+        List<ConsumerRecord<byte[], byte[]>> got = consumeN(t, List.of(1), 6, 4);
+        for (int j = 0; j < 4; j++) {
+            ConsumerRecord<byte[], byte[]> r = got.get(j);
+            int i = 6 + j;
+            eq(1, r.partition(), "partition");
+            eq((long) i, r.offset(), "offset after seek(6)");
+            eq("v" + i, new String(r.value()), "value");
+            eq(1_600_000_000_000L + i, r.timestamp(), "timestamp");
+            eq(TimestampType.CREATE_TIME, r.timestampType(), "timestamp type");
+            List<Header> h = new ArrayList<>();
+            r.headers().forEach(h::add);
+            eq(headers.size(), h.size(), "header count");
+            for (int k = 0; k < headers.size(); k++) {
+                eq(headers.get(k).key(), h.get(k).key(), "header key");
+                check(Arrays.equals(headers.get(k).value(), h.get(k).value()), "header value " + headers.get(k).key());
+            }
+        }
+    }
+
+    static void testKeyedPartitioning() throws Exception {
+        String t = createTopic(unique("j-keyed"), 4, Map.of());
+        Map<String, Set<Integer>> partOf = new HashMap<>();
+        try (KafkaProducer<byte[], byte[]> p = producer(Map.of())) {
+            List<Future<RecordMetadata>> fs = new ArrayList<>();
+            for (int i = 0; i < 200; i++) fs.add(p.send(new ProducerRecord<>(t, ("key" + i % 10).getBytes(), (i % 10 + ":" + i / 10).getBytes())));
+            p.flush();
+            for (int i = 0; i < 200; i++)
+                partOf.computeIfAbsent("key" + i % 10, k -> new HashSet<>()).add(fs.get(i).get(20, TimeUnit.SECONDS).partition());
+        }
+        for (Set<Integer> s : partOf.values()) eq(1, s.size(), "partitions of one key");
+        Map<String, List<Integer>> seqs = new HashMap<>();
+        for (ConsumerRecord<byte[], byte[]> r : consumeN(t, List.of(0, 1, 2, 3), 0, 200)) {
+            String k = new String(r.key());
+            check(partOf.get(k).contains(r.partition()), "key in its partition");
+            seqs.computeIfAbsent(k, x -> new ArrayList<>()).add(Integer.parseInt(new String(r.value()).split(":")[1]));
+        }
+        List<Integer> want = new ArrayList<>();
+        for (int i = 0; i < 20; i++) want.add(i);
+        for (List<Integer> s : seqs.values()) eq(want, s, "per-key order");
+    }
+
+    static void testDurabilityKill9() throws Exception {
+        if (fjordBin == null) throw new Skip("needs FJORD_BIN: cannot kill -9 an external broker");
+        String t = createTopic(unique("j-dur"), 2, Map.of());
+        int n = 1000;
+        try (KafkaProducer<byte[], byte[]> p = producer(Map.of(ProducerConfig.ACKS_CONFIG, "all",
+                ProducerConfig.COMPRESSION_TYPE_CONFIG, "zstd"))) {
+            List<Future<RecordMetadata>> fs = new ArrayList<>();
+            for (int i = 0; i < n; i++) fs.add(p.send(new ProducerRecord<>(t, i % 2, null, ("d" + i).getBytes())));
+            p.flush();
+            for (Future<RecordMetadata> f : fs) f.get(20, TimeUnit.SECONDS);
+        }
+        stopServer(true);
+        startServer();
+        List<ConsumerRecord<byte[], byte[]>> got = consumeN(t, List.of(0, 1), 0, n);
+        Set<String> vals = got.stream().map(r -> new String(r.value())).collect(Collectors.toSet());
+        eq(n, vals.size(), "distinct values after restart");
+        for (int i = 0; i < n; i++) check(vals.contains("d" + i), "missing d" + i);
+    }
+
+    // ---------------------------------------------------------------- runner
+    interface Test { void run() throws Exception; }
+
+    public static void main(String[] args) throws Exception {
+        fjordBin = System.getenv("FJORD_BIN");
+        String external = System.getenv("KAFKA_BOOTSTRAP");
+        if ((fjordBin == null) == (external == null)) {
+            System.err.println("set exactly one of FJORD_BIN=/path/to/fjord or KAFKA_BOOTSTRAP=host:port");
+            System.exit(2);
+        }
+        if (fjordBin != null) {
+            port = freePort();
+            bootstrap = "127.0.0.1:" + port;
+            dataDir = Files.createTempDirectory("fjord-compat-java-");
+            try {
+                startServer();
+            } catch (Exception e) {
+                System.out.println("FAIL server_start: " + e);
+                deleteTree(dataDir);
+                Files.deleteIfExists(Path.of(dataDir + ".log"));
+                System.out.println("0 passed, 1 failed");
+                System.exit(1);
+            }
+        } else {
+            bootstrap = external;
+        }
+        boolean isFjord = fjordBin != null;
+        LinkedHashMap<String, Test> tests = new LinkedHashMap<>();
+        tests.put("admin_topic_lifecycle", ClientCompat::testAdminTopicLifecycle);
+        tests.put("configs_describe_alter", ClientCompat::testConfigs);
+        tests.put("delete_records_list_offsets", ClientCompat::testDeleteRecordsAndListOffsets);
+        tests.put("errors", () -> testErrors(isFjord));
+        for (String codec : List.of("none", "gzip", "snappy", "lz4", "zstd"))
+            tests.put("compression_" + codec, () -> testCompression(codec));
+        for (String acks : List.of("0", "1", "all")) tests.put("acks_" + acks, () -> testAcks(acks));
+        tests.put("headers_timestamps_seek", ClientCompat::testHeadersTimestampsSeek);
+        tests.put("keyed_partitioning", ClientCompat::testKeyedPartitioning);
+        tests.put("durability_kill9", ClientCompat::testDurabilityKill9);
+
+        String only = args.length > 0 ? args[0] : null;
+        int passed = 0, failed = 0, skipped = 0;
+        try {
+            for (Map.Entry<String, Test> e : tests.entrySet()) {
+                if (only != null && !e.getKey().contains(only)) continue;
+                long t0 = System.nanoTime();
+                try {
+                    e.getValue().run();
+                    passed++;
+                    System.out.printf("PASS %s (%d ms)%n", e.getKey(), (System.nanoTime() - t0) / 1_000_000);
+                } catch (Skip s) {
+                    skipped++;
+                    System.out.printf("SKIP %s: %s%n", e.getKey(), s.getMessage());
+                } catch (Throwable x) {
+                    failed++;
+                    System.out.printf("FAIL %s: %s%n", e.getKey(), x);
+                    StackTraceElement[] st = x.getStackTrace();
+                    for (int i = 0; i < Math.min(4, st.length); i++) System.out.println("    at " + st[i]);
+                    if (fjordBin != null && server == null) {
+                        try { startServer(); } catch (Exception ignored) { }
+                    }
+                }
+            }
+        } finally {
+            if (fjordBin != null) {
+                stopServer(false);
+                deleteTree(dataDir);
+                Files.deleteIfExists(Path.of(dataDir + ".log"));
+            }
+        }
+        System.out.println(passed + " passed, " + failed + " failed" + (skipped > 0 ? ", " + skipped + " skipped" : ""));
+        System.exit(failed == 0 ? 0 : 1);
+    }
+
+    static void deleteTree(Path p) throws IOException {
+        if (p == null || !Files.exists(p)) return;
+        try (var s = Files.walk(p)) {
+            s.sorted(Comparator.reverseOrder()).forEach(q -> q.toFile().delete());
+        }
+    }
+}

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# kcat (librdkafka, Debian package) compat suite.
+#   FJORD_BIN=/path/to/fjord compat/kcat/run.sh          # starts/stops fjord itself
+#   KAFKA_BOOTSTRAP=127.0.0.1:19092 compat/kcat/run.sh   # an already running broker
+# Prints "N passed, N failed" and exits non-zero on any failure.
+set -euo pipefail
+
+if [[ -z "${FJORD_BIN:-}" && -z "${KAFKA_BOOTSTRAP:-}" ]]; then
+  echo "set FJORD_BIN=/path/to/fjord or KAFKA_BOOTSTRAP=host:port" >&2
+  exit 2
+fi
+
+if ! command -v kcat >/dev/null 2>&1; then
+  if ! apt-get install -y kcat >/dev/null 2>&1; then
+    apt-get update >/dev/null
+    apt-get install -y kcat >/dev/null
+  fi
+fi
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/kcat-compat.XXXXXX")"
+server_pid=""
+cleanup() {
+  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+    kill "$server_pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [[ -n "${FJORD_BIN:-}" ]]; then
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  BS="127.0.0.1:$port"
+  mkdir -p "$work/data"
+  "$FJORD_BIN" server --listen "$BS" --data-dir "$work/data" > "$work/server.log" 2>&1 &
+  server_pid=$!
+  deadline=$((SECONDS + 20))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      echo "fjord exited during startup:" >&2; tail -20 "$work/server.log" >&2; exit 1
+    fi
+    (( SECONDS < deadline )) || { echo "fjord did not listen on $BS within 20 s" >&2; exit 1; }
+    sleep 0.1
+  done
+else
+  BS="$KAFKA_BOOTSTRAP"
+fi
+
+passed=0
+failed=0
+uniq() { echo "$1-$(date +%s%N | tail -c 9)$RANDOM"; }
+# bounded kcat: every call has a timeout
+K() { timeout 30 kcat -b "$BS" -X topic.metadata.propagation.max.ms=5000 "$@"; }
+
+run_test() {
+  local name="$1"; shift
+  local rc
+  # Not in an `if`: errexit must stay active inside the test's subshell, so any failing
+  # command (not just the last one) fails the test.
+  set +e
+  ( set -e; "$@" ) > "$work/test.out" 2>&1
+  rc=$?
+  set -e
+  if (( rc == 0 )); then
+    passed=$((passed + 1)); echo "PASS $name"
+  else
+    failed=$((failed + 1)); echo "FAIL $name"; tail -15 "$work/test.out" | sed 's/^/    /'
+  fi
+}
+
+# produce lines, waiting until the auto-created topic exists (producer metadata may race
+# the creation: retry a missing topic briefly).
+produce() { # topic, extra args..., stdin: data
+  local topic="$1"; shift
+  K -P -t "$topic" "$@"
+}
+
+expect_eq() { # what want got
+  if [[ "$2" != "$3" ]]; then
+    echo "$1: expected:"; printf '%s\n' "$2" | head -5; echo "got:"; printf '%s\n' "$3" | head -5
+    return 1
+  fi
+}
+
+t_metadata() {
+  local topic; topic="$(uniq kc-meta)"
+  echo "x" | produce "$topic"
+  local json; json="$(K -L -J -t "$topic")"
+  python3 - "$topic" "$json" <<'PY'
+import json, sys
+topic, md = sys.argv[1], json.loads(sys.argv[2])
+assert len(md["brokers"]) == 1, md["brokers"]
+bid = md["brokers"][0]["id"]
+ts = [t for t in md["topics"] if t["topic"] == topic]
+assert len(ts) == 1, md["topics"]
+t = ts[0]
+assert "error" not in t or not t["error"], t
+assert len(t["partitions"]) == 1, t
+p = t["partitions"][0]
+assert p["partition"] == 0 and p["leader"] == bid, p
+assert [r["id"] for r in p["replicas"]] == [bid], p
+assert [r["id"] for r in p["isrs"]] == [bid], p
+PY
+  # the full listing includes it too
+  K -L | grep -q "topic \"$topic\" with 1 partitions"
+}
+
+t_produce_consume() {
+  local topic; topic="$(uniq kc-pc)"
+  seq 1 500 | sed 's/^/line-/' > "$work/in.txt"
+  produce "$topic" -l "$work/in.txt"
+  local got; got="$(K -C -t "$topic" -o beginning -e -q)"
+  expect_eq "values" "$(cat "$work/in.txt")" "$got"
+  # offsets are 0..499
+  got="$(K -C -t "$topic" -o beginning -e -q -f '%p:%o\n' | tail -1)"
+  expect_eq "last partition:offset" "0:499" "$got"
+}
+
+t_keys() {
+  local topic; topic="$(uniq kc-keys)"
+  printf 'k1:v1\nk2:v2\nk1:v3\n:no-key-value\nk3:\n' | produce "$topic" -K:
+  local got; got="$(K -C -t "$topic" -o beginning -e -q -f '%k=%s|%K|%S\n')"
+  expect_eq "keys" $'k1=v1|2|2\nk2=v2|2|2\nk1=v3|2|2\n=no-key-value|0|12\nk3=|2|0' "$got"
+}
+
+t_consume_from_offset() {
+  local topic; topic="$(uniq kc-off)"
+  seq 0 19 | produce "$topic"
+  local got; got="$(K -C -t "$topic" -p 0 -o 15 -e -q -f '%o=%s\n')"
+  expect_eq "from 15" $'15=15\n16=16\n17=17\n18=18\n19=19' "$got"
+  got="$(K -C -t "$topic" -p 0 -o -3 -e -q -f '%o=%s\n')"
+  expect_eq "last 3" $'17=17\n18=18\n19=19' "$got"
+  got="$(K -C -t "$topic" -p 0 -o 4 -c 2 -q -f '%o=%s\n')"
+  expect_eq "count 2 from 4" $'4=4\n5=5' "$got"
+}
+
+t_headers_timestamps() {
+  local topic; topic="$(uniq kc-hdr)"
+  local before; before="$(date +%s%3N)"
+  echo "payload" | produce "$topic" -H "trace=abc" -H "dup=1" -H "dup=2"
+  local after; after="$(date +%s%3N)"
+  local got; got="$(K -C -t "$topic" -o beginning -e -q -f '%h|%s\n')"
+  expect_eq "headers" "trace=abc,dup=1,dup=2|payload" "$got"
+  local ts; ts="$(K -C -t "$topic" -o beginning -e -q -f '%T\n')"
+  (( ts >= before - 1000 && ts <= after + 1000 )) || { echo "timestamp $ts not in [$before, $after]"; return 1; }
+}
+
+t_compression() { # codec
+  local codec="$1" topic; topic="$(uniq "kc-z-$codec")"
+  python3 - > "$work/z-$codec.txt" <<'PY'
+import random
+r = random.Random(7)
+for i in range(300):
+    if i % 3 == 0:
+        print(("compressible-%d " % i) * 20)
+    elif i % 3 == 1:
+        print("".join(r.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(150)))
+    else:
+        print("short-%d" % i)
+PY
+  produce "$topic" -z "$codec" -X linger.ms=50 -l "$work/z-$codec.txt"
+  local got; got="$(K -C -t "$topic" -o beginning -e -q)"
+  expect_eq "$codec values" "$(cat "$work/z-$codec.txt")" "$got"
+  got="$(K -C -t "$topic" -o beginning -e -q -f '%o\n' | wc -l)"
+  expect_eq "$codec count" "300" "$got"
+}
+
+t_missing_partition() {
+  local topic; topic="$(uniq kc-p7)"
+  echo "x" | produce "$topic"
+  # producing to partition 7 of a 1-partition topic fails (kcat exits non-zero)
+  if echo "y" | K -P -t "$topic" -p 7 -X message.timeout.ms=5000 >/dev/null 2>&1; then
+    echo "produce to partition 7 succeeded"; return 1
+  fi
+  local got; got="$(K -C -t "$topic" -o beginning -e -q)"
+  expect_eq "only the first record" "x" "$got"
+}
+
+run_test metadata_listing t_metadata
+run_test produce_consume t_produce_consume
+run_test keys t_keys
+run_test consume_from_offset t_consume_from_offset
+run_test headers_timestamps t_headers_timestamps
+for codec in none gzip snappy lz4 zstd; do
+  run_test "compression_$codec" t_compression "$codec"
+done
+run_test produce_missing_partition t_missing_partition
+
+echo "$passed passed, $failed failed"
+(( failed == 0 ))

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Run every compat suite (python, kcat, java) against one broker and fail if any fails.
+#   FJORD_BIN=target/release/fjord compat/run-all.sh     # each suite starts its own fjord
+#   KAFKA_BOOTSTRAP=127.0.0.1:19092 compat/run-all.sh    # an already running broker
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [[ -z "${FJORD_BIN:-}" && -z "${KAFKA_BOOTSTRAP:-}" ]]; then
+  echo "set FJORD_BIN=/path/to/fjord or KAFKA_BOOTSTRAP=host:port" >&2
+  exit 2
+fi
+if [[ -n "${FJORD_BIN:-}" ]]; then
+  FJORD_BIN="$(cd "$(dirname "$FJORD_BIN")" && pwd)/$(basename "$FJORD_BIN")"
+  export FJORD_BIN
+fi
+ok=0
+bad=0
+failed_suites=()
+for suite in python kcat java; do
+  echo "=== compat/$suite ==="
+  if "$here/$suite/run.sh"; then
+    ok=$((ok + 1))
+  else
+    bad=$((bad + 1))
+    failed_suites+=("$suite")
+  fi
+done
+if (( bad > 0 )); then
+  echo "failed suites: ${failed_suites[*]}"
+fi
+echo "suites: $ok passed, $bad failed"
+(( bad == 0 ))
