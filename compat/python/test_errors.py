@@ -16,7 +16,7 @@ TOPIC_ALREADY_EXISTS = 36
 INVALID_PARTITIONS = 37
 INVALID_REPLICATION_FACTOR = 38
 
-# Fjord's message (DESIGN.md, "Errors") is the one older ZooKeeper-mode Kafka used.
+# Fjord's message is the one older ZooKeeper-mode Kafka used.
 # Apache Kafka 4.x (KRaft controller) words it differently; against it we check its own
 # text, so both are exact.
 RF_MESSAGE_FJORD = "Replication factor: 2 larger than available brokers: 1."
