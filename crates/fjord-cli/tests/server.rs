@@ -1,0 +1,109 @@
+//! `fjord server` as an operator runs it: flags, bad configuration, SIGTERM.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn fjord() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fjord"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Kills the server if a test fails half-way, so no process outlives the test.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn unknown_property_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fjord()
+        .args(["server", "--data-dir"])
+        .arg(dir.path())
+        .args(["--override", "log.retention.hourz=1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("log.retention.hourz"), "{err}");
+
+    let props = dir.path().join("server.properties");
+    std::fs::write(&props, "num.partitions=abc\n").unwrap();
+    let out = fjord()
+        .args(["server", "--config"])
+        .arg(&props)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("num.partitions"), "{err}");
+
+    let out = fjord().args(["server", "--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
+}
+
+#[test]
+fn sigterm_flushes_and_exits_zero_and_the_lock_refuses_a_second_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = fjord()
+        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Running(child);
+    wait_for_port(port);
+    assert!(dir.path().join("meta.properties").is_file());
+
+    // Same directory, another port: refused with a clear message.
+    let out = fjord()
+        .args(["server", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another Fjord server"), "{err}");
+
+    let pid = server.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut log = String::new();
+    if let Some(mut e) = server.0.stderr.take() {
+        let _ = e.read_to_string(&mut log);
+    }
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("flushed"), "{log}");
+}
