@@ -62,6 +62,20 @@ impl Partition {
         self.high_watermark.load(Ordering::Acquire)
     }
 
+    /// The current leader epoch, after checking the one a client believes in (KIP-320):
+    /// newer than ours means our metadata lags (UNKNOWN_LEADER_EPOCH, retry), older means
+    /// the client's does (FENCED_LEADER_EPOCH, refresh metadata). -1 skips the check.
+    pub fn check_leader_epoch(&self, client_epoch: i32) -> Result<i32, i16> {
+        let current = self.leader_epoch.load(Ordering::Acquire);
+        if client_epoch < 0 || client_epoch == current {
+            Ok(current)
+        } else if client_epoch > current {
+            Err(code::UNKNOWN_LEADER_EPOCH)
+        } else {
+            Err(code::FENCED_LEADER_EPOCH)
+        }
+    }
+
     /// Validates and appends a producer's batches; returns where they landed.
     pub fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo, BrokerError> {
         let mut producers = self.producers.lock();
@@ -418,5 +432,95 @@ fn remove_dir(dir: &Path) -> Result<(), BrokerError> {
 impl From<LogError> for BrokerError {
     fn from(e: LogError) -> Self {
         BrokerError::Kafka(e.kafka_code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    fn partition(dir: &Path) -> Partition {
+        Partition {
+            topic: "t".into(),
+            topic_id: Uuid::new_v4(),
+            index: 0,
+            log: Arc::new(Log::open(dir, LogConfig::default()).unwrap()),
+            leader: AtomicI32::new(1),
+            leader_epoch: AtomicI32::new(3),
+            replicas: RwLock::new(vec![1]),
+            isr: RwLock::new(vec![1]),
+            high_watermark: AtomicI64::new(0),
+            producers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A batch of `n` records from an idempotent producer, as a client encodes it.
+    fn idempotent_batch(pid: i64, epoch: i16, first_seq: i32, n: i32) -> BytesMut {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: pid,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: first_seq + i,
+                timestamp: 1000,
+                key: None,
+                value: Some(bytes::Bytes::from_static(b"v")),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf
+    }
+
+    #[test]
+    fn retried_batch_gets_its_original_offset_and_gaps_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        let first = p.append(&mut idempotent_batch(7, 0, 0, 3), 0).unwrap();
+        let second = p.append(&mut idempotent_batch(7, 0, 3, 2), 0).unwrap();
+        assert_eq!((first.base_offset, second.base_offset), (0, 3));
+        // A retry of the first batch: same answer, nothing appended.
+        let retry = p.append(&mut idempotent_batch(7, 0, 0, 3), 0).unwrap();
+        assert_eq!(retry.base_offset, 0);
+        assert_eq!(p.log.log_end_offset(), 5);
+        assert_eq!(p.high_watermark(), 5);
+        // A gap in the sequence.
+        let err = p.append(&mut idempotent_batch(7, 0, 9, 1), 0).unwrap_err();
+        assert_eq!(err.kafka_code(), code::OUT_OF_ORDER_SEQUENCE_NUMBER);
+        // A zombie with an older epoch, after the producer bumped it.
+        p.append(&mut idempotent_batch(7, 1, 0, 1), 0).unwrap();
+        let err = p.append(&mut idempotent_batch(7, 0, 5, 1), 0).unwrap_err();
+        assert_eq!(err.kafka_code(), code::INVALID_PRODUCER_EPOCH);
+        assert_eq!(p.log.log_end_offset(), 6);
+        // Another producer is independent.
+        assert_eq!(p.append(&mut idempotent_batch(8, 0, 0, 1), 0).unwrap().base_offset, 6);
+    }
+
+    #[test]
+    fn leader_epoch_checks_follow_kip_320() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        assert_eq!(p.check_leader_epoch(-1), Ok(3));
+        assert_eq!(p.check_leader_epoch(3), Ok(3));
+        assert_eq!(p.check_leader_epoch(4), Err(code::UNKNOWN_LEADER_EPOCH));
+        assert_eq!(p.check_leader_epoch(2), Err(code::FENCED_LEADER_EPOCH));
     }
 }

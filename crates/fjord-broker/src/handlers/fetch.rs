@@ -121,7 +121,6 @@ fn read_once(
                 Ok(name) => match state.replicas.get(name, index) {
                     None => error(index, code::UNKNOWN_TOPIC_OR_PARTITION),
                     Some(p) => {
-                        let current = p.leader_epoch.load(std::sync::atomic::Ordering::Acquire);
                         let hw = p.high_watermark();
                         let start = p.log.log_start_offset();
                         let base = PartitionData::default()
@@ -130,12 +129,8 @@ fn read_once(
                             .with_last_stable_offset(hw)
                             .with_log_start_offset(start)
                             .with_aborted_transactions(None);
-                        if leader_epoch >= 0 && leader_epoch > current {
-                            base.with_error_code(code::UNKNOWN_LEADER_EPOCH)
-                                .with_records(Some(Bytes::new()))
-                        } else if leader_epoch >= 0 && leader_epoch < current {
-                            base.with_error_code(code::FENCED_LEADER_EPOCH)
-                                .with_records(Some(Bytes::new()))
+                        if let Err(c) = p.check_leader_epoch(leader_epoch) {
+                            base.with_error_code(c).with_records(Some(Bytes::new()))
                         } else {
                             let budget = (partition_max.max(0) as usize)
                                 .min(max_bytes.saturating_sub(total));

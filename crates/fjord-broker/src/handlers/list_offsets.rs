@@ -33,17 +33,10 @@ pub fn handle(state: &BrokerState, req: ListOffsetsRequest, version: i16) -> Lis
                             .with_offset(-1)
                             .with_timestamp(-1);
                     };
-                    let epoch = partition
-                        .leader_epoch
-                        .load(std::sync::atomic::Ordering::Acquire);
-                    if p.current_leader_epoch >= 0 && p.current_leader_epoch != epoch {
-                        let c = if p.current_leader_epoch > epoch {
-                            code::UNKNOWN_LEADER_EPOCH
-                        } else {
-                            code::FENCED_LEADER_EPOCH
-                        };
-                        return base.with_error_code(c).with_offset(-1).with_timestamp(-1);
-                    }
+                    let epoch = match partition.check_leader_epoch(p.current_leader_epoch) {
+                        Ok(e) => e,
+                        Err(c) => return base.with_error_code(c).with_offset(-1).with_timestamp(-1),
+                    };
                     let hw = partition.high_watermark();
                     let found = match p.timestamp {
                         LATEST => Ok(Some((-1, hw))),

@@ -65,17 +65,12 @@ pub fn offset_for_leader_epoch(
                             .with_leader_epoch(-1)
                             .with_end_offset(-1);
                     };
-                    let current = partition
-                        .leader_epoch
-                        .load(std::sync::atomic::Ordering::Acquire);
-                    if p.current_leader_epoch >= 0 && p.current_leader_epoch != current {
-                        let c = if p.current_leader_epoch > current {
-                            code::UNKNOWN_LEADER_EPOCH
-                        } else {
-                            code::FENCED_LEADER_EPOCH
-                        };
-                        return base.with_error_code(c).with_leader_epoch(-1).with_end_offset(-1);
-                    }
+                    let current = match partition.check_leader_epoch(p.current_leader_epoch) {
+                        Ok(e) => e,
+                        Err(c) => {
+                            return base.with_error_code(c).with_leader_epoch(-1).with_end_offset(-1)
+                        }
+                    };
                     // The current epoch ends at the log end; an older one where the next began.
                     let (epoch, end) = if p.leader_epoch >= current {
                         (current, partition.log.log_end_offset())
