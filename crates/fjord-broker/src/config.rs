@@ -62,9 +62,17 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
     ("log.index.interval.bytes", "4096", PropType::Int),
     ("log.index.size.max.bytes", "10485760", PropType::Int),
     ("log.message.timestamp.type", "CreateTime", PropType::String),
-    ("log.flush.interval.messages", "9223372036854775807", PropType::Long),
+    (
+        "log.flush.interval.messages",
+        "9223372036854775807",
+        PropType::Long,
+    ),
     ("log.flush.interval.ms", "", PropType::Long),
-    ("log.flush.scheduler.interval.ms", "9223372036854775807", PropType::Long),
+    (
+        "log.flush.scheduler.interval.ms",
+        "9223372036854775807",
+        PropType::Long,
+    ),
     ("log.cleanup.policy", "delete", PropType::List),
     ("compression.type", "producer", PropType::String),
     ("offsets.topic.num.partitions", "50", PropType::Int),
@@ -202,7 +210,11 @@ impl BrokerConfig {
                     reason: e.to_string(),
                 })
         };
-        set_log("segment.bytes", "log.segment.bytes", r.string("log.segment.bytes"))?;
+        set_log(
+            "segment.bytes",
+            "log.segment.bytes",
+            r.string("log.segment.bytes"),
+        )?;
         let roll_ms = match r.opt_long("log.roll.ms")? {
             Some(ms) => ms,
             None => r.long("log.roll.hours")? * 3_600_000,
@@ -216,7 +228,11 @@ impl BrokerConfig {
             r.long("log.retention.hours")? * 3_600_000
         };
         set_log("retention.ms", "log.retention.ms", retention_ms.to_string())?;
-        set_log("retention.bytes", "log.retention.bytes", r.string("log.retention.bytes"))?;
+        set_log(
+            "retention.bytes",
+            "log.retention.bytes",
+            r.string("log.retention.bytes"),
+        )?;
         set_log(
             "index.interval.bytes",
             "log.index.interval.bytes",
@@ -227,7 +243,11 @@ impl BrokerConfig {
             "log.index.size.max.bytes",
             r.string("log.index.size.max.bytes"),
         )?;
-        set_log("max.message.bytes", "message.max.bytes", r.string("message.max.bytes"))?;
+        set_log(
+            "max.message.bytes",
+            "message.max.bytes",
+            r.string("message.max.bytes"),
+        )?;
         set_log(
             "message.timestamp.type",
             "log.message.timestamp.type",

@@ -121,7 +121,7 @@ async fn read_requests(
         tokio::spawn(async move {
             let response = match handlers::handle(&state, &header, request, turn).await {
                 Outcome::Respond(r, version) => {
-                    match handlers::encode_response(&header, api_key, r, version) {
+                    match handlers::encode_response(&header, api_key, *r, version) {
                         Ok(bytes) => Some(bytes),
                         Err(why) => {
                             tracing::error!("{why}");
@@ -182,12 +182,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, ApiKey, Reques
     }
     let body = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|e| format!("bad {api_key:?} v{version} request: {e}"))?;
-    Ok((header, api_key, Request::Kind(body)))
+    Ok((header, api_key, Request::Kind(Box::new(body))))
 }
 
 /// A decoded request, or the reason it will not be decoded.
 pub enum Request {
-    Kind(RequestKind),
+    Kind(Box<RequestKind>),
     /// ApiVersions at a version above ours: answered at v0 with UNSUPPORTED_VERSION.
     UnsupportedApiVersions,
     /// Another API at a version we do not implement.

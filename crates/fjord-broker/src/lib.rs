@@ -9,6 +9,7 @@ pub mod alloc;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod group;
 pub mod handlers;
 pub mod replica;
 pub mod server;

@@ -271,7 +271,9 @@ impl ReplicaManager {
                     existing.log.update_config(log_config);
                 }
                 existing.leader.store(p.leader, Ordering::Release);
-                existing.leader_epoch.store(p.leader_epoch, Ordering::Release);
+                existing
+                    .leader_epoch
+                    .store(p.leader_epoch, Ordering::Release);
                 *existing.replicas.write() = p.replicas.clone();
                 *existing.isr.write() = p.isr.clone();
                 continue;
@@ -319,11 +321,22 @@ impl ReplicaManager {
     /// Fjord made itself (they hold `partition.metadata`) are ever touched.
     fn remove_strays(
         &self,
-        wanted: &BTreeMap<(String, i32), (&fjord_controller::TopicImage, &fjord_controller::PartitionImage)>,
+        wanted: &BTreeMap<
+            (String, i32),
+            (
+                &fjord_controller::TopicImage,
+                &fjord_controller::PartitionImage,
+            ),
+        >,
     ) -> Result<(), BrokerError> {
         let entries = match fs::read_dir(&self.data_dir) {
             Ok(e) => e,
-            Err(e) => return Err(BrokerError::io(format!("list {}", self.data_dir.display()), e)),
+            Err(e) => {
+                return Err(BrokerError::io(
+                    format!("list {}", self.data_dir.display()),
+                    e,
+                ))
+            }
         };
         for entry in entries.flatten() {
             let path = entry.path();
@@ -361,8 +374,12 @@ impl ReplicaManager {
         for p in self.all() {
             match p.log.apply_retention(now_ms) {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(topic = %p.topic, partition = p.index, segments = n, "retention deleted segments"),
-                Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),
+                Ok(n) => {
+                    tracing::info!(topic = %p.topic, partition = p.index, segments = n, "retention deleted segments")
+                }
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                }
             }
         }
     }
@@ -511,7 +528,12 @@ mod tests {
         assert_eq!(err.kafka_code(), code::INVALID_PRODUCER_EPOCH);
         assert_eq!(p.log.log_end_offset(), 6);
         // Another producer is independent.
-        assert_eq!(p.append(&mut idempotent_batch(8, 0, 0, 1), 0).unwrap().base_offset, 6);
+        assert_eq!(
+            p.append(&mut idempotent_batch(8, 0, 0, 1), 0)
+                .unwrap()
+                .base_offset,
+            6
+        );
     }
 
     #[test]

@@ -79,11 +79,13 @@ impl Server {
             data_dir = %dir.display(),
             "broker ready"
         );
+        let groups = crate::group::GroupCoordinator::new(&config);
         let state = Arc::new(BrokerState {
             config,
             cluster_id,
             controller,
             replicas,
+            groups,
         });
         Ok(Server {
             state,
@@ -110,6 +112,7 @@ impl Server {
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let maintenance = tokio::spawn(maintenance(self.state.clone()));
+        let groups = tokio::spawn(crate::group::run(self.state.clone()));
         tracing::info!(addr = %self.local_addr()?, "listening");
 
         let accept = async {
@@ -153,6 +156,7 @@ impl Server {
             tracing::warn!("in-flight requests did not finish in time; flushing anyway");
         }
         maintenance.abort();
+        groups.abort();
         let state = self.state.clone();
         tokio::task::spawn_blocking(move || state.replicas.shutdown())
             .await

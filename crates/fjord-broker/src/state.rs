@@ -14,6 +14,7 @@ pub struct BrokerState {
     pub cluster_id: String,
     pub controller: Arc<Controller>,
     pub replicas: ReplicaManager,
+    pub groups: crate::group::GroupCoordinator,
 }
 
 impl BrokerState {

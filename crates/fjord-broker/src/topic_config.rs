@@ -15,16 +15,32 @@ use crate::config::{BrokerConfig, PropType};
 pub const TOPIC_CONFIGS: &[(&str, &str, PropType)] = &[
     ("cleanup.policy", "log.cleanup.policy", PropType::List),
     ("compression.type", "compression.type", PropType::String),
-    ("flush.messages", "log.flush.interval.messages", PropType::Long),
+    (
+        "flush.messages",
+        "log.flush.interval.messages",
+        PropType::Long,
+    ),
     ("flush.ms", "log.flush.interval.ms", PropType::Long),
-    ("index.interval.bytes", "log.index.interval.bytes", PropType::Int),
+    (
+        "index.interval.bytes",
+        "log.index.interval.bytes",
+        PropType::Int,
+    ),
     ("max.message.bytes", "message.max.bytes", PropType::Int),
-    ("message.timestamp.type", "log.message.timestamp.type", PropType::String),
+    (
+        "message.timestamp.type",
+        "log.message.timestamp.type",
+        PropType::String,
+    ),
     ("min.insync.replicas", "min.insync.replicas", PropType::Int),
     ("retention.bytes", "log.retention.bytes", PropType::Long),
     ("retention.ms", "log.retention.ms", PropType::Long),
     ("segment.bytes", "log.segment.bytes", PropType::Int),
-    ("segment.index.bytes", "log.index.size.max.bytes", PropType::Int),
+    (
+        "segment.index.bytes",
+        "log.index.size.max.bytes",
+        PropType::Int,
+    ),
     ("segment.ms", "log.roll.ms", PropType::Long),
 ];
 
@@ -140,7 +156,7 @@ pub fn describe(
                 value,
                 source,
                 prop_type,
-                broker_synonym: broker_set.then(|| (broker_key, broker_value)),
+                broker_synonym: broker_set.then_some((broker_key, broker_value)),
                 default_value,
             }
         })

@@ -84,7 +84,10 @@ async fn api_versions_lists_ranges_and_answers_newer_versions_at_v0() {
     assert_eq!(r.error_code, 0);
     let produce = r.api_keys.iter().find(|k| k.api_key == 0).expect("produce");
     assert_eq!((produce.min_version, produce.max_version), (3, 12));
-    assert!(r.api_keys.iter().any(|k| k.api_key == 1), "fetch advertised");
+    assert!(
+        r.api_keys.iter().any(|k| k.api_key == 1),
+        "fetch advertised"
+    );
 
     // A version from the future: v0 body with UNSUPPORTED_VERSION and our ranges.
     let (id, frame) = c.frame(&ApiVersionsRequest::default(), 3);
@@ -92,11 +95,16 @@ async fn api_versions_lists_ranges_and_answers_newer_versions_at_v0() {
     raw[6..8].copy_from_slice(&99i16.to_be_bytes());
     c.send_raw(&raw).await.unwrap();
     let mut resp = c.read_frame().await.unwrap();
-    let header = <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(&mut resp, 0).unwrap();
+    let header =
+        <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(&mut resp, 0).unwrap();
     assert_eq!(header.correlation_id, id);
-    let body = <ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut resp, 0).unwrap();
+    let body =
+        <ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut resp, 0).unwrap();
     assert_eq!(body.error_code, 35);
-    assert!(body.api_keys.iter().any(|k| k.api_key == 18 && k.max_version == 4));
+    assert!(body
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == 18 && k.max_version == 4));
     broker.stop().await;
 }
 
@@ -117,7 +125,10 @@ async fn produce_then_fetch_every_codec() {
         let vals: Vec<Vec<u8>> = (0..10).map(|j| format!("v{i}-{j}").into_bytes()).collect();
         let refs: Vec<&[u8]> = vals.iter().map(|v| v.as_slice()).collect();
         let r = c
-            .request(produce_req("codecs", 0, batch(&refs, None, 1000, codec), 1), 9)
+            .request(
+                produce_req("codecs", 0, batch(&refs, None, 1000, codec), 1),
+                9,
+            )
             .await;
         let p = &r.responses[0].partition_responses[0];
         assert_eq!(p.error_code, 0, "{codec:?}");
@@ -142,7 +153,10 @@ async fn topic_errors_carry_kafka_codes_and_messages() {
         r.topics[0].error_message.as_deref(),
         Some("Replication factor: 2 larger than available brokers: 1.")
     );
-    assert_eq!(create(&mut c, "bad name!", 1, 1).await.topics[0].error_code, 17);
+    assert_eq!(
+        create(&mut c, "bad name!", 1, 1).await.topics[0].error_code,
+        17
+    );
     assert_eq!(create(&mut c, "zero", 0, 1).await.topics[0].error_code, 37);
     assert_eq!(create(&mut c, "ok", 1, 1).await.topics[0].error_code, 0);
     assert_eq!(create(&mut c, "ok", 1, 1).await.topics[0].error_code, 36);
@@ -158,7 +172,9 @@ async fn topic_errors_carry_kafka_codes_and_messages() {
     let mut corrupt = BytesMut::from(&b[..]);
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0xff;
-    let r = c.request(produce_req("ok", 0, corrupt.freeze(), 1), 9).await;
+    let r = c
+        .request(produce_req("ok", 0, corrupt.freeze(), 1), 9)
+        .await;
     assert_eq!(r.responses[0].partition_responses[0].error_code, 2);
     assert_eq!(
         create_with(&mut c, "small", 1, 1, &[("max.message.bytes", "1024")])
@@ -169,7 +185,10 @@ async fn topic_errors_carry_kafka_codes_and_messages() {
     );
     let big = vec![7u8; 4096];
     let r = c
-        .request(produce_req("small", 0, batch(&[&big], None, 0, Compression::None), 1), 9)
+        .request(
+            produce_req("small", 0, batch(&[&big], None, 0, Compression::None), 1),
+            9,
+        )
         .await;
     assert_eq!(r.responses[0].partition_responses[0].error_code, 10);
     // Nothing was appended by any refused request.
@@ -184,8 +203,13 @@ async fn bad_frames_close_only_their_connection() {
 
     // A frame longer than socket.request.max.bytes.
     let mut c = broker.client().await;
-    c.send_raw(&(200 * 1024 * 1024i32).to_be_bytes()).await.unwrap();
-    assert!(c.is_closed().await, "oversized frame must close the connection");
+    c.send_raw(&(200 * 1024 * 1024i32).to_be_bytes())
+        .await
+        .unwrap();
+    assert!(
+        c.is_closed().await,
+        "oversized frame must close the connection"
+    );
 
     // Garbage: an unknown API key.
     let mut c = broker.client().await;
@@ -196,7 +220,10 @@ async fn bad_frames_close_only_their_connection() {
     buf.put_i32(1);
     buf.put_i16(-1);
     c.send_raw(&buf).await.unwrap();
-    assert!(c.is_closed().await, "unknown API key must close the connection");
+    assert!(
+        c.is_closed().await,
+        "unknown API key must close the connection"
+    );
 
     // A truncated Metadata body.
     let mut c = broker.client().await;
@@ -206,7 +233,10 @@ async fn bad_frames_close_only_their_connection() {
     buf.put_i32(cut.len() as i32);
     buf.extend_from_slice(cut);
     c.send_raw(&buf).await.unwrap();
-    assert!(c.is_closed().await, "truncated request must close the connection");
+    assert!(
+        c.is_closed().await,
+        "truncated request must close the connection"
+    );
 
     // A negative size.
     let mut c = broker.client().await;
@@ -236,20 +266,31 @@ async fn long_poll_wakes_on_produce_and_responses_keep_request_order() {
     let started = Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = admin
-        .request(produce_req("poll", 0, batch(&[b"wake"], None, 0, Compression::None), 1), 9)
+        .request(
+            produce_req("poll", 0, batch(&[b"wake"], None, 0, Compression::None), 1),
+            9,
+        )
         .await;
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
 
     let mut first = c.read_frame().await.unwrap();
     let waited = started.elapsed();
     let h = <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(&mut first, 1).unwrap();
-    assert_eq!(h.correlation_id, fetch_id, "fetch answered first, in request order");
-    let body = <FetchResponse as kafka_protocol::protocol::Decodable>::decode(&mut first, 12).unwrap();
-    assert_eq!(values(body.responses[0].partitions[0].records.clone().unwrap()), vec![b"wake".to_vec()]);
+    assert_eq!(
+        h.correlation_id, fetch_id,
+        "fetch answered first, in request order"
+    );
+    let body =
+        <FetchResponse as kafka_protocol::protocol::Decodable>::decode(&mut first, 12).unwrap();
+    assert_eq!(
+        values(body.responses[0].partitions[0].records.clone().unwrap()),
+        vec![b"wake".to_vec()]
+    );
     // Woken by the append, far before max_wait_ms (10 s) ran out.
     assert!(waited < Duration::from_secs(5), "fetch waited {waited:?}");
     let mut second = c.read_frame().await.unwrap();
-    let h = <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(&mut second, 0).unwrap();
+    let h =
+        <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(&mut second, 0).unwrap();
     assert_eq!(h.correlation_id, versions_id);
     broker.stop().await;
 }
@@ -264,7 +305,12 @@ async fn data_and_topics_survive_restart_and_the_lock_refuses_a_second_server() 
         let v = format!("r{i}");
         let r = c
             .request(
-                produce_req("durable", 1, batch(&[v.as_bytes()], None, 0, Compression::None), -1),
+                produce_req(
+                    "durable",
+                    1,
+                    batch(&[v.as_bytes()], None, 0, Compression::None),
+                    -1,
+                ),
                 9,
             )
             .await;
@@ -272,7 +318,10 @@ async fn data_and_topics_survive_restart_and_the_lock_refuses_a_second_server() 
     }
     // A second server on the same directory must refuse to start.
     let mut props = std::collections::BTreeMap::new();
-    props.insert("listeners".to_string(), "PLAINTEXT://127.0.0.1:0".to_string());
+    props.insert(
+        "listeners".to_string(),
+        "PLAINTEXT://127.0.0.1:0".to_string(),
+    );
     props.insert("log.dirs".to_string(), tmp.path().display().to_string());
     let err = fjord_broker::Server::start(fjord_broker::BrokerConfig::from_props(&props).unwrap())
         .await
@@ -286,11 +335,18 @@ async fn data_and_topics_survive_restart_and_the_lock_refuses_a_second_server() 
     let md = c
         .request(MetadataRequest::default().with_topics(None), 12)
         .await;
-    let t = md.topics.iter().find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("durable")).unwrap();
+    let t = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("durable"))
+        .unwrap();
     assert_eq!(t.partitions.len(), 2);
     let f = c.request(fetch_req("durable", 1, 0, 0), 12).await;
     let expected: Vec<Vec<u8>> = (0..5).map(|i| format!("r{i}").into_bytes()).collect();
-    assert_eq!(values(f.responses[0].partitions[0].records.clone().unwrap()), expected);
+    assert_eq!(
+        values(f.responses[0].partitions[0].records.clone().unwrap()),
+        expected
+    );
     broker.stop().await;
 }
 
@@ -299,8 +355,9 @@ async fn metadata_auto_creates_only_when_enabled() {
     let broker = TestBroker::start().await;
     let mut c = broker.client().await;
     let req = MetadataRequest::default()
-        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default()
-            .with_name(Some(name("auto")))]))
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+        )
+        .with_name(Some(name("auto")))]))
         .with_allow_auto_topic_creation(true);
     let md = c.request(req.clone(), 12).await;
     assert_eq!(md.topics[0].error_code, 0);

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResult;
-use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
@@ -256,7 +256,13 @@ pub fn incremental_alter(
                         .map(|c| {
                             let key = c.name.to_string();
                             let value = c.value.as_ref().map(|v| v.to_string());
-                            incremental_change(state, &topic.configs, &key, c.config_operation, value)
+                            incremental_change(
+                                state,
+                                &topic.configs,
+                                &key,
+                                c.config_operation,
+                                value,
+                            )
                         })
                         .collect::<Result<Vec<_>, _>>()
                         .and_then(|changes| {
@@ -320,7 +326,12 @@ fn incremental_change(
                 .filter(|s| !s.is_empty())
                 .map(String::from)
                 .collect();
-            for v in value.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            for v in value
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
                 if op == APPEND {
                     if !items.iter().any(|i| i == v) {
                         items.push(v.to_string());

@@ -35,7 +35,9 @@ pub fn handle(state: &BrokerState, req: ListOffsetsRequest, version: i16) -> Lis
                     };
                     let epoch = match partition.check_leader_epoch(p.current_leader_epoch) {
                         Ok(e) => e,
-                        Err(c) => return base.with_error_code(c).with_offset(-1).with_timestamp(-1),
+                        Err(c) => {
+                            return base.with_error_code(c).with_offset(-1).with_timestamp(-1)
+                        }
                     };
                     let hw = partition.high_watermark();
                     let found = match p.timestamp {

@@ -50,7 +50,11 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
                     continue;
                 };
                 if !auto_create {
-                    topics.push(error_entry(Some(name), Uuid::nil(), code::UNKNOWN_TOPIC_OR_PARTITION));
+                    topics.push(error_entry(
+                        Some(name),
+                        Uuid::nil(),
+                        code::UNKNOWN_TOPIC_OR_PARTITION,
+                    ));
                     continue;
                 }
                 let spec = CreateTopicSpec {
@@ -69,7 +73,11 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
                     Err(e) if e.kafka_code() == code::TOPIC_ALREADY_EXISTS => {
                         match state.controller.image().topic(&name) {
                             Some(t) => topics.push(topic_entry(t, version)),
-                            None => topics.push(error_entry(Some(name), Uuid::nil(), code::LEADER_NOT_AVAILABLE)),
+                            None => topics.push(error_entry(
+                                Some(name),
+                                Uuid::nil(),
+                                code::LEADER_NOT_AVAILABLE,
+                            )),
                         }
                     }
                     Err(e) => {

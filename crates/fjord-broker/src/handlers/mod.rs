@@ -7,6 +7,7 @@ mod api_versions;
 mod cluster;
 mod configs;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -39,6 +40,17 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn is_supported(api: ApiKey, version: i16) -> bool {
@@ -50,7 +62,7 @@ pub fn is_supported(api: ApiKey, version: i16) -> bool {
 /// What a handler asks the connection to do.
 pub enum Outcome {
     /// Send this response, encoded at the given version.
-    Respond(ResponseKind, i16),
+    Respond(Box<ResponseKind>, i16),
     /// acks=0 produce: the client expects nothing back.
     NoResponse,
     /// Close the connection (after earlier responses are written).
@@ -67,7 +79,9 @@ pub async fn handle(
     let kind = match request {
         Request::UnsupportedApiVersions => {
             return Outcome::Respond(
-                ResponseKind::ApiVersions(api_versions::unsupported_version()),
+                Box::new(ResponseKind::ApiVersions(
+                    api_versions::unsupported_version(),
+                )),
                 0,
             )
         }
@@ -77,9 +91,9 @@ pub async fn handle(
                 header.request_api_key
             ))
         }
-        Request::Kind(k) => k,
+        Request::Kind(k) => *k,
     };
-    let respond = |r: ResponseKind| Outcome::Respond(r, v);
+    let respond = |r: ResponseKind| Outcome::Respond(Box::new(r), v);
     match kind {
         RequestKind::ApiVersions(_) => respond(ResponseKind::ApiVersions(api_versions::handle())),
         RequestKind::Metadata(r) => respond(ResponseKind::Metadata(metadata::handle(state, r, v))),
@@ -103,10 +117,12 @@ pub async fn handle(
         RequestKind::DeleteRecords(r) => {
             respond(ResponseKind::DeleteRecords(records::delete(state, r).await))
         }
-        RequestKind::DescribeConfigs(r) => {
-            respond(ResponseKind::DescribeConfigs(configs::describe(state, r, v)))
+        RequestKind::DescribeConfigs(r) => respond(ResponseKind::DescribeConfigs(
+            configs::describe(state, r, v),
+        )),
+        RequestKind::AlterConfigs(r) => {
+            respond(ResponseKind::AlterConfigs(configs::alter(state, r)))
         }
-        RequestKind::AlterConfigs(r) => respond(ResponseKind::AlterConfigs(configs::alter(state, r))),
         RequestKind::IncrementalAlterConfigs(r) => respond(ResponseKind::IncrementalAlterConfigs(
             configs::incremental_alter(state, r),
         )),
@@ -115,6 +131,35 @@ pub async fn handle(
         }
         RequestKind::InitProducerId(r) => {
             respond(ResponseKind::InitProducerId(producer_id::init(state, r)))
+        }
+        RequestKind::FindCoordinator(r) => respond(ResponseKind::FindCoordinator(
+            groups::find_coordinator(state, r, v),
+        )),
+        RequestKind::JoinGroup(r) => respond(ResponseKind::JoinGroup(
+            groups::join(state, header, r, v).await,
+        )),
+        RequestKind::SyncGroup(r) => {
+            respond(ResponseKind::SyncGroup(groups::sync(state, r, v).await))
+        }
+        RequestKind::Heartbeat(r) => respond(ResponseKind::Heartbeat(groups::heartbeat(state, r))),
+        RequestKind::LeaveGroup(r) => respond(ResponseKind::LeaveGroup(groups::leave(state, r, v))),
+        RequestKind::OffsetCommit(r) => respond(ResponseKind::OffsetCommit(
+            groups::offset_commit(state, r).await,
+        )),
+        RequestKind::OffsetFetch(r) => {
+            respond(ResponseKind::OffsetFetch(groups::offset_fetch(state, r, v)))
+        }
+        RequestKind::ListGroups(r) => {
+            respond(ResponseKind::ListGroups(groups::list_groups(state, r)))
+        }
+        RequestKind::DescribeGroups(r) => respond(ResponseKind::DescribeGroups(
+            groups::describe_groups(state, r, v),
+        )),
+        RequestKind::DeleteGroups(r) => {
+            respond(ResponseKind::DeleteGroups(groups::delete_groups(state, r)))
+        }
+        RequestKind::OffsetDelete(r) => {
+            respond(ResponseKind::OffsetDelete(groups::offset_delete(state, r)))
         }
         RequestKind::OffsetForLeaderEpoch(r) => respond(ResponseKind::OffsetForLeaderEpoch(
             records::offset_for_leader_epoch(state, r),

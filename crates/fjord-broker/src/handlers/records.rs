@@ -21,7 +21,8 @@ pub async fn delete(state: &BrokerState, req: DeleteRecordsRequest) -> DeleteRec
         let name = t.name.0.to_string();
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let base = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+            let base =
+                DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
             let result = match state.replicas.get(&name, p.partition_index) {
                 None => base
                     .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
@@ -68,7 +69,10 @@ pub fn offset_for_leader_epoch(
                     let current = match partition.check_leader_epoch(p.current_leader_epoch) {
                         Ok(e) => e,
                         Err(c) => {
-                            return base.with_error_code(c).with_leader_epoch(-1).with_end_offset(-1)
+                            return base
+                                .with_error_code(c)
+                                .with_leader_epoch(-1)
+                                .with_end_offset(-1)
                         }
                     };
                     // The current epoch ends at the log end; an older one where the next began.

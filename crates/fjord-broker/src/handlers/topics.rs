@@ -111,7 +111,11 @@ fn requested_configs(
 ) -> BTreeMap<String, String> {
     t.configs
         .iter()
-        .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+        .filter_map(|c| {
+            c.value
+                .as_ref()
+                .map(|v| (c.name.to_string(), v.to_string()))
+        })
         .collect()
 }
 
@@ -135,7 +139,12 @@ fn build_spec(
     let mut assignments: Vec<_> = t
         .assignments
         .iter()
-        .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect::<Vec<_>>()))
+        .map(|a| {
+            (
+                a.partition_index,
+                a.broker_ids.iter().map(|b| b.0).collect::<Vec<_>>(),
+            )
+        })
         .collect();
     if !assignments.is_empty() {
         if t.num_partitions != -1 || t.replication_factor != -1 {

@@ -1,0 +1,734 @@
+//! The group coordinator: owns every consumer group this broker coordinates, their
+//! committed offsets, and their persistence in the internal topic `__consumer_offsets`.
+//!
+//! Groups live in memory behind one lock (a request touches one group for microseconds;
+//! nothing waits while holding it). Every change that must survive a restart is appended
+//! to the group's partition of `__consumer_offsets`, and on start the coordinator replays
+//! those partitions before it answers any group request. One timer task drives what
+//! happens without a request: the end of a join phase, session expiry, offset retention.
+
+pub mod classic;
+pub mod offsets;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fjord_controller::CreateTopicSpec;
+use kafka_protocol::records::Record;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::config::BrokerConfig;
+use crate::error::{code, BrokerError};
+use crate::replica::Partition;
+use crate::state::{now_ms, BrokerState};
+use classic::{ClassicGroup, CommittedOffset, JoinParams, JoinResult, Reply, SyncResult, Timeouts};
+use offsets::{GroupValue, Key, OffsetValue, TOPIC};
+
+/// offset.metadata.max.bytes: longer commit metadata is refused.
+const MAX_METADATA_BYTES: usize = 4096;
+/// How often offset retention runs (Kafka checks every ten minutes; a minute costs
+/// nothing here and keeps tests of short retentions quick).
+const RETENTION_CHECK_MS: i64 = 60_000;
+/// The timer never sleeps longer than this, so a missed wake-up costs at most a second.
+const MAX_TIMER_SLEEP_MS: i64 = 1000;
+
+/// One partition's offset to commit, as a request carries it.
+#[derive(Debug, Clone)]
+pub struct CommitEntry {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+pub struct GroupCoordinator {
+    groups: Mutex<HashMap<String, ClassicGroup>>,
+    loaded: AtomicBool,
+    wake: Notify,
+    timeouts: Timeouts,
+    retention_ms: i64,
+    default_partitions: i32,
+    replication_factor: i16,
+    last_retention_check: AtomicI64,
+}
+
+impl GroupCoordinator {
+    pub fn new(config: &BrokerConfig) -> GroupCoordinator {
+        GroupCoordinator {
+            groups: Mutex::new(HashMap::new()),
+            loaded: AtomicBool::new(false),
+            wake: Notify::new(),
+            timeouts: Timeouts {
+                min_session_ms: config.group_min_session_timeout_ms,
+                max_session_ms: config.group_max_session_timeout_ms,
+                initial_delay_ms: config.group_initial_rebalance_delay_ms as i64,
+            },
+            retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
+            default_partitions: config.offsets_topic_num_partitions,
+            replication_factor: config.offsets_topic_replication_factor,
+            last_retention_check: AtomicI64::new(0),
+        }
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    fn partition_count(&self, state: &BrokerState) -> i32 {
+        state
+            .controller
+            .image()
+            .topic(TOPIC)
+            .map(|t| t.partitions.len() as i32)
+            .filter(|n| *n > 0)
+            .unwrap_or(self.default_partitions)
+    }
+
+    /// The node coordinating `group`: the leader of its `__consumer_offsets` partition,
+    /// or this broker while the topic does not exist yet (it creates it on first use).
+    pub fn coordinator_node(&self, state: &BrokerState, group: &str) -> i32 {
+        let image = state.controller.image();
+        let Some(topic) = image.topic(TOPIC) else {
+            return state.node_id();
+        };
+        let index = offsets::partition_for(group, topic.partitions.len() as i32);
+        topic
+            .partitions
+            .iter()
+            .find(|p| p.partition == index)
+            .map(|p| p.leader)
+            .unwrap_or(-1)
+    }
+
+    /// Whether this broker may serve a request for `group` now.
+    pub fn check(&self, state: &BrokerState, group: &str) -> Result<(), i16> {
+        if group.is_empty() {
+            return Err(code::INVALID_GROUP_ID);
+        }
+        if !self.is_loaded() {
+            return Err(code::COORDINATOR_LOAD_IN_PROGRESS);
+        }
+        if self.coordinator_node(state, group) != state.node_id() {
+            return Err(code::NOT_COORDINATOR);
+        }
+        Ok(())
+    }
+
+    /// Creates `__consumer_offsets` on first use and opens its partitions here.
+    fn ensure_topic(&self, state: &BrokerState) -> Result<(), i16> {
+        if state.controller.image().topic(TOPIC).is_some() {
+            return Ok(());
+        }
+        let spec = CreateTopicSpec {
+            name: TOPIC.into(),
+            num_partitions: self.default_partitions,
+            replication_factor: self.replication_factor,
+            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+            ..Default::default()
+        };
+        match state.controller.create_topic(&spec) {
+            Ok(_) => tracing::info!(partitions = spec.num_partitions, "created {TOPIC}"),
+            Err(e) if e.kafka_code() == code::TOPIC_ALREADY_EXISTS => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create {TOPIC}");
+                return Err(code::COORDINATOR_NOT_AVAILABLE);
+            }
+        }
+        // Also after losing a creation race: the winner may not have opened the logs yet.
+        state.reconcile().map_err(|e| {
+            tracing::error!(error = %e, "cannot open {TOPIC} partitions");
+            code::COORDINATOR_NOT_AVAILABLE
+        })
+    }
+
+    /// Appends records for `group` to its partition; returns the partition and the
+    /// offset just past them (what a durable write must flush up to).
+    fn append(
+        &self,
+        state: &BrokerState,
+        group: &str,
+        records: &[Record],
+    ) -> Result<(Arc<Partition>, i64), BrokerError> {
+        let index = offsets::partition_for(group, self.partition_count(state));
+        let partition = state.replicas.get(TOPIC, index).ok_or_else(|| {
+            BrokerError::Kafka(
+                code::NOT_COORDINATOR,
+                format!("{TOPIC}-{index} is not hosted on this broker"),
+            )
+        })?;
+        let mut batch = offsets::batch(records)?;
+        let info = partition.append(&mut batch, now_ms())?;
+        state.replicas.notify_append();
+        Ok((partition, info.last_offset + 1))
+    }
+
+    /// Writes the group's metadata record (a tombstone once the group is gone).
+    fn persist_group(&self, state: &BrokerState, group: &str, value: Option<GroupValue>) {
+        let now = now_ms();
+        let record = offsets::record(
+            Key::Group {
+                group: group.to_string(),
+            }
+            .encode(),
+            value.map(|v| v.encode()),
+            now,
+        );
+        if let Err(e) = self.append(state, group, &[record]) {
+            tracing::error!(group, error = %e, "writing group metadata failed");
+        }
+    }
+
+    fn persist_if_dirty(&self, state: &BrokerState, g: &mut ClassicGroup) {
+        if g.take_dirty() {
+            self.persist_group(state, &g.id.clone(), Some(g.to_value()));
+        }
+    }
+
+    /// Session timeouts outside the broker's bounds are refused.
+    pub fn valid_session_timeout(&self, ms: i32) -> bool {
+        (self.timeouts.min_session_ms..=self.timeouts.max_session_ms).contains(&ms)
+    }
+
+    pub async fn join(&self, state: &BrokerState, group: &str, p: JoinParams) -> JoinResult {
+        if let Err(e) = self.check(state, group) {
+            return JoinResult::error(e, &p.member_id);
+        }
+        if !self.valid_session_timeout(p.session_timeout_ms) {
+            return JoinResult::error(code::INVALID_SESSION_TIMEOUT, &p.member_id);
+        }
+        if p.protocol_type.is_empty() || p.protocols.is_empty() {
+            return JoinResult::error(code::INCONSISTENT_GROUP_PROTOCOL, &p.member_id);
+        }
+        if let Err(e) = self.ensure_topic(state) {
+            return JoinResult::error(e, &p.member_id);
+        }
+        let member_id = p.member_id.clone();
+        let now = now_ms();
+        let reply = {
+            let mut groups = self.groups.lock();
+            if !member_id.is_empty() && !groups.contains_key(group) {
+                return JoinResult::error(code::UNKNOWN_MEMBER_ID, &member_id);
+            }
+            let g = groups
+                .entry(group.to_string())
+                .or_insert_with(|| ClassicGroup::new(group, now));
+            let reply = g.join(p, &self.timeouts, now);
+            self.persist_if_dirty(state, g);
+            reply
+        };
+        self.wake.notify_one();
+        match reply {
+            Reply::Now(r) => r,
+            // The member was removed before its join completed (e.g. the group was reset).
+            Reply::Wait(rx) => rx
+                .await
+                .unwrap_or_else(|_| JoinResult::error(code::UNKNOWN_MEMBER_ID, &member_id)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sync(
+        &self,
+        state: &BrokerState,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        protocol_type: Option<&str>,
+        protocol: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncResult {
+        if let Err(e) = self.check(state, group) {
+            return SyncResult::error(e);
+        }
+        let now = now_ms();
+        let reply = {
+            let mut groups = self.groups.lock();
+            let Some(g) = groups.get_mut(group) else {
+                return SyncResult::error(code::UNKNOWN_MEMBER_ID);
+            };
+            let reply = g.sync(
+                member_id,
+                instance_id,
+                generation,
+                protocol_type,
+                protocol,
+                assignments,
+                now,
+            );
+            self.persist_if_dirty(state, g);
+            reply
+        };
+        self.wake.notify_one();
+        match reply {
+            Reply::Now(r) => r,
+            Reply::Wait(rx) => rx
+                .await
+                .unwrap_or_else(|_| SyncResult::error(code::UNKNOWN_MEMBER_ID)),
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        state: &BrokerState,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> i16 {
+        if let Err(e) = self.check(state, group) {
+            return e;
+        }
+        match self.groups.lock().get_mut(group) {
+            Some(g) => g.heartbeat(member_id, instance_id, generation, now_ms()),
+            None => code::UNKNOWN_MEMBER_ID,
+        }
+    }
+
+    /// LeaveGroup: a group-level error, or one code per member.
+    pub fn leave(
+        &self,
+        state: &BrokerState,
+        group: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<i16>, i16> {
+        self.check(state, group)?;
+        let out = {
+            let mut groups = self.groups.lock();
+            let Some(g) = groups.get_mut(group) else {
+                return Ok(vec![code::UNKNOWN_MEMBER_ID; members.len()]);
+            };
+            let out = g.leave(members, &self.timeouts, now_ms());
+            self.persist_if_dirty(state, g);
+            out
+        };
+        self.wake.notify_one();
+        Ok(out)
+    }
+
+    /// OffsetCommit: a group-level error, or one code per entry (in order). Answers
+    /// only once the commit is on disk.
+    pub async fn commit(
+        &self,
+        state: &BrokerState,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        entries: &[CommitEntry],
+    ) -> Result<Vec<i16>, i16> {
+        self.check(state, group)?;
+        self.ensure_topic(state)?;
+        let image = state.controller.image();
+        let now = now_ms();
+        let mut codes = vec![code::NONE; entries.len()];
+        let mut records = Vec::new();
+        let mut accepted = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let exists = image
+                .topic(&e.topic)
+                .is_some_and(|t| t.partitions.iter().any(|p| p.partition == e.partition));
+            if !exists {
+                codes[i] = code::UNKNOWN_TOPIC_OR_PARTITION;
+                continue;
+            }
+            let metadata = e.metadata.clone().unwrap_or_default();
+            if metadata.len() > MAX_METADATA_BYTES {
+                codes[i] = code::OFFSET_METADATA_TOO_LARGE;
+                continue;
+            }
+            let value = OffsetValue {
+                offset: e.offset,
+                leader_epoch: e.leader_epoch,
+                metadata: metadata.clone(),
+                commit_timestamp: now,
+            };
+            let key = Key::Offset {
+                group: group.to_string(),
+                topic: e.topic.clone(),
+                partition: e.partition,
+            };
+            records.push(offsets::record(key.encode(), Some(value.encode()), now));
+            accepted.push((
+                i,
+                (e.topic.clone(), e.partition),
+                CommittedOffset {
+                    offset: e.offset,
+                    leader_epoch: e.leader_epoch,
+                    metadata,
+                    commit_timestamp: now,
+                },
+            ));
+        }
+        let written = {
+            let mut groups = self.groups.lock();
+            let simple = generation < 0 && member_id.is_empty();
+            if !groups.contains_key(group) {
+                if !simple {
+                    return Err(code::UNKNOWN_MEMBER_ID);
+                }
+                groups.insert(group.to_string(), ClassicGroup::new(group, now));
+            }
+            let Some(g) = groups.get_mut(group) else {
+                return Err(code::UNKNOWN_MEMBER_ID);
+            };
+            g.validate_commit(member_id, instance_id, generation, now)?;
+            if records.is_empty() {
+                return Ok(codes);
+            }
+            // Appending under the lock keeps the log's order equal to the memory order
+            // when two commits for one partition race.
+            match self.append(state, group, &records) {
+                Ok(w) => {
+                    for (_, key, value) in &accepted {
+                        g.offsets.insert(key.clone(), value.clone());
+                    }
+                    w
+                }
+                Err(e) => {
+                    tracing::error!(group, error = %e, "offset commit write failed");
+                    for (i, _, _) in &accepted {
+                        codes[*i] = e.kafka_code();
+                    }
+                    return Ok(codes);
+                }
+            }
+        };
+        let (partition, next_offset) = written;
+        let log = partition.log.clone();
+        let synced = tokio::task::spawn_blocking(move || log.flush_until(next_offset)).await;
+        let failed = match synced {
+            Ok(Ok(())) => false,
+            Ok(Err(e)) => {
+                tracing::error!(group, error = %e, "offset commit flush failed");
+                true
+            }
+            Err(e) => {
+                tracing::error!(group, error = %e, "offset commit flush task failed");
+                true
+            }
+        };
+        if failed {
+            for (i, _, _) in &accepted {
+                codes[*i] = code::KAFKA_STORAGE_ERROR;
+            }
+        }
+        Ok(codes)
+    }
+
+    /// OffsetFetch for one group: `None` topics means every committed partition.
+    #[allow(clippy::type_complexity)]
+    pub fn fetch(
+        &self,
+        state: &BrokerState,
+        group: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>, i16> {
+        self.check(state, group)?;
+        let groups = self.groups.lock();
+        let committed = groups.get(group).map(|g| &g.offsets);
+        let out = match topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let found = partitions
+                        .into_iter()
+                        .map(|p| {
+                            let c = committed.and_then(|o| o.get(&(topic.clone(), p))).cloned();
+                            (p, c)
+                        })
+                        .collect();
+                    (topic, found)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> =
+                    BTreeMap::new();
+                if let Some(offsets) = committed {
+                    for ((t, p), c) in offsets {
+                        by_topic
+                            .entry(t.clone())
+                            .or_default()
+                            .push((*p, Some(c.clone())));
+                    }
+                }
+                by_topic.into_iter().collect()
+            }
+        };
+        Ok(out)
+    }
+
+    /// Reads one group under the lock (DescribeGroups, ListGroups).
+    pub fn with_group<R>(&self, group: &str, f: impl FnOnce(&ClassicGroup) -> R) -> Option<R> {
+        self.groups.lock().get(group).map(f)
+    }
+
+    pub fn with_all<R>(&self, mut f: impl FnMut(&ClassicGroup) -> Option<R>) -> Vec<R> {
+        let groups = self.groups.lock();
+        let mut out: Vec<R> = groups.values().filter_map(&mut f).collect();
+        out.shrink_to_fit();
+        out
+    }
+
+    /// DeleteGroups for one group: only a group without members may go; its offsets and
+    /// metadata are tombstoned.
+    pub fn delete_group(&self, state: &BrokerState, group: &str) -> i16 {
+        if let Err(e) = self.check(state, group) {
+            return e;
+        }
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get(group) else {
+            return code::GROUP_ID_NOT_FOUND;
+        };
+        if !g.is_empty() {
+            return code::NON_EMPTY_GROUP;
+        }
+        let now = now_ms();
+        let mut records: Vec<Record> = g
+            .offsets
+            .keys()
+            .map(|(topic, partition)| {
+                let key = Key::Offset {
+                    group: group.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                offsets::record(key.encode(), None, now)
+            })
+            .collect();
+        records.push(offsets::record(
+            Key::Group {
+                group: group.to_string(),
+            }
+            .encode(),
+            None,
+            now,
+        ));
+        if state.controller.image().topic(TOPIC).is_some() {
+            if let Err(e) = self.append(state, group, &records) {
+                tracing::error!(group, error = %e, "writing group deletion failed");
+                return e.kafka_code();
+            }
+        }
+        groups.remove(group);
+        code::NONE
+    }
+
+    /// OffsetDelete: removes committed offsets of partitions the group does not consume.
+    #[allow(clippy::type_complexity)]
+    pub fn delete_offsets(
+        &self,
+        state: &BrokerState,
+        group: &str,
+        topics: &[(String, Vec<i32>)],
+    ) -> Result<Vec<(String, Vec<(i32, i16)>)>, i16> {
+        self.check(state, group)?;
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group) else {
+            return Err(code::GROUP_ID_NOT_FOUND);
+        };
+        if !g.is_empty() && g.protocol_type.as_deref() != Some("consumer") {
+            return Err(code::NON_EMPTY_GROUP);
+        }
+        let subscribed = if g.is_empty() {
+            vec![]
+        } else {
+            g.subscribed_topics()
+        };
+        let now = now_ms();
+        let mut records = Vec::new();
+        let mut out = Vec::new();
+        let mut removed = Vec::new();
+        for (topic, partitions) in topics {
+            let busy = subscribed.contains(topic);
+            let mut results = Vec::new();
+            for p in partitions {
+                if busy {
+                    results.push((*p, code::GROUP_SUBSCRIBED_TO_TOPIC));
+                    continue;
+                }
+                if g.offsets.contains_key(&(topic.clone(), *p)) {
+                    let key = Key::Offset {
+                        group: group.to_string(),
+                        topic: topic.clone(),
+                        partition: *p,
+                    };
+                    records.push(offsets::record(key.encode(), None, now));
+                    removed.push((topic.clone(), *p));
+                }
+                results.push((*p, code::NONE));
+            }
+            out.push((topic.clone(), results));
+        }
+        if !records.is_empty() {
+            self.append(state, group, &records).map_err(|e| {
+                tracing::error!(group, error = %e, "writing offset deletion failed");
+                e.kafka_code()
+            })?;
+            for k in removed {
+                g.offsets.remove(&k);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs every group's timers; returns when the next one is due.
+    pub fn tick(&self, state: &BrokerState, now: i64) -> Option<i64> {
+        if !self.is_loaded() {
+            return None;
+        }
+        let retention_due =
+            now - self.last_retention_check.load(Ordering::Relaxed) >= RETENTION_CHECK_MS;
+        if retention_due {
+            self.last_retention_check.store(now, Ordering::Relaxed);
+        }
+        let mut groups = self.groups.lock();
+        let mut next: Option<i64> = None;
+        let mut gone = Vec::new();
+        for g in groups.values_mut() {
+            if let Some(due) = g.tick(&self.timeouts, now) {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+            self.persist_if_dirty(state, g);
+            if retention_due {
+                let expired = g.expire_offsets(self.retention_ms, now);
+                if !expired.is_empty() {
+                    tracing::info!(group = %g.id, partitions = expired.len(), "committed offsets expired");
+                    let records: Vec<Record> = expired
+                        .into_iter()
+                        .map(|(topic, partition)| {
+                            let key = Key::Offset {
+                                group: g.id.clone(),
+                                topic,
+                                partition,
+                            };
+                            offsets::record(key.encode(), None, now)
+                        })
+                        .collect();
+                    if let Err(e) = self.append(state, &g.id, &records) {
+                        tracing::error!(group = %g.id, error = %e, "writing offset expiry failed");
+                    }
+                }
+                if g.is_empty()
+                    && g.offsets.is_empty()
+                    && g.state == classic::GroupState::Empty
+                    && now - g.state_since >= self.retention_ms.min(RETENTION_CHECK_MS)
+                {
+                    gone.push(g.id.clone());
+                }
+            }
+        }
+        for id in gone {
+            groups.remove(&id);
+            self.persist_group(state, &id, None);
+        }
+        next
+    }
+
+    /// Replays every hosted partition of `__consumer_offsets` into memory, then opens
+    /// the coordinator for requests. Blocking: run it off the async threads.
+    pub fn load(&self, state: &BrokerState) {
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let mut metadata: HashMap<String, Option<GroupValue>> = HashMap::new();
+        let mut committed: HashMap<String, BTreeMap<(String, i32), CommittedOffset>> =
+            HashMap::new();
+        let mut partitions: Vec<Arc<Partition>> = state
+            .replicas
+            .all()
+            .into_iter()
+            .filter(|p| p.topic == TOPIC)
+            .collect();
+        partitions.sort_by_key(|p| p.index);
+        for p in &partitions {
+            let records = match offsets::read_all(&p.log) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(partition = p.index, error = %e, "loading {TOPIC} partition failed; its groups start empty");
+                    continue;
+                }
+            };
+            for (key, value) in records {
+                match Key::decode(&key) {
+                    Some(Key::Offset {
+                        group,
+                        topic,
+                        partition,
+                    }) => {
+                        let offsets = committed.entry(group).or_default();
+                        match value.as_deref().and_then(OffsetValue::decode) {
+                            Some(v) => {
+                                offsets.insert(
+                                    (topic, partition),
+                                    CommittedOffset {
+                                        offset: v.offset,
+                                        leader_epoch: v.leader_epoch,
+                                        metadata: v.metadata,
+                                        commit_timestamp: v.commit_timestamp,
+                                    },
+                                );
+                            }
+                            None => {
+                                offsets.remove(&(topic, partition));
+                            }
+                        }
+                    }
+                    Some(Key::Group { group }) => {
+                        metadata.insert(group, value.as_deref().and_then(GroupValue::decode));
+                    }
+                    None => {}
+                }
+            }
+        }
+        let mut loaded = HashMap::new();
+        for (id, value) in &metadata {
+            if let Some(v) = value {
+                loaded.insert(id.clone(), ClassicGroup::restore(id, v, now));
+            }
+        }
+        for (id, offsets) in committed {
+            if offsets.is_empty() {
+                continue;
+            }
+            loaded
+                .entry(id.clone())
+                .or_insert_with(|| ClassicGroup::new(&id, now))
+                .offsets = offsets;
+        }
+        let count = loaded.len();
+        self.groups.lock().extend(loaded);
+        self.loaded.store(true, Ordering::Release);
+        self.wake.notify_one();
+        tracing::info!(
+            groups = count,
+            partitions = partitions.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "group coordinator loaded"
+        );
+    }
+}
+
+/// Loads the groups, then runs the coordinator's timers until the task is aborted.
+pub async fn run(state: Arc<BrokerState>) {
+    let loader = state.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || loader.groups.load(&loader)).await {
+        tracing::error!(error = %e, "group coordinator load task failed");
+        state.groups.loaded.store(true, Ordering::Release);
+    }
+    loop {
+        let now = now_ms();
+        let next = state.groups.tick(&state, now);
+        let wait = next
+            .map(|due| (due - now).clamp(1, MAX_TIMER_SLEEP_MS))
+            .unwrap_or(MAX_TIMER_SLEEP_MS);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+            _ = state.groups.wake.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,595 @@
+//! Consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
+//! They translate between the wire messages (every version's shape) and the coordinator.
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, RequestHeader, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::str;
+use crate::error::code;
+use crate::group::classic::{CommittedOffset, GroupState, JoinParams};
+use crate::group::CommitEntry;
+use crate::state::BrokerState;
+
+/// READ, DELETE and DESCRIBE on a group (bits of Kafka's AclOperation): everything a
+/// broker without ACLs allows.
+const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+/// What DescribeGroups reports when the client did not ask for operations.
+const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+/// Group types (ListGroups v5 filter); every group here speaks the classic protocol.
+const CLASSIC: &str = "classic";
+
+fn text(s: &StrBytes) -> String {
+    s.to_string()
+}
+
+fn opt_text(s: &Option<StrBytes>) -> Option<String> {
+    s.as_ref().map(text)
+}
+
+fn message(c: i16) -> Option<StrBytes> {
+    let m = match c {
+        code::NONE => return None,
+        code::COORDINATOR_NOT_AVAILABLE => "The coordinator is not available.",
+        code::COORDINATOR_LOAD_IN_PROGRESS => {
+            "The coordinator is loading and hence can't process requests."
+        }
+        code::NOT_COORDINATOR => "This is not the correct coordinator.",
+        code::INVALID_REQUEST => "Only group coordinator keys are supported.",
+        _ => "",
+    };
+    Some(str(m))
+}
+
+pub fn find_coordinator(
+    state: &BrokerState,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let keys: Vec<StrBytes> = if version >= 4 {
+        req.coordinator_keys
+    } else {
+        vec![req.key]
+    };
+    let image = state.controller.image();
+    let mut coordinators = Vec::with_capacity(keys.len());
+    for key in keys {
+        let (node, err) = if req.key_type != 0 {
+            // Transaction coordinators come with transactions; share groups are not here.
+            let c = if req.key_type == 1 {
+                code::COORDINATOR_NOT_AVAILABLE
+            } else {
+                code::INVALID_REQUEST
+            };
+            (-1, c)
+        } else if key.is_empty() {
+            (-1, code::INVALID_REQUEST)
+        } else if !state.groups.is_loaded() {
+            (-1, code::COORDINATOR_NOT_AVAILABLE)
+        } else {
+            match state.groups.coordinator_node(state, &key) {
+                -1 => (-1, code::COORDINATOR_NOT_AVAILABLE),
+                n => (n, code::NONE),
+            }
+        };
+        let broker = image.brokers.get(&node);
+        let (node, host, port, err) = match broker {
+            Some(b) if err == code::NONE => (node, b.host.clone(), b.port, err),
+            _ => (
+                -1,
+                String::new(),
+                -1,
+                if err == code::NONE {
+                    code::COORDINATOR_NOT_AVAILABLE
+                } else {
+                    err
+                },
+            ),
+        };
+        coordinators.push(
+            Coordinator::default()
+                .with_key(key)
+                .with_node_id(BrokerId(node))
+                .with_host(str(host))
+                .with_port(port)
+                .with_error_code(err)
+                .with_error_message(message(err)),
+        );
+    }
+    if version >= 4 {
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let c = coordinators.pop().unwrap_or_default();
+    let mut resp = FindCoordinatorResponse::default()
+        .with_error_code(c.error_code)
+        .with_node_id(c.node_id)
+        .with_host(c.host)
+        .with_port(c.port);
+    if version >= 1 {
+        resp = resp.with_error_message(c.error_message);
+    }
+    resp
+}
+
+pub async fn join(
+    state: &BrokerState,
+    header: &RequestHeader,
+    req: JoinGroupRequest,
+    version: i16,
+) -> JoinGroupResponse {
+    let params = JoinParams {
+        member_id: text(&req.member_id),
+        instance_id: opt_text(&req.group_instance_id),
+        client_id: opt_text(&header.client_id).unwrap_or_default(),
+        client_host: String::new(),
+        session_timeout_ms: req.session_timeout_ms,
+        rebalance_timeout_ms: if version >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        },
+        protocol_type: text(&req.protocol_type),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (text(&p.name), p.metadata.clone()))
+            .collect(),
+        require_known_member_id: version >= 4,
+    };
+    let group = req.group_id.0.to_string();
+    let r = state.groups.join(state, &group, params).await;
+    if r.error != code::NONE && r.error != code::MEMBER_ID_REQUIRED {
+        tracing::debug!(group, error = r.error, "join refused");
+    }
+    let members = r
+        .members
+        .into_iter()
+        .map(|m| {
+            JoinGroupResponseMember::default()
+                .with_member_id(str(m.member_id))
+                .with_group_instance_id(m.instance_id.map(str))
+                .with_metadata(m.metadata)
+        })
+        .collect();
+    // Before v7 the protocol name is not nullable: an empty string stands for "none".
+    let protocol_name = match (r.protocol, version >= 7) {
+        (Some(p), _) => Some(str(p)),
+        (None, true) => None,
+        (None, false) => Some(str("")),
+    };
+    let mut resp = JoinGroupResponse::default()
+        .with_error_code(r.error)
+        .with_generation_id(r.generation)
+        .with_protocol_name(protocol_name)
+        .with_leader(str(r.leader))
+        .with_member_id(str(r.member_id))
+        .with_members(members);
+    if version >= 7 {
+        resp = resp.with_protocol_type(r.protocol_type.map(str));
+    }
+    resp
+}
+
+pub async fn sync(state: &BrokerState, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+    let group = req.group_id.0.to_string();
+    let assignments = req
+        .assignments
+        .iter()
+        .map(|a| (text(&a.member_id), a.assignment.clone()))
+        .collect();
+    let r = state
+        .groups
+        .sync(
+            state,
+            &group,
+            &text(&req.member_id),
+            opt_text(&req.group_instance_id).as_deref(),
+            req.generation_id,
+            opt_text(&req.protocol_type).as_deref(),
+            opt_text(&req.protocol_name).as_deref(),
+            assignments,
+        )
+        .await;
+    let mut resp = SyncGroupResponse::default()
+        .with_error_code(r.error)
+        .with_assignment(r.assignment);
+    if version >= 5 {
+        resp = resp
+            .with_protocol_type(r.protocol_type.map(str))
+            .with_protocol_name(r.protocol.map(str));
+    }
+    resp
+}
+
+pub fn heartbeat(state: &BrokerState, req: HeartbeatRequest) -> HeartbeatResponse {
+    let e = state.groups.heartbeat(
+        state,
+        &req.group_id.0,
+        &req.member_id,
+        opt_text(&req.group_instance_id).as_deref(),
+        req.generation_id,
+    );
+    HeartbeatResponse::default().with_error_code(e)
+}
+
+pub fn leave(state: &BrokerState, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        req.members
+            .iter()
+            .map(|m| (text(&m.member_id), opt_text(&m.group_instance_id)))
+            .collect()
+    } else {
+        vec![(text(&req.member_id), None)]
+    };
+    match state.groups.leave(state, &req.group_id.0, &members) {
+        Err(e) => LeaveGroupResponse::default().with_error_code(e),
+        Ok(codes) if version < 3 => {
+            LeaveGroupResponse::default().with_error_code(codes.first().copied().unwrap_or(0))
+        }
+        Ok(codes) => LeaveGroupResponse::default()
+            .with_error_code(code::NONE)
+            .with_members(
+                members
+                    .into_iter()
+                    .zip(codes)
+                    .map(|((id, inst), c)| {
+                        MemberResponse::default()
+                            .with_member_id(str(id))
+                            .with_group_instance_id(inst.map(str))
+                            .with_error_code(c)
+                    })
+                    .collect(),
+            ),
+    }
+}
+
+pub async fn offset_commit(state: &BrokerState, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group = req.group_id.0.to_string();
+    let mut entries = Vec::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            entries.push(CommitEntry {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: opt_text(&p.committed_metadata),
+            });
+        }
+    }
+    let result = state
+        .groups
+        .commit(
+            state,
+            &group,
+            &req.member_id,
+            opt_text(&req.group_instance_id).as_deref(),
+            req.generation_id_or_member_epoch,
+            &entries,
+        )
+        .await;
+    let mut codes = match result {
+        Ok(codes) => codes.into_iter(),
+        Err(e) => vec![e; entries.len()].into_iter(),
+    };
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(codes.next().unwrap_or(code::UNKNOWN_SERVER_ERROR))
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// One partition's answer: the committed offset, or -1 and empty metadata.
+fn fetched(c: Option<CommittedOffset>) -> (i64, i32, String) {
+    match c {
+        Some(c) => (c.offset, c.leader_epoch, c.metadata),
+        None => (-1, -1, String::new()),
+    }
+}
+
+pub fn offset_fetch(
+    state: &BrokerState,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    if version >= 8 {
+        let groups = req
+            .groups
+            .into_iter()
+            .map(|g| {
+                let topics = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                match state.groups.fetch(state, &g.group_id.0, topics) {
+                    Err(e) => OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(e),
+                    Ok(found) => OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(code::NONE)
+                        .with_topics(
+                            found
+                                .into_iter()
+                                .map(|(topic, parts)| {
+                                    OffsetFetchResponseTopics::default()
+                                        .with_name(TopicName(str(topic)))
+                                        .with_partitions(
+                                            parts
+                                                .into_iter()
+                                                .map(|(p, c)| {
+                                                    let (o, e, m) = fetched(c);
+                                                    OffsetFetchResponsePartitions::default()
+                                                        .with_partition_index(p)
+                                                        .with_committed_offset(o)
+                                                        .with_committed_leader_epoch(e)
+                                                        .with_metadata(Some(str(m)))
+                                                        .with_error_code(code::NONE)
+                                                })
+                                                .collect(),
+                                        )
+                                })
+                                .collect(),
+                        ),
+                }
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let requested: Option<Vec<(String, Vec<i32>)>> = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let partition = |p: i32, c: Option<CommittedOffset>, err: i16| {
+        let (o, e, m) = fetched(c);
+        OffsetFetchResponsePartition::default()
+            .with_partition_index(p)
+            .with_committed_offset(o)
+            .with_committed_leader_epoch(e)
+            .with_metadata(Some(str(m)))
+            .with_error_code(err)
+    };
+    match state
+        .groups
+        .fetch(state, &req.group_id.0, requested.clone())
+    {
+        Ok(found) => OffsetFetchResponse::default().with_topics(
+            found
+                .into_iter()
+                .map(|(topic, parts)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(str(topic)))
+                        .with_partitions(
+                            parts
+                                .into_iter()
+                                .map(|(p, c)| partition(p, c, code::NONE))
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
+        Err(e) => {
+            // v1 has no group-level error: the error goes on every partition asked for.
+            let topics = if version < 2 {
+                requested
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(topic, parts)| {
+                        OffsetFetchResponseTopic::default()
+                            .with_name(TopicName(str(topic)))
+                            .with_partitions(
+                                parts.into_iter().map(|p| partition(p, None, e)).collect(),
+                            )
+                    })
+                    .collect()
+            } else {
+                vec![]
+            };
+            OffsetFetchResponse::default()
+                .with_error_code(e)
+                .with_topics(topics)
+        }
+    }
+}
+
+pub fn list_groups(state: &BrokerState, req: ListGroupsRequest) -> ListGroupsResponse {
+    if !state.groups.is_loaded() {
+        return ListGroupsResponse::default().with_error_code(code::COORDINATOR_LOAD_IN_PROGRESS);
+    }
+    let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    if !types.is_empty() && !types.iter().any(|t| t == CLASSIC) {
+        return ListGroupsResponse::default();
+    }
+    let mut groups = state.groups.with_all(|g| {
+        let name = g.state.name();
+        if !states.is_empty() && !states.contains(&name.to_lowercase()) {
+            return None;
+        }
+        Some((
+            g.id.clone(),
+            g.protocol_type.clone().unwrap_or_default(),
+            name,
+        ))
+    });
+    groups.sort();
+    ListGroupsResponse::default().with_groups(
+        groups
+            .into_iter()
+            .map(|(id, protocol_type, state)| {
+                ListedGroup::default()
+                    .with_group_id(GroupId(str(id)))
+                    .with_protocol_type(str(protocol_type))
+                    .with_group_state(str(state))
+                    .with_group_type(str(CLASSIC))
+            })
+            .collect(),
+    )
+}
+
+pub fn describe_groups(
+    state: &BrokerState,
+    req: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let operations = if req.include_authorized_operations {
+        GROUP_OPERATIONS
+    } else {
+        OPERATIONS_NOT_REQUESTED
+    };
+    let groups = req
+        .groups
+        .into_iter()
+        .map(|id| {
+            let base = DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_authorized_operations(operations);
+            if let Err(e) = state.groups.check(state, &id.0) {
+                return base
+                    .with_error_code(e)
+                    .with_group_state(str(GroupState::Dead.name()));
+            }
+            let described = state.groups.with_group(&id.0, |g| {
+                let protocol = g.protocol.clone().unwrap_or_default();
+                // Member metadata and assignments are only meaningful once a generation
+                // has settled; during a rebalance Kafka leaves them out too.
+                let settled = g.state == GroupState::Stable;
+                let members = g
+                    .members
+                    .values()
+                    .map(|m| {
+                        DescribedGroupMember::default()
+                            .with_member_id(str(m.id.clone()))
+                            .with_group_instance_id(m.instance_id.clone().map(str))
+                            .with_client_id(str(m.client_id.clone()))
+                            .with_client_host(str(m.client_host.clone()))
+                            .with_member_metadata(if settled {
+                                m.metadata_for(&protocol)
+                            } else {
+                                Bytes::new()
+                            })
+                            .with_member_assignment(if settled {
+                                m.assignment.clone()
+                            } else {
+                                Bytes::new()
+                            })
+                    })
+                    .collect::<Vec<_>>();
+                (
+                    g.state.name(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    if settled { protocol } else { String::new() },
+                    members,
+                )
+            });
+            match described {
+                Some((group_state, protocol_type, protocol, members)) => base
+                    .with_error_code(code::NONE)
+                    .with_group_state(str(group_state))
+                    .with_protocol_type(str(protocol_type))
+                    .with_protocol_data(str(protocol))
+                    .with_members(members),
+                // Unknown groups are described as Dead; v6 also says why.
+                None if version >= 6 => base
+                    .with_error_code(code::GROUP_ID_NOT_FOUND)
+                    .with_error_message(Some(str(format!("Group {} not found.", id.0))))
+                    .with_group_state(str(GroupState::Dead.name())),
+                None => base
+                    .with_error_code(code::NONE)
+                    .with_group_state(str(GroupState::Dead.name())),
+            }
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub fn delete_groups(state: &BrokerState, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let results = req
+        .groups_names
+        .into_iter()
+        .map(|id| {
+            let c = state.groups.delete_group(state, &id.0);
+            DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(c)
+        })
+        .collect();
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+pub fn offset_delete(state: &BrokerState, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let topics: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    match state.groups.delete_offsets(state, &req.group_id.0, &topics) {
+        Err(e) => OffsetDeleteResponse::default().with_error_code(e),
+        Ok(results) => OffsetDeleteResponse::default()
+            .with_error_code(code::NONE)
+            .with_topics(
+                results
+                    .into_iter()
+                    .map(|(topic, parts)| {
+                        OffsetDeleteResponseTopic::default()
+                            .with_name(TopicName(str(topic)))
+                            .with_partitions(
+                                parts
+                                    .into_iter()
+                                    .map(|(p, c)| {
+                                        OffsetDeleteResponsePartition::default()
+                                            .with_partition_index(p)
+                                            .with_error_code(c)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+    }
+}
