@@ -1,13 +1,21 @@
-//! The `fjord` binary: `fjord server` runs a broker; the tools come as further subcommands.
+//! The `fjord` binary: `fjord server` runs a broker; `topics`, `console-producer`,
+//! `console-consumer`, `configs` and `consumer-groups` are the Kafka-style tools, and
+//! `perf` the load generators for benchmarks.
 
+mod perf;
 mod server;
+mod tools;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "fjord", version, about = "Fjord: a Kafka-compatible event-streaming platform")]
+#[command(
+    name = "fjord",
+    version,
+    about = "Fjord: a Kafka-compatible event-streaming platform"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,15 +25,81 @@ struct Cli {
 enum Command {
     /// Run a broker (with its controller) until SIGTERM or Ctrl-C.
     Server(server::ServerArgs),
+    /// Create, list, describe, alter and delete topics (like kafka-topics.sh).
+    Topics(tools::topics::TopicsArgs),
+    /// Write stdin lines to a topic, one record per line (like kafka-console-producer.sh).
+    ConsoleProducer(tools::console_producer::ProducerArgs),
+    /// Print a topic's records to stdout (like kafka-console-consumer.sh).
+    ConsoleConsumer(tools::console_consumer::ConsumerArgs),
+    /// Describe and change topic and broker configs (like kafka-configs.sh).
+    Configs(tools::configs::ConfigsArgs),
+    /// List, describe, reset and delete consumer groups (like kafka-consumer-groups.sh).
+    ConsumerGroups(tools::consumer_groups::GroupsArgs),
+    /// Load generators like kafka-producer-perf-test and kafka-consumer-perf-test.
+    Perf {
+        #[command(subcommand)]
+        command: perf::PerfCommand,
+    },
 }
 
+/// Subcommand names, so a usage line can point at the right `--help`.
+const TOOLS: [&str; 7] = [
+    "server",
+    "perf",
+    "topics",
+    "console-producer",
+    "console-consumer",
+    "configs",
+    "consumer-groups",
+];
+
 fn main() -> ExitCode {
+    // Old Kafka guides pass --zookeeper; answer that habit before any other flag check.
+    if std::env::args()
+        .skip(1)
+        .any(|a| a == "--zookeeper" || a.starts_with("--zookeeper="))
+    {
+        eprintln!("fjord: {}", tools::common::NO_ZOOKEEPER);
+        return ExitCode::from(2);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    match cli.command {
-        Command::Server(args) => server::run(args),
+    let tool = match &cli.command {
+        Command::Server(_) => "server",
+        Command::Topics(_) => "topics",
+        Command::ConsoleProducer(_) => "console-producer",
+        Command::ConsoleConsumer(_) => "console-consumer",
+        Command::Configs(_) => "configs",
+        Command::ConsumerGroups(_) => "consumer-groups",
+        Command::Perf { .. } => "perf",
+    };
+    let result = match cli.command {
+        Command::Server(args) => return server::run(args),
+        Command::Topics(args) => tools::topics::run(args),
+        Command::ConsoleProducer(args) => tools::console_producer::run(args),
+        Command::ConsoleConsumer(args) => tools::console_consumer::run(args),
+        Command::Configs(args) => tools::configs::run(args),
+        Command::ConsumerGroups(args) => tools::consumer_groups::run(args),
+        Command::Perf { command } => perf::run(command).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(u) = e.downcast_ref::<tools::common::UsageError>() {
+                eprintln!("fjord: {u} (see fjord {tool} --help)");
+                return ExitCode::from(2);
+            }
+            // One line: the outermost context, then its causes, without a backtrace.
+            let text = e
+                .chain()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
+            eprintln!("fjord: {}", text.replace('\n', " "));
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -43,13 +117,41 @@ fn usage_error(e: clap::Error) -> ExitCode {
         }
         _ => {
             let text = e.to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
+            let mut lines = text.lines().map(str::trim).filter(|l| {
+                !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more")
+            });
+            let mut first = lines
+                .next()
                 .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            eprintln!("fjord: {first} (see fjord --help)");
+                .trim_start_matches("error: ")
+                .to_string();
+            // clap lists missing arguments on the lines after a trailing colon; fold them in
+            // so the one line still says what is missing.
+            if first.ends_with(':') {
+                let rest: Vec<&str> = lines.take_while(|l| !l.starts_with("tip:")).collect();
+                if !rest.is_empty() {
+                    first = format!("{} {}", first, rest.join(" "));
+                }
+            }
+            let help = std::env::args()
+                .nth(1)
+                .filter(|a| TOOLS.contains(&a.as_str()))
+                .map(|sub| format!("fjord {sub} --help"))
+                .unwrap_or_else(|| "fjord --help".to_string());
+            eprintln!("fjord: {first} (see {help})");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap checks flag definitions (unique names, valid groups) only when asked.
+    #[test]
+    fn flag_definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

@@ -61,7 +61,10 @@ fn unknown_property_is_one_line_and_exit_2() {
 
     let out = fjord().args(["server", "--no-such-flag"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+        1
+    );
 }
 
 #[test]
@@ -69,7 +72,12 @@ fn sigterm_flushes_and_exits_zero_and_the_lock_refuses_a_second_server() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let child = fjord()
-        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -81,7 +89,12 @@ fn sigterm_flushes_and_exits_zero_and_the_lock_refuses_a_second_server() {
 
     // Same directory, another port: refused with a clear message.
     let out = fjord()
-        .args(["server", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir"])
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();

@@ -1,0 +1,10 @@
+//! The Kafka-style command-line tools of the `fjord` binary, one module per tool, all using
+//! librdkafka (through the rdkafka crate) as their client.
+
+pub mod admin;
+pub mod common;
+pub mod configs;
+pub mod console_consumer;
+pub mod console_producer;
+pub mod consumer_groups;
+pub mod topics;
