@@ -118,9 +118,10 @@ impl Controller {
         rack: Option<String>,
     ) -> Result<(), ControllerError> {
         self.commit(|image| {
-            let same = image.brokers.get(&node_id).is_some_and(|b| {
-                b.host == host && b.port == port && b.rack == rack
-            });
+            let same = image
+                .brokers
+                .get(&node_id)
+                .is_some_and(|b| b.host == host && b.port == port && b.rack == rack);
             let records = if same {
                 vec![]
             } else {
@@ -437,7 +438,10 @@ mod tests {
         let t = image.topic("orders").unwrap();
         assert_eq!(t.topic_id, id);
         assert_eq!(t.partitions.len(), 5);
-        assert_eq!(t.configs.get("retention.ms").map(String::as_str), Some("1000"));
+        assert_eq!(
+            t.configs.get("retention.ms").map(String::as_str),
+            Some("1000")
+        );
         assert_eq!(t.partitions[4].leader, 1);
         assert_eq!(t.partitions[4].isr, vec![1]);
     }
@@ -452,18 +456,40 @@ mod tests {
             err.to_string(),
             "Replication factor: 2 larger than available brokers: 1."
         );
-        assert_eq!(c.create_topic(&spec("bad name!", 1, 1)).unwrap_err().kafka_code(), 17);
-        assert_eq!(c.create_topic(&spec("..", 1, 1)).unwrap_err().kafka_code(), 17);
         assert_eq!(
-            c.create_topic(&spec(&"x".repeat(250), 1, 1)).unwrap_err().kafka_code(),
+            c.create_topic(&spec("bad name!", 1, 1))
+                .unwrap_err()
+                .kafka_code(),
+            17
+        );
+        assert_eq!(
+            c.create_topic(&spec("..", 1, 1)).unwrap_err().kafka_code(),
+            17
+        );
+        assert_eq!(
+            c.create_topic(&spec(&"x".repeat(250), 1, 1))
+                .unwrap_err()
+                .kafka_code(),
             17
         );
         c.create_topic(&spec(&"x".repeat(249), 1, 1)).unwrap();
-        assert_eq!(c.create_topic(&spec("t", 0, 1)).unwrap_err().kafka_code(), 37);
-        assert_eq!(c.create_topic(&spec("t", -1, 1)).unwrap_err().kafka_code(), 37);
+        assert_eq!(
+            c.create_topic(&spec("t", 0, 1)).unwrap_err().kafka_code(),
+            37
+        );
+        assert_eq!(
+            c.create_topic(&spec("t", -1, 1)).unwrap_err().kafka_code(),
+            37
+        );
         c.create_topic(&spec("a.b", 1, 1)).unwrap();
-        assert_eq!(c.create_topic(&spec("a.b", 1, 1)).unwrap_err().kafka_code(), 36);
-        assert_eq!(c.create_topic(&spec("a_b", 1, 1)).unwrap_err().kafka_code(), 17);
+        assert_eq!(
+            c.create_topic(&spec("a.b", 1, 1)).unwrap_err().kafka_code(),
+            36
+        );
+        assert_eq!(
+            c.create_topic(&spec("a_b", 1, 1)).unwrap_err().kafka_code(),
+            17
+        );
         let err = c
             .create_partitions(&CreatePartitionsSpec {
                 name: "a.b".into(),
@@ -495,7 +521,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = {
             let c = controller(dir.path());
-            (0..5).map(|_| c.allocate_producer_id().unwrap()).collect::<Vec<_>>()
+            (0..5)
+                .map(|_| c.allocate_producer_id().unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(first, vec![0, 1, 2, 3, 4]);
         let c = Controller::open(dir.path(), 1).unwrap();
