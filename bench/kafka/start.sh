@@ -26,7 +26,7 @@ if [[ -f "$run/pid" ]] && kill -0 "$(cat "$run/pid")" 2>/dev/null; then
   exit 1
 fi
 
-if ! ls "$lib"/kafka_2.13-*.jar >/dev/null 2>&1; then
+if ! ls "$lib"/kafka_2.13-*.jar "$lib"/kafka-tools-[0-9]*.jar >/dev/null 2>&1; then
   echo "fetching Apache Kafka jars into $lib ..." >&2
   mkdir -p "$lib"
   (cd "$here" && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime \
