@@ -81,6 +81,12 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
     ("group.initial.rebalance.delay.ms", "3000", PropType::Int),
     ("group.min.session.timeout.ms", "6000", PropType::Int),
     ("group.max.session.timeout.ms", "1800000", PropType::Int),
+    ("group.consumer.session.timeout.ms", "45000", PropType::Int),
+    (
+        "group.consumer.heartbeat.interval.ms",
+        "5000",
+        PropType::Int,
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +134,10 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
+    /// New consumer protocol (KIP-848): a member silent this long is removed.
+    pub group_consumer_session_timeout_ms: i32,
+    /// New consumer protocol: how often members are told to heartbeat.
+    pub group_consumer_heartbeat_interval_ms: i32,
     /// The topic-level defaults the log.* properties set.
     pub log_defaults: LogConfig,
     /// Properties set explicitly (file, flags, overrides), for DescribeConfigs.
@@ -279,6 +289,14 @@ impl BrokerConfig {
             }
             Ok(v)
         };
+        // Kafka refuses the same: a member could never heartbeat within its session.
+        let heartbeat_ms = positive("group.consumer.heartbeat.interval.ms")?;
+        if heartbeat_ms >= positive("group.consumer.session.timeout.ms")? {
+            return Err(r.invalid(
+                "group.consumer.heartbeat.interval.ms",
+                "must be less than group.consumer.session.timeout.ms",
+            ));
+        }
         Ok(BrokerConfig {
             node_id,
             listener,
@@ -302,6 +320,10 @@ impl BrokerConfig {
                 as u64,
             group_min_session_timeout_ms: positive("group.min.session.timeout.ms")? as i32,
             group_max_session_timeout_ms: positive("group.max.session.timeout.ms")? as i32,
+            group_consumer_session_timeout_ms: positive("group.consumer.session.timeout.ms")?
+                as i32,
+            group_consumer_heartbeat_interval_ms: positive("group.consumer.heartbeat.interval.ms")?
+                as i32,
             log_defaults: log,
             explicit: props.clone(),
         })

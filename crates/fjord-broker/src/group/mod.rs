@@ -1,13 +1,15 @@
 //! The group coordinator: owns every consumer group this broker coordinates, their
 //! committed offsets, and their persistence in the internal topic `__consumer_offsets`.
 //!
-//! Groups live in memory behind one lock (a request touches one group for microseconds;
-//! nothing waits while holding it). Every change that must survive a restart is appended
+//! Groups live in memory behind two locks, one for classic groups (and every group's
+//! committed offsets) and one for new-protocol groups (a request touches one group for
+//! microseconds; nothing waits while holding them). Every change that must survive a restart is appended
 //! to the group's partition of `__consumer_offsets`, and on start the coordinator replays
 //! those partitions before it answers any group request. One timer task drives what
 //! happens without a request: the end of a join phase, session expiry, offset retention.
 
 pub mod classic;
+pub mod consumer;
 pub mod offsets;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +28,7 @@ use crate::error::{code, BrokerError};
 use crate::replica::Partition;
 use crate::state::{now_ms, BrokerState};
 use classic::{ClassicGroup, CommittedOffset, JoinParams, JoinResult, Reply, SyncResult, Timeouts};
+use consumer::{ConsumerGroup, ConsumerTimeouts, HeartbeatParams, HeartbeatResult};
 use offsets::{GroupValue, Key, OffsetValue, TOPIC};
 
 /// offset.metadata.max.bytes: longer commit metadata is refused.
@@ -47,7 +50,13 @@ pub struct CommitEntry {
 }
 
 pub struct GroupCoordinator {
+    /// Classic groups, and the committed offsets of every group (a new-protocol group's
+    /// offsets live in a member-less entry here, so one code path persists them all).
     groups: Mutex<HashMap<String, ClassicGroup>>,
+    /// New-protocol (KIP-848) groups, in memory only. Lock order: `groups` before
+    /// `consumers` whenever both are held.
+    consumers: Mutex<HashMap<String, ConsumerGroup>>,
+    consumer_timeouts: ConsumerTimeouts,
     loaded: AtomicBool,
     wake: Notify,
     timeouts: Timeouts,
@@ -61,6 +70,11 @@ impl GroupCoordinator {
     pub fn new(config: &BrokerConfig) -> GroupCoordinator {
         GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
+            consumers: Mutex::new(HashMap::new()),
+            consumer_timeouts: ConsumerTimeouts {
+                session_ms: config.group_consumer_session_timeout_ms as i64,
+                heartbeat_ms: config.group_consumer_heartbeat_interval_ms,
+            },
             loaded: AtomicBool::new(false),
             wake: Notify::new(),
             timeouts: Timeouts {
@@ -211,6 +225,19 @@ impl GroupCoordinator {
         let now = now_ms();
         let reply = {
             let mut groups = self.groups.lock();
+            {
+                let mut consumers = self.consumers.lock();
+                match consumers.get(group) {
+                    // Mixing protocols in one group (online migration) is not supported.
+                    Some(c) if !c.is_empty() => {
+                        return JoinResult::error(code::INCONSISTENT_GROUP_PROTOCOL, &member_id)
+                    }
+                    Some(_) => {
+                        consumers.remove(group);
+                    }
+                    None => {}
+                }
+            }
             if !member_id.is_empty() && !groups.contains_key(group) {
                 return JoinResult::error(code::UNKNOWN_MEMBER_ID, &member_id);
             }
@@ -367,9 +394,18 @@ impl GroupCoordinator {
         }
         let written = {
             let mut groups = self.groups.lock();
+            // A new-protocol group checks member id and member epoch itself; its offsets
+            // are then kept like any other group's.
+            let consumer_group = match self.consumers.lock().get(group) {
+                Some(c) => {
+                    c.validate_offset_request(member_id, generation)?;
+                    true
+                }
+                None => false,
+            };
             let simple = generation < 0 && member_id.is_empty();
             if !groups.contains_key(group) {
-                if !simple {
+                if !simple && !consumer_group {
                     return Err(code::UNKNOWN_MEMBER_ID);
                 }
                 groups.insert(group.to_string(), ClassicGroup::new(group, now));
@@ -377,7 +413,9 @@ impl GroupCoordinator {
             let Some(g) = groups.get_mut(group) else {
                 return Err(code::UNKNOWN_MEMBER_ID);
             };
-            g.validate_commit(member_id, instance_id, generation, now)?;
+            if !consumer_group {
+                g.validate_commit(member_id, instance_id, generation, now)?;
+            }
             if records.is_empty() {
                 return Ok(codes);
             }
@@ -482,6 +520,18 @@ impl GroupCoordinator {
             return e;
         }
         let mut groups = self.groups.lock();
+        {
+            let mut consumers = self.consumers.lock();
+            if let Some(c) = consumers.get(group) {
+                if !c.is_empty() {
+                    return code::NON_EMPTY_GROUP;
+                }
+                consumers.remove(group);
+                if !groups.contains_key(group) {
+                    return code::NONE;
+                }
+            }
+        }
         let Some(g) = groups.get(group) else {
             return code::GROUP_ID_NOT_FOUND;
         };
@@ -535,11 +585,14 @@ impl GroupCoordinator {
         if !g.is_empty() && g.protocol_type.as_deref() != Some("consumer") {
             return Err(code::NON_EMPTY_GROUP);
         }
-        let subscribed = if g.is_empty() {
+        let mut subscribed = if g.is_empty() {
             vec![]
         } else {
             g.subscribed_topics()
         };
+        if let Some(c) = self.consumers.lock().get(group) {
+            subscribed.extend(c.subscribed_topics());
+        }
         let now = now_ms();
         let mut records = Vec::new();
         let mut out = Vec::new();
@@ -577,6 +630,109 @@ impl GroupCoordinator {
         Ok(out)
     }
 
+    /// ConsumerGroupHeartbeat: joins, heartbeats and leaves of new-protocol members.
+    pub fn consumer_heartbeat(
+        &self,
+        state: &BrokerState,
+        group: &str,
+        p: HeartbeatParams,
+    ) -> HeartbeatResult {
+        let (member_id, epoch) = (p.member_id.clone(), p.member_epoch);
+        let refuse = |c: i16, m: String| HeartbeatResult::error(c, m, &member_id, epoch);
+        if let Err(e) = self.check(state, group) {
+            return refuse(e, String::new());
+        }
+        if epoch == consumer::JOIN_EPOCH {
+            // Offsets of the group will go to __consumer_offsets: have it ready.
+            if let Err(e) = self.ensure_topic(state) {
+                return refuse(e, String::new());
+            }
+        }
+        let image = state.controller.image();
+        let partitions = |t: &str| image.topic(t).map_or(0, |t| t.partitions.len() as i32);
+        let result = {
+            let groups = self.groups.lock();
+            if groups.get(group).is_some_and(|g| !g.is_empty()) {
+                return refuse(
+                    code::GROUP_ID_NOT_FOUND,
+                    format!("Group {group} is not a consumer group."),
+                );
+            }
+            let mut consumers = self.consumers.lock();
+            if epoch != consumer::JOIN_EPOCH && !consumers.contains_key(group) {
+                return refuse(
+                    code::UNKNOWN_MEMBER_ID,
+                    format!("Member {member_id} is not a member of group {group}."),
+                );
+            }
+            let g = consumers
+                .entry(group.to_string())
+                .or_insert_with(|| ConsumerGroup::new(group));
+            g.heartbeat(p, &partitions, &self.consumer_timeouts, now_ms())
+        };
+        // Session deadlines may have moved earlier (a new member): let the timer look.
+        self.wake.notify_one();
+        result
+    }
+
+    /// How often new-protocol members are told to heartbeat.
+    pub fn consumer_heartbeat_interval_ms(&self) -> i32 {
+        self.consumer_timeouts.heartbeat_ms
+    }
+
+    /// OffsetFetch v9+ from a new-protocol member: the member and its epoch must be
+    /// current. Classic groups and callers without a member id are not checked.
+    pub fn validate_fetch(
+        &self,
+        group: &str,
+        member_id: Option<&str>,
+        epoch: i32,
+    ) -> Result<(), i16> {
+        let Some(member_id) = member_id else {
+            return Ok(());
+        };
+        match self.consumers.lock().get(group) {
+            Some(c) => c.validate_offset_request(member_id, epoch),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads one new-protocol group under the lock (ConsumerGroupDescribe, DescribeGroups).
+    pub fn with_consumer_group<R>(
+        &self,
+        group: &str,
+        f: impl FnOnce(&ConsumerGroup) -> R,
+    ) -> Option<R> {
+        self.consumers.lock().get(group).map(f)
+    }
+
+    pub fn with_all_consumer_groups<R>(
+        &self,
+        f: impl FnMut(&ConsumerGroup) -> Option<R>,
+    ) -> Vec<R> {
+        self.consumers.lock().values().filter_map(f).collect()
+    }
+
+    /// Expires silent new-protocol members; on a retention pass also forgets empty
+    /// groups that have nothing committed. Returns when the next deadline is due.
+    fn tick_consumers(&self, state: &BrokerState, now: i64, retention_due: bool) -> Option<i64> {
+        let image = state.controller.image();
+        let partitions = |t: &str| image.topic(t).map_or(0, |t| t.partitions.len() as i32);
+        let next = self
+            .consumers
+            .lock()
+            .values_mut()
+            .filter_map(|g| g.tick(&partitions, now))
+            .min();
+        if retention_due {
+            let groups = self.groups.lock();
+            self.consumers
+                .lock()
+                .retain(|id, g| !g.is_empty() || groups.contains_key(id));
+        }
+        next
+    }
+
     /// Runs every group's timers; returns when the next one is due.
     pub fn tick(&self, state: &BrokerState, now: i64) -> Option<i64> {
         if !self.is_loaded() {
@@ -587,8 +743,8 @@ impl GroupCoordinator {
         if retention_due {
             self.last_retention_check.store(now, Ordering::Relaxed);
         }
+        let mut next = self.tick_consumers(state, now, retention_due);
         let mut groups = self.groups.lock();
-        let mut next: Option<i64> = None;
         let mut gone = Vec::new();
         for g in groups.values_mut() {
             if let Some(due) = g.tick(&self.timeouts, now) {

@@ -1,8 +1,13 @@
 //! Consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete, and
+//! the new consumer protocol's ConsumerGroupHeartbeat and ConsumerGroupDescribe.
 //! They translate between the wire messages (every version's shape) and the coordinator.
 
-use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::consumer_group_describe_response as cgd;
+use kafka_protocol::messages::consumer_group_heartbeat_response as cgh;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -20,18 +25,21 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
-    OffsetFetchResponse, RequestHeader, SyncGroupRequest, SyncGroupResponse, TopicName,
+    BrokerId, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest,
+    DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, SyncGroupRequest,
+    SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::str;
 use crate::error::code;
 use crate::group::classic::{CommittedOffset, GroupState, JoinParams};
+use crate::group::consumer::{self, ConsumerGroup, HeartbeatParams, Tp};
 use crate::group::CommitEntry;
 use crate::state::BrokerState;
 
@@ -40,8 +48,11 @@ use crate::state::BrokerState;
 const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 /// What DescribeGroups reports when the client did not ask for operations.
 const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
-/// Group types (ListGroups v5 filter); every group here speaks the classic protocol.
+/// Group types (ListGroups v5 filter): the classic protocol and the new one (KIP-848).
 const CLASSIC: &str = "classic";
+const CONSUMER: &str = "consumer";
+/// ConsumerGroupDescribe v1 member type: the member speaks the new consumer protocol.
+const MEMBER_TYPE_CONSUMER: i8 = 1;
 
 fn text(s: &StrBytes) -> String {
     s.to_string()
@@ -340,7 +351,15 @@ pub fn offset_fetch(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                match state.groups.fetch(state, &g.group_id.0, topics) {
+                let checked = state
+                    .groups
+                    .validate_fetch(
+                        &g.group_id.0,
+                        opt_text(&g.member_id).as_deref(),
+                        g.member_epoch,
+                    )
+                    .and_then(|_| state.groups.fetch(state, &g.group_id.0, topics));
+                match checked {
                     Err(e) => OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id)
                         .with_error_code(e),
@@ -438,30 +457,47 @@ pub fn list_groups(state: &BrokerState, req: ListGroupsRequest) -> ListGroupsRes
     }
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
-    if !types.is_empty() && !types.iter().any(|t| t == CLASSIC) {
-        return ListGroupsResponse::default();
+    let wanted = |t: &str| types.is_empty() || types.iter().any(|x| x == t);
+    let state_ok = |name: &str| states.is_empty() || states.contains(&name.to_lowercase());
+    // Offsets of a new-protocol group are kept in a member-less classic entry: that entry
+    // is listed once, as the consumer group it belongs to.
+    let consumer_groups = state
+        .groups
+        .with_all_consumer_groups(|g| Some((g.id.clone(), CONSUMER.to_string(), g.state().name())));
+    let consumer_ids: BTreeSet<String> = consumer_groups.iter().map(|g| g.0.clone()).collect();
+    let mut groups: Vec<(String, String, &'static str, &'static str)> = Vec::new();
+    if wanted(CLASSIC) {
+        groups.extend(state.groups.with_all(|g| {
+            let name = g.state.name();
+            if consumer_ids.contains(&g.id) || !state_ok(name) {
+                return None;
+            }
+            Some((
+                g.id.clone(),
+                g.protocol_type.clone().unwrap_or_default(),
+                name,
+                CLASSIC,
+            ))
+        }));
     }
-    let mut groups = state.groups.with_all(|g| {
-        let name = g.state.name();
-        if !states.is_empty() && !states.contains(&name.to_lowercase()) {
-            return None;
-        }
-        Some((
-            g.id.clone(),
-            g.protocol_type.clone().unwrap_or_default(),
-            name,
-        ))
-    });
+    if wanted(CONSUMER) {
+        groups.extend(
+            consumer_groups
+                .into_iter()
+                .filter(|g| state_ok(g.2))
+                .map(|(id, protocol_type, name)| (id, protocol_type, name, CONSUMER)),
+        );
+    }
     groups.sort();
     ListGroupsResponse::default().with_groups(
         groups
             .into_iter()
-            .map(|(id, protocol_type, state)| {
+            .map(|(id, protocol_type, state, group_type)| {
                 ListedGroup::default()
                     .with_group_id(GroupId(str(id)))
                     .with_protocol_type(str(protocol_type))
                     .with_group_state(str(state))
-                    .with_group_type(str(CLASSIC))
+                    .with_group_type(str(group_type))
             })
             .collect(),
     )
@@ -488,6 +524,14 @@ pub fn describe_groups(
                 return base
                     .with_error_code(e)
                     .with_group_state(str(GroupState::Dead.name()));
+            }
+            if let Some(described) = state.groups.with_consumer_group(&id.0, describe_as_classic) {
+                return base
+                    .with_error_code(code::NONE)
+                    .with_group_state(str(described.0))
+                    .with_protocol_type(str(CONSUMER))
+                    .with_protocol_data(str(described.1))
+                    .with_members(described.2);
             }
             let described = state.groups.with_group(&id.0, |g| {
                 let protocol = g.protocol.clone().unwrap_or_default();
@@ -592,4 +636,266 @@ pub fn offset_delete(state: &BrokerState, req: OffsetDeleteRequest) -> OffsetDel
                     .collect(),
             ),
     }
+}
+
+/// A new-protocol group as DescribeGroups shows it: its state, assignor and members, with
+/// subscriptions and assignments in the classic consumer protocol's encoding so tools
+/// that only speak DescribeGroups can read them.
+fn describe_as_classic(g: &ConsumerGroup) -> (&'static str, String, Vec<DescribedGroupMember>) {
+    let members = g
+        .members
+        .values()
+        .map(|m| {
+            DescribedGroupMember::default()
+                .with_member_id(str(m.id.clone()))
+                .with_group_instance_id(m.instance_id.clone().map(str))
+                .with_client_id(str(m.client_id.clone()))
+                .with_client_host(str(m.client_host.clone()))
+                .with_member_metadata(classic_subscription(&m.subscribed))
+                .with_member_assignment(classic_assignment(&m.assigned))
+        })
+        .collect();
+    (g.state().name(), g.assignor.clone(), members)
+}
+
+fn put_str16(buf: &mut BytesMut, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(i16::MAX as usize)];
+    buf.put_i16(b.len() as i16);
+    buf.put_slice(b);
+}
+
+/// ConsumerProtocolSubscription v0: topics, no user data.
+fn classic_subscription(topics: &BTreeSet<String>) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i16(0);
+    buf.put_i32(topics.len() as i32);
+    for t in topics {
+        put_str16(&mut buf, t);
+    }
+    buf.put_i32(-1);
+    buf.freeze()
+}
+
+/// ConsumerProtocolAssignment v0: partitions by topic, no user data.
+fn classic_assignment(tps: &BTreeSet<Tp>) -> Bytes {
+    let by_topic = by_topic(tps);
+    let mut buf = BytesMut::new();
+    buf.put_i16(0);
+    buf.put_i32(by_topic.len() as i32);
+    for (t, ps) in by_topic {
+        put_str16(&mut buf, t);
+        buf.put_i32(ps.len() as i32);
+        for p in ps {
+            buf.put_i32(p);
+        }
+    }
+    buf.put_i32(-1);
+    buf.freeze()
+}
+
+fn by_topic(tps: &BTreeSet<Tp>) -> BTreeMap<&str, Vec<i32>> {
+    let mut out: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in tps {
+        out.entry(t.as_str()).or_default().push(*p);
+    }
+    out
+}
+
+fn invalid_heartbeat(message: &str) -> ConsumerGroupHeartbeatResponse {
+    ConsumerGroupHeartbeatResponse::default()
+        .with_error_code(code::INVALID_REQUEST)
+        .with_error_message(Some(str(message)))
+}
+
+/// The request checks Kafka makes before a heartbeat reaches the group.
+fn validate_heartbeat(req: &ConsumerGroupHeartbeatRequest) -> Result<(), &'static str> {
+    if req.group_id.0.is_empty() {
+        return Err("GroupId can't be empty.");
+    }
+    if req.instance_id.as_ref().is_some_and(|s| s.is_empty()) {
+        return Err("InstanceId can't be empty.");
+    }
+    if req.rack_id.as_ref().is_some_and(|s| s.is_empty()) {
+        return Err("RackId can't be empty.");
+    }
+    if req
+        .subscribed_topic_regex
+        .as_ref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Err("Fjord does not support SubscribedTopicRegex; subscribe to topic names.");
+    }
+    match req.member_epoch {
+        consumer::JOIN_EPOCH => {
+            if req.rebalance_timeout_ms == -1 {
+                return Err("RebalanceTimeoutMs must be provided in first request.");
+            }
+            if req.topic_partitions.as_ref().is_none_or(|t| !t.is_empty()) {
+                return Err("TopicPartitions must be empty when (re-)joining.");
+            }
+            if req.subscribed_topic_names.is_none() {
+                return Err("SubscribedTopicNames must be set in first request.");
+            }
+        }
+        _ if req.member_id.is_empty() => return Err("MemberId can't be empty."),
+        _ => {}
+    }
+    Ok(())
+}
+
+pub fn consumer_group_heartbeat(
+    state: &BrokerState,
+    header: &RequestHeader,
+    req: ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
+    if let Err(m) = validate_heartbeat(&req) {
+        return invalid_heartbeat(m);
+    }
+    let image = state.controller.image();
+    // Kafka 4 clients choose their own member id; older ones leave it to the coordinator.
+    let member_id = if req.member_id.is_empty() {
+        uuid::Uuid::new_v4().to_string()
+    } else {
+        text(&req.member_id)
+    };
+    let owned = req.topic_partitions.as_ref().map(|tps| {
+        tps.iter()
+            .filter_map(|t| image.topic_by_id(&t.topic_id).map(|i| (i.name.clone(), t)))
+            .flat_map(|(name, t)| t.partitions.iter().map(move |p| (name.clone(), *p)))
+            .collect::<Vec<Tp>>()
+    });
+    let params = HeartbeatParams {
+        member_id,
+        member_epoch: req.member_epoch,
+        instance_id: opt_text(&req.instance_id),
+        rack_id: opt_text(&req.rack_id),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        subscribed: req
+            .subscribed_topic_names
+            .as_ref()
+            .map(|ts| ts.iter().map(|t| t.0.to_string()).collect()),
+        server_assignor: opt_text(&req.server_assignor),
+        owned,
+        client_id: opt_text(&header.client_id).unwrap_or_default(),
+        client_host: String::new(),
+    };
+    let r = state
+        .groups
+        .consumer_heartbeat(state, &req.group_id.0, params);
+    if r.error != code::NONE {
+        tracing::debug!(group = %req.group_id.0, error = r.error, "consumer heartbeat refused");
+        return ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(r.error)
+            .with_error_message(
+                r.message
+                    .filter(|m| !m.is_empty())
+                    .map(str)
+                    .or_else(|| message(r.error)),
+            );
+    }
+    let assignment = r.assignment.map(|tps| {
+        let topic_partitions = by_topic(&tps)
+            .into_iter()
+            .filter_map(|(t, ps)| {
+                image.topic(t).map(|i| {
+                    cgh::TopicPartitions::default()
+                        .with_topic_id(i.topic_id)
+                        .with_partitions(ps)
+                })
+            })
+            .collect();
+        cgh::Assignment::default().with_topic_partitions(topic_partitions)
+    });
+    ConsumerGroupHeartbeatResponse::default()
+        .with_error_code(code::NONE)
+        .with_member_id(Some(str(r.member_id)))
+        .with_member_epoch(r.member_epoch)
+        .with_heartbeat_interval_ms(state.groups.consumer_heartbeat_interval_ms())
+        .with_assignment(assignment)
+}
+
+pub fn consumer_group_describe(
+    state: &BrokerState,
+    req: ConsumerGroupDescribeRequest,
+    version: i16,
+) -> ConsumerGroupDescribeResponse {
+    let operations = if req.include_authorized_operations {
+        GROUP_OPERATIONS
+    } else {
+        OPERATIONS_NOT_REQUESTED
+    };
+    let image = state.controller.image();
+    let assignment = |tps: &BTreeSet<Tp>| {
+        let topic_partitions = by_topic(tps)
+            .into_iter()
+            .filter_map(|(t, ps)| {
+                image.topic(t).map(|i| {
+                    cgd::TopicPartitions::default()
+                        .with_topic_id(i.topic_id)
+                        .with_topic_name(TopicName(str(t)))
+                        .with_partitions(ps)
+                })
+            })
+            .collect();
+        cgd::Assignment::default().with_topic_partitions(topic_partitions)
+    };
+    let groups = req
+        .group_ids
+        .into_iter()
+        .map(|id| {
+            let base = cgd::DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_authorized_operations(operations);
+            if let Err(e) = state.groups.check(state, &id.0) {
+                return base.with_error_code(e).with_error_message(message(e));
+            }
+            let described = state.groups.with_consumer_group(&id.0, |g| {
+                let empty = BTreeSet::new();
+                let members = g
+                    .members
+                    .values()
+                    .map(|m| {
+                        let target = g.target.get(&m.id).unwrap_or(&empty);
+                        let mut member = cgd::Member::default()
+                            .with_member_id(str(m.id.clone()))
+                            .with_instance_id(m.instance_id.clone().map(str))
+                            .with_rack_id(m.rack_id.clone().map(str))
+                            .with_member_epoch(m.epoch)
+                            .with_client_id(str(m.client_id.clone()))
+                            .with_client_host(str(m.client_host.clone()))
+                            .with_subscribed_topic_names(
+                                m.subscribed
+                                    .iter()
+                                    .map(|t| TopicName(str(t.clone())))
+                                    .collect(),
+                            )
+                            .with_assignment(assignment(&m.assigned))
+                            .with_target_assignment(assignment(target));
+                        if version >= 1 {
+                            member = member.with_member_type(MEMBER_TYPE_CONSUMER);
+                        }
+                        member
+                    })
+                    .collect();
+                base.clone()
+                    .with_error_code(code::NONE)
+                    .with_group_state(str(g.state().name()))
+                    .with_group_epoch(g.epoch)
+                    .with_assignment_epoch(g.assignment_epoch)
+                    .with_assignor_name(str(g.assignor.clone()))
+                    .with_members(members)
+            });
+            described.unwrap_or_else(|| {
+                let reason = if state.groups.with_group(&id.0, |_| ()).is_some() {
+                    format!("Group {} is not a consumer group.", id.0)
+                } else {
+                    format!("Group {} not found.", id.0)
+                };
+                base.with_error_code(code::GROUP_ID_NOT_FOUND)
+                    .with_error_message(Some(str(reason)))
+                    .with_group_state(str("Dead"))
+            })
+        })
+        .collect();
+    ConsumerGroupDescribeResponse::default().with_groups(groups)
 }

@@ -51,6 +51,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 pub fn is_supported(api: ApiKey, version: i16) -> bool {
@@ -161,6 +163,12 @@ pub async fn handle(
         RequestKind::OffsetDelete(r) => {
             respond(ResponseKind::OffsetDelete(groups::offset_delete(state, r)))
         }
+        RequestKind::ConsumerGroupHeartbeat(r) => respond(ResponseKind::ConsumerGroupHeartbeat(
+            groups::consumer_group_heartbeat(state, header, r),
+        )),
+        RequestKind::ConsumerGroupDescribe(r) => respond(ResponseKind::ConsumerGroupDescribe(
+            groups::consumer_group_describe(state, r, v),
+        )),
         RequestKind::OffsetForLeaderEpoch(r) => respond(ResponseKind::OffsetForLeaderEpoch(
             records::offset_for_leader_epoch(state, r),
         )),

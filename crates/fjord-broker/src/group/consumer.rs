@@ -1,0 +1,1130 @@
+//! One consumer group under the new consumer protocol (KIP-848): members that heartbeat
+//! with a member epoch, the group epoch, the server-side assignors (`uniform`, `range`)
+//! that compute the target assignment, and the per-member reconciliation that moves each
+//! member toward its target without a partition ever being owned by two members.
+//!
+//! Like the classic state machine, everything here is synchronous and takes the time and
+//! the topic metadata as arguments, so it can be tested without a clock or a broker. The
+//! state lives in memory only: after a restart members are told UNKNOWN_MEMBER_ID and
+//! rejoin with epoch 0 (committed offsets are kept by the coordinator as for any group).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::error::code;
+
+/// A topic-partition by topic name (the handlers translate to and from topic ids).
+pub type Tp = (String, i32);
+
+/// Member epoch a member joins with, and the two it leaves with.
+pub const JOIN_EPOCH: i32 = 0;
+pub const LEAVE_EPOCH: i32 = -1;
+pub const STATIC_LEAVE_EPOCH: i32 = -2;
+
+pub const UNIFORM: &str = "uniform";
+pub const RANGE: &str = "range";
+/// Assignor names this broker implements; the first is the default.
+pub const ASSIGNORS: &[&str] = &[UNIFORM, RANGE];
+
+/// Where a member stands relative to its target assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    /// Owns exactly its target at the group's assignment epoch.
+    Stable,
+    /// Must give up partitions first; its epoch waits until it confirms.
+    UnrevokedPartitions,
+    /// At the assignment epoch, but waits for partitions other members still own.
+    UnreleasedPartitions,
+}
+
+impl MemberState {
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberState::Stable => "stable",
+            MemberState::UnrevokedPartitions => "unrevoked_partitions",
+            MemberState::UnreleasedPartitions => "unreleased_partitions",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerMember {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub epoch: i32,
+    pub previous_epoch: i32,
+    pub state: MemberState,
+    pub subscribed: BTreeSet<String>,
+    pub server_assignor: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    /// Partitions the member may consume now.
+    pub assigned: BTreeSet<Tp>,
+    /// Partitions the member was told to give up and has not yet confirmed releasing:
+    /// still its own, so nobody else gets them meanwhile.
+    pub revoking: BTreeSet<Tp>,
+    /// The member is removed if it does not heartbeat by then.
+    deadline: i64,
+    /// The member is fenced if it has not released `revoking` by then.
+    revoke_deadline: Option<i64>,
+}
+
+impl ConsumerMember {
+    fn owns(&self, tp: &Tp) -> bool {
+        self.assigned.contains(tp) || self.revoking.contains(tp)
+    }
+
+    /// A static member that left with epoch -2 and may come back under a new member id.
+    pub fn left_temporarily(&self) -> bool {
+        self.epoch == STATIC_LEAVE_EPOCH
+    }
+}
+
+/// One ConsumerGroupHeartbeat, as the coordinator needs it.
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatParams {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    /// `None`: unchanged since the last heartbeat.
+    pub subscribed: Option<Vec<String>>,
+    pub server_assignor: Option<String>,
+    /// What the member owns now; `None`: unchanged since the last heartbeat.
+    pub owned: Option<Vec<Tp>>,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeartbeatResult {
+    pub error: i16,
+    pub message: Option<String>,
+    pub member_id: String,
+    pub member_epoch: i32,
+    /// The member's full assignment, when the member must (re)learn it.
+    pub assignment: Option<BTreeSet<Tp>>,
+}
+
+impl HeartbeatResult {
+    pub fn error(error: i16, message: impl Into<String>, member_id: &str, epoch: i32) -> Self {
+        HeartbeatResult {
+            error,
+            message: Some(message.into()),
+            member_id: member_id.to_string(),
+            member_epoch: epoch,
+            assignment: None,
+        }
+    }
+}
+
+/// Broker settings every consumer group follows.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerTimeouts {
+    pub session_ms: i64,
+    pub heartbeat_ms: i32,
+}
+
+pub struct ConsumerGroup {
+    pub id: String,
+    /// Bumped whenever membership, subscriptions or subscribed topics' partitions change.
+    pub epoch: i32,
+    /// The group epoch the current target assignment was computed for.
+    pub assignment_epoch: i32,
+    pub members: BTreeMap<String, ConsumerMember>,
+    /// member id → the partitions the assignor wants it to own.
+    pub target: HashMap<String, BTreeSet<Tp>>,
+    /// The assignor the current target came from.
+    pub assignor: String,
+    /// Partition counts of subscribed topics when the target was computed: a change
+    /// (topic created, partitions added) bumps the group epoch.
+    topics: BTreeMap<String, i32>,
+    /// group.instance.id → member id.
+    statics: HashMap<String, String>,
+}
+
+/// The group states Kafka reports for consumer groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerGroupState {
+    Empty,
+    Assigning,
+    Reconciling,
+    Stable,
+}
+
+impl ConsumerGroupState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsumerGroupState::Empty => "Empty",
+            ConsumerGroupState::Assigning => "Assigning",
+            ConsumerGroupState::Reconciling => "Reconciling",
+            ConsumerGroupState::Stable => "Stable",
+        }
+    }
+}
+
+impl ConsumerGroup {
+    pub fn new(id: &str) -> ConsumerGroup {
+        ConsumerGroup {
+            id: id.to_string(),
+            epoch: 0,
+            assignment_epoch: 0,
+            members: BTreeMap::new(),
+            target: HashMap::new(),
+            assignor: UNIFORM.to_string(),
+            topics: BTreeMap::new(),
+            statics: HashMap::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn state(&self) -> ConsumerGroupState {
+        if self.members.is_empty() {
+            ConsumerGroupState::Empty
+        } else if self.assignment_epoch < self.epoch {
+            ConsumerGroupState::Assigning
+        } else if self
+            .members
+            .values()
+            .any(|m| m.epoch != self.assignment_epoch || m.state != MemberState::Stable)
+        {
+            ConsumerGroupState::Reconciling
+        } else {
+            ConsumerGroupState::Stable
+        }
+    }
+
+    pub fn subscribed_topics(&self) -> BTreeSet<String> {
+        self.members
+            .values()
+            .flat_map(|m| m.subscribed.iter().cloned())
+            .collect()
+    }
+
+    /// Handles one heartbeat. `partitions` gives a topic's partition count (0 when the
+    /// topic does not exist).
+    pub fn heartbeat(
+        &mut self,
+        p: HeartbeatParams,
+        partitions: &dyn Fn(&str) -> i32,
+        t: &ConsumerTimeouts,
+        now: i64,
+    ) -> HeartbeatResult {
+        if let Some(a) = &p.server_assignor {
+            if !ASSIGNORS.contains(&a.as_str()) {
+                return HeartbeatResult::error(
+                    code::UNSUPPORTED_ASSIGNOR,
+                    format!(
+                        "ServerAssignor {a} is not supported. Supported assignors: uniform, range."
+                    ),
+                    &p.member_id,
+                    p.member_epoch,
+                );
+            }
+        }
+        match p.member_epoch {
+            LEAVE_EPOCH | STATIC_LEAVE_EPOCH => return self.leave(&p, partitions),
+            JOIN_EPOCH => {}
+            e if e > 0 => {}
+            e => {
+                return HeartbeatResult::error(
+                    code::INVALID_REQUEST,
+                    format!("MemberEpoch {e} is invalid."),
+                    &p.member_id,
+                    e,
+                )
+            }
+        }
+        let full_request =
+            p.rebalance_timeout_ms != -1 && p.subscribed.is_some() && p.owned.is_some();
+        let before: Option<BTreeSet<Tp>>;
+        let mut changed = false;
+        if p.member_epoch == JOIN_EPOCH {
+            match self.join(&p, t, now) {
+                Ok((prev, c)) => {
+                    before = prev;
+                    changed = c;
+                }
+                Err(e) => return e,
+            }
+        } else {
+            let Some(m) = self.members.get_mut(&p.member_id) else {
+                return HeartbeatResult::error(
+                    code::UNKNOWN_MEMBER_ID,
+                    format!(
+                        "Member {} is not a member of group {}.",
+                        p.member_id, self.id
+                    ),
+                    &p.member_id,
+                    p.member_epoch,
+                );
+            };
+            if let Some(e) = fence_check(m, &p) {
+                return e;
+            }
+            before = Some(m.assigned.clone());
+            m.deadline = now + t.session_ms;
+            if p.rebalance_timeout_ms > 0 {
+                m.rebalance_timeout_ms = p.rebalance_timeout_ms;
+            }
+            if let Some(subs) = &p.subscribed {
+                let subs: BTreeSet<String> = subs.iter().cloned().collect();
+                if subs != m.subscribed {
+                    m.subscribed = subs;
+                    changed = true;
+                }
+            }
+            if p.server_assignor.is_some() && p.server_assignor != m.server_assignor {
+                m.server_assignor = p.server_assignor.clone();
+                changed = true;
+            }
+            if p.rack_id.is_some() {
+                m.rack_id = p.rack_id.clone();
+            }
+        }
+        if changed {
+            self.epoch += 1;
+        }
+        self.refresh_target(partitions);
+        let owned: Option<BTreeSet<Tp>> = p.owned.map(|o| o.into_iter().collect());
+        self.reconcile(&p.member_id, owned.as_ref(), now);
+        let Some(m) = self.members.get(&p.member_id) else {
+            return HeartbeatResult::error(
+                code::UNKNOWN_MEMBER_ID,
+                "The member left the group.",
+                &p.member_id,
+                p.member_epoch,
+            );
+        };
+        let send =
+            p.member_epoch == JOIN_EPOCH || full_request || before.as_ref() != Some(&m.assigned);
+        HeartbeatResult {
+            error: code::NONE,
+            message: None,
+            member_id: m.id.clone(),
+            member_epoch: m.epoch,
+            assignment: send.then(|| m.assigned.clone()),
+        }
+    }
+
+    /// A join (epoch 0): a new member, a member rejoining after being fenced, or a static
+    /// member taking its instance id back. Returns the member's previous assignment (if
+    /// it is an existing member) and whether the group epoch must bump.
+    #[allow(clippy::type_complexity)]
+    fn join(
+        &mut self,
+        p: &HeartbeatParams,
+        t: &ConsumerTimeouts,
+        now: i64,
+    ) -> Result<(Option<BTreeSet<Tp>>, bool), HeartbeatResult> {
+        let subscribed: BTreeSet<String> = p.subscribed.iter().flatten().cloned().collect();
+        let mut changed = false;
+        let mut inherited: Option<ConsumerMember> = None;
+        if let Some(inst) = &p.instance_id {
+            if let Some(holder) = self.statics.get(inst).cloned() {
+                if holder != p.member_id {
+                    let active = self
+                        .members
+                        .get(&holder)
+                        .is_some_and(|m| !m.left_temporarily());
+                    if active {
+                        return Err(HeartbeatResult::error(
+                            code::UNRELEASED_INSTANCE_ID,
+                            format!(
+                                "Static member {holder} with instance id {inst} is not released yet."
+                            ),
+                            &p.member_id,
+                            p.member_epoch,
+                        ));
+                    }
+                    // The static member comes back under a new member id: it takes over
+                    // the old member's assignment without a rebalance.
+                    inherited = self.members.remove(&holder);
+                    if let Some(target) = self.target.remove(&holder) {
+                        self.target.insert(p.member_id.clone(), target);
+                    }
+                }
+            }
+        }
+        let existing = self.members.remove(&p.member_id);
+        let previous = existing.as_ref().map(|m| m.assigned.clone());
+        let mut m = match (existing, inherited) {
+            (Some(m), _) => {
+                // A known member rejoining has dropped whatever it owned.
+                ConsumerMember {
+                    epoch: 0,
+                    state: MemberState::Stable,
+                    assigned: BTreeSet::new(),
+                    revoking: BTreeSet::new(),
+                    revoke_deadline: None,
+                    ..m
+                }
+            }
+            (None, Some(old)) => ConsumerMember {
+                id: p.member_id.clone(),
+                ..old
+            },
+            (None, None) => {
+                changed = true;
+                ConsumerMember {
+                    id: p.member_id.clone(),
+                    instance_id: p.instance_id.clone(),
+                    rack_id: p.rack_id.clone(),
+                    client_id: p.client_id.clone(),
+                    client_host: p.client_host.clone(),
+                    epoch: 0,
+                    previous_epoch: -1,
+                    state: MemberState::Stable,
+                    subscribed: BTreeSet::new(),
+                    server_assignor: None,
+                    rebalance_timeout_ms: p.rebalance_timeout_ms,
+                    assigned: BTreeSet::new(),
+                    revoking: BTreeSet::new(),
+                    deadline: 0,
+                    revoke_deadline: None,
+                }
+            }
+        };
+        if m.subscribed != subscribed {
+            m.subscribed = subscribed;
+            changed = true;
+        }
+        if m.server_assignor != p.server_assignor {
+            m.server_assignor = p.server_assignor.clone();
+            changed = true;
+        }
+        m.instance_id = p.instance_id.clone();
+        m.rack_id = p.rack_id.clone();
+        m.client_id = p.client_id.clone();
+        m.client_host = p.client_host.clone();
+        m.rebalance_timeout_ms = p.rebalance_timeout_ms;
+        m.deadline = now + t.session_ms;
+        if m.left_temporarily() {
+            // Back from a static leave: it still owns what it owned.
+            m.epoch = m.previous_epoch.max(0);
+        }
+        if let Some(inst) = &p.instance_id {
+            self.statics.insert(inst.clone(), p.member_id.clone());
+        }
+        self.members.insert(p.member_id.clone(), m);
+        Ok((previous, changed))
+    }
+
+    fn leave(&mut self, p: &HeartbeatParams, partitions: &dyn Fn(&str) -> i32) -> HeartbeatResult {
+        let Some(m) = self.members.get_mut(&p.member_id) else {
+            return HeartbeatResult::error(
+                code::UNKNOWN_MEMBER_ID,
+                format!(
+                    "Member {} is not a member of group {}.",
+                    p.member_id, self.id
+                ),
+                &p.member_id,
+                p.member_epoch,
+            );
+        };
+        if p.member_epoch == STATIC_LEAVE_EPOCH && m.instance_id.is_some() {
+            // A static member that leaves temporarily keeps its partitions (nobody else
+            // gets them) until it returns or its session expires.
+            m.previous_epoch = m.epoch;
+            m.epoch = STATIC_LEAVE_EPOCH;
+        } else {
+            self.remove_member(&p.member_id.clone(), partitions);
+        }
+        HeartbeatResult {
+            error: code::NONE,
+            message: None,
+            member_id: p.member_id.clone(),
+            member_epoch: p.member_epoch,
+            assignment: None,
+        }
+    }
+
+    /// Removes a member (left, expired, fenced): its partitions are free at once.
+    pub fn remove_member(&mut self, id: &str, partitions: &dyn Fn(&str) -> i32) {
+        let Some(m) = self.members.remove(id) else {
+            return;
+        };
+        if let Some(inst) = &m.instance_id {
+            if self.statics.get(inst).is_some_and(|h| h == id) {
+                self.statics.remove(inst);
+            }
+        }
+        self.target.remove(id);
+        self.epoch += 1;
+        self.refresh_target(partitions);
+    }
+
+    /// Whether offsets may be committed (or fetched) by this member at this epoch.
+    pub fn validate_offset_request(&self, member_id: &str, epoch: i32) -> Result<(), i16> {
+        if epoch < 0 && member_id.is_empty() {
+            // A committer outside the group (admin tools): only while nobody consumes.
+            return if self.members.is_empty() {
+                Ok(())
+            } else {
+                Err(code::UNKNOWN_MEMBER_ID)
+            };
+        }
+        let Some(m) = self.members.get(member_id) else {
+            return Err(code::UNKNOWN_MEMBER_ID);
+        };
+        if epoch != m.epoch {
+            return Err(code::STALE_MEMBER_EPOCH);
+        }
+        Ok(())
+    }
+
+    /// Bumps the group epoch if a subscribed topic's partition count changed, and
+    /// recomputes the target assignment when it is behind the group epoch.
+    fn refresh_target(&mut self, partitions: &dyn Fn(&str) -> i32) {
+        let topics: BTreeMap<String, i32> = self
+            .subscribed_topics()
+            .into_iter()
+            .map(|t| {
+                let n = partitions(&t);
+                (t, n)
+            })
+            .collect();
+        if topics != self.topics {
+            self.topics = topics;
+            self.epoch += 1;
+        }
+        if self.assignment_epoch >= self.epoch {
+            return;
+        }
+        self.assignor = self.preferred_assignor();
+        let subscriptions: BTreeMap<String, BTreeSet<String>> = self
+            .members
+            .iter()
+            .map(|(id, m)| (id.clone(), m.subscribed.clone()))
+            .collect();
+        self.target = match self.assignor.as_str() {
+            RANGE => assign_range(&subscriptions, &self.topics),
+            _ => assign_uniform(&subscriptions, &self.topics, &self.target),
+        };
+        self.assignment_epoch = self.epoch;
+    }
+
+    /// The assignor most members ask for; `uniform` when none asks.
+    fn preferred_assignor(&self) -> String {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for m in self.members.values() {
+            if let Some(a) = &m.server_assignor {
+                *counts.entry(a.as_str()).or_default() += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+            .map(|(a, _)| a.to_string())
+            .unwrap_or_else(|| UNIFORM.to_string())
+    }
+
+    /// Moves one member toward its target: revocation first (its epoch waits until it
+    /// confirms), then partitions nobody else owns any more, at the assignment epoch.
+    fn reconcile(&mut self, id: &str, owned: Option<&BTreeSet<Tp>>, now: i64) {
+        let target = self.target.get(id).cloned().unwrap_or_default();
+        let assignment_epoch = self.assignment_epoch;
+        // Partitions owned by the other members, including ones they are revoking.
+        let taken: BTreeSet<Tp> = self
+            .members
+            .iter()
+            .filter(|(other, _)| other.as_str() != id)
+            .flat_map(|(_, m)| m.assigned.iter().chain(m.revoking.iter()).cloned())
+            .collect();
+        let Some(m) = self.members.get_mut(id) else {
+            return;
+        };
+        if m.state == MemberState::UnrevokedPartitions {
+            let released = owned.is_some_and(|o| o.intersection(&m.revoking).next().is_none());
+            if !released {
+                return;
+            }
+            m.revoking.clear();
+            m.revoke_deadline = None;
+        }
+        if m.epoch == assignment_epoch && m.state == MemberState::Stable && m.assigned == target {
+            return;
+        }
+        let revoke: BTreeSet<Tp> = m.assigned.difference(&target).cloned().collect();
+        if !revoke.is_empty() {
+            m.assigned = m.assigned.intersection(&target).cloned().collect();
+            m.revoking = revoke;
+            m.state = MemberState::UnrevokedPartitions;
+            m.revoke_deadline = Some(now + m.rebalance_timeout_ms.max(0) as i64);
+            return;
+        }
+        for tp in &target {
+            if !taken.contains(tp) {
+                m.assigned.insert(tp.clone());
+            }
+        }
+        if m.epoch != assignment_epoch {
+            m.previous_epoch = m.epoch;
+            m.epoch = assignment_epoch;
+        }
+        m.state = if m.assigned == target {
+            MemberState::Stable
+        } else {
+            MemberState::UnreleasedPartitions
+        };
+    }
+
+    /// Removes members whose session expired and fences members that did not revoke in
+    /// time. Returns when the next deadline is due.
+    pub fn tick(&mut self, partitions: &dyn Fn(&str) -> i32, now: i64) -> Option<i64> {
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.deadline <= now || m.revoke_deadline.is_some_and(|d| d <= now))
+            .map(|m| m.id.clone())
+            .collect();
+        for id in gone {
+            tracing::info!(group = %self.id, member = %id, "consumer group member expired");
+            self.remove_member(&id, partitions);
+        }
+        self.members
+            .values()
+            .flat_map(|m| [Some(m.deadline), m.revoke_deadline])
+            .flatten()
+            .min()
+    }
+}
+
+/// Epoch checks for a member already in the group. A member one epoch behind that owns
+/// only what it was given is tolerated: it simply missed the last response.
+fn fence_check(m: &ConsumerMember, p: &HeartbeatParams) -> Option<HeartbeatResult> {
+    if let (Some(inst), Some(have)) = (&p.instance_id, &m.instance_id) {
+        if inst != have {
+            return Some(HeartbeatResult::error(
+                code::FENCED_INSTANCE_ID,
+                format!("Member {} does not own instance id {inst}.", m.id),
+                &p.member_id,
+                p.member_epoch,
+            ));
+        }
+    }
+    let fenced = || {
+        Some(HeartbeatResult::error(
+            code::FENCED_MEMBER_EPOCH,
+            format!(
+                "The consumer group member has a member epoch ({}) different from the one known by the group coordinator ({}).",
+                p.member_epoch, m.epoch
+            ),
+            &p.member_id,
+            p.member_epoch,
+        ))
+    };
+    if p.member_epoch > m.epoch {
+        return fenced();
+    }
+    if p.member_epoch < m.epoch {
+        let owned_ok = p
+            .owned
+            .as_ref()
+            .is_some_and(|o| o.iter().all(|tp| m.owns(tp)));
+        if p.member_epoch != m.previous_epoch || !owned_ok {
+            return fenced();
+        }
+    }
+    None
+}
+
+/// Valid (topic, partition count) pairs, topics that do not exist left out.
+fn existing(topics: &BTreeMap<String, i32>) -> impl Iterator<Item = (&String, i32)> {
+    topics.iter().filter(|(_, n)| **n > 0).map(|(t, n)| (t, *n))
+}
+
+/// Server-side `range`: per topic, its subscribers in member-id order get contiguous
+/// ranges, the first ones one partition more when the count does not divide evenly.
+pub fn assign_range(
+    subscriptions: &BTreeMap<String, BTreeSet<String>>,
+    topics: &BTreeMap<String, i32>,
+) -> HashMap<String, BTreeSet<Tp>> {
+    let mut out: HashMap<String, BTreeSet<Tp>> = subscriptions
+        .keys()
+        .map(|id| (id.clone(), BTreeSet::new()))
+        .collect();
+    for (topic, count) in existing(topics) {
+        let subscribers: Vec<&String> = subscriptions
+            .iter()
+            .filter(|(_, s)| s.contains(topic))
+            .map(|(id, _)| id)
+            .collect();
+        if subscribers.is_empty() {
+            continue;
+        }
+        let n = subscribers.len() as i32;
+        let (base, extra) = (count / n, count % n);
+        let mut next = 0;
+        for (i, id) in subscribers.iter().enumerate() {
+            let take = base + i32::from((i as i32) < extra);
+            let set = out.entry((*id).clone()).or_default();
+            for p in next..next + take {
+                set.insert((topic.clone(), p));
+            }
+            next += take;
+        }
+    }
+    out
+}
+
+/// Server-side `uniform`: balanced and sticky. Partitions stay where the previous target
+/// put them while that keeps members within one partition of each other; the rest go to
+/// the least loaded subscriber, and moves from the most to the least loaded even it out.
+pub fn assign_uniform(
+    subscriptions: &BTreeMap<String, BTreeSet<String>>,
+    topics: &BTreeMap<String, i32>,
+    previous: &HashMap<String, BTreeSet<Tp>>,
+) -> HashMap<String, BTreeSet<Tp>> {
+    let all: Vec<Tp> = existing(topics)
+        .flat_map(|(t, n)| (0..n).map(move |p| (t.clone(), p)))
+        .collect();
+    let subscribed =
+        |id: &str, topic: &str| subscriptions.get(id).is_some_and(|s| s.contains(topic));
+    let mut out: BTreeMap<String, BTreeSet<Tp>> = subscriptions
+        .keys()
+        .map(|id| (id.clone(), BTreeSet::new()))
+        .collect();
+    let mut placed: BTreeSet<Tp> = BTreeSet::new();
+    // Keep what is still valid, at most the fair share when everyone subscribes alike,
+    // so a joining member gets partitions from the others without a second pass.
+    let fair = if subscriptions.is_empty() {
+        0
+    } else {
+        all.len().div_ceil(subscriptions.len())
+    };
+    let mut previous_sorted: Vec<(&String, &BTreeSet<Tp>)> = previous.iter().collect();
+    previous_sorted.sort();
+    for (id, tps) in previous_sorted {
+        let Some(set) = out.get_mut(id) else {
+            continue;
+        };
+        for tp in tps {
+            if set.len() >= fair {
+                break;
+            }
+            let valid = topics.get(&tp.0).is_some_and(|n| tp.1 < *n) && subscribed(id, &tp.0);
+            if valid && placed.insert(tp.clone()) {
+                set.insert(tp.clone());
+            }
+        }
+    }
+    for tp in &all {
+        if placed.contains(tp) {
+            continue;
+        }
+        let least = out
+            .iter()
+            .filter(|(id, _)| subscribed(id, &tp.0))
+            .min_by_key(|(id, s)| (s.len(), (*id).clone()))
+            .map(|(id, _)| id.clone());
+        if let Some(id) = least {
+            placed.insert(tp.clone());
+            if let Some(set) = out.get_mut(&id) {
+                set.insert(tp.clone());
+            }
+        }
+    }
+    // Even out: move a partition from a member to one of its topic's subscribers that
+    // has at least two fewer. Each move lowers the sum of squared loads, so this ends.
+    let max_moves = all.len() * subscriptions.len().max(1);
+    for _ in 0..max_moves {
+        let mut moved = false;
+        let mut donors: Vec<(usize, String)> =
+            out.iter().map(|(id, s)| (s.len(), id.clone())).collect();
+        donors.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        'donors: for (load, donor) in donors {
+            let Some(candidates) = out.get(&donor).cloned() else {
+                continue;
+            };
+            for tp in candidates.iter().rev() {
+                let receiver = out
+                    .iter()
+                    .filter(|(id, s)| **id != donor && s.len() + 2 <= load && subscribed(id, &tp.0))
+                    .min_by_key(|(id, s)| (s.len(), (*id).clone()))
+                    .map(|(id, _)| id.clone());
+                if let Some(r) = receiver {
+                    if let Some(s) = out.get_mut(&donor) {
+                        s.remove(tp);
+                    }
+                    if let Some(s) = out.get_mut(&r) {
+                        s.insert(tp.clone());
+                    }
+                    moved = true;
+                    break 'donors;
+                }
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    out.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: ConsumerTimeouts = ConsumerTimeouts {
+        session_ms: 45_000,
+        heartbeat_ms: 5_000,
+    };
+
+    fn three(topic: &str) -> i32 {
+        match topic {
+            "t" => 3,
+            "u" => 4,
+            _ => 0,
+        }
+    }
+
+    fn join(g: &mut ConsumerGroup, id: &str, topics: &[&str], now: i64) -> HeartbeatResult {
+        g.heartbeat(
+            HeartbeatParams {
+                member_id: id.into(),
+                member_epoch: 0,
+                rebalance_timeout_ms: 30_000,
+                subscribed: Some(topics.iter().map(|t| t.to_string()).collect()),
+                owned: Some(vec![]),
+                ..Default::default()
+            },
+            &three,
+            &T,
+            now,
+        )
+    }
+
+    /// A client's view of a member: what it owns and the epoch it last learned.
+    #[derive(Default, Clone)]
+    struct Client {
+        epoch: i32,
+        owned: BTreeSet<Tp>,
+    }
+
+    fn beat(g: &mut ConsumerGroup, id: &str, c: &mut Client, now: i64) -> HeartbeatResult {
+        let r = g.heartbeat(
+            HeartbeatParams {
+                member_id: id.into(),
+                member_epoch: c.epoch,
+                rebalance_timeout_ms: -1,
+                owned: Some(c.owned.iter().cloned().collect()),
+                ..Default::default()
+            },
+            &three,
+            &T,
+            now,
+        );
+        assert_eq!(r.error, 0, "{id}: {:?}", r.message);
+        c.epoch = r.member_epoch;
+        if let Some(a) = &r.assignment {
+            // The client revokes at once and only then takes on new partitions, as real
+            // clients do; it adopts exactly what the coordinator sends.
+            c.owned = a.clone();
+        }
+        r
+    }
+
+    fn assert_exclusive(g: &ConsumerGroup) {
+        let mut seen = BTreeSet::new();
+        for m in g.members.values() {
+            for tp in m.assigned.iter().chain(m.revoking.iter()) {
+                assert!(seen.insert(tp.clone()), "{tp:?} owned twice");
+            }
+        }
+    }
+
+    fn assert_clients_exclusive(clients: &BTreeMap<String, Client>) {
+        let mut seen = BTreeSet::new();
+        for c in clients.values() {
+            for tp in &c.owned {
+                assert!(seen.insert(tp.clone()), "{tp:?} consumed by two clients");
+            }
+        }
+    }
+
+    #[test]
+    fn range_splits_each_topic_contiguously() {
+        let subs: BTreeMap<String, BTreeSet<String>> = ["a", "b"]
+            .iter()
+            .map(|m| (m.to_string(), ["t".to_string()].into()))
+            .collect();
+        let topics: BTreeMap<String, i32> = [("t".to_string(), 3)].into();
+        let out = assign_range(&subs, &topics);
+        assert_eq!(
+            out["a"],
+            [("t".to_string(), 0), ("t".to_string(), 1)].into()
+        );
+        assert_eq!(out["b"], [("t".to_string(), 2)].into());
+    }
+
+    #[test]
+    fn uniform_is_balanced_complete_and_sticky() {
+        let topics: BTreeMap<String, i32> = [("t".to_string(), 7), ("u".to_string(), 5)].into();
+        let mut subs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for m in ["a", "b", "c"] {
+            subs.insert(m.into(), ["t".to_string(), "u".to_string()].into());
+        }
+        let first = assign_uniform(&subs, &topics, &HashMap::new());
+        let loads: Vec<usize> = first.values().map(|s| s.len()).collect();
+        assert_eq!(loads.iter().sum::<usize>(), 12);
+        assert!(loads.iter().all(|l| *l == 4), "{loads:?}");
+        // A fourth member takes partitions only from the others; nothing else moves.
+        subs.insert("d".into(), ["t".to_string(), "u".to_string()].into());
+        let second = assign_uniform(&subs, &topics, &first);
+        let loads: Vec<usize> = second.values().map(|s| s.len()).collect();
+        assert!(loads.iter().all(|l| *l == 3), "{loads:?}");
+        for m in ["a", "b", "c"] {
+            assert!(second[m].is_subset(&first[m]), "{m} lost stickiness");
+        }
+        // Heterogeneous: a member subscribed to `u` only never gets `t`.
+        subs.insert("e".into(), ["u".to_string()].into());
+        let third = assign_uniform(&subs, &topics, &second);
+        assert!(third["e"].iter().all(|tp| tp.0 == "u"));
+        let total: usize = third.values().map(|s| s.len()).sum();
+        assert_eq!(total, 12);
+    }
+
+    #[test]
+    fn partitions_are_never_owned_twice_across_epochs_and_converge() {
+        let mut g = ConsumerGroup::new("g");
+        let mut clients: BTreeMap<String, Client> = BTreeMap::new();
+        let mut now = 0;
+        for id in ["a", "b", "c", "d"] {
+            let r = join(&mut g, id, &["t", "u"], now);
+            assert_eq!(r.error, 0);
+            clients.insert(
+                id.into(),
+                Client {
+                    epoch: r.member_epoch,
+                    owned: r.assignment.unwrap_or_default(),
+                },
+            );
+            // Heartbeat everyone in rounds; after every single heartbeat the group's
+            // ownership and the clients' views must be exclusive.
+            for _ in 0..6 {
+                now += 10;
+                let ids: Vec<String> = clients.keys().cloned().collect();
+                for m in ids {
+                    let mut c = clients[&m].clone();
+                    beat(&mut g, &m, &mut c, now);
+                    clients.insert(m, c);
+                    assert_exclusive(&g);
+                    assert_clients_exclusive(&clients);
+                }
+            }
+            // Converged: every member at the assignment epoch, stable, and owning its target.
+            assert_eq!(g.state(), ConsumerGroupState::Stable, "after {id} joined");
+            let owned: usize = clients.values().map(|c| c.owned.len()).sum();
+            assert_eq!(owned, 7);
+            for (m, c) in &clients {
+                assert_eq!(c.epoch, g.assignment_epoch);
+                assert_eq!(c.owned, g.target[m]);
+            }
+        }
+        // One leaves: its partitions move to the others without overlap.
+        let r = g.heartbeat(
+            HeartbeatParams {
+                member_id: "b".into(),
+                member_epoch: LEAVE_EPOCH,
+                ..Default::default()
+            },
+            &three,
+            &T,
+            now,
+        );
+        assert_eq!(r.member_epoch, LEAVE_EPOCH);
+        clients.remove("b");
+        for _ in 0..4 {
+            now += 10;
+            let ids: Vec<String> = clients.keys().cloned().collect();
+            for m in ids {
+                let mut c = clients[&m].clone();
+                beat(&mut g, &m, &mut c, now);
+                clients.insert(m, c);
+                assert_exclusive(&g);
+                assert_clients_exclusive(&clients);
+            }
+        }
+        assert_eq!(g.state(), ConsumerGroupState::Stable);
+        assert_eq!(clients.values().map(|c| c.owned.len()).sum::<usize>(), 7);
+    }
+
+    #[test]
+    fn a_member_keeps_revoked_partitions_until_it_confirms() {
+        let mut g = ConsumerGroup::new("g");
+        let r = join(&mut g, "a", &["t"], 0);
+        let mut a = Client {
+            epoch: r.member_epoch,
+            owned: r.assignment.unwrap_or_default(),
+        };
+        assert_eq!(a.owned.len(), 3);
+        let r = join(&mut g, "b", &["t"], 1);
+        let mut b = Client {
+            epoch: r.member_epoch,
+            owned: r.assignment.unwrap_or_default(),
+        };
+        // b's target is non-empty but a still owns everything: b gets nothing yet.
+        assert!(b.owned.is_empty());
+        assert_eq!(g.members["b"].state, MemberState::UnreleasedPartitions);
+        // a heartbeats while still owning all three (it has not revoked): a is told its
+        // smaller assignment but keeps the old epoch until it confirms.
+        let old_epoch = a.epoch;
+        let r = g.heartbeat(
+            HeartbeatParams {
+                member_id: "a".into(),
+                member_epoch: a.epoch,
+                rebalance_timeout_ms: -1,
+                owned: Some(a.owned.iter().cloned().collect()),
+                ..Default::default()
+            },
+            &three,
+            &T,
+            2,
+        );
+        assert_eq!(r.member_epoch, old_epoch);
+        assert!(r.assignment.as_ref().is_some_and(|s| s.len() < 3));
+        beat(&mut g, "b", &mut b, 3);
+        assert!(b.owned.is_empty(), "b got partitions a has not released");
+        // a confirms (its next heartbeat owns only the smaller set), then b gets the rest.
+        a.owned = r.assignment.unwrap_or_default();
+        beat(&mut g, "a", &mut a, 4);
+        assert_eq!(a.epoch, g.assignment_epoch);
+        beat(&mut g, "b", &mut b, 5);
+        assert_eq!(a.owned.len() + b.owned.len(), 3);
+        assert!(a.owned.is_disjoint(&b.owned));
+        assert_eq!(g.state(), ConsumerGroupState::Stable);
+    }
+
+    #[test]
+    fn epochs_are_checked() {
+        let mut g = ConsumerGroup::new("g");
+        let r = join(&mut g, "a", &["t"], 0);
+        let epoch = r.member_epoch;
+        let hb = |member_epoch: i32, id: &str| HeartbeatParams {
+            member_id: id.into(),
+            member_epoch,
+            rebalance_timeout_ms: -1,
+            ..Default::default()
+        };
+        let r = g.heartbeat(hb(epoch + 5, "a"), &three, &T, 1);
+        assert_eq!(r.error, code::FENCED_MEMBER_EPOCH);
+        let r = g.heartbeat(hb(epoch, "nobody"), &three, &T, 1);
+        assert_eq!(r.error, code::UNKNOWN_MEMBER_ID);
+        let r = g.heartbeat(hb(-3, "a"), &three, &T, 1);
+        assert_eq!(r.error, code::INVALID_REQUEST);
+        assert_eq!(g.validate_offset_request("a", epoch), Ok(()));
+        assert_eq!(
+            g.validate_offset_request("a", epoch - 1),
+            Err(code::STALE_MEMBER_EPOCH)
+        );
+        assert_eq!(
+            g.validate_offset_request("x", epoch),
+            Err(code::UNKNOWN_MEMBER_ID)
+        );
+        assert_eq!(
+            g.validate_offset_request("", -1),
+            Err(code::UNKNOWN_MEMBER_ID)
+        );
+    }
+
+    #[test]
+    fn static_members_hold_their_instance_and_partitions() {
+        let mut g = ConsumerGroup::new("g");
+        let mut p = HeartbeatParams {
+            member_id: "a".into(),
+            member_epoch: 0,
+            instance_id: Some("i".into()),
+            rebalance_timeout_ms: 1000,
+            subscribed: Some(vec!["t".into()]),
+            owned: Some(vec![]),
+            ..Default::default()
+        };
+        let r = g.heartbeat(p.clone(), &three, &T, 0);
+        assert_eq!(r.error, 0);
+        let owned = r.assignment.unwrap_or_default();
+        p.member_id = "a2".into();
+        let r = g.heartbeat(p.clone(), &three, &T, 1);
+        assert_eq!(r.error, code::UNRELEASED_INSTANCE_ID);
+        let r = g.heartbeat(
+            HeartbeatParams {
+                member_id: "a".into(),
+                member_epoch: STATIC_LEAVE_EPOCH,
+                instance_id: Some("i".into()),
+                ..Default::default()
+            },
+            &three,
+            &T,
+            2,
+        );
+        assert_eq!(r.member_epoch, STATIC_LEAVE_EPOCH);
+        let epoch_before = g.epoch;
+        let r = g.heartbeat(p, &three, &T, 3);
+        assert_eq!(r.error, 0);
+        assert_eq!(
+            r.assignment,
+            Some(owned),
+            "the returning instance keeps its partitions"
+        );
+        assert_eq!(
+            g.epoch, epoch_before,
+            "no rebalance for a returning static member"
+        );
+    }
+
+    #[test]
+    fn silent_members_expire_and_slow_revokers_are_fenced() {
+        let mut g = ConsumerGroup::new("g");
+        join(&mut g, "a", &["t"], 0);
+        join(&mut g, "b", &["t"], 40_000);
+        // a never heartbeats again: its session (45 s) ends, then only b remains.
+        g.tick(&three, 44_999);
+        assert_eq!(g.members.len(), 2);
+        g.tick(&three, 45_000);
+        assert!(!g.members.contains_key("a"));
+        assert_eq!(g.target["b"].len(), 3);
+
+        // A member told to revoke that keeps heartbeating without releasing is fenced
+        // once its rebalance timeout (30 s here) has passed, freeing the partitions.
+        let mut g = ConsumerGroup::new("g");
+        let r = join(&mut g, "a", &["t"], 0);
+        let mut a = Client {
+            epoch: r.member_epoch,
+            owned: r.assignment.unwrap_or_default(),
+        };
+        join(&mut g, "b", &["t"], 1);
+        let stubborn = |g: &mut ConsumerGroup, a: &Client, now: i64| {
+            g.heartbeat(
+                HeartbeatParams {
+                    member_id: "a".into(),
+                    member_epoch: a.epoch,
+                    rebalance_timeout_ms: -1,
+                    owned: Some(a.owned.iter().cloned().collect()),
+                    ..Default::default()
+                },
+                &three,
+                &T,
+                now,
+            )
+        };
+        assert_eq!(stubborn(&mut g, &a, 2).error, 0);
+        assert_eq!(g.members["a"].state, MemberState::UnrevokedPartitions);
+        a.epoch = g.members["a"].epoch;
+        assert_eq!(stubborn(&mut g, &a, 20_000).error, 0);
+        g.tick(&three, 30_001);
+        assert!(g.members.contains_key("a"));
+        g.tick(&three, 30_002);
+        assert!(!g.members.contains_key("a"));
+        let mut b = Client {
+            epoch: g.members["b"].epoch,
+            ..Default::default()
+        };
+        beat(&mut g, "b", &mut b, 30_003);
+        assert_eq!(b.owned.len(), 3);
+    }
+}
