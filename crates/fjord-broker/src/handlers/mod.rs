@@ -188,7 +188,13 @@ pub fn encode_response(
     response: ResponseKind,
     version: i16,
 ) -> Result<Bytes, String> {
-    let mut buf = BytesMut::with_capacity(64);
+    // A fetch response is mostly record bytes: size the buffer once instead of letting it
+    // double its way up (and copy everything each time) to tens of megabytes.
+    let body_size = match &response {
+        ResponseKind::Fetch(f) => f.compute_size(version).unwrap_or(0),
+        _ => 0,
+    };
+    let mut buf = BytesMut::with_capacity(64 + body_size);
     buf.put_i32(0);
     let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
     response_header
