@@ -69,7 +69,7 @@ impl Connection {
         let (order_tx, order_rx) = mpsc::channel(MAX_IN_FLIGHT);
         let write_task = tokio::spawn(write_responses(writer, order_rx, peer));
         let close = tokio::select! {
-            c = read_requests(reader, &state, order_tx) => c,
+            c = read_requests(reader, peer, &state, order_tx) => c,
             _ = shutdown.recv() => Close::Shutdown,
         };
         match close {
@@ -83,6 +83,7 @@ impl Connection {
 
 async fn read_requests(
     mut reader: OwnedReadHalf,
+    peer: SocketAddr,
     state: &Arc<BrokerState>,
     order: mpsc::Sender<oneshot::Receiver<Option<Bytes>>>,
 ) -> Close {
@@ -119,7 +120,7 @@ async fn read_requests(
         }
         let state = state.clone();
         tokio::spawn(async move {
-            let response = match handlers::handle(&state, &header, request, turn).await {
+            let response = match handlers::handle(&state, &header, peer, request, turn).await {
                 Outcome::Respond(r, version) => {
                     match handlers::encode_response(&header, api_key, *r, version) {
                         Ok(bytes) => Some(bytes),

@@ -323,6 +323,10 @@ async fn two_members_rebalance_commit_and_survive_restart() {
     assert_eq!(described.groups[0].group_state.as_str(), "Stable");
     assert_eq!(described.groups[0].members.len(), 2);
     assert_eq!(described.groups[0].protocol_data.as_str(), "range");
+    // Members are shown with the address they connected from, as Kafka's tools print it.
+    for m in &described.groups[0].members {
+        assert_eq!(m.client_host.as_str(), "/127.0.0.1");
+    }
     assert_eq!(described.groups[1].group_state.as_str(), "Dead");
 
     // Non-empty groups cannot be deleted.

@@ -4,6 +4,7 @@
 //! They translate between the wire messages (every version's shape) and the coordinator.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_group_describe_response as cgd;
@@ -149,6 +150,7 @@ pub fn find_coordinator(
 pub async fn join(
     state: &BrokerState,
     header: &RequestHeader,
+    peer: SocketAddr,
     req: JoinGroupRequest,
     version: i16,
 ) -> JoinGroupResponse {
@@ -156,7 +158,7 @@ pub async fn join(
         member_id: text(&req.member_id),
         instance_id: opt_text(&req.group_instance_id),
         client_id: opt_text(&header.client_id).unwrap_or_default(),
-        client_host: String::new(),
+        client_host: client_host(peer),
         session_timeout_ms: req.session_timeout_ms,
         rebalance_timeout_ms: if version >= 1 {
             req.rebalance_timeout_ms
@@ -746,6 +748,7 @@ fn validate_heartbeat(req: &ConsumerGroupHeartbeatRequest) -> Result<(), &'stati
 pub fn consumer_group_heartbeat(
     state: &BrokerState,
     header: &RequestHeader,
+    peer: SocketAddr,
     req: ConsumerGroupHeartbeatRequest,
 ) -> ConsumerGroupHeartbeatResponse {
     if let Err(m) = validate_heartbeat(&req) {
@@ -777,7 +780,7 @@ pub fn consumer_group_heartbeat(
         server_assignor: opt_text(&req.server_assignor),
         owned,
         client_id: opt_text(&header.client_id).unwrap_or_default(),
-        client_host: String::new(),
+        client_host: client_host(peer),
     };
     let r = state
         .groups
@@ -898,4 +901,9 @@ pub fn consumer_group_describe(
         })
         .collect();
     ConsumerGroupDescribeResponse::default().with_groups(groups)
+}
+
+/// The member's address as Kafka's tools show it (`/127.0.0.1`).
+fn client_host(peer: SocketAddr) -> String {
+    format!("/{}", peer.ip())
 }

@@ -15,6 +15,8 @@ mod producer_id;
 mod records;
 mod topics;
 
+use std::net::SocketAddr;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Encodable, StrBytes};
@@ -74,6 +76,7 @@ pub enum Outcome {
 pub async fn handle(
     state: &BrokerState,
     header: &RequestHeader,
+    peer: SocketAddr,
     request: Request,
     produce_turn: Option<OwnedMutexGuard<()>>,
 ) -> Outcome {
@@ -138,7 +141,7 @@ pub async fn handle(
             groups::find_coordinator(state, r, v),
         )),
         RequestKind::JoinGroup(r) => respond(ResponseKind::JoinGroup(
-            groups::join(state, header, r, v).await,
+            groups::join(state, header, peer, r, v).await,
         )),
         RequestKind::SyncGroup(r) => {
             respond(ResponseKind::SyncGroup(groups::sync(state, r, v).await))
@@ -164,7 +167,7 @@ pub async fn handle(
             respond(ResponseKind::OffsetDelete(groups::offset_delete(state, r)))
         }
         RequestKind::ConsumerGroupHeartbeat(r) => respond(ResponseKind::ConsumerGroupHeartbeat(
-            groups::consumer_group_heartbeat(state, header, r),
+            groups::consumer_group_heartbeat(state, header, peer, r),
         )),
         RequestKind::ConsumerGroupDescribe(r) => respond(ResponseKind::ConsumerGroupDescribe(
             groups::consumer_group_describe(state, r, v),
