@@ -1,20 +1,17 @@
 #!/usr/bin/env bash
 # Produce benchmark against a release `fjord server`: 1 KiB records at acks=1 and acks=all
-# with librdkafka, plus the broker's peak RSS. Prints numbers; not a pass/fail test.
+# with librdkafka (`fjord perf produce`), plus the broker's peak RSS. Prints numbers; not a
+# pass/fail test. For the side-by-side comparison with Apache Kafka see bench/compare.
 #   bash bench/produce.sh [records]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-records="${1:-200000}"
+records="${1:-1000000}"
 cargo build --release --bin fjord
-venv=bench/.cache/venv
-if [[ ! -x $venv/bin/python ]]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install -q --disable-pip-version-check confluent-kafka==2.16.1
+fjord=./target/release/fjord
 
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-./target/release/fjord server --listen "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
+"$fjord" server --listen "127.0.0.1:$port" --data-dir "$data" >"$data.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data" "$data.log"' EXIT
 for _ in $(seq 100); do
@@ -24,7 +21,9 @@ done
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
 for acks in 1 all; do
-  "$venv/bin/python" bench/produce.py --bootstrap "127.0.0.1:$port" \
-    --topic "bench-acks-$acks" --records "$records" --acks "$acks"
+  echo "acks=$acks:"
+  "$fjord" perf produce --bootstrap-server "127.0.0.1:$port" --topic "bench-acks-$acks" \
+    --num-records "$records" --record-size 1024 --throughput -1 \
+    --producer-props "acks=$acks" linger.ms=5 batch.size=262144 | tail -1
 done
 echo "broker peak RSS: $(awk '/VmHWM/{print $2, $3}' /proc/$pid/status)"

@@ -83,7 +83,37 @@ def main(path):
                     lines.append(
                         f"- {system}, (a) with {client} client: {v / limits['disk_MBps']:.0%}"
                     )
-    lines += ["", "![throughput and latency](results.png)", ""]
+    lines += [
+        "",
+        "![throughput and latency](results.png)",
+        "",
+        "## How it was measured",
+        "",
+        f"`bash bench/compare --runs {len(runs)}` on an otherwise idle machine. Each run starts",
+        "each broker fresh (Kafka 4.1.1 in KRaft mode from Maven Central jars, `-Xmx1g`; Fjord",
+        "`target/release/fjord server`), Kafka first in odd runs and Fjord first in even runs, and",
+        "creates one topic per workload and client with `kafka-topics` (`TopicCommand`). Per client",
+        "(`java` = `org.apache.kafka.tools.ProducerPerformance`/`ConsumerPerformance`,",
+        "`fjord` = `fjord perf produce|consume`, librdkafka):",
+        "",
+        "- (a) `--num-records 2000000 --record-size 1024 --throughput -1`, 1 partition,",
+        "  `acks=1 linger.ms=5 batch.size=262144`",
+        "- (b) `--num-records 500000 --record-size 1024 --throughput -1`, 6 partitions,",
+        "  `acks=all linger.ms=5 batch.size=262144`",
+        "- (c) `--num-records 5000000 --record-size 100 --throughput -1`, 6 partitions,",
+        "  `acks=1 linger.ms=5 batch.size=262144`",
+        "- (d) `--num-records 300000 --record-size 1024 --throughput 20000`, 1 partition, `acks=1`;",
+        "  latency is the producer's send-to-acknowledgement time",
+        "- (e) consume the 2,000,000 records of (a) from the beginning (`--messages 2000000`; the",
+        "  Java tool joins a consumer group, `fjord perf consume` assigns partitions directly)",
+        "- (f) from process start until `fjord perf produce` gets one acks=all record acknowledged",
+        "- (g) `VmHWM` of the broker process, and its user+system CPU seconds over the run divided",
+        "  by the GiB the run wrote",
+        "",
+        "The client runs on the same two cores as the broker, so a CPU-hungry client (the JVM",
+        "perf tools) caps what either broker can show; `fjord perf` leaves more CPU to the broker.",
+        "",
+    ]
     out = Path(__file__).parent / "RESULTS.md"
     out.write_text("\n".join(lines) + "\n")
     chart(med, Path(__file__).parent / "results.png")
