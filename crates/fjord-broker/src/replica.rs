@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use fjord_controller::MetadataImage;
@@ -55,6 +55,9 @@ pub struct Partition {
     high_watermark: AtomicI64,
     /// Serialises appends with the idempotence check that precedes them.
     producers: Mutex<HashMap<i64, ProducerEntry>>,
+    /// Whether `cleanup.policy` includes `delete`: a compact-only topic (such as
+    /// `__consumer_offsets`) is never trimmed by time or size, as in Kafka.
+    delete_retention: AtomicBool,
 }
 
 impl Partition {
@@ -266,10 +269,14 @@ impl ReplicaManager {
 
         for ((name, index), (topic, p)) in &wanted {
             let log_config = topic_config::log_config(&self.config, &topic.configs);
+            let delete_retention = topic_config::has_delete_policy(&self.config, &topic.configs);
             if let Some(existing) = self.get(name, *index) {
                 if existing.log.config() != log_config {
                     existing.log.update_config(log_config);
                 }
+                existing
+                    .delete_retention
+                    .store(delete_retention, Ordering::Release);
                 existing.leader.store(p.leader, Ordering::Release);
                 existing
                     .leader_epoch
@@ -293,6 +300,7 @@ impl ReplicaManager {
                 isr: RwLock::new(p.isr.clone()),
                 high_watermark: AtomicI64::new(leo),
                 producers: Mutex::new(HashMap::new()),
+                delete_retention: AtomicBool::new(delete_retention),
             });
             self.partitions
                 .write()
@@ -372,6 +380,9 @@ impl ReplicaManager {
     /// Retention: deletes expired segments; run every log.retention.check.interval.ms.
     pub fn apply_retention(&self, now_ms: i64) {
         for p in self.all() {
+            if !p.delete_retention.load(Ordering::Acquire) {
+                continue;
+            }
             match p.log.apply_retention(now_ms) {
                 Ok(0) => {}
                 Ok(n) => {
@@ -472,6 +483,7 @@ mod tests {
             isr: RwLock::new(vec![1]),
             high_watermark: AtomicI64::new(0),
             producers: Mutex::new(HashMap::new()),
+            delete_retention: AtomicBool::new(true),
         }
     }
 

@@ -95,6 +95,15 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// Whether a topic's effective `cleanup.policy` lets retention delete old segments.
+pub fn has_delete_policy(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> bool {
+    overrides
+        .get("cleanup.policy")
+        .unwrap_or(&broker.cleanup_policy)
+        .split(',')
+        .any(|p| p.trim() == "delete")
+}
+
 pub fn is_known(name: &str) -> bool {
     TOPIC_CONFIGS.iter().any(|(n, _, _)| *n == name)
 }
@@ -193,5 +202,16 @@ mod tests {
         assert_eq!(s.value, "1073741824");
         assert_eq!(s.source, source::DEFAULT_CONFIG);
         assert_eq!(log_config(&broker, &overrides).retention_ms, 1000);
+    }
+
+    #[test]
+    fn compact_only_topics_are_not_trimmed_by_retention() {
+        let broker = BrokerConfig::default();
+        let mut overrides = BTreeMap::new();
+        assert!(has_delete_policy(&broker, &overrides));
+        overrides.insert("cleanup.policy".to_string(), "compact".to_string());
+        assert!(!has_delete_policy(&broker, &overrides));
+        overrides.insert("cleanup.policy".to_string(), "compact,delete".to_string());
+        assert!(has_delete_policy(&broker, &overrides));
     }
 }

@@ -371,3 +371,56 @@ async fn metadata_auto_creates_only_when_enabled() {
     assert_eq!(md.topics[0].error_code, 3);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn retention_trims_delete_topics_and_spares_compact_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker =
+        TestBroker::start_in(tmp.path(), &[("log.retention.check.interval.ms", "100")]).await;
+    let mut c = broker.client().await;
+    // Tiny segments and a 1 ms retention: every closed segment is expired at once.
+    let small = [("segment.bytes", "1024"), ("retention.ms", "1")];
+    create_with(&mut c, "trimmed", 1, 1, &small).await;
+    let mut compact = small.to_vec();
+    compact.push(("cleanup.policy", "compact"));
+    create_with(&mut c, "kept", 1, 1, &compact).await;
+    let value = vec![b'v'; 600];
+    for topic in ["trimmed", "kept"] {
+        for _ in 0..6 {
+            let r = c
+                .request(
+                    produce_req(topic, 0, batch(&[&value], None, 0, Compression::None), 1),
+                    9,
+                )
+                .await;
+            assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+        }
+    }
+    let earliest = |topic: &'static str| {
+        ListOffsetsRequest::default().with_topics(vec![
+            list_offsets_request::ListOffsetsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-2)]),
+        ])
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.request(earliest("trimmed"), 7).await;
+        if r.topics[0].partitions[0].offset > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention never trimmed the delete topic"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = c.request(earliest("kept"), 7).await;
+    assert_eq!(
+        r.topics[0].partitions[0].offset, 0,
+        "compact topic lost data to retention"
+    );
+    broker.stop().await;
+}
