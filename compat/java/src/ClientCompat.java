@@ -426,11 +426,11 @@ public class ClientCompat {
         for (List<Integer> s : seqs.values()) eq(want, s, "per-key order");
     }
 
-    static KafkaConsumer<byte[], byte[]> groupConsumer(String group) {
+    static KafkaConsumer<byte[], byte[]> groupConsumer(String group, String protocol) {
         Map<String, Object> p = new HashMap<>();
         p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
-        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "consumer");
+        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, protocol);
         p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false);
         p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
         p.put(ConsumerConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 20000);
@@ -448,12 +448,14 @@ public class ClientCompat {
         }
     }
 
-    /** Two members of a new-protocol group share four partitions, consume every record once,
-     *  commit, and a later member resumes exactly at the committed offsets. */
-    static void testConsumerProtocolGroup() throws Exception {
-        String topic = createTopic(unique("kip848"), 4, Map.of());
-        String group = unique("g848");
-        List<KafkaConsumer<byte[], byte[]>> cs = List.of(groupConsumer(group), groupConsumer(group));
+    /** Two members of a group (classic or new consumer protocol) share four partitions,
+     *  consume every record once, commit, and a later member resumes exactly at the
+     *  committed offsets. */
+    static void testGroup(String protocol) throws Exception {
+        String topic = createTopic(unique("grp-" + protocol), 4, Map.of());
+        String group = unique("g-" + protocol);
+        List<KafkaConsumer<byte[], byte[]>> cs =
+            List.of(groupConsumer(group, protocol), groupConsumer(group, protocol));
         try {
             for (KafkaConsumer<byte[], byte[]> c : cs) c.subscribe(List.of(topic));
             // Settle before producing: records read during a move would be read again by the
@@ -482,7 +484,7 @@ public class ClientCompat {
             for (KafkaConsumer<byte[], byte[]> c : cs) c.close(Duration.ofSeconds(10));
         }
         produceEach(topic, 4, 2, "second");
-        try (KafkaConsumer<byte[], byte[]> c = groupConsumer(group)) {
+        try (KafkaConsumer<byte[], byte[]> c = groupConsumer(group, protocol)) {
             c.subscribe(List.of(topic));
             List<ConsumerRecord<byte[], byte[]>> got = new ArrayList<>();
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
@@ -553,7 +555,8 @@ public class ClientCompat {
         for (String acks : List.of("0", "1", "all")) tests.put("acks_" + acks, () -> testAcks(acks));
         tests.put("headers_timestamps_seek", ClientCompat::testHeadersTimestampsSeek);
         tests.put("keyed_partitioning", ClientCompat::testKeyedPartitioning);
-        tests.put("consumer_protocol_group", ClientCompat::testConsumerProtocolGroup);
+        tests.put("consumer_protocol_group", () -> testGroup("consumer"));
+        tests.put("classic_protocol_group", () -> testGroup("classic"));
         tests.put("durability_kill9", ClientCompat::testDurabilityKill9);
 
         String only = args.length > 0 ? args[0] : null;
