@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Client, TestBroker};
+use common::{s, wait_for_coordinator, Client, TestBroker};
 use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -19,7 +19,6 @@ use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopics,
 };
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 const PROPS: &[(&str, &str)] = &[
@@ -33,28 +32,6 @@ const STALE_MEMBER_EPOCH: i16 = 113;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const INVALID_REQUEST: i16 = 42;
 const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
-async fn wait_ready(c: &mut Client) {
-    for _ in 0..250 {
-        let r = c
-            .request(
-                FindCoordinatorRequest::default()
-                    .with_key_type(0)
-                    .with_coordinator_keys(vec![s("any")]),
-                4,
-            )
-            .await;
-        if r.coordinators[0].error_code == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("coordinator never became available");
-}
 
 /// A member as the test drives it: its id, epoch and what it owns.
 struct Member {
@@ -123,7 +100,7 @@ async fn members_reconcile_commit_with_epochs_and_leave() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let broker = TestBroker::start_in(tmp.path(), PROPS).await;
     let mut c = broker.client().await;
-    wait_ready(&mut c).await;
+    wait_for_coordinator(&mut c).await;
     let topic = "kip848";
     let created = c
         .request(
@@ -328,7 +305,7 @@ async fn members_reconcile_commit_with_epochs_and_leave() {
     broker.stop().await;
     let broker = TestBroker::start_in(tmp.path(), PROPS).await;
     let mut c = broker.client().await;
-    wait_ready(&mut c).await;
+    wait_for_coordinator(&mut c).await;
     let r = c
         .request(
             OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Client, TestBroker};
+use common::{s, wait_for_coordinator, Client, TestBroker};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
@@ -17,17 +17,12 @@ use kafka_protocol::messages::offset_fetch_request::{
 };
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 
 const PROPS: &[(&str, &str)] = &[
     ("group.initial.rebalance.delay.ms", "0"),
     ("group.min.session.timeout.ms", "100"),
     ("offsets.topic.num.partitions", "3"),
 ];
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
 
 fn gid(v: &str) -> GroupId {
     GroupId(s(v))
@@ -46,25 +41,6 @@ async fn create_topic(c: &mut Client, topic: &str, partitions: i32) {
         )
         .await;
     assert_eq!(resp.topics[0].error_code, 0);
-}
-
-/// Waits until the coordinator has loaded (FindCoordinator answers without error).
-async fn wait_ready(c: &mut Client) {
-    for _ in 0..250 {
-        let r = c
-            .request(
-                FindCoordinatorRequest::default()
-                    .with_key_type(0)
-                    .with_coordinator_keys(vec![s("any")]),
-                4,
-            )
-            .await;
-        if r.coordinators[0].error_code == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("coordinator never became available");
 }
 
 fn join_req(group: &str, member: &str, session_ms: i32) -> JoinGroupRequest {
@@ -201,7 +177,7 @@ async fn two_members_rebalance_commit_and_survive_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let broker = TestBroker::start_in(tmp.path(), PROPS).await;
     let mut admin = broker.client().await;
-    wait_ready(&mut admin).await;
+    wait_for_coordinator(&mut admin).await;
     create_topic(&mut admin, "orders", 3).await;
 
     let found = admin
@@ -426,7 +402,7 @@ async fn group_errors_match_kafka() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let broker = TestBroker::start_in(tmp.path(), PROPS).await;
     let mut c = broker.client().await;
-    wait_ready(&mut c).await;
+    wait_for_coordinator(&mut c).await;
     create_topic(&mut c, "t", 1).await;
     let bad_session = c.request(join_req("g", "", 10), 9).await;
     assert_eq!(bad_session.error_code, 26, "INVALID_SESSION_TIMEOUT");

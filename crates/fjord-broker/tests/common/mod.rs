@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fjord_broker::{BrokerConfig, Server};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -189,4 +189,27 @@ pub fn values(mut records: Bytes) -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+pub fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// Waits until the group coordinator has loaded (FindCoordinator answers without error).
+pub async fn wait_for_coordinator(c: &mut Client) {
+    for _ in 0..250 {
+        let r = c
+            .request(
+                FindCoordinatorRequest::default()
+                    .with_key_type(0)
+                    .with_coordinator_keys(vec![s("any")]),
+                4,
+            )
+            .await;
+        if r.coordinators[0].error_code == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("coordinator never became available");
 }
