@@ -317,12 +317,21 @@ def test_kafka_python_group_consumer(gbroker):
     group = unique("g-kp")
 
     def make():
-        return KafkaConsumer(topic, bootstrap_servers=b.bootstrap, group_id=group,
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             # Generous: kafka-python heartbeats from a Python thread,
-                             # which a loaded machine can starve for seconds.
-                             session_timeout_ms=15000, heartbeat_interval_ms=500,
-                             consumer_timeout_ms=500)
+        c = KafkaConsumer(bootstrap_servers=b.bootstrap, group_id=group,
+                          enable_auto_commit=False, auto_offset_reset="earliest",
+                          # Generous: kafka-python heartbeats from a Python thread,
+                          # which a loaded machine can starve for seconds.
+                          session_timeout_ms=15000, heartbeat_interval_ms=500,
+                          consumer_timeout_ms=500)
+        # kafka-python's group leader assigns from the metadata it holds at that moment;
+        # if the new topic is not in it yet, it assigns nothing and can keep rebalancing
+        # (seen against Apache Kafka too). Load the topic's metadata before joining.
+        deadline = time.monotonic() + SETTLE_S
+        while not c.partitions_for_topic(topic):
+            assert time.monotonic() < deadline, "topic metadata never arrived"
+            time.sleep(0.1)
+        c.subscribe([topic])
+        return c
 
     c1, c2 = make(), make()
     try:
