@@ -254,15 +254,7 @@ impl ConsumerGroup {
             }
         } else {
             let Some(m) = self.members.get_mut(&p.member_id) else {
-                return HeartbeatResult::error(
-                    code::UNKNOWN_MEMBER_ID,
-                    format!(
-                        "Member {} is not a member of group {}.",
-                        p.member_id, self.id
-                    ),
-                    &p.member_id,
-                    p.member_epoch,
-                );
+                return unknown_member(&self.id, &p);
             };
             if let Some(e) = fence_check(m, &p) {
                 return e;
@@ -417,15 +409,7 @@ impl ConsumerGroup {
 
     fn leave(&mut self, p: &HeartbeatParams, partitions: &dyn Fn(&str) -> i32) -> HeartbeatResult {
         let Some(m) = self.members.get_mut(&p.member_id) else {
-            return HeartbeatResult::error(
-                code::UNKNOWN_MEMBER_ID,
-                format!(
-                    "Member {} is not a member of group {}.",
-                    p.member_id, self.id
-                ),
-                &p.member_id,
-                p.member_epoch,
-            );
+            return unknown_member(&self.id, p);
         };
         if p.member_epoch == STATIC_LEAVE_EPOCH && m.instance_id.is_some() {
             // A static member that leaves temporarily keeps its partitions (nobody else
@@ -765,6 +749,16 @@ pub fn assign_uniform(
         }
     }
     out.into_iter().collect()
+}
+
+/// The answer to a heartbeat or leave from a member id the group does not know.
+fn unknown_member(group: &str, p: &HeartbeatParams) -> HeartbeatResult {
+    HeartbeatResult::error(
+        code::UNKNOWN_MEMBER_ID,
+        format!("Member {} is not a member of group {group}.", p.member_id),
+        &p.member_id,
+        p.member_epoch,
+    )
 }
 
 #[cfg(test)]
