@@ -51,6 +51,14 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
     ("delete.topic.enable", "true", PropType::Boolean),
     ("message.max.bytes", "1048588", PropType::Int),
     ("socket.request.max.bytes", "104857600", PropType::Int),
+    // Kafka's default is -1 (unbounded); Fjord bounds request memory by default.
+    ("queued.max.request.bytes", "268435456", PropType::Long),
+    ("fetch.max.bytes", "57671680", PropType::Int),
+    ("max.connections", "2147483647", PropType::Int),
+    ("max.connections.per.ip", "2147483647", PropType::Int),
+    ("connections.max.idle.ms", "600000", PropType::Long),
+    // Fjord's own: how long one request frame may take to arrive once it has started.
+    ("fjord.request.read.timeout.ms", "30000", PropType::Long),
     ("log.segment.bytes", "1073741824", PropType::Int),
     ("log.roll.ms", "", PropType::Long),
     ("log.roll.hours", "168", PropType::Int),
@@ -124,6 +132,16 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub delete_topic_enable: bool,
     pub socket_request_max_bytes: usize,
+    /// Bytes of requests read and not yet answered, over all connections.
+    pub queued_max_request_bytes: usize,
+    /// Most bytes one Fetch response may carry, whatever the client asks.
+    pub fetch_max_bytes: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// A connection with no request in flight for this long is closed.
+    pub connections_max_idle_ms: u64,
+    /// A request frame still arriving after this long closes its connection.
+    pub request_read_timeout_ms: u64,
     pub retention_check_interval_ms: u64,
     pub flush_scheduler_interval_ms: u64,
     pub cleanup_policy: String,
@@ -297,6 +315,15 @@ impl BrokerConfig {
                 "must be less than group.consumer.session.timeout.ms",
             ));
         }
+        let socket_request_max_bytes = positive("socket.request.max.bytes")? as usize;
+        let queued_max_request_bytes = positive("queued.max.request.bytes")? as usize;
+        // Kafka refuses the same: otherwise one legal request could never be read.
+        if queued_max_request_bytes < socket_request_max_bytes {
+            return Err(r.invalid(
+                "queued.max.request.bytes",
+                "must be at least socket.request.max.bytes",
+            ));
+        }
         Ok(BrokerConfig {
             node_id,
             listener,
@@ -308,7 +335,13 @@ impl BrokerConfig {
             min_insync_replicas: positive("min.insync.replicas")? as i32,
             auto_create_topics: r.boolean("auto.create.topics.enable")?,
             delete_topic_enable: r.boolean("delete.topic.enable")?,
-            socket_request_max_bytes: positive("socket.request.max.bytes")? as usize,
+            socket_request_max_bytes,
+            queued_max_request_bytes,
+            fetch_max_bytes: positive("fetch.max.bytes")? as usize,
+            max_connections: positive("max.connections")? as usize,
+            max_connections_per_ip: positive("max.connections.per.ip")? as usize,
+            connections_max_idle_ms: positive("connections.max.idle.ms")? as u64,
+            request_read_timeout_ms: positive("fjord.request.read.timeout.ms")? as u64,
             retention_check_interval_ms: positive("log.retention.check.interval.ms")? as u64,
             flush_scheduler_interval_ms: positive("log.flush.scheduler.interval.ms")? as u64,
             cleanup_policy,

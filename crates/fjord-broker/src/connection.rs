@@ -1,6 +1,17 @@
-//! One client connection: reads size-prefixed request frames, runs each request as its own
-//! task, and writes the responses back strictly in request order (pipelining clients
+//! One client connection: reads size-prefixed request frames and runs them in arrival
+//! order, and writes the responses back strictly in request order (pipelining clients
 //! match responses to requests by order as well as by correlation id).
+//!
+//! Requests on one connection take effect one after another, as on a Kafka broker: each
+//! waits for its predecessor's [`Turn`] before it starts. A handler may pass the turn on
+//! before it has answered, once only waiting is left (Produce after its append, Fetch
+//! before its long poll), so pipelined produces still share an fsync.
+//!
+//! What one client can make the broker hold is bounded: requests in flight by count and
+//! by bytes (per connection, and `queued.max.request.bytes` over all connections), and
+//! unsent responses by bytes. A client that stops reading its answers stops being read
+//! from. A connection idle for `connections.max.idle.ms` is closed, and so is one whose
+//! request frame dribbles in for longer than `fjord.request.read.timeout.ms`.
 //!
 //! Anything malformed — a frame over `socket.request.max.bytes`, a header or body that does
 //! not decode, an unknown API key — closes this connection with a warning; the broker and
@@ -9,6 +20,7 @@
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
@@ -16,13 +28,14 @@ use kafka_protocol::protocol::Decodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::time::{timeout_at, Instant};
 
 use crate::handlers::{self, Outcome};
+use crate::limits::{Activity, ByteGauge, Ticket};
 use crate::state::BrokerState;
 
-/// Requests one connection may have in flight before the reader stops reading: bounds
-/// the memory a single pipelining client can pin.
+/// Requests one connection may have in flight before the reader stops reading.
 const MAX_IN_FLIGHT: usize = 128;
 
 pub struct Connection {
@@ -30,6 +43,7 @@ pub struct Connection {
     peer: SocketAddr,
     state: Arc<BrokerState>,
     shutdown: broadcast::Receiver<()>,
+    ticket: Ticket,
     _done: mpsc::Sender<()>,
 }
 
@@ -37,7 +51,36 @@ pub struct Connection {
 enum Close {
     Eof,
     Shutdown,
+    Idle,
+    Evicted,
     Bad(String),
+}
+
+/// The right to take effect next on this connection. Dropping it hands the right to the
+/// next request; a handler drops it as soon as what remains cannot affect later requests.
+pub struct Turn(#[allow(dead_code)] oneshot::Sender<()>);
+
+impl Turn {
+    /// Hands the turn to the next request on this connection.
+    pub fn pass(self) {}
+}
+
+/// Per-connection byte accounting shared by the reader, the request tasks and the writer.
+struct Budget {
+    /// Responses built or reserved and not yet written to the socket.
+    unsent: ByteGauge,
+    /// Request frames read and not yet answered.
+    requests: ByteGauge,
+    /// Most unsent response bytes before requests wait and the reader stops.
+    unsent_limit: usize,
+    /// Most request bytes in flight on this connection.
+    request_limit: usize,
+}
+
+/// A response for the writer, with what it counts against the connection's budget.
+struct Reply {
+    bytes: Option<Bytes>,
+    counted: usize,
 }
 
 impl Connection {
@@ -46,6 +89,7 @@ impl Connection {
         peer: SocketAddr,
         state: Arc<BrokerState>,
         shutdown: broadcast::Receiver<()>,
+        ticket: Ticket,
         done: mpsc::Sender<()>,
     ) -> Connection {
         Connection {
@@ -53,6 +97,7 @@ impl Connection {
             peer,
             state,
             shutdown,
+            ticket,
             _done: done,
         }
     }
@@ -63,82 +108,245 @@ impl Connection {
             peer,
             state,
             mut shutdown,
+            ticket,
             _done,
         } = self;
+        let activity = ticket.activity.clone();
+        let budget = Arc::new(Budget {
+            unsent: ByteGauge::default(),
+            requests: ByteGauge::default(),
+            unsent_limit: state.config.fetch_max_bytes.max(1 << 20),
+            request_limit: state.config.socket_request_max_bytes,
+        });
         let (reader, writer) = socket.into_split();
         let (order_tx, order_rx) = mpsc::channel(MAX_IN_FLIGHT);
-        let write_task = tokio::spawn(write_responses(writer, order_rx, peer));
+        let mut write_task = tokio::spawn(write_responses(
+            writer,
+            order_rx,
+            peer,
+            budget.clone(),
+            activity.clone(),
+        ));
         let close = tokio::select! {
-            c = read_requests(reader, peer, &state, order_tx) => c,
+            c = read_requests(reader, peer, &state, order_tx, &budget, &activity) => c,
             _ = shutdown.recv() => Close::Shutdown,
+            _ = activity.evict.notified() => Close::Evicted,
+            // The writer stopped (the client went away or a response could not be built):
+            // nothing more read here could be answered.
+            _ = &mut write_task => {
+                drop(ticket);
+                return;
+            }
         };
+        let quiet = matches!(close, Close::Evicted | Close::Idle);
         match close {
             Close::Bad(why) => tracing::warn!(%peer, "closing connection: {why}"),
+            Close::Idle => {
+                tracing::debug!(%peer, "closing idle connection (connections.max.idle.ms)")
+            }
+            Close::Evicted => tracing::debug!(%peer, "closed to make room for a new connection"),
             Close::Eof | Close::Shutdown => tracing::debug!(%peer, "connection closed"),
+        }
+        if quiet {
+            // Nothing is in flight on an idle connection: close at once.
+            write_task.abort();
         }
         // The writer finishes the responses already queued, then closes the socket.
         let _ = write_task.await;
+        drop(ticket);
     }
+}
+
+/// Reads the 4-byte size prefix of the next frame. An idle connection is closed after
+/// `connections.max.idle.ms`; a prefix that starts but does not finish in time is an error.
+/// Cancel-safe reads are used so a timeout never loses bytes of a frame.
+async fn read_size(
+    reader: &mut OwnedReadHalf,
+    state: &BrokerState,
+    activity: &Activity,
+) -> Result<i32, Close> {
+    let idle = Duration::from_millis(state.config.connections_max_idle_ms);
+    let frame_timeout = Duration::from_millis(state.config.request_read_timeout_ms);
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    let mut deadline = Instant::now() + idle;
+    while got < 4 {
+        match timeout_at(deadline, reader.read(&mut head[got..])).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return Err(if got == 0 {
+                    Close::Eof
+                } else {
+                    Close::Bad("connection ended in the middle of a request".into())
+                })
+            }
+            Ok(Ok(n)) => {
+                if got == 0 {
+                    deadline = Instant::now() + frame_timeout;
+                }
+                got += n;
+            }
+            Err(_) if got > 0 => {
+                return Err(Close::Bad(format!(
+                    "request frame not received within {} ms",
+                    frame_timeout.as_millis()
+                )))
+            }
+            Err(_) => {
+                // A connection waiting on its own long request is not idle.
+                let since = crate::state::now_ms() - activity.last_ms();
+                if activity.in_flight() > 0 {
+                    deadline = Instant::now() + idle;
+                } else if since >= idle.as_millis() as i64 {
+                    return Err(Close::Idle);
+                } else {
+                    deadline = Instant::now() + idle - Duration::from_millis(since.max(0) as u64);
+                }
+            }
+        }
+    }
+    Ok(i32::from_be_bytes(head))
 }
 
 async fn read_requests(
     mut reader: OwnedReadHalf,
     peer: SocketAddr,
     state: &Arc<BrokerState>,
-    order: mpsc::Sender<oneshot::Receiver<Option<Bytes>>>,
+    order: mpsc::Sender<oneshot::Receiver<Reply>>,
+    budget: &Arc<Budget>,
+    activity: &Arc<Activity>,
 ) -> Close {
     let max = state.config.socket_request_max_bytes;
-    // Produce requests from one connection append in arrival order: an idempotent producer
-    // pipelines batches of one partition and their sequence numbers must land in order.
-    let produce_turn = Arc::new(Mutex::new(()));
+    let frame_timeout = Duration::from_millis(state.config.request_read_timeout_ms);
+    // The turn the next request waits for: fired (or dropped) when its predecessor is done.
+    let (first_tx, mut previous) = oneshot::channel::<()>();
+    drop(first_tx);
     loop {
-        let size = match reader.read_i32().await {
+        // A client that does not read its answers is not read from either.
+        budget.unsent.wait_below(budget.unsent_limit).await;
+        let size = match read_size(&mut reader, state, activity).await {
             Ok(n) => n,
-            Err(_) => return Close::Eof,
+            Err(close) => return close,
         };
+        let started = Instant::now();
         if size < 0 || size as usize > max {
             return Close::Bad(format!(
                 "frame of {size} bytes exceeds socket.request.max.bytes ({max})"
             ));
         }
-        let mut frame = BytesMut::zeroed(size as usize);
-        if reader.read_exact(&mut frame).await.is_err() {
-            return Close::Bad("connection ended in the middle of a request".into());
+        let size = size as usize;
+        // Room for the frame, on this connection and broker-wide, before it is allocated.
+        budget.requests.acquire(size, budget.request_limit).await;
+        let counted = RequestBytes {
+            budget: budget.clone(),
+            size,
+            _pool: state.limits.reserve_request(size).await,
+        };
+        let mut frame = BytesMut::zeroed(size);
+        match timeout_at(started + frame_timeout, reader.read_exact(&mut frame)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Close::Bad("connection ended in the middle of a request".into()),
+            Err(_) => {
+                return Close::Bad(format!(
+                    "request frame of {size} bytes not received within {} ms",
+                    frame_timeout.as_millis()
+                ))
+            }
         }
         let (header, api_key, request) = match parse(frame.freeze()) {
             Ok(parsed) => parsed,
             Err(why) => return Close::Bad(why),
         };
-        let turn = if api_key == ApiKey::Produce {
-            Some(produce_turn.clone().lock_owned().await)
-        } else {
-            None
-        };
-        let (tx, rx) = oneshot::channel();
-        if order.send(rx).await.is_err() {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        if order.send(reply_rx).await.is_err() {
             return Close::Eof;
         }
+        activity.request_started();
+        let (turn_tx, next) = oneshot::channel::<()>();
+        let wait_for = std::mem::replace(&mut previous, next);
         let state = state.clone();
+        let budget = budget.clone();
         tokio::spawn(async move {
-            let response = match handlers::handle(&state, &header, peer, request, turn).await {
-                Outcome::Respond(r, version) => {
-                    match handlers::encode_response(&header, api_key, *r, version) {
-                        Ok(bytes) => Some(bytes),
-                        Err(why) => {
-                            tracing::error!("{why}");
-                            Some(Bytes::new())
-                        }
-                    }
-                }
-                Outcome::NoResponse => None,
-                Outcome::Close(why) => {
-                    tracing::warn!("closing connection: {why}");
-                    // An empty buffer tells the writer to close after earlier responses.
+            // Whether the predecessor finished or failed, it no longer holds the turn.
+            let _ = wait_for.await;
+            let reply = run_one(
+                &state,
+                &budget,
+                header,
+                api_key,
+                request,
+                peer,
+                Turn(turn_tx),
+            )
+            .await;
+            drop(counted);
+            let _ = reply_tx.send(reply);
+        });
+    }
+}
+
+/// Frees a request's bytes, on the connection and broker-wide, once it is answered.
+struct RequestBytes {
+    budget: Arc<Budget>,
+    size: usize,
+    _pool: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for RequestBytes {
+    fn drop(&mut self) {
+        self.budget.requests.release(self.size);
+    }
+}
+
+/// Runs one request that holds its turn, and encodes its answer.
+async fn run_one(
+    state: &BrokerState,
+    budget: &Budget,
+    header: RequestHeader,
+    api_key: ApiKey,
+    request: Request,
+    peer: SocketAddr,
+    turn: Turn,
+) -> Reply {
+    // A fetch's answer can be large: room for it is taken before any of it is read, so
+    // a client that never reads cannot pile fetch responses up in the broker.
+    let reserved = match &request {
+        Request::Kind(k) => match k.as_ref() {
+            RequestKind::Fetch(f) => {
+                let want = handlers::fetch_response_limit(state, f.max_bytes);
+                budget.unsent.acquire(want, budget.unsent_limit).await;
+                want
+            }
+            _ => {
+                budget.unsent.wait_below(budget.unsent_limit).await;
+                0
+            }
+        },
+        _ => 0,
+    };
+    let bytes = match handlers::handle(state, &header, peer, request, turn).await {
+        Outcome::Respond(r, version) => {
+            match handlers::encode_response(&header, api_key, *r, version) {
+                Ok(bytes) => Some(bytes),
+                Err(why) => {
+                    tracing::error!("{why}");
                     Some(Bytes::new())
                 }
-            };
-            let _ = tx.send(response);
-        });
+            }
+        }
+        Outcome::NoResponse => None,
+        Outcome::Close(why) => {
+            tracing::warn!("closing connection: {why}");
+            // An empty buffer tells the writer to close after earlier responses.
+            Some(Bytes::new())
+        }
+    };
+    let size = bytes.as_ref().map_or(0, Bytes::len);
+    // Swap the reservation for the real size (KIP-74 lets one batch exceed it).
+    budget.unsent.add(size);
+    budget.unsent.release(reserved);
+    Reply {
+        bytes,
+        counted: size,
     }
 }
 
@@ -197,12 +405,14 @@ pub enum Request {
 
 async fn write_responses(
     writer: OwnedWriteHalf,
-    mut order: mpsc::Receiver<oneshot::Receiver<Option<Bytes>>>,
+    mut order: mpsc::Receiver<oneshot::Receiver<Reply>>,
     peer: SocketAddr,
+    budget: Arc<Budget>,
+    activity: Arc<Activity>,
 ) {
     let mut out = writer;
     while let Some(next) = order.recv().await {
-        let response = match next.await {
+        let reply = match next.await {
             Ok(r) => r,
             // The handler task died (a bug): the client would wait forever; close instead.
             Err(_) => {
@@ -210,14 +420,16 @@ async fn write_responses(
                 break;
             }
         };
-        let Some(bytes) = response else {
-            continue;
+        let Reply { bytes, counted } = reply;
+        let written = match bytes {
+            None => true,
+            Some(b) if b.is_empty() => false,
+            // One response is one buffer (size prefix included): one write, nothing to flush.
+            Some(b) => out.write_all(&b).await.is_ok(),
         };
-        if bytes.is_empty() {
-            break;
-        }
-        // One response is one buffer (size prefix included): one write, nothing to flush.
-        if out.write_all(&bytes).await.is_err() {
+        budget.unsent.release(counted);
+        activity.request_done();
+        if !written {
             break;
         }
     }

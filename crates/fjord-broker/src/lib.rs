@@ -11,6 +11,7 @@ pub mod connection;
 pub mod error;
 pub mod group;
 pub mod handlers;
+pub mod limits;
 pub mod replica;
 pub mod server;
 pub mod state;

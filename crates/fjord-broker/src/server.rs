@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine;
 use fjord_controller::Controller;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::config::BrokerConfig;
 use crate::connection::Connection;
@@ -20,8 +20,6 @@ use crate::error::BrokerError;
 use crate::replica::ReplicaManager;
 use crate::state::{now_ms, BrokerState};
 
-/// Bounds open connections so a flood of clients exhausts a queue, not the file table.
-const MAX_CONNECTIONS: usize = 10_000;
 /// How long shutdown waits for in-flight requests before flushing and exiting anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
@@ -37,6 +35,7 @@ impl Server {
     /// Prepares everything and binds the listener; clients can connect once this returns.
     pub async fn start(config: BrokerConfig) -> Result<Server, BrokerError> {
         let dir = config.data_dir.clone();
+        crate::limits::raise_descriptor_limit();
         fs::create_dir_all(&dir)
             .map_err(|e| BrokerError::io(format!("create data directory {}", dir.display()), e))?;
         let lock = lock_data_dir(&dir)?;
@@ -80,7 +79,9 @@ impl Server {
             "broker ready"
         );
         let groups = crate::group::GroupCoordinator::new(&config);
+        let limits = Arc::new(crate::limits::NetworkLimits::new(&config));
         let state = Arc::new(BrokerState {
+            limits,
             config,
             cluster_id,
             controller,
@@ -110,16 +111,12 @@ impl Server {
         let (notify_shutdown, _) = broadcast::channel::<()>(1);
         // Each connection holds a clone; when all are dropped, every connection is done.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let maintenance = tokio::spawn(maintenance(self.state.clone()));
         let groups = tokio::spawn(crate::group::run(self.state.clone()));
         tracing::info!(addr = %self.local_addr()?, "listening");
 
         let accept = async {
             loop {
-                let Ok(permit) = limit.clone().acquire_owned().await else {
-                    return;
-                };
                 let (socket, peer) = match self.listener.accept().await {
                     Ok(s) => s,
                     Err(e) => {
@@ -129,18 +126,24 @@ impl Server {
                         continue;
                     }
                 };
+                let ticket = match self.state.limits.admit(peer.ip()) {
+                    Ok(t) => t,
+                    Err(why) => {
+                        // Dropping the socket closes it; the client retries or backs off.
+                        tracing::debug!(%peer, "connection refused: {why}");
+                        continue;
+                    }
+                };
                 let _ = socket.set_nodelay(true);
                 let conn = Connection::new(
                     socket,
                     peer,
                     self.state.clone(),
                     notify_shutdown.subscribe(),
+                    ticket,
                     done_tx.clone(),
                 );
-                tokio::spawn(async move {
-                    conn.run().await;
-                    drop(permit);
-                });
+                tokio::spawn(conn.run());
             }
         };
         tokio::select! {

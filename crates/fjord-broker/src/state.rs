@@ -15,6 +15,8 @@ pub struct BrokerState {
     pub controller: Arc<Controller>,
     pub replicas: ReplicaManager,
     pub groups: crate::group::GroupCoordinator,
+    /// Connection and request-memory bounds shared by every connection.
+    pub limits: Arc<crate::limits::NetworkLimits>,
 }
 
 impl BrokerState {

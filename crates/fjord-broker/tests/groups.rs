@@ -6,12 +6,9 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{s, wait_for_coordinator, Client, TestBroker};
+use common::{commit_req, s, wait_for_coordinator, Client, TestBroker};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
 use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopics,
 };
@@ -111,33 +108,6 @@ async fn heartbeat(c: &mut Client, group: &str, member: &str, generation: i32) -
     )
     .await
     .error_code
-}
-
-fn commit_req(
-    group: &str,
-    member: &str,
-    generation: i32,
-    topic: &str,
-    offsets: &[(i32, i64)],
-) -> OffsetCommitRequest {
-    OffsetCommitRequest::default()
-        .with_group_id(gid(group))
-        .with_generation_id_or_member_epoch(generation)
-        .with_member_id(s(member))
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(TopicName(s(topic)))
-            .with_partitions(
-                offsets
-                    .iter()
-                    .map(|(p, o)| {
-                        OffsetCommitRequestPartition::default()
-                            .with_partition_index(*p)
-                            .with_committed_offset(*o)
-                            .with_committed_leader_epoch(-1)
-                            .with_committed_metadata(Some(s(&format!("meta-{p}"))))
-                    })
-                    .collect(),
-            )])
 }
 
 async fn fetch_offsets(

@@ -34,10 +34,14 @@ pub async fn handle(state: &BrokerState, req: FetchRequest, version: i16) -> Fet
             .with_session_id(INVALID_SESSION);
     }
     let image = state.controller.image();
+    // A partition listed more than once is answered once, for its first listing: a
+    // request must not multiply the bytes it gets back by repeating itself.
+    let mut seen = std::collections::HashSet::new();
     let wanted: Vec<Wanted> = req
         .topics
         .into_iter()
         .map(|t| {
+            let key = t.topic.0.clone();
             let resolved = if version >= 13 {
                 image
                     .topic_by_id(&t.topic_id)
@@ -53,6 +57,7 @@ pub async fn handle(state: &BrokerState, req: FetchRequest, version: i16) -> Fet
                 partitions: t
                     .partitions
                     .iter()
+                    .filter(|p| seen.insert((t.topic_id, key.clone(), p.partition)))
                     .map(|p| {
                         (
                             p.partition,
@@ -66,11 +71,9 @@ pub async fn handle(state: &BrokerState, req: FetchRequest, version: i16) -> Fet
         })
         .collect();
 
-    let max_bytes = if version >= 3 && req.max_bytes > 0 {
-        req.max_bytes as usize
-    } else {
-        usize::MAX
-    };
+    // Never more than fetch.max.bytes, whatever the client asks (KIP-74 may still return
+    // one whole batch beyond it, so a large batch cannot stall a consumer).
+    let max_bytes = super::fetch_response_limit(state, req.max_bytes);
     let min_bytes = req.min_bytes.max(0) as usize;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let mut appended = state.replicas.subscribe();

@@ -17,13 +17,11 @@ mod topics;
 
 use std::net::SocketAddr;
 
+use crate::connection::{Request, Turn};
+use crate::state::BrokerState;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use tokio::sync::OwnedMutexGuard;
-
-use crate::connection::Request;
-use crate::state::BrokerState;
 
 /// (API, lowest, highest version) that Fjord implements.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
@@ -78,7 +76,7 @@ pub async fn handle(
     header: &RequestHeader,
     peer: SocketAddr,
     request: Request,
-    produce_turn: Option<OwnedMutexGuard<()>>,
+    turn: Turn,
 ) -> Outcome {
     let v = header.request_api_version;
     let kind = match request {
@@ -98,11 +96,38 @@ pub async fn handle(
         }
         Request::Kind(k) => *k,
     };
+    // Produce passes the turn on after its appends; a fetch changes nothing, so it only
+    // needed to wait for the requests before it. Every other request holds the turn until
+    // it is done, so its effects land in arrival order, as on a Kafka broker.
+    let turn = match kind {
+        RequestKind::Fetch(_) => {
+            turn.pass();
+            None
+        }
+        _ => Some(turn),
+    };
+    route(state, header, peer, kind, v, turn).await
+}
+
+/// Fetch's response budget: what the client asked for (v3+), never more than
+/// `fetch.max.bytes`. A non-positive request means as little as possible: the first batch.
+pub fn fetch_response_limit(state: &BrokerState, requested: i32) -> usize {
+    (requested.max(0) as usize).min(state.config.fetch_max_bytes)
+}
+
+async fn route(
+    state: &BrokerState,
+    header: &RequestHeader,
+    peer: SocketAddr,
+    kind: RequestKind,
+    v: i16,
+    turn: Option<Turn>,
+) -> Outcome {
     let respond = |r: ResponseKind| Outcome::Respond(Box::new(r), v);
     match kind {
         RequestKind::ApiVersions(_) => respond(ResponseKind::ApiVersions(api_versions::handle())),
         RequestKind::Metadata(r) => respond(ResponseKind::Metadata(metadata::handle(state, r, v))),
-        RequestKind::Produce(r) => match produce::handle(state, r, v, produce_turn).await {
+        RequestKind::Produce(r) => match produce::handle(state, r, v, turn).await {
             Some(resp) => respond(ResponseKind::Produce(resp)),
             None => Outcome::NoResponse,
         },
@@ -206,7 +231,12 @@ pub fn encode_response(
     response
         .encode(&mut buf, version)
         .map_err(|e| format!("encode {api_key:?} v{version} response: {e}"))?;
-    let size = (buf.len() - 4) as i32;
+    let size = i32::try_from(buf.len() - 4).map_err(|_| {
+        format!(
+            "{api_key:?} v{version} response of {} bytes exceeds the frame size limit",
+            buf.len() - 4
+        )
+    })?;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze())
 }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use tokio::sync::OwnedMutexGuard;
 
 use super::str;
+use crate::connection::Turn;
 use crate::error::{code, BrokerError};
 use crate::replica::Partition;
 use crate::state::{now_ms, BrokerState};
@@ -24,7 +24,7 @@ pub async fn handle(
     state: &BrokerState,
     req: ProduceRequest,
     version: i16,
-    turn: Option<OwnedMutexGuard<()>>,
+    turn: Option<Turn>,
 ) -> Option<ProduceResponse> {
     let acks = req.acks;
     let image = state.controller.image();
