@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use common::{batch, create, create_with, fetch_req, name, produce_req, values, TestBroker};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::records::Compression;
 
@@ -356,5 +357,51 @@ async fn retention_trims_delete_topics_and_spares_compact_ones() {
         r.topics[0].partitions[0].offset, 0,
         "compact topic lost data to retention"
     );
+    broker.stop().await;
+}
+
+/// Authorized-operation masks are sent only when asked for, and then list Kafka's topic
+/// and cluster operations; otherwise they hold Kafka's "not requested" value.
+#[tokio::test]
+async fn authorized_operations_only_when_asked() {
+    let broker = TestBroker::start().await;
+    let mut c = broker.client().await;
+    create(&mut c, "ops", 1, 1).await;
+    let topics = Some(vec![
+        MetadataRequestTopic::default().with_name(Some(name("ops")))
+    ]);
+    let plain = c
+        .request(MetadataRequest::default().with_topics(topics.clone()), 12)
+        .await;
+    assert_eq!(plain.topics[0].topic_authorized_operations, i32::MIN);
+    let asked = c
+        .request(
+            MetadataRequest::default()
+                .with_topics(topics.clone())
+                .with_include_topic_authorized_operations(true),
+            12,
+        )
+        .await;
+    // READ WRITE CREATE DELETE ALTER DESCRIBE DESCRIBE_CONFIGS ALTER_CONFIGS
+    assert_eq!(asked.topics[0].topic_authorized_operations, 3576);
+    let v10 = c
+        .request(
+            MetadataRequest::default()
+                .with_topics(topics)
+                .with_include_cluster_authorized_operations(true),
+            10,
+        )
+        .await;
+    // CREATE ALTER DESCRIBE CLUSTER_ACTION DESCRIBE_CONFIGS ALTER_CONFIGS IDEMPOTENT_WRITE
+    assert_eq!(v10.cluster_authorized_operations, 8096);
+    let d = c.request(DescribeClusterRequest::default(), 1).await;
+    assert_eq!(d.cluster_authorized_operations, i32::MIN);
+    let d = c
+        .request(
+            DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+            1,
+        )
+        .await;
+    assert_eq!(d.cluster_authorized_operations, 8096);
     broker.stop().await;
 }

@@ -30,8 +30,11 @@ pub fn describe(state: &BrokerState, req: DescribeClusterRequest) -> DescribeClu
                 .with_rack(b.rack.clone().map(str))
         })
         .collect();
-    DescribeClusterResponse::default()
-        .with_error_code(code::NONE)
+    let mut resp = DescribeClusterResponse::default();
+    if req.include_cluster_authorized_operations {
+        resp = resp.with_cluster_authorized_operations(super::metadata::CLUSTER_OPERATIONS);
+    }
+    resp.with_error_code(code::NONE)
         .with_endpoint_type(BROKERS)
         .with_cluster_id(str(state.cluster_id.clone()))
         .with_controller_id(BrokerId(state.node_id()))

@@ -14,6 +14,9 @@ use crate::state::BrokerState;
 
 pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> MetadataResponse {
     let image = state.controller.image();
+    // Masks are sent only when asked for; otherwise the field keeps Kafka's "not
+    // requested" value, i32::MIN.
+    let with_ops = req.include_topic_authorized_operations;
     // v0 asks for all topics with an empty list; later versions with a null one.
     let wanted: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
         None => None,
@@ -31,7 +34,7 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
     match wanted {
         None => {
             for t in image.topics.values() {
-                topics.push(topic_entry(t, version));
+                topics.push(topic_entry(t, version, with_ops));
             }
         }
         Some(list) => {
@@ -42,7 +45,7 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
                     None => image.topic_by_id(&id).cloned(),
                 };
                 if let Some(t) = found {
-                    topics.push(topic_entry(&t, version));
+                    topics.push(topic_entry(&t, version, with_ops));
                     continue;
                 }
                 let Some(name) = name else {
@@ -67,12 +70,12 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
                     Ok(t) => {
                         tracing::info!(topic = %name, partitions = spec.num_partitions, "auto-created topic");
                         created = true;
-                        topics.push(topic_entry(&t, version));
+                        topics.push(topic_entry(&t, version, with_ops));
                     }
                     // Lost a race with another creator: report what exists now.
                     Err(e) if e.kafka_code() == code::TOPIC_ALREADY_EXISTS => {
                         match state.controller.image().topic(&name) {
-                            Some(t) => topics.push(topic_entry(t, version)),
+                            Some(t) => topics.push(topic_entry(t, version, with_ops)),
                             None => topics.push(error_entry(
                                 Some(name),
                                 Uuid::nil(),
@@ -119,17 +122,23 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
         resp = resp.with_cluster_id(Some(str(state.cluster_id.clone())));
     }
     if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
-        // No ACLs yet: every operation is allowed (bits 3..=12 of Kafka's AclOperation).
-        resp = resp.with_cluster_authorized_operations(ALL_OPERATIONS);
+        // No ACLs yet: every cluster operation is allowed.
+        resp = resp.with_cluster_authorized_operations(CLUSTER_OPERATIONS);
     }
     resp
 }
 
-/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS,
-/// ALTER_CONFIGS, IDEMPOTENT_WRITE: everything, as an open broker without ACLs allows.
-const ALL_OPERATIONS: i32 = 0b1_1111_1111_1000;
+/// The operations Kafka defines on a topic, as bits of its AclOperation codes: READ (3),
+/// WRITE (4), CREATE (5), DELETE (6), ALTER (7), DESCRIBE (8), DESCRIBE_CONFIGS (10),
+/// ALTER_CONFIGS (11). Without ACLs a client may do all of them.
+pub const TOPIC_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+/// The operations Kafka defines on the cluster: CREATE (5), ALTER (7), DESCRIBE (8),
+/// CLUSTER_ACTION (9), DESCRIBE_CONFIGS (10), ALTER_CONFIGS (11), IDEMPOTENT_WRITE (12).
+pub const CLUSTER_OPERATIONS: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
-fn topic_entry(t: &TopicImage, version: i16) -> MetadataResponseTopic {
+fn topic_entry(t: &TopicImage, version: i16, with_ops: bool) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
@@ -154,8 +163,8 @@ fn topic_entry(t: &TopicImage, version: i16) -> MetadataResponseTopic {
     if version >= 10 {
         entry = entry.with_topic_id(t.topic_id);
     }
-    if version >= 8 {
-        entry = entry.with_topic_authorized_operations(ALL_OPERATIONS);
+    if version >= 8 && with_ops {
+        entry = entry.with_topic_authorized_operations(TOPIC_OPERATIONS);
     }
     entry
 }
