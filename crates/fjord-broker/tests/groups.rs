@@ -390,6 +390,23 @@ async fn group_errors_match_kafka() {
         fetch_offsets(&mut c, "tools", "t", &[0]).await,
         vec![(7, "meta-0".into())]
     );
+    // Kafka takes a negative generation as a simple commit whatever member id comes with
+    // it (librdkafka sends its own), and an unknown partition gets its own error.
+    let with_member = c
+        .request(commit_req("manual", "rdkafka-1", -1, "t", &[(0, 9)]), 8)
+        .await;
+    assert_eq!(with_member.topics[0].partitions[0].error_code, 0);
+    assert_eq!(
+        fetch_offsets(&mut c, "manual", "t", &[0]).await,
+        vec![(9, "meta-0".into())]
+    );
+    let unknown_partition = c
+        .request(commit_req("manual", "rdkafka-1", -1, "t", &[(5, 1)]), 8)
+        .await;
+    assert_eq!(
+        unknown_partition.topics[0].partitions[0].error_code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
     let deleted = c
         .request(
             OffsetDeleteRequest::default()

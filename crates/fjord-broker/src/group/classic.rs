@@ -840,14 +840,13 @@ impl ClassicGroup {
         generation: i32,
         now: i64,
     ) -> Result<(), i16> {
+        // A committer outside the group (admin tools, manual assignment), with or without
+        // a member id: allowed while no member owns the partitions.
+        if generation < 0 && self.members.is_empty() {
+            return Ok(());
+        }
         if generation < 0 && member_id.is_empty() {
-            // A committer outside the group (admin tools, manual assignment): allowed
-            // only while no member owns the partitions.
-            return if self.members.is_empty() {
-                Ok(())
-            } else {
-                Err(code::UNKNOWN_MEMBER_ID)
-            };
+            return Err(code::UNKNOWN_MEMBER_ID);
         }
         self.check_member(member_id, instance_id)?;
         if generation != self.generation {

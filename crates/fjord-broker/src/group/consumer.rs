@@ -445,13 +445,10 @@ impl ConsumerGroup {
 
     /// Whether offsets may be committed (or fetched) by this member at this epoch.
     pub fn validate_offset_request(&self, member_id: &str, epoch: i32) -> Result<(), i16> {
-        if epoch < 0 && member_id.is_empty() {
-            // A committer outside the group (admin tools): only while nobody consumes.
-            return if self.members.is_empty() {
-                Ok(())
-            } else {
-                Err(code::UNKNOWN_MEMBER_ID)
-            };
+        // A committer outside the group (admin tools, manual assignment), with or without
+        // a member id: only while nobody consumes.
+        if epoch < 0 && self.members.is_empty() {
+            return Ok(());
         }
         let Some(m) = self.members.get(member_id) else {
             return Err(code::UNKNOWN_MEMBER_ID);

@@ -403,7 +403,9 @@ impl GroupCoordinator {
                 }
                 None => false,
             };
-            let simple = generation < 0 && member_id.is_empty();
+            // Kafka treats any commit with a negative generation as a simple commit,
+            // whatever member id it carries (librdkafka sends its own on such commits).
+            let simple = generation < 0;
             if !groups.contains_key(group) {
                 if !simple && !consumer_group {
                     return Err(code::UNKNOWN_MEMBER_ID);
