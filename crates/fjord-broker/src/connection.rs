@@ -299,7 +299,7 @@ impl Drop for RequestBytes {
 
 /// Runs one request that holds its turn, and encodes its answer.
 async fn run_one(
-    state: &BrokerState,
+    state: &Arc<BrokerState>,
     budget: &Budget,
     header: RequestHeader,
     api_key: ApiKey,

@@ -16,6 +16,7 @@ mod records;
 mod topics;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::connection::{Request, Turn};
 use crate::state::BrokerState;
@@ -72,7 +73,7 @@ pub enum Outcome {
 }
 
 pub async fn handle(
-    state: &BrokerState,
+    state: &Arc<BrokerState>,
     header: &RequestHeader,
     peer: SocketAddr,
     request: Request,
@@ -116,7 +117,7 @@ pub fn fetch_response_limit(state: &BrokerState, requested: i32) -> usize {
 }
 
 async fn route(
-    state: &BrokerState,
+    state: &Arc<BrokerState>,
     header: &RequestHeader,
     peer: SocketAddr,
     kind: RequestKind,
@@ -126,45 +127,47 @@ async fn route(
     let respond = |r: ResponseKind| Outcome::Respond(Box::new(r), v);
     match kind {
         RequestKind::ApiVersions(_) => respond(ResponseKind::ApiVersions(api_versions::handle())),
-        RequestKind::Metadata(r) => respond(ResponseKind::Metadata(metadata::handle(state, r, v))),
+        // May auto-create topics.
+        RequestKind::Metadata(r) => off_runtime(state, v, move |s| metadata::handle(s, r, v)).await,
         RequestKind::Produce(r) => match produce::handle(state, r, v, turn).await {
-            Some(resp) => respond(ResponseKind::Produce(resp)),
-            None => Outcome::NoResponse,
+            Ok(Some(resp)) => respond(ResponseKind::Produce(resp)),
+            Ok(None) => Outcome::NoResponse,
+            Err(why) => Outcome::Close(why),
         },
         RequestKind::Fetch(r) => respond(ResponseKind::Fetch(fetch::handle(state, r, v).await)),
         RequestKind::ListOffsets(r) => {
             respond(ResponseKind::ListOffsets(list_offsets::handle(state, r, v)))
         }
         RequestKind::CreateTopics(r) => {
-            respond(ResponseKind::CreateTopics(topics::create(state, r, v)))
+            off_runtime(state, v, move |s| topics::create(s, r, v)).await
         }
         RequestKind::DeleteTopics(r) => {
-            respond(ResponseKind::DeleteTopics(topics::delete(state, r, v)))
+            off_runtime(state, v, move |s| topics::delete(s, r, v)).await
         }
-        RequestKind::CreatePartitions(r) => respond(ResponseKind::CreatePartitions(
-            topics::create_partitions(state, r),
-        )),
+        RequestKind::CreatePartitions(r) => {
+            off_runtime(state, v, move |s| topics::create_partitions(s, r)).await
+        }
         RequestKind::DeleteRecords(r) => {
-            respond(ResponseKind::DeleteRecords(records::delete(state, r).await))
+            off_runtime(state, v, move |s| records::delete(s, r)).await
         }
         RequestKind::DescribeConfigs(r) => respond(ResponseKind::DescribeConfigs(
             configs::describe(state, r, v),
         )),
-        RequestKind::AlterConfigs(r) => {
-            respond(ResponseKind::AlterConfigs(configs::alter(state, r)))
+        RequestKind::AlterConfigs(r) => off_runtime(state, v, move |s| configs::alter(s, r)).await,
+        RequestKind::IncrementalAlterConfigs(r) => {
+            off_runtime(state, v, move |s| configs::incremental_alter(s, r)).await
         }
-        RequestKind::IncrementalAlterConfigs(r) => respond(ResponseKind::IncrementalAlterConfigs(
-            configs::incremental_alter(state, r),
-        )),
         RequestKind::DescribeCluster(r) => {
             respond(ResponseKind::DescribeCluster(cluster::describe(state, r)))
         }
+        // Allocating a producer-id block commits metadata.
         RequestKind::InitProducerId(r) => {
-            respond(ResponseKind::InitProducerId(producer_id::init(state, r)))
+            off_runtime(state, v, move |s| producer_id::init(s, r)).await
         }
-        RequestKind::FindCoordinator(r) => respond(ResponseKind::FindCoordinator(
-            groups::find_coordinator(state, r, v),
-        )),
+        // May create __consumer_offsets.
+        RequestKind::FindCoordinator(r) => {
+            off_runtime(state, v, move |s| groups::find_coordinator(s, r, v)).await
+        }
         RequestKind::JoinGroup(r) => respond(ResponseKind::JoinGroup(
             groups::join(state, header, peer, r, v).await,
         )),
@@ -186,10 +189,10 @@ async fn route(
             groups::describe_groups(state, r, v),
         )),
         RequestKind::DeleteGroups(r) => {
-            respond(ResponseKind::DeleteGroups(groups::delete_groups(state, r)))
+            off_runtime(state, v, move |s| groups::delete_groups(s, r)).await
         }
         RequestKind::OffsetDelete(r) => {
-            respond(ResponseKind::OffsetDelete(groups::offset_delete(state, r)))
+            off_runtime(state, v, move |s| groups::offset_delete(s, r)).await
         }
         RequestKind::ConsumerGroupHeartbeat(r) => respond(ResponseKind::ConsumerGroupHeartbeat(
             groups::consumer_group_heartbeat(state, header, peer, r),
@@ -204,6 +207,23 @@ async fn route(
             "no handler for {:?}",
             std::mem::discriminant(&other)
         )),
+    }
+}
+
+/// Runs a handler that writes metadata or files, and so may fsync, on the blocking pool:
+/// an fsync must never stall the async workers that serve every other connection.
+async fn off_runtime<R>(
+    state: &Arc<BrokerState>,
+    version: i16,
+    handler: impl FnOnce(&BrokerState) -> R + Send + 'static,
+) -> Outcome
+where
+    R: Into<ResponseKind> + Send + 'static,
+{
+    let state = state.clone();
+    match tokio::task::spawn_blocking(move || handler(&state)).await {
+        Ok(r) => Outcome::Respond(Box::new(r.into()), version),
+        Err(e) => Outcome::Close(format!("request handler failed: {e}")),
     }
 }
 

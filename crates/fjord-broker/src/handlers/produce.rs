@@ -21,11 +21,60 @@ struct Appended {
 }
 
 pub async fn handle(
-    state: &BrokerState,
+    state: &Arc<BrokerState>,
     req: ProduceRequest,
     version: i16,
     turn: Option<Turn>,
-) -> Option<ProduceResponse> {
+) -> Result<Option<ProduceResponse>, String> {
+    let acks = req.acks;
+    // Appends write files (and fsync when flush.messages says so, or when a segment rolls):
+    // they run on the blocking pool, never on an async worker.
+    let st = state.clone();
+    let appended = tokio::task::spawn_blocking(move || append_all(&st, req, version)).await;
+    let (mut responses, to_sync) = match appended {
+        Ok(done) => done,
+        // Nothing is known about what was appended: closing makes the client retry.
+        Err(e) => return Err(format!("produce append task failed: {e}")),
+    };
+    // Appends are done; the next pipelined produce on this connection may go ahead while
+    // this one waits for its fsync.
+    drop(turn);
+    state.replicas.notify_append();
+
+    for (ti, pi, appended) in to_sync {
+        let Appended {
+            partition,
+            next_offset,
+        } = appended;
+        let log = partition.log.clone();
+        let synced = tokio::task::spawn_blocking(move || log.flush_until(next_offset)).await;
+        let failure = match synced {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("flush task failed: {e}")),
+        };
+        if let Some(why) = failure {
+            tracing::error!(topic = %partition.topic, partition = partition.index, "acks=all flush failed: {why}");
+            let r = &mut responses[ti].partition_responses[pi];
+            r.error_code = code::KAFKA_STORAGE_ERROR;
+            if version >= 8 {
+                r.error_message = Some(str(why));
+            }
+        }
+    }
+    if acks == 0 {
+        return Ok(None);
+    }
+    Ok(Some(ProduceResponse::default().with_responses(responses)))
+}
+
+/// Appends every partition's batches; returns the responses and what acks=all waits for.
+#[allow(clippy::type_complexity)]
+fn append_all(
+    state: &BrokerState,
+    req: ProduceRequest,
+    version: i16,
+) -> (Vec<TopicProduceResponse>, Vec<(usize, usize, Appended)>) {
     let acks = req.acks;
     let image = state.controller.image();
     let now = now_ms();
@@ -113,34 +162,5 @@ pub async fn handle(
                 .with_partition_responses(partitions),
         );
     }
-    // Appends are done; the next pipelined produce on this connection may go ahead while
-    // this one waits for its fsync.
-    drop(turn);
-    state.replicas.notify_append();
-
-    for (ti, pi, appended) in to_sync {
-        let Appended {
-            partition,
-            next_offset,
-        } = appended;
-        let log = partition.log.clone();
-        let synced = tokio::task::spawn_blocking(move || log.flush_until(next_offset)).await;
-        let failure = match synced {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(format!("flush task failed: {e}")),
-        };
-        if let Some(why) = failure {
-            tracing::error!(topic = %partition.topic, partition = partition.index, "acks=all flush failed: {why}");
-            let r = &mut responses[ti].partition_responses[pi];
-            r.error_code = code::KAFKA_STORAGE_ERROR;
-            if version >= 8 {
-                r.error_message = Some(str(why));
-            }
-        }
-    }
-    if acks == 0 {
-        return None;
-    }
-    Some(ProduceResponse::default().with_responses(responses))
+    (responses, to_sync)
 }

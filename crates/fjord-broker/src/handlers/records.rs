@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
 use crate::error::code;
 use crate::state::BrokerState;
 
-pub async fn delete(state: &BrokerState, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub fn delete(state: &BrokerState, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
