@@ -126,6 +126,7 @@ impl Connection {
             peer,
             budget.clone(),
             activity.clone(),
+            Duration::from_millis(state.config.connections_max_idle_ms),
         ));
         let close = tokio::select! {
             c = read_requests(reader, peer, &state, order_tx, &budget, &activity) => c,
@@ -409,6 +410,7 @@ async fn write_responses(
     peer: SocketAddr,
     budget: Arc<Budget>,
     activity: Arc<Activity>,
+    stall: Duration,
 ) {
     let mut out = writer;
     while let Some(next) = order.recv().await {
@@ -425,7 +427,15 @@ async fn write_responses(
             None => true,
             Some(b) if b.is_empty() => false,
             // One response is one buffer (size prefix included): one write, nothing to flush.
-            Some(b) => out.write_all(&b).await.is_ok(),
+            // A client that stops reading for connections.max.idle.ms is gone for good: the
+            // connection closes rather than pin its responses forever.
+            Some(b) => match tokio::time::timeout(stall, out.write_all(&b)).await {
+                Ok(r) => r.is_ok(),
+                Err(_) => {
+                    tracing::warn!(%peer, "closing connection: client has not read its responses for {} ms", stall.as_millis());
+                    false
+                }
+            },
         };
         budget.unsent.release(counted);
         activity.request_done();

@@ -349,3 +349,43 @@ async fn connection_limits_per_ip_and_in_total() {
     drop(idle);
     broker.stop().await;
 }
+
+/// A client that stops reading its responses for connections.max.idle.ms is closed, so it
+/// cannot pin its unsent responses forever.
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_after_the_idle_time() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let broker = TestBroker::start_in(tmp.path(), &[("connections.max.idle.ms", "300")]).await;
+    let mut c = broker.client().await;
+    create(&mut c, "stalled", 1, 1).await;
+    fill(&mut c, "stalled", 40).await; // 4 MiB per full fetch
+
+    let mut stalled = Client::connect(broker.addr).await;
+    let (_, one) = stalled.frame(&fetch_of("stalled", &[(0, i32::MAX)], i32::MAX), 12);
+    let mut wire = BytesMut::new();
+    for _ in 0..60 {
+        wire.extend_from_slice(&one);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(3), stalled.stream.write_all(&wire)).await;
+    // Well past the idle time with nothing read: the broker gives up on this client.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut stalled.stream, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the connection was closed");
+    assert!(
+        total < 60 * 4 * 1024 * 1024,
+        "closed before all {} MiB of answers were sent (read {} MiB)",
+        60 * 4,
+        total >> 20
+    );
+    broker.stop().await;
+}
