@@ -166,13 +166,17 @@ impl Server {
     }
 }
 
-/// Retention and time-based flushing, each on its own interval.
+/// Retention, time-based flushing and producer-id expiration, each on its own interval.
 async fn maintenance(state: Arc<BrokerState>) {
     let retention_every = Duration::from_millis(state.config.retention_check_interval_ms);
     // flush.ms is per topic; checking once a second is as fine-grained as is useful.
     let flush_every = Duration::from_millis(state.config.flush_scheduler_interval_ms.min(1000));
     let mut retention = tokio::time::interval(retention_every);
     let mut flush = tokio::time::interval(flush_every);
+    // As in Kafka, the first expiration check comes one interval after start.
+    let expire_every = Duration::from_millis(state.config.producer_id_expiration_check_interval_ms);
+    let mut producers =
+        tokio::time::interval_at(tokio::time::Instant::now() + expire_every, expire_every);
     loop {
         tokio::select! {
             _ = retention.tick() => {
@@ -182,6 +186,10 @@ async fn maintenance(state: Arc<BrokerState>) {
             _ = flush.tick() => {
                 let s = state.clone();
                 let _ = tokio::task::spawn_blocking(move || s.replicas.flush_due(now_ms())).await;
+            }
+            _ = producers.tick() => {
+                let s = state.clone();
+                let _ = tokio::task::spawn_blocking(move || s.replicas.expire_producers(now_ms())).await;
             }
         }
     }
