@@ -173,10 +173,11 @@ async fn maintenance(state: Arc<BrokerState>) {
     let flush_every = Duration::from_millis(state.config.flush_scheduler_interval_ms.min(1000));
     let mut retention = tokio::time::interval(retention_every);
     let mut flush = tokio::time::interval(flush_every);
-    // As in Kafka, the first expiration check comes one interval after start.
-    let expire_every = Duration::from_millis(state.config.producer_id_expiration_check_interval_ms);
-    let mut producers =
-        tokio::time::interval_at(tokio::time::Instant::now() + expire_every, expire_every);
+    // The first tick is immediate: Kafka drops expired producers as it loads a snapshot,
+    // and this is the same for the state the logs restored at start.
+    let mut producers = tokio::time::interval(Duration::from_millis(
+        state.config.producer_id_expiration_check_interval_ms,
+    ));
     loop {
         tokio::select! {
             _ = retention.tick() => {
