@@ -443,9 +443,9 @@ impl Log {
             inner.segments.push(seg);
             inner.dir_dirty = true;
             // Everything below the new segment is in the producer state: a crash from here
-            // on rebuilds it from this snapshot and the new segment's headers alone.
-            let log_start = inner.log_start;
-            inner.producers.snapshot_or_warn(first_offset, log_start);
+            // on rebuilds it from this snapshot and the new segment's headers alone. It is
+            // written (with its fsyncs) by the next flush check, not on the append path.
+            inner.producers.prepare_snapshot(first_offset);
         }
         Ok(())
     }
@@ -686,9 +686,12 @@ impl Log {
     }
 
     /// flush.ms: flushes if the oldest unflushed append is at least flush.ms old.
+    /// Also writes the producer snapshot a segment roll prepared.
     pub fn flush_if_due(&self, now_ms: i64) -> Result<(), LogError> {
         let due = {
-            let inner = self.inner.lock();
+            let mut inner = self.inner.lock();
+            let log_start = inner.log_start;
+            inner.producers.write_prepared(log_start);
             inner
                 .first_unflushed_ms
                 .is_some_and(|t| now_ms.saturating_sub(t) >= inner.config.flush_ms)
@@ -866,6 +869,7 @@ impl Log {
         }
         // The next open then loads the producer state without scanning any batch.
         let (leo, log_start) = (inner.leo(), inner.log_start);
+        inner.producers.write_prepared(log_start);
         inner.producers.snapshot_or_warn(leo, log_start);
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         std::fs::File::create(&marker)

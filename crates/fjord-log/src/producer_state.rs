@@ -149,6 +149,8 @@ pub(crate) struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
     /// Offsets of the snapshot files on disk.
     snapshots: BTreeSet<i64>,
+    /// A snapshot taken at a segment roll, encoded, waiting to be written off the append path.
+    prepared: Option<(i64, Vec<u8>)>,
 }
 
 pub(crate) fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
@@ -161,6 +163,7 @@ impl ProducerStateManager {
             dir: dir.to_path_buf(),
             producers: HashMap::new(),
             snapshots: BTreeSet::new(),
+            prepared: None,
         }
     }
 
@@ -246,6 +249,9 @@ impl ProducerStateManager {
     /// valid snapshot at or below `leo`, then the batch headers after it.
     pub fn load(&mut self, segments: &[Segment], log_start: i64, leo: i64) -> Result<(), LogError> {
         self.producers.clear();
+        // A prepared snapshot above `leo` would describe batches that are gone; one below
+        // is superseded by the snapshot a rebuild scan leaves at `leo`.
+        self.prepared = self.prepared.take().filter(|(o, _)| *o <= leo);
         self.snapshots = list_snapshots(&self.dir)?;
         // A snapshot above the log end describes batches that are gone (a torn tail was cut,
         // or the log was truncated): it must never be loaded.
@@ -321,10 +327,34 @@ impl ProducerStateManager {
         Ok(count)
     }
 
-    /// Writes the state as of `offset` (everything below it applied) to `<offset>.snapshot`,
-    /// atomically: temp file, fsync, rename, directory fsync. Then drops old snapshots.
+    /// Captures the state as of `offset` now, to be written by [`Self::write_prepared`].
+    pub fn prepare_snapshot(&mut self, offset: i64) {
+        self.prepared = Some((offset, encode_snapshot(offset, &self.producers)));
+    }
+
+    /// Writes the snapshot [`Self::prepare_snapshot`] captured, if any; failures are logged.
+    pub fn write_prepared(&mut self, log_start: i64) {
+        if let Some((offset, bytes)) = self.prepared.take() {
+            if let Err(e) = self.write_snapshot(offset, &bytes, log_start) {
+                tracing::warn!(dir = %self.dir.display(), offset, error = %e, "could not write producer snapshot");
+            }
+        }
+    }
+
+    /// Writes the state as of `offset` (everything below it applied) to `<offset>.snapshot`.
     pub fn take_snapshot(&mut self, offset: i64, log_start: i64) -> Result<(), LogError> {
         let bytes = encode_snapshot(offset, &self.producers);
+        self.write_snapshot(offset, &bytes, log_start)
+    }
+
+    /// Writes one snapshot file atomically: temp file, fsync, rename, directory fsync. Then
+    /// drops old snapshots.
+    fn write_snapshot(
+        &mut self,
+        offset: i64,
+        bytes: &[u8],
+        log_start: i64,
+    ) -> Result<(), LogError> {
         let dst = snapshot_path(&self.dir, offset);
         // Ends in `.tmp` so that the log's directory scan clears it after a crash.
         let tmp = self.dir.join(format!("{offset:020}.{SNAPSHOT_EXT}.tmp"));
@@ -334,7 +364,7 @@ impl ProducerStateManager {
             .truncate(true)
             .open(&tmp)
             .ctx(|| format!("creating {}", tmp.display()))?;
-        f.write_all(&bytes)
+        f.write_all(bytes)
             .and_then(|_| f.sync_all())
             .ctx(|| format!("writing {}", tmp.display()))?;
         drop(f);
@@ -395,6 +425,7 @@ impl ProducerStateManager {
     /// The log restarted empty at some offset: nothing before it applies any more.
     pub fn reset(&mut self) -> Result<(), LogError> {
         self.producers.clear();
+        self.prepared = None;
         for offset in std::mem::take(&mut self.snapshots) {
             crate::index::remove_if_exists(&snapshot_path(&self.dir, offset))?;
         }

@@ -143,6 +143,8 @@ fn snapshots_at_roll_and_close_carry_state_past_deleted_segments() {
     for seq in 0..20 {
         append(&log, 6, 0, seq, 1).unwrap();
     }
+    // A roll prepares a snapshot; the periodic flush check writes it.
+    log.flush_if_due(0).unwrap();
     let rolls = snapshots(dir.path());
     assert!(!rolls.is_empty(), "segment rolls should write snapshots");
     assert!(rolls.len() <= SNAPSHOTS_KEPT);
@@ -165,6 +167,7 @@ fn snapshots_at_roll_and_close_carry_state_past_deleted_segments() {
     for seq in 20..30 {
         append(&log, 6, 0, seq, 1).unwrap();
     }
+    log.flush_if_due(0).unwrap();
     let leo = log.log_end_offset();
     drop(log);
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
@@ -232,6 +235,7 @@ fn truncation_drops_later_snapshots_and_rebuilds() {
     let log = Log::open(dir.path(), config).unwrap();
     for seq in 0..12 {
         append(&log, 4, 0, seq, 1).unwrap();
+        log.flush_if_due(0).unwrap();
     }
     assert!(snapshots(dir.path()).iter().any(|&o| o > 5));
     log.truncate_to(5).unwrap();
@@ -241,6 +245,14 @@ fn truncation_drops_later_snapshots_and_rebuilds() {
     // Sequence 5 was truncated away: it is new again, not a duplicate.
     assert_eq!(append(&log, 4, 0, 5, 1).unwrap(), 5);
     assert_eq!(append(&log, 4, 0, 4, 1).unwrap(), 4);
+    // A roll snapshot still waiting to be written is dropped by a truncation below it.
+    for seq in 6..14 {
+        append(&log, 4, 0, seq, 1).unwrap();
+    }
+    log.truncate_to(7).unwrap();
+    log.flush_if_due(0).unwrap();
+    assert!(snapshots(dir.path()).iter().all(|&o| o <= 7));
+    assert_eq!(append(&log, 4, 0, 7, 1).unwrap(), 7);
     // Truncating everything forgets every producer.
     log.truncate_to(0).unwrap();
     assert_eq!(log.producer_count(), 0);
