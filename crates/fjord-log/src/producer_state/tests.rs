@@ -311,3 +311,21 @@ fn snapshot_round_trips() {
         assert!(decode_snapshot(&bytes[..cut], 100).is_err());
     }
 }
+
+#[test]
+fn racing_retries_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
+    for seq in 0..20 {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let log = log.clone();
+                std::thread::spawn(move || append(&log, 11, 0, seq * 2, 2))
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap().unwrap(), seq as i64 * 2);
+        }
+    }
+    assert_eq!(log.log_end_offset(), 40);
+}
