@@ -812,7 +812,8 @@ impl Log {
             log_start,
             ..
         } = &mut *inner;
-        producers.truncate(segments, *log_start, leo)?;
+        // Drops the snapshots above the new end (durably) and rebuilds from what is left.
+        producers.load(segments, *log_start, leo)?;
         if inner.persisted_rp > leo {
             checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, leo)?;
             inner.persisted_rp = leo;

@@ -246,19 +246,25 @@ impl ProducerStateManager {
     }
 
     /// Rebuilds the state for a log holding `[log_start, leo)` in `segments`: the newest
-    /// valid snapshot at or below `leo`, then the batch headers after it.
+    /// valid snapshot at or below `leo`, then the batch headers after it. Used on open and
+    /// after a truncation.
     pub fn load(&mut self, segments: &[Segment], log_start: i64, leo: i64) -> Result<(), LogError> {
         self.producers.clear();
-        // A prepared snapshot above `leo` would describe batches that are gone; one below
-        // is superseded by the snapshot a rebuild scan leaves at `leo`.
+        // A prepared snapshot above `leo` would describe batches that are gone; one at or
+        // below it still describes batches the log holds.
         self.prepared = self.prepared.take().filter(|(o, _)| *o <= leo);
         self.snapshots = list_snapshots(&self.dir)?;
         // A snapshot above the log end describes batches that are gone (a torn tail was cut,
-        // or the log was truncated): it must never be loaded.
+        // or the log was truncated): it must never be loaded. Its removal is made durable
+        // before new batches can reach its offset, or a crash could bring it back as valid.
         let stale: Vec<i64> = self.snapshots.range(leo + 1..).copied().collect();
-        for offset in stale {
+        for offset in &stale {
             tracing::info!(dir = %self.dir.display(), offset, "removing producer snapshot above the log end");
-            self.remove_snapshot(offset);
+            crate::index::remove_if_exists(&snapshot_path(&self.dir, *offset))?;
+            self.snapshots.remove(offset);
+        }
+        if !stale.is_empty() {
+            checkpoint::sync_dir(&self.dir)?;
         }
         let mut from = None;
         while let Some(&offset) = self.snapshots.last() {
@@ -401,25 +407,6 @@ impl ProducerStateManager {
         for offset in doomed {
             self.remove_snapshot(offset);
         }
-    }
-
-    /// After the log was truncated to `leo`: drops snapshots above it (durably, before any
-    /// new batch can reuse those offsets) and rebuilds the state.
-    pub fn truncate(
-        &mut self,
-        segments: &[Segment],
-        log_start: i64,
-        leo: i64,
-    ) -> Result<(), LogError> {
-        let above: Vec<i64> = self.snapshots.range(leo + 1..).copied().collect();
-        for offset in &above {
-            crate::index::remove_if_exists(&snapshot_path(&self.dir, *offset))?;
-            self.snapshots.remove(offset);
-        }
-        if !above.is_empty() {
-            checkpoint::sync_dir(&self.dir)?;
-        }
-        self.load(segments, log_start, leo)
     }
 
     /// The log restarted empty at some offset: nothing before it applies any more.
