@@ -83,6 +83,12 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
     ),
     ("log.cleanup.policy", "delete", PropType::List),
     ("compression.type", "producer", PropType::String),
+    ("producer.id.expiration.ms", "86400000", PropType::Int),
+    (
+        "producer.id.expiration.check.interval.ms",
+        "600000",
+        PropType::Int,
+    ),
     ("offsets.topic.num.partitions", "50", PropType::Int),
     ("offsets.topic.replication.factor", "1", PropType::Int),
     ("offsets.retention.minutes", "10080", PropType::Int),
@@ -144,6 +150,10 @@ pub struct BrokerConfig {
     pub request_read_timeout_ms: u64,
     pub retention_check_interval_ms: u64,
     pub flush_scheduler_interval_ms: u64,
+    /// An idempotent producer whose latest batch is this old is forgotten.
+    pub producer_id_expiration_ms: i64,
+    /// How often expired producer ids are looked for.
+    pub producer_id_expiration_check_interval_ms: u64,
     pub cleanup_policy: String,
     pub compression_type: String,
     pub offsets_topic_num_partitions: i32,
@@ -344,6 +354,10 @@ impl BrokerConfig {
             request_read_timeout_ms: positive("fjord.request.read.timeout.ms")? as u64,
             retention_check_interval_ms: positive("log.retention.check.interval.ms")? as u64,
             flush_scheduler_interval_ms: positive("log.flush.scheduler.interval.ms")? as u64,
+            producer_id_expiration_ms: positive("producer.id.expiration.ms")?,
+            producer_id_expiration_check_interval_ms: positive(
+                "producer.id.expiration.check.interval.ms",
+            )? as u64,
             cleanup_policy,
             compression_type,
             offsets_topic_num_partitions: positive("offsets.topic.num.partitions")? as i32,
@@ -506,6 +520,8 @@ mod tests {
         assert_eq!(c.log_defaults.max_message_bytes, 1048588);
         assert!(c.auto_create_topics);
         assert_eq!(c.num_partitions, 1);
+        assert_eq!(c.producer_id_expiration_ms, 86_400_000);
+        assert_eq!(c.producer_id_expiration_check_interval_ms, 600_000);
     }
 
     #[test]

@@ -5,14 +5,14 @@
 //! The set of partitions follows the metadata image: [`ReplicaManager::reconcile`] opens
 //! logs for partitions assigned here and deletes those whose topic is gone.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use fjord_controller::MetadataImage;
-use fjord_log::{batch, AppendInfo, Log, LogConfig, LogError};
+use fjord_log::{AppendInfo, Log, LogConfig, LogError};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -21,26 +21,9 @@ use crate::config::BrokerConfig;
 use crate::error::{code, BrokerError};
 use crate::topic_config;
 
-/// Kafka keeps the last five batches per producer to answer retries of in-flight requests.
-const PRODUCER_BATCH_CACHE: usize = 5;
 /// Written in each partition directory so a directory can never be mistaken for the
 /// partition of a later topic with the same name.
 const PARTITION_METADATA: &str = "partition.metadata";
-
-/// Sequence bookkeeping for one idempotent producer on one partition.
-#[derive(Debug, Default)]
-struct ProducerEntry {
-    epoch: i16,
-    /// (first sequence, last sequence, base offset) of the latest batches, oldest first.
-    batches: VecDeque<(i32, i32, i64)>,
-}
-
-/// What the idempotence check says about an incoming batch.
-enum SequenceCheck {
-    Append,
-    /// A retry of a batch already in the log: answer with its original base offset.
-    Duplicate(i64),
-}
 
 pub struct Partition {
     pub topic: String,
@@ -53,8 +36,6 @@ pub struct Partition {
     pub isr: RwLock<Vec<i32>>,
     /// Offsets below this are replicated to the whole ISR and visible to consumers.
     high_watermark: AtomicI64,
-    /// Serialises appends with the idempotence check that precedes them.
-    producers: Mutex<HashMap<i64, ProducerEntry>>,
     /// Whether `cleanup.policy` includes `delete`: a compact-only topic (such as
     /// `__consumer_offsets`) is never trimmed by time or size, as in Kafka.
     delete_retention: AtomicBool,
@@ -79,59 +60,13 @@ impl Partition {
         }
     }
 
-    /// Validates and appends a producer's batches; returns where they landed.
+    /// Validates and appends a producer's batches; returns where they landed. Idempotent
+    /// producers' sequences are checked by the log under its append lock, so a retry is
+    /// answered with the batch's original offsets (also after a restart) and never written
+    /// twice, however appends race.
     pub fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo, BrokerError> {
-        let mut producers = self.producers.lock();
-        // Validate the whole input before looking at sequences, so that a corrupt batch
-        // is reported as corrupt rather than as a sequence problem.
-        let mut headers = Vec::new();
-        for item in batch::iter(records) {
-            let (header, _) = item?;
-            headers.push(header);
-        }
-        if headers.is_empty() {
-            return Err(BrokerError::Kafka(
-                code::CORRUPT_MESSAGE,
-                "produce request carried no record batch".into(),
-            ));
-        }
-        let idempotent: Vec<_> = headers
-            .iter()
-            .filter(|h| h.producer_id >= 0 && h.base_sequence >= 0)
-            .collect();
-        if headers.len() == 1 && idempotent.len() == 1 {
-            if let SequenceCheck::Duplicate(base) = check_sequence(&producers, idempotent[0])? {
-                let h = idempotent[0];
-                return Ok(AppendInfo {
-                    base_offset: base,
-                    last_offset: base + h.last_offset_delta as i64,
-                    log_append_time: -1,
-                    log_start_offset: self.log.log_start_offset(),
-                });
-            }
-        } else {
-            for h in &idempotent {
-                check_sequence(&producers, h)?;
-            }
-        }
         let leader_epoch = self.leader_epoch.load(Ordering::Acquire);
         let info = self.log.append(records, leader_epoch, now_ms)?;
-        let mut offset = info.base_offset;
-        for h in &headers {
-            if h.producer_id >= 0 && h.base_sequence >= 0 {
-                let entry = producers.entry(h.producer_id).or_default();
-                if entry.epoch != h.producer_epoch {
-                    entry.epoch = h.producer_epoch;
-                    entry.batches.clear();
-                }
-                let last_seq = h.base_sequence.wrapping_add(h.last_offset_delta);
-                entry.batches.push_back((h.base_sequence, last_seq, offset));
-                if entry.batches.len() > PRODUCER_BATCH_CACHE {
-                    entry.batches.pop_front();
-                }
-            }
-            offset += h.last_offset_delta as i64 + 1;
-        }
         // One replica: everything appended is fully replicated at once. With followers this
         // becomes the minimum log end offset across the ISR.
         if self.isr.read().len() <= 1 {
@@ -146,51 +81,6 @@ impl Partition {
         self.high_watermark
             .store(self.log.log_end_offset(), Ordering::Release);
     }
-}
-
-fn check_sequence(
-    producers: &HashMap<i64, ProducerEntry>,
-    h: &batch::BatchHeader,
-) -> Result<SequenceCheck, BrokerError> {
-    let Some(entry) = producers.get(&h.producer_id) else {
-        // State for this producer was lost (restart) or it is new: accept its sequence.
-        return Ok(SequenceCheck::Append);
-    };
-    if h.producer_epoch < entry.epoch {
-        return Err(BrokerError::Kafka(
-            code::INVALID_PRODUCER_EPOCH,
-            format!(
-                "Producer's epoch {} is older than the latest epoch {} for producer {}",
-                h.producer_epoch, entry.epoch, h.producer_id
-            ),
-        ));
-    }
-    if h.producer_epoch > entry.epoch {
-        return Ok(SequenceCheck::Append);
-    }
-    let last_seq = h.base_sequence.wrapping_add(h.last_offset_delta);
-    if let Some(&(_, _, base)) = entry
-        .batches
-        .iter()
-        .find(|(first, last, _)| *first == h.base_sequence && *last == last_seq)
-    {
-        return Ok(SequenceCheck::Duplicate(base));
-    }
-    let expected = entry
-        .batches
-        .back()
-        .map(|(_, last, _)| if *last == i32::MAX { 0 } else { last + 1 })
-        .unwrap_or(0);
-    if h.base_sequence != expected {
-        return Err(BrokerError::Kafka(
-            code::OUT_OF_ORDER_SEQUENCE_NUMBER,
-            format!(
-                "Out of order sequence number for producer {}: {} (incoming seq. number), {} (expected)",
-                h.producer_id, h.base_sequence, expected
-            ),
-        ));
-    }
-    Ok(SequenceCheck::Append)
 }
 
 pub struct ReplicaManager {
@@ -299,7 +189,6 @@ impl ReplicaManager {
                 replicas: RwLock::new(p.replicas.clone()),
                 isr: RwLock::new(p.isr.clone()),
                 high_watermark: AtomicI64::new(leo),
-                producers: Mutex::new(HashMap::new()),
                 delete_retention: AtomicBool::new(delete_retention),
             });
             self.partitions
@@ -395,6 +284,18 @@ impl ReplicaManager {
         }
     }
 
+    /// Forgets idempotent producers idle for `producer.id.expiration.ms`; run every
+    /// `producer.id.expiration.check.interval.ms`.
+    pub fn expire_producers(&self, now_ms: i64) {
+        let expiration_ms = self.config.producer_id_expiration_ms;
+        for p in self.all() {
+            let n = p.log.remove_expired_producers(now_ms, expiration_ms);
+            if n > 0 {
+                tracing::debug!(topic = %p.topic, partition = p.index, producers = n, "expired producer ids");
+            }
+        }
+    }
+
     /// flush.ms policy for every partition.
     pub fn flush_due(&self, now_ms: i64) {
         for p in self.all() {
@@ -482,7 +383,6 @@ mod tests {
             replicas: RwLock::new(vec![1]),
             isr: RwLock::new(vec![1]),
             high_watermark: AtomicI64::new(0),
-            producers: Mutex::new(HashMap::new()),
             delete_retention: AtomicBool::new(true),
         }
     }

@@ -169,13 +169,18 @@ impl Server {
     }
 }
 
-/// Retention and time-based flushing, each on its own interval.
+/// Retention, time-based flushing and producer-id expiration, each on its own interval.
 async fn maintenance(state: Arc<BrokerState>) {
     let retention_every = Duration::from_millis(state.config.retention_check_interval_ms);
     // flush.ms is per topic; checking once a second is as fine-grained as is useful.
     let flush_every = Duration::from_millis(state.config.flush_scheduler_interval_ms.min(1000));
     let mut retention = tokio::time::interval(retention_every);
     let mut flush = tokio::time::interval(flush_every);
+    // The first tick is immediate: Kafka drops expired producers as it loads a snapshot,
+    // and this is the same for the state the logs restored at start.
+    let mut producers = tokio::time::interval(Duration::from_millis(
+        state.config.producer_id_expiration_check_interval_ms,
+    ));
     loop {
         tokio::select! {
             _ = retention.tick() => {
@@ -185,6 +190,10 @@ async fn maintenance(state: Arc<BrokerState>) {
             _ = flush.tick() => {
                 let s = state.clone();
                 let _ = tokio::task::spawn_blocking(move || s.replicas.flush_due(now_ms())).await;
+            }
+            _ = producers.tick() => {
+                let s = state.clone();
+                let _ = tokio::task::spawn_blocking(move || s.replicas.expire_producers(now_ms())).await;
             }
         }
     }

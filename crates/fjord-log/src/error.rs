@@ -22,6 +22,12 @@ pub enum LogError {
         value: String,
         reason: String,
     },
+    /// An idempotent producer skipped or reordered sequence numbers.
+    #[error("{0}")]
+    OutOfOrderSequence(String),
+    /// A batch from a producer epoch older than one already seen (a fenced zombie producer).
+    #[error("{0}")]
+    InvalidProducerEpoch(String),
     /// The file system failed us; the partition's storage is suspect.
     #[error("log storage error while {context}: {source}")]
     Io {
@@ -40,6 +46,8 @@ impl LogError {
             LogError::BatchTooLarge { .. } => 10,
             LogError::OffsetOutOfRange { .. } => 1,
             LogError::InvalidConfig { .. } => 40,
+            LogError::OutOfOrderSequence(_) => 45,
+            LogError::InvalidProducerEpoch(_) => 47,
             LogError::Io { .. } => 56,
         }
     }

@@ -10,6 +10,7 @@ pub mod config;
 mod error;
 mod index;
 mod log;
+mod producer_state;
 mod segment;
 #[cfg(test)]
 mod testutil;
@@ -18,3 +19,4 @@ pub use batch::{BatchHeader, BATCH_HEADER_LEN};
 pub use config::{LogConfig, TimestampType};
 pub use error::LogError;
 pub use log::{AppendInfo, Log, ReadInfo};
+pub use producer_state::{BatchMetadata, ProducerEntry, PRODUCER_BATCH_CACHE};

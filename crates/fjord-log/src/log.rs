@@ -19,6 +19,7 @@ use crate::checkpoint::{
 use crate::config::{LogConfig, TimestampType};
 use crate::error::IoContext;
 use crate::index::remove_if_exists;
+use crate::producer_state::{Admission, ProducerEntry, ProducerStateManager};
 use crate::segment::{self, Segment, SegmentView};
 use crate::LogError;
 
@@ -68,6 +69,8 @@ struct Inner {
     persisted_rp: i64,
     /// Bumped by truncation so a flush that raced with it does not claim new data as durable.
     generation: u64,
+    /// Idempotent producers' sequences; checked and updated under this lock with each append.
+    producers: ProducerStateManager,
 }
 
 struct FlushState {
@@ -218,6 +221,8 @@ impl Log {
             epochs.store(&dir)?;
         }
         checkpoint::write_offset(&dir, RECOVERY_POINT_FILE, leo)?;
+        let mut producers = ProducerStateManager::new(&dir);
+        producers.load(&segments, log_start, leo)?;
         tracing::debug!(dir = %dir.display(), log_start, leo, clean, segments = segments.len(), "log opened");
         Ok(Log {
             dir,
@@ -232,6 +237,7 @@ impl Log {
                 clean_marker: false,
                 persisted_rp: leo,
                 generation: 0,
+                producers,
             }),
             leo: AtomicI64::new(leo),
             flush: Mutex::new(FlushState {
@@ -284,6 +290,22 @@ impl Log {
         let mut inner = self.inner.lock();
         let log_append = inner.config.timestamp_type == TimestampType::LogAppendTime;
         let base = inner.leo();
+        let append_time = log_append.then_some(now_ms);
+        let updated =
+            match inner
+                .producers
+                .check(headers.iter().map(|(h, _)| h), base, append_time)?
+            {
+                Admission::Append(updated) => updated,
+                Admission::Duplicate(b) => {
+                    return Ok(AppendInfo {
+                        base_offset: b.first_offset,
+                        last_offset: b.last_offset(),
+                        log_append_time: if log_append { b.timestamp } else { -1 },
+                        log_start_offset: inner.log_start,
+                    })
+                }
+            };
         self.maybe_roll(
             &mut inner,
             batches.len() as u64,
@@ -307,6 +329,7 @@ impl Log {
             next = h.last_offset() + 1;
         }
         self.write_batches(&mut inner, batches, &headers, now_ms)?;
+        inner.producers.commit(updated);
         if inner.epochs.assign(leader_epoch, base) {
             inner.epochs.store(&self.dir)?;
         }
@@ -363,6 +386,7 @@ impl Log {
         self.write_batches(&mut inner, batches, &headers, now_ms)?;
         let mut epochs_changed = false;
         for (h, _) in &headers {
+            inner.producers.replay(h);
             epochs_changed |= inner.epochs.assign(h.partition_leader_epoch, h.base_offset);
         }
         if epochs_changed {
@@ -418,6 +442,10 @@ impl Log {
             let seg = Segment::create(&self.dir, first_offset)?;
             inner.segments.push(seg);
             inner.dir_dirty = true;
+            // Everything below the new segment is in the producer state: a crash from here
+            // on rebuilds it from this snapshot and the new segment's headers alone. It is
+            // written (with its fsyncs) by the next flush check, not on the append path.
+            inner.producers.prepare_snapshot(first_offset);
         }
         Ok(())
     }
@@ -658,9 +686,12 @@ impl Log {
     }
 
     /// flush.ms: flushes if the oldest unflushed append is at least flush.ms old.
+    /// Also writes the producer snapshot a segment roll prepared.
     pub fn flush_if_due(&self, now_ms: i64) -> Result<(), LogError> {
         let due = {
-            let inner = self.inner.lock();
+            let mut inner = self.inner.lock();
+            let log_start = inner.log_start;
+            inner.producers.write_prepared(log_start);
             inner
                 .first_unflushed_ms
                 .is_some_and(|t| now_ms.saturating_sub(t) >= inner.config.flush_ms)
@@ -721,6 +752,7 @@ impl Log {
         if inner.epochs.truncate_from_start(start) {
             inner.epochs.store(&self.dir)?;
         }
+        inner.producers.prune(start);
         Ok(())
     }
 
@@ -756,6 +788,7 @@ impl Log {
             }
             let start = offset.max(0);
             inner.segments.push(Segment::create(&self.dir, start)?);
+            inner.producers.reset()?;
             self.set_log_start(&mut inner, start)?;
         } else {
             while inner.segments.len() > 1 && inner.active().base_offset >= offset {
@@ -773,6 +806,14 @@ impl Log {
         if inner.epochs.truncate_from_end(leo) {
             inner.epochs.store(&self.dir)?;
         }
+        let Inner {
+            producers,
+            segments,
+            log_start,
+            ..
+        } = &mut *inner;
+        // Drops the snapshots above the new end (durably) and rebuilds from what is left.
+        producers.load(segments, *log_start, leo)?;
         if inner.persisted_rp > leo {
             checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, leo)?;
             inner.persisted_rp = leo;
@@ -788,6 +829,24 @@ impl Log {
 
     pub fn update_config(&self, config: LogConfig) {
         self.inner.lock().config = config;
+    }
+
+    /// What the log remembers of an idempotent producer.
+    pub fn producer_state(&self, producer_id: i64) -> Option<ProducerEntry> {
+        self.inner.lock().producers.entry(producer_id).cloned()
+    }
+
+    /// Number of producer ids with state in this partition.
+    pub fn producer_count(&self) -> usize {
+        self.inner.lock().producers.len()
+    }
+
+    /// Forgets producers idle for `producer.id.expiration.ms`; returns how many.
+    pub fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.inner
+            .lock()
+            .producers
+            .remove_expired(now_ms, expiration_ms)
     }
 
     /// Latest leader epoch recorded in the leader-epoch cache.
@@ -809,6 +868,10 @@ impl Log {
         for seg in &mut inner.segments {
             seg.write_pending_indexes()?;
         }
+        // The next open then loads the producer state without scanning any batch.
+        let (leo, log_start) = (inner.leo(), inner.log_start);
+        inner.producers.write_prepared(log_start);
+        inner.producers.snapshot_or_warn(leo, log_start);
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         std::fs::File::create(&marker)
             .and_then(|f| f.sync_all())

@@ -84,6 +84,20 @@ impl TestBroker {
         self._tmp.take()
     }
 
+    /// Simulates the process being killed: the server task is dropped where it stands, so
+    /// no log is flushed or closed (no clean-shutdown marker, no snapshot at close). What
+    /// was written stays in the files, as the page cache keeps it when a process dies.
+    /// Close this broker's clients first so their connection tasks end too.
+    pub async fn crash(mut self) -> Option<tempfile::TempDir> {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+            let _ = h.await;
+        }
+        // Only now: dropping the sender earlier would have started a clean shutdown.
+        self.stop.take();
+        self._tmp.take()
+    }
+
     pub async fn client(&self) -> Client {
         Client::connect(self.addr).await
     }

@@ -1,0 +1,210 @@
+//! Idempotent producers across broker restarts: a retried batch keeps its original offset
+//! and is stored once, and a sequence gap is refused, after a clean shutdown and after a
+//! crash alike.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::{s, values, Client, TestBroker};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
+use kafka_protocol::messages::*;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+const TOPIC: &str = "idempotent";
+const PID: i64 = 4000;
+
+/// One batch from an idempotent producer, as a client encodes it: one record per value,
+/// sequences counting up from `first_seq`.
+fn idempotent_batch(epoch: i16, first_seq: i32, vals: &[&str]) -> Bytes {
+    let records: Vec<Record> = vals
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: PID,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: first_seq + i as i32,
+            // Now, so that producer.id.expiration.ms cannot expire the producer mid-test.
+            timestamp: now_ms(),
+            key: None,
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Snappy,
+        },
+    )
+    .expect("encode batch");
+    buf.freeze()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn produce(c: &mut Client, records: Bytes) -> PartitionProduceResponse {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(s(TOPIC)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
+    let mut r = c.request(req, 9).await;
+    r.responses.remove(0).partition_responses.remove(0)
+}
+
+/// Produces and returns the base offset, failing the test on any error.
+async fn produce_ok(c: &mut Client, records: Bytes) -> i64 {
+    let r = produce(c, records).await;
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    r.base_offset
+}
+
+async fn create_topic(c: &mut Client) {
+    let created = c
+        .request(
+            CreateTopicsRequest::default()
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(s(TOPIC)))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1)])
+                .with_timeout_ms(5000),
+            7,
+        )
+        .await;
+    assert_eq!(created.topics[0].error_code, 0);
+}
+
+async fn all_values(c: &mut Client) -> Vec<String> {
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(s(TOPIC)))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let r = c.request(req, 12).await;
+    let records = r.responses[0].partitions[0]
+        .records
+        .clone()
+        .unwrap_or_default();
+    values(records)
+        .into_iter()
+        .map(|v| String::from_utf8(v).expect("utf-8 value"))
+        .collect()
+}
+
+#[tokio::test]
+async fn retries_keep_their_offsets_and_gaps_are_refused_after_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_in(tmp.path(), &[]).await;
+    let mut c = broker.client().await;
+    create_topic(&mut c).await;
+    assert_eq!(
+        produce_ok(&mut c, idempotent_batch(0, 0, &["a", "b", "c"])).await,
+        0
+    );
+    assert_eq!(
+        produce_ok(&mut c, idempotent_batch(0, 3, &["d", "e"])).await,
+        3
+    );
+    // A plain batch after them, so a retry appended again could not land on its old offset.
+    let plain = common::batch(&[b"plain"], None, 0, Compression::None);
+    assert_eq!(produce_ok(&mut c, plain).await, 5);
+    drop(c);
+    broker.stop().await;
+
+    // Clean restart: the state comes from the snapshot written at close.
+    let broker = TestBroker::start_in(tmp.path(), &[]).await;
+    let mut c = broker.client().await;
+    assert_eq!(
+        produce_ok(&mut c, idempotent_batch(0, 0, &["a", "b", "c"])).await,
+        0
+    );
+    assert_eq!(
+        produce_ok(&mut c, idempotent_batch(0, 3, &["d", "e"])).await,
+        3
+    );
+    let gap = produce(&mut c, idempotent_batch(0, 9, &["x"])).await;
+    assert_eq!(gap.error_code, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+    assert_eq!(produce_ok(&mut c, idempotent_batch(0, 5, &["f"])).await, 6);
+    drop(c);
+    broker.crash().await;
+
+    // After a crash: no snapshot at the log end, so the batch headers are scanned.
+    let broker = TestBroker::start_in(tmp.path(), &[]).await;
+    let mut c = broker.client().await;
+    assert_eq!(produce_ok(&mut c, idempotent_batch(0, 5, &["f"])).await, 6);
+    assert_eq!(
+        produce_ok(&mut c, idempotent_batch(0, 3, &["d", "e"])).await,
+        3
+    );
+    let gap = produce(&mut c, idempotent_batch(0, 7, &["y"])).await;
+    assert_eq!(gap.error_code, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+    let stale_epoch = produce(&mut c, idempotent_batch(-1, 0, &["z"])).await;
+    assert_eq!(stale_epoch.error_code, 47, "INVALID_PRODUCER_EPOCH");
+    assert_eq!(
+        all_values(&mut c).await,
+        ["a", "b", "c", "d", "e", "plain", "f"]
+    );
+    drop(c);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn idle_producer_ids_expire() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_in(
+        tmp.path(),
+        &[
+            ("producer.id.expiration.ms", "1"),
+            ("producer.id.expiration.check.interval.ms", "20"),
+        ],
+    )
+    .await;
+    let mut c = broker.client().await;
+    create_topic(&mut c).await;
+    assert_eq!(produce_ok(&mut c, idempotent_batch(0, 0, &["a"])).await, 0);
+    // While the producer is known, sequence 10 is a gap; once its state has expired it is
+    // an unknown producer again, which may start at any sequence (KIP-360).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = produce(&mut c, idempotent_batch(0, 10, &["b"])).await;
+        if r.error_code == 0 {
+            assert_eq!(r.base_offset, 1);
+            break;
+        }
+        assert_eq!(r.error_code, 45);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "producer state never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(c);
+    broker.stop().await;
+}
