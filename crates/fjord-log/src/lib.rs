@@ -10,6 +10,7 @@ pub mod config;
 mod error;
 mod index;
 mod log;
+pub mod records;
 mod segment;
 #[cfg(test)]
 mod testutil;
