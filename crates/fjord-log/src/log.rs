@@ -19,6 +19,7 @@ use crate::checkpoint::{
 use crate::config::{LogConfig, TimestampType};
 use crate::error::IoContext;
 use crate::index::remove_if_exists;
+use crate::records;
 use crate::segment::{self, Segment, SegmentView};
 use crate::LogError;
 
@@ -271,6 +272,8 @@ impl Log {
                     h.records_count, h.last_offset_delta
                 )));
             }
+            // A record may not inflate past what the topic lets one batch store.
+            records::validate_records(&batches[range.clone()], &h, max as usize)?;
             headers.push((h, range.start));
         }
         if headers.is_empty() {
