@@ -41,15 +41,24 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().expect("gzip to memory")
 }
 
+fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::encode_all(data, 3).expect("zstd to memory")
+}
+
 /// A v2 gzip batch with a valid CRC around `payload`, base offset `base`.
 fn gzip_batch(base: i64, payload: &[u8], count: i32, ts: i64) -> Vec<u8> {
+    codec_batch(base, 1, payload, count, ts)
+}
+
+/// A v2 batch compressed with codec `codec` (1 gzip, 4 zstd), with a valid CRC.
+fn codec_batch(base: i64, codec: i16, payload: &[u8], count: i32, ts: i64) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&base.to_be_bytes());
     b.extend_from_slice(&((49 + payload.len()) as i32).to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes());
     b.push(2);
     b.extend_from_slice(&[0; 4]);
-    b.extend_from_slice(&1i16.to_be_bytes());
+    b.extend_from_slice(&codec.to_be_bytes());
     b.extend_from_slice(&(count - 1).to_be_bytes());
     b.extend_from_slice(&ts.to_be_bytes());
     b.extend_from_slice(&ts.to_be_bytes());
@@ -63,9 +72,10 @@ fn gzip_batch(base: i64, payload: &[u8], count: i32, ts: i64) -> Vec<u8> {
     b
 }
 
-/// About 400 KiB of gzip holding one record whose value is 400 MiB of zeros: gzip members
-/// of one compressed MiB each, concatenated as Kafka's readers allow.
-fn bomb(base: i64, key: &[u8]) -> Vec<u8> {
+/// About 400 KiB of gzip (or much less zstd) holding one record whose value is 400 MiB of
+/// zeros: gzip members or zstd frames of one MiB each, concatenated as Kafka's readers allow.
+fn bomb(base: i64, key: &[u8], codec: i16) -> Vec<u8> {
+    let compress = if codec == 4 { zstd } else { gzip };
     const VALUE: usize = 400 << 20;
     let mut body_head = vec![0u8];
     put_varint(&mut body_head, 0);
@@ -76,13 +86,13 @@ fn bomb(base: i64, key: &[u8]) -> Vec<u8> {
     let mut head = Vec::new();
     put_varint(&mut head, (body_head.len() + VALUE + 1) as i64);
     head.extend_from_slice(&body_head);
-    let mut payload = gzip(&head);
-    let zeros = gzip(&vec![0u8; 1 << 20]);
+    let mut payload = compress(&head);
+    let zeros = compress(&vec![0u8; 1 << 20]);
     for _ in 0..VALUE >> 20 {
         payload.extend_from_slice(&zeros);
     }
-    payload.extend_from_slice(&gzip(&[0])); // the record's header count
-    gzip_batch(base, &payload, 1, 1000)
+    payload.extend_from_slice(&compress(&[0])); // the record's header count
+    codec_batch(base, codec, &payload, 1, 1000)
 }
 
 /// A gzip batch of two well-formed records whose offset deltas are 0 and 5.
@@ -143,7 +153,7 @@ async fn produce_refuses_bombs_and_malformed_records_and_keeps_serving() {
     let mut c = broker.client().await;
     create_topic(&mut c, "t").await;
 
-    let bomb = bomb(0, b"k");
+    let bomb = bomb(0, b"k", 1);
     assert!(bomb.len() < 1 << 20, "the bomb fits max.message.bytes");
     let (code, message) = produce(&mut c, "t", Bytes::from(bomb)).await;
     assert_eq!(
@@ -231,7 +241,8 @@ async fn offsets_replay_skips_undecodable_records_and_bombs() {
     broker.stop().await;
 
     // What an older broker may have stored, or a forged produce: a commit for the same key
-    // whose value does not decode, and a bomb whose single record is a commit for it too.
+    // whose value does not decode, and a zstd bomb whose single record is a commit for it
+    // too (zstd, because the decoder replay used before reads every frame of it).
     {
         let log = Log::open(
             tmp.path().join("__consumer_offsets-0"),
@@ -243,14 +254,33 @@ async fn offsets_replay_skips_undecodable_records_and_bombs() {
         let mut forged = forged.to_vec();
         forged[..8].copy_from_slice(&log.log_end_offset().to_be_bytes());
         log.append_as_follower(&forged).expect("append forged");
-        log.append_as_follower(&bomb(log.log_end_offset(), &key))
+        log.append_as_follower(&bomb(log.log_end_offset(), &key, 4))
             .expect("append bomb");
         log.close().expect("close offsets log");
     }
 
+    // Writing 5 to clear_refs resets the peak resident set (VmHWM) to the current one, so
+    // the peak below is the restart's own. Where the kernel refuses, only the commit counts.
+    let rss_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let rss_before = status_kb("VmRSS:");
     let broker = TestBroker::start_in(tmp.path(), PROPS).await;
     let mut c = broker.client().await;
     wait_for_coordinator(&mut c).await;
+    if let (true, Some(before), Some(peak)) = (rss_reset, rss_before, status_kb("VmHWM:")) {
+        let grown = peak.saturating_sub(before);
+        eprintln!("restart with a 400 MiB bomb in __consumer_offsets: peak RSS grew {grown} kB");
+        assert!(
+            grown < 100 << 10,
+            "replay grew the resident set by {grown} kB"
+        );
+    }
     assert_eq!(committed(&mut c, "g").await, 42, "the good commit survives");
     broker.stop().await;
+}
+
+/// A status line of this process in kB (`VmRSS`, `VmHWM`).
+fn status_kb(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
