@@ -51,7 +51,7 @@ pub struct Record<'r> {
 /// What the broker learns from reading every record of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordsSummary {
-    /// Records actually present (equal to the header's count once validated).
+    /// Records read (equal to the header's count once validated).
     pub count: i32,
     /// Largest record timestamp (`base_timestamp + delta`), -1 if none is set.
     pub max_timestamp: i64,
@@ -79,7 +79,7 @@ pub struct RecordReader<'a> {
     codec: u8,
     /// Records the header declares.
     declared: i32,
-    /// Records returned so far.
+    /// Records read so far, counting those skipped as too large.
     read: i32,
     /// Decompressed bytes consumed so far.
     consumed: u64,
@@ -166,7 +166,7 @@ impl<'a> RecordReader<'a> {
         })
     }
 
-    /// Records returned so far.
+    /// Records read so far, counting those skipped as too large.
     pub fn records_read(&self) -> i32 {
         self.read
     }
