@@ -18,6 +18,12 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 /// One uncompressed batch of roughly `size` bytes, made of 1 KiB records.
 fn make_batch(size: usize) -> Vec<u8> {
+    make_batch_with(size, Compression::None)
+}
+
+/// Like [`make_batch`], compressed with `compression`; values are text-like so that the
+/// codecs have something to do.
+fn make_batch_with(size: usize, compression: Compression) -> Vec<u8> {
     let count = (size / 1024).max(1);
     let value_len = size / count - 40;
     let records: Vec<Record> = (0..count)
@@ -33,14 +39,18 @@ fn make_batch(size: usize) -> Vec<u8> {
             sequence: i as i32 - 1,
             timestamp: 1_700_000_000_000 + i as i64,
             key: None,
-            value: Some(Bytes::from(vec![b'x'; value_len])),
+            value: Some(Bytes::from(
+                (0..value_len)
+                    .map(|j| b"fjord record payload "[(i + j) % 21])
+                    .collect::<Vec<u8>>(),
+            )),
             headers: Default::default(),
         })
         .collect();
     let mut buf = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,
-        compression: Compression::None,
+        compression,
     };
     if let Err(e) = RecordBatchEncoder::encode(&mut buf, &records, &options) {
         eprintln!("encoding failed: {e}");
@@ -155,6 +165,28 @@ fn bench_read(root: &Path, total: usize) -> f64 {
     bytes as f64 / MIB / secs
 }
 
+/// Produce-time record validation alone (the part of an append that reads inside batches):
+/// uncompressed MB/s and records/s over 16 KiB batches of 1 KiB records.
+fn bench_validate(compression: Compression) -> (f64, f64) {
+    let batch = make_batch_with(16 * 1024, compression);
+    let header = check(fjord_log::batch::validate(&batch));
+    let records = header.records_count as f64;
+    let rounds = 20_000;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        check(fjord_log::records::validate_records(
+            &batch,
+            &header,
+            1 << 20,
+        ));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    (
+        16.0 * 1024.0 * rounds as f64 / secs / MIB,
+        records * rounds as f64 / secs,
+    )
+}
+
 fn main() {
     let root = std::env::args()
         .nth(1)
@@ -188,5 +220,17 @@ fn main() {
     );
     let mbps = bench_read(&root, gib);
     println!("sequential read (1 MiB fetches, page cache warm): {mbps:8.1} MB/s");
+    for (name, compression) in [
+        ("none", Compression::None),
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ] {
+        let (mbps, rate) = bench_validate(compression);
+        println!(
+            "validate records, 16 KiB batches, {name:>6}: {mbps:8.1} MB/s, {rate:10.0} records/s"
+        );
+    }
     let _ = std::fs::remove_dir_all(&root);
 }

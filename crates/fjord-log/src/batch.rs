@@ -220,6 +220,14 @@ pub(crate) fn stamp_log_append_time(buf: &mut [u8], total_len: usize, now_ms: i6
     buf[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Sets the max timestamp of a CreateTime batch to what its records hold and recomputes the
+/// CRC, as a Kafka broker corrects a producer's header before storing the batch.
+pub(crate) fn set_max_timestamp(buf: &mut [u8], total_len: usize, max_timestamp: i64) {
+    buf[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[CRC_START..total_len]);
+    buf[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

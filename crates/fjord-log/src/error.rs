@@ -6,6 +6,13 @@ pub enum LogError {
     /// A record batch failed validation (short, inconsistent length, bad CRC, bad offsets).
     #[error("corrupt record batch: {0}")]
     CorruptBatch(String),
+    /// A record inside a batch is malformed: wrong count, out-of-order offset deltas, a
+    /// length that disagrees with its contents, trailing data (Kafka's InvalidRecordException).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// One record inflates past the largest record the reader may hold.
+    #[error("record of {size} bytes is larger than the limit of {max} bytes")]
+    RecordTooLarge { size: usize, max: usize },
     /// The batch uses an old message format (magic 0 or 1) that Fjord does not store.
     #[error("unsupported record batch magic {0}; only magic 2 (Kafka 0.11+) is supported")]
     UnsupportedMagic(i8),
@@ -42,6 +49,9 @@ impl LogError {
     pub fn kafka_code(&self) -> i16 {
         match self {
             LogError::CorruptBatch(_) => 2,
+            LogError::InvalidRecord(_) => 87,
+            // MESSAGE_TOO_LARGE, as a producer's own record-size check would have answered.
+            LogError::RecordTooLarge { .. } => 10,
             LogError::UnsupportedMagic(_) => 43,
             LogError::BatchTooLarge { .. } => 10,
             LogError::OffsetOutOfRange { .. } => 1,

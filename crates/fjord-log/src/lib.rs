@@ -11,6 +11,7 @@ mod error;
 mod index;
 mod log;
 mod producer_state;
+pub mod records;
 mod segment;
 #[cfg(test)]
 mod testutil;

@@ -20,6 +20,7 @@ use crate::config::{LogConfig, TimestampType};
 use crate::error::IoContext;
 use crate::index::remove_if_exists;
 use crate::producer_state::{Admission, ProducerEntry, ProducerStateManager};
+use crate::records;
 use crate::segment::{self, Segment, SegmentView};
 use crate::LogError;
 
@@ -262,6 +263,8 @@ impl Log {
     ) -> Result<AppendInfo, LogError> {
         let max = self.inner.lock().config.max_message_bytes;
         let mut headers = Vec::new();
+        // The largest record timestamp of each batch, which its header must carry.
+        let mut record_max_ts = Vec::new();
         for item in batch::iter(batches) {
             let (h, range) = item?;
             if h.total_len() > max as usize {
@@ -277,6 +280,9 @@ impl Log {
                     h.records_count, h.last_offset_delta
                 )));
             }
+            // A record may not inflate past what the topic lets one batch store.
+            let summary = records::validate_records(&batches[range.clone()], &h, max as usize)?;
+            record_max_ts.push(summary.max_timestamp);
             headers.push((h, range.start));
         }
         if headers.is_empty() {
@@ -314,7 +320,7 @@ impl Log {
             base + count - 1,
         )?;
         let mut next = base;
-        for (h, start) in headers.iter_mut() {
+        for ((h, start), record_max) in headers.iter_mut().zip(&record_max_ts) {
             let total = h.total_len();
             let bytes = &mut batches[*start..*start + total];
             batch::set_base_offset(bytes, next);
@@ -325,6 +331,11 @@ impl Log {
                 batch::stamp_log_append_time(bytes, total, now_ms);
                 h.attributes |= 1 << 3;
                 h.max_timestamp = now_ms;
+            } else if h.max_timestamp != *record_max {
+                // The time index and ListOffsets trust the header; a producer's wrong max
+                // would hide records from timestamp lookups.
+                batch::set_max_timestamp(bytes, total, *record_max);
+                h.max_timestamp = *record_max;
             }
             next = h.last_offset() + 1;
         }

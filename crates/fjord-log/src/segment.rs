@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use crate::batch::{self, BatchHeader, BATCH_HEADER_LEN};
 use crate::error::IoContext;
 use crate::index::{remove_if_exists, IndexFile, OffsetEntry, TimeEntry};
+use crate::records;
 use crate::LogError;
 
 /// Read size for recovery scans: large sequential reads.
@@ -534,15 +535,9 @@ pub(crate) fn find_by_timestamp(
                 // Every record of a LogAppendTime batch carries the batch's max timestamp.
                 return Ok(Some((h.base_offset.max(min_offset), h.max_timestamp)));
             }
-            let mut data = Bytes::copy_from_slice(win.get(pos, h.total_len())?);
-            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut data)
-                .map_err(|e| LogError::CorruptBatch(format!("decoding records: {e}")))?;
-            if let Some(r) = set
-                .records
-                .iter()
-                .find(|r| r.offset >= min_offset && r.timestamp >= ts)
-            {
-                return Ok(Some((r.offset, r.timestamp)));
+            let data = win.get(pos, h.total_len())?;
+            if let Some(found) = records::find_timestamp(data, &h, ts, min_offset)? {
+                return Ok(Some(found));
             }
         }
         pos += h.total_len() as u64;

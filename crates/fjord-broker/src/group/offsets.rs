@@ -3,9 +3,11 @@
 //! tools), and replaying a partition's log into those records at startup.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use fjord_log::Log;
+use fjord_log::records::{self, RecordReader};
+use fjord_log::{Log, LogError};
+use indexmap::IndexMap;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 use crate::error::BrokerError;
@@ -336,43 +338,103 @@ pub fn batch(records: &[Record]) -> Result<BytesMut, BrokerError> {
     Ok(buf)
 }
 
-/// Reads a partition of the topic from its start, in offset order: every (key, value)
-/// record. Batches that do not decode are skipped with a warning rather than stopping
-/// the broker: one bad batch must not cost every group its offsets.
+/// Whether a record's key and value are ones replay can apply.
+fn decodable(key: &[u8], value: Option<&[u8]>) -> bool {
+    match Key::decode(key) {
+        Some(Key::Offset { .. }) => value.is_none_or(|v| OffsetValue::decode(v).is_some()),
+        Some(Key::Group { .. }) => value.is_none_or(|v| GroupValue::decode(v).is_some()),
+        None => false,
+    }
+}
+
+/// Individual warnings per partition before replay only counts what it skips.
+const REPLAY_WARNINGS: u32 = 20;
+
+/// Counts what replay skips, warning for the first few and summing up the rest.
+struct Skipped {
+    warned: u32,
+    total: u64,
+}
+
+impl Skipped {
+    fn note(&mut self, offset: i64, what: &dyn std::fmt::Display) {
+        self.total += 1;
+        if self.warned < REPLAY_WARNINGS {
+            self.warned += 1;
+            tracing::warn!(offset, "{TOPIC} replay skips {what}");
+        }
+    }
+}
+
+/// Reads a partition of the topic from its start, in offset order, and returns the latest
+/// (key, value) of every key that decodes; a `None` value is a tombstone.
+///
+/// Records are read one at a time through a bounded buffer, never by inflating a batch, and
+/// no record larger than the topic's `max.message.bytes` is held. Anything that does not
+/// decode is skipped with a warning rather than trusted or allowed to stop the broker: a
+/// batch whose records are malformed is skipped whole, and so is a single record that is
+/// too large or whose key or value does not decode. One bad record must not cost every
+/// group its offsets, nor overwrite a good commit.
 pub fn read_all(log: &Log) -> Result<Vec<(Bytes, Option<Bytes>)>, BrokerError> {
-    let mut out = Vec::new();
+    let max_record = log.config().max_message_bytes as usize;
+    // Replay keeps the last value per key, as the coordinator's maps would: memory follows
+    // the live state, not the length of the log.
+    let mut latest: IndexMap<Bytes, Option<Bytes>> = IndexMap::new();
+    let mut skipped = Skipped {
+        warned: 0,
+        total: 0,
+    };
     let mut offset = log.log_start_offset();
     while offset < log.log_end_offset() {
         let info = log.read(offset, LOAD_READ_BYTES, i64::MAX, true)?;
-        let mut buf = info.bytes;
         let mut progressed = false;
-        // A batch header is 61 bytes; base offset at 0, length at 8, last offset delta at
-        // 23, attributes at 21 (bit 5: control batch).
-        while buf.len() >= 61 {
-            let base = i64::from_be_bytes(buf[0..8].try_into().unwrap_or_default());
-            let len = i32::from_be_bytes(buf[8..12].try_into().unwrap_or_default());
-            let total = 12 + len.max(0) as usize;
-            if len < 49 || total > buf.len() {
-                break;
-            }
-            let attributes = i16::from_be_bytes(buf[21..23].try_into().unwrap_or_default());
-            let last_delta = i32::from_be_bytes(buf[23..27].try_into().unwrap_or_default());
-            let mut one = buf.split_to(total);
-            offset = base + last_delta as i64 + 1;
+        for item in fjord_log::batch::iter(&info.bytes) {
+            let Ok((h, range)) = item else { break };
+            offset = h.last_offset() + 1;
             progressed = true;
-            if attributes & 0x20 != 0 {
+            if h.is_control() {
                 continue;
             }
-            match RecordBatchDecoder::decode(&mut one) {
-                Ok(set) => {
-                    for r in set.records {
-                        if let Some(key) = r.key {
-                            out.push((key, r.value));
+            let bytes = &info.bytes[range];
+            // The batch as a whole first (CRC, record structure), so that a malformed batch
+            // is skipped entirely rather than applied up to its first fault. This pass keeps
+            // no record data.
+            if let Err(e) = fjord_log::batch::validate(bytes)
+                .and_then(|h| records::validate_records(bytes, &h, usize::MAX))
+            {
+                skipped.note(h.base_offset, &format_args!("a batch: {e}"));
+                continue;
+            }
+            let mut reader = match RecordReader::new(bytes, &h, max_record) {
+                Ok(r) => r,
+                Err(e) => {
+                    skipped.note(h.base_offset, &format_args!("a batch: {e}"));
+                    continue;
+                }
+            };
+            loop {
+                match reader.next_record() {
+                    Ok(Some(r)) => {
+                        let at = h.base_offset + r.offset_delta as i64;
+                        match r.key {
+                            Some(key) if decodable(key, r.value) => {
+                                latest.insert(
+                                    Bytes::copy_from_slice(key),
+                                    r.value.map(Bytes::copy_from_slice),
+                                );
+                            }
+                            Some(_) => skipped.note(at, &"a record that does not decode"),
+                            None => skipped.note(at, &"a record without a key"),
                         }
                     }
-                }
-                Err(e) => {
-                    tracing::warn!(base_offset = base, error = %e, "skipping undecodable {TOPIC} batch")
+                    Ok(None) => break,
+                    Err(e @ LogError::RecordTooLarge { .. }) => {
+                        skipped.note(h.base_offset, &format_args!("a record: {e}"));
+                    }
+                    Err(e) => {
+                        skipped.note(h.base_offset, &format_args!("the rest of a batch: {e}"));
+                        break;
+                    }
                 }
             }
         }
@@ -380,7 +442,14 @@ pub fn read_all(log: &Log) -> Result<Vec<(Bytes, Option<Bytes>)>, BrokerError> {
             break;
         }
     }
-    Ok(out)
+    if skipped.total > 0 {
+        tracing::warn!(
+            skipped = skipped.total,
+            dir = %log.dir().display(),
+            "{TOPIC} replay skipped undecodable records or batches"
+        );
+    }
+    Ok(latest.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -443,6 +512,148 @@ mod tests {
             partition: 1,
         };
         assert_eq!(&k.encode()[..], &[0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 1]);
+    }
+
+    fn put_varint(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    }
+
+    /// One v2 record without headers.
+    fn raw_record(offset_delta: i64, key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut body = vec![0u8];
+        put_varint(&mut body, 0);
+        put_varint(&mut body, offset_delta);
+        put_varint(&mut body, key.len() as i64);
+        body.extend_from_slice(key);
+        put_varint(&mut body, value.len() as i64);
+        body.extend_from_slice(value);
+        put_varint(&mut body, 0);
+        let mut out = Vec::new();
+        put_varint(&mut out, body.len() as i64);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Rewrites header fields of an encoded batch and reseals its CRC.
+    fn patch(batch: &mut [u8], base_offset: i64, count: Option<i32>) {
+        batch[..8].copy_from_slice(&base_offset.to_be_bytes());
+        if let Some(count) = count {
+            batch[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+            batch[57..61].copy_from_slice(&count.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    /// A gzip batch whose first record's value inflates to 512 MiB of zeros (concatenated
+    /// gzip members of one compressed MiB each), followed by `then` as a second record.
+    fn bomb(key: &[u8], then: &[u8]) -> Vec<u8> {
+        const VALUE: usize = 512 << 20;
+        let mut body_head = vec![0u8];
+        put_varint(&mut body_head, 0);
+        put_varint(&mut body_head, 0);
+        put_varint(&mut body_head, key.len() as i64);
+        body_head.extend_from_slice(key);
+        put_varint(&mut body_head, VALUE as i64);
+        let mut head = Vec::new();
+        put_varint(&mut head, (body_head.len() + VALUE + 1) as i64);
+        head.extend_from_slice(&body_head);
+        let mut payload = gzip(&head);
+        let zeros = gzip(&vec![0u8; 1 << 20]);
+        for _ in 0..VALUE >> 20 {
+            payload.extend_from_slice(&zeros);
+        }
+        let mut tail = vec![0u8]; // the giant record's header count
+        tail.extend_from_slice(then);
+        payload.extend_from_slice(&gzip(&tail));
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i64.to_be_bytes());
+        b.extend_from_slice(&((49 + payload.len()) as i32).to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.push(2);
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&1i32.to_be_bytes());
+        b.extend_from_slice(&5i64.to_be_bytes());
+        b.extend_from_slice(&5i64.to_be_bytes());
+        b.extend_from_slice(&(-1i64).to_be_bytes());
+        b.extend_from_slice(&(-1i16).to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.extend_from_slice(&2i32.to_be_bytes());
+        b.extend_from_slice(&payload);
+        b
+    }
+
+    #[test]
+    fn replay_skips_what_does_not_decode_and_keeps_good_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path().join("p-0"), fjord_log::LogConfig::default()).unwrap();
+        let key = |group: &str| {
+            Key::Offset {
+                group: group.into(),
+                topic: "t".into(),
+                partition: 0,
+            }
+            .encode()
+        };
+        let value = |offset: i64| {
+            OffsetValue {
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp: 1,
+            }
+            .encode()
+        };
+        let mut good = batch(&[record(key("g1"), Some(value(42)), 1)]).unwrap();
+        log.append(&mut good, 0, 1).unwrap();
+
+        // Written before produce validation existed, or forged: appended the way a follower
+        // copies batches, without looking inside them.
+        let follow = |mut b: Vec<u8>, count: Option<i32>| {
+            patch(&mut b, log.log_end_offset(), count);
+            log.append_as_follower(&b).unwrap();
+        };
+        // A commit for g1 whose value does not decode must not replace (or delete) 42,
+        // nor must a record whose key is garbage be applied.
+        for r in [
+            record(key("g1"), Some(Bytes::from_static(b"\x00\x03garbage")), 1),
+            record(Bytes::from_static(b"\x7f\x7f??"), Some(value(1)), 1),
+            record(key("g2"), Some(value(7)), 1),
+        ] {
+            follow(batch(&[r]).unwrap().to_vec(), None);
+        }
+        // A batch declaring more records than it holds is skipped whole: g3 stays unset.
+        let short = batch(&[record(key("g3"), Some(value(9)), 1)]).unwrap();
+        follow(short.to_vec(), Some(3));
+        // The bomb's giant record is skipped unread; the record after it still counts.
+        follow(
+            bomb(&key("g4"), &raw_record(1, &key("g5"), &value(11))),
+            None,
+        );
+        let mut later = batch(&[record(key("g6"), Some(value(13)), 1)]).unwrap();
+        log.append(&mut later, 0, 1).unwrap();
+
+        let got = read_all(&log).unwrap();
+        let expected: Vec<(Bytes, Option<Bytes>)> = vec![
+            (key("g1"), Some(value(42))),
+            (key("g2"), Some(value(7))),
+            (key("g5"), Some(value(11))),
+            (key("g6"), Some(value(13))),
+        ];
+        assert_eq!(got, expected);
     }
 
     #[test]

@@ -597,3 +597,26 @@ proptest! {
         prop_assert_eq!(std::fs::metadata(&path).unwrap().len(), start as u64);
     }
 }
+
+#[test]
+fn append_corrects_a_header_max_timestamp_below_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    for codec in [Codec::Zstd, Codec::None] {
+        let mut bytes = build_batch(0, &[100, 500, 300], codec);
+        // A producer whose header claims less than its records hold, CRC resealed.
+        bytes[batch::MAX_TIMESTAMP_POS..batch::MAX_TIMESTAMP_POS + 8]
+            .copy_from_slice(&200i64.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[batch::CRC_START..]);
+        bytes[batch::CRC_POS..batch::CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+        log.append(&mut bytes, 0, 1).unwrap();
+    }
+    // Without the correction the segment's max timestamp is 200 and both miss the record.
+    assert_eq!(log.offset_for_timestamp(400).unwrap(), Some((1, 500)));
+    assert_eq!(log.max_timestamp().unwrap(), Some((500, 1)));
+    let stored = log.read(0, 1 << 20, i64::MAX, true).unwrap().bytes;
+    for item in batch::iter(&stored) {
+        let (_, range) = item.unwrap();
+        assert_eq!(batch::validate(&stored[range]).unwrap().max_timestamp, 500);
+    }
+}
