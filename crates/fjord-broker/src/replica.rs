@@ -3,7 +3,9 @@
 //! that wakes long-polling fetches when data arrives.
 //!
 //! The set of partitions follows the metadata image: [`ReplicaManager::reconcile`] opens
-//! logs for partitions assigned here and deletes those whose topic is gone.
+//! logs for partitions assigned here and deletes those whose topic was deleted. Doubt never
+//! deletes: a directory the image does not account for is renamed aside as a stray, and a
+//! directory the image wants but that cannot be proven to belong to it stops the start.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
@@ -286,7 +288,7 @@ impl ReplicaManager {
                 continue;
             }
             let dir = partition_dir(&self.data_dir, name, *index);
-            prepare_dir(&dir, &topic.topic_id)?;
+            prepare_dir(&dir, name, &topic.topic_id)?;
             let log = Log::open(&dir, log_config)?;
             let leo = log.log_end_offset();
             let partition = Arc::new(Partition {
@@ -310,23 +312,20 @@ impl ReplicaManager {
         Ok(())
     }
 
+    /// Removes the data of a partition whose topic was deleted (an explicit DeleteTopics).
     fn remove_partition(&self, p: Arc<Partition>) -> Result<(), BrokerError> {
         tracing::info!(topic = %p.topic, partition = p.index, "deleting partition");
-        // Readers holding the partition keep their file handles; the directory goes now.
-        let dir = p.log.dir().to_path_buf();
-        match Arc::try_unwrap(p) {
-            Ok(p) => match Arc::try_unwrap(p.log) {
-                Ok(log) => log.delete()?,
-                Err(_) => remove_dir(&dir)?,
-            },
-            Err(_) => remove_dir(&dir)?,
-        }
-        Ok(())
+        // Readers holding the partition keep their open files; the directory goes now.
+        delete_dir(p.log.dir())
     }
 
-    /// Deletes partition directories left by a topic deleted while the broker was down
-    /// (or killed between committing the delete and removing the files). Only directories
-    /// Fjord made itself (they hold `partition.metadata`) are ever touched.
+    /// Handles partition directories the image does not account for: left by a topic
+    /// deleted while the broker was down, by a crash between committing a delete and
+    /// removing the files, or by a damaged metadata log. None is deleted, because the
+    /// image itself may be what is wrong: each is renamed aside as a stray for an operator
+    /// to inspect. Directories left half-deleted by an explicit delete (`-delete`) are
+    /// finished off. Only directories Fjord made (they hold `partition.metadata`) are
+    /// touched.
     fn remove_strays(
         &self,
         wanted: &BTreeMap<
@@ -354,15 +353,21 @@ impl ReplicaManager {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            let Some((topic, index)) = name
-                .rsplit_once('-')
-                .and_then(|(t, i)| i.parse::<i32>().ok().map(|i| (t.to_string(), i)))
-            else {
+            if name.ends_with(DELETE_SUFFIX) {
+                tracing::info!(dir = %path.display(), "finishing the removal of a deleted partition");
+                remove_dir(&path)?;
+                continue;
+            }
+            let Some((topic, index)) = parse_partition_dir(name) else {
                 continue;
             };
-            if !wanted.contains_key(&(topic.clone(), index)) {
-                tracing::info!(dir = %path.display(), "removing directory of a deleted partition");
-                remove_dir(&path)?;
+            if !wanted.contains_key(&(topic, index)) {
+                let aside = rename_aside(&path, STRAY_SUFFIX)?;
+                tracing::warn!(
+                    dir = %path.display(),
+                    renamed_to = %aside.display(),
+                    "partition directory is not in the metadata image; kept aside as a stray, not deleted"
+                );
             }
         }
         Ok(())
@@ -430,23 +435,144 @@ impl ReplicaManager {
     }
 }
 
-/// Creates the partition directory, or clears it if it belonged to an older topic of the
-/// same name, and records which topic it belongs to.
-fn prepare_dir(dir: &Path, topic_id: &Uuid) -> Result<(), BrokerError> {
-    let meta = dir.join(PARTITION_METADATA);
-    let expected = format!("version: 0\ntopic_id: {topic_id}\n");
-    match fs::read_to_string(&meta) {
-        Ok(existing) if existing == expected => return Ok(()),
-        Ok(_) => {
-            tracing::warn!(dir = %dir.display(), "directory belongs to an older topic of the same name; removing it");
-            remove_dir(dir)?;
-        }
-        Err(_) => {}
+/// Suffix of a partition directory being removed by an explicit topic deletion.
+const DELETE_SUFFIX: &str = "-delete";
+/// Suffix of a directory the image does not account for, kept for an operator to judge.
+const STRAY_SUFFIX: &str = "-stray";
+
+/// `<topic>-<partition>` → (topic, partition); `None` for any other name.
+fn parse_partition_dir(name: &str) -> Option<(String, i32)> {
+    let (topic, index) = name.rsplit_once('-')?;
+    let index = index.parse::<i32>().ok().filter(|i| *i >= 0)?;
+    Some((topic.to_string(), index))
+}
+
+fn partition_metadata(topic_id: &Uuid) -> String {
+    format!("version: 0\ntopic_id: {topic_id}\n")
+}
+
+/// The topic id recorded in a `partition.metadata` file, or `None` if it is not one.
+fn parse_partition_metadata(text: &str) -> Option<Uuid> {
+    let mut lines = text.lines();
+    if lines.next()?.trim() != "version: 0" {
+        return None;
     }
-    fs::create_dir_all(dir).map_err(|e| BrokerError::io(format!("create {}", dir.display()), e))?;
-    fs::write(&meta, expected)
-        .map_err(|e| BrokerError::io(format!("write {}", meta.display()), e))?;
-    Ok(())
+    let id = lines.next()?.trim().strip_prefix("topic_id:")?.trim();
+    Uuid::parse_str(id).ok()
+}
+
+/// Whether a directory holds nothing but empty files (a creation that did not finish).
+fn holds_no_data(dir: &Path) -> Result<bool, BrokerError> {
+    let entries =
+        fs::read_dir(dir).map_err(|e| BrokerError::io(format!("list {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| BrokerError::io(format!("list {}", dir.display()), e))?;
+        let meta = entry
+            .metadata()
+            .map_err(|e| BrokerError::io(format!("stat {}", entry.path().display()), e))?;
+        if !meta.is_file() || meta.len() > 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Makes sure `dir` is the directory of `topic`'s partition (`topic_id`), creating it if
+/// missing. A directory that exists but cannot be proven to belong to this topic — its
+/// `partition.metadata` missing, empty, unreadable or naming another topic id — stops the
+/// start: the metadata image names this partition, so serving that directory could serve
+/// another topic's data, and moving it aside would hide this topic's data. The operator
+/// decides, guided by the error. Only a directory holding no data at all (a creation cut
+/// short) is simply taken over.
+fn prepare_dir(dir: &Path, topic: &str, topic_id: &Uuid) -> Result<(), BrokerError> {
+    let meta = dir.join(PARTITION_METADATA);
+    let expected = partition_metadata(topic_id);
+    if dir.is_dir() {
+        let problem = match fs::read_to_string(&meta) {
+            Ok(text) => match parse_partition_metadata(&text) {
+                Some(id) if id == *topic_id => return Ok(()),
+                Some(id) => format!("belongs to topic id {id}"),
+                None if text.is_empty() => format!("has an empty {PARTITION_METADATA}"),
+                None => format!("has an unparsable {PARTITION_METADATA}"),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                format!("has no {PARTITION_METADATA}")
+            }
+            Err(e) => format!("has an unreadable {PARTITION_METADATA} ({e})"),
+        };
+        if !holds_no_data(dir)? {
+            return Err(BrokerError::Startup(format!(
+                "partition directory {} {problem}, but the metadata log assigns it to topic \
+                 '{topic}' (topic id {topic_id}); refusing to use or remove it. If it holds \
+                 this topic's data, write \"version: 0\" and \"topic_id: {topic_id}\" as the \
+                 two lines of {}; otherwise move the directory out of the data directory.",
+                dir.display(),
+                meta.display(),
+            )));
+        }
+        tracing::warn!(dir = %dir.display(), "partition directory holds no data and {problem}; taking it over", problem = problem);
+    } else {
+        fs::create_dir_all(dir)
+            .map_err(|e| BrokerError::io(format!("create {}", dir.display()), e))?;
+        sync_parent(dir)?;
+    }
+    write_atomically(&meta, expected.as_bytes())
+}
+
+/// Writes `path` so that a crash leaves either the old or the new content, never a torn
+/// or empty file: temp file, fsync, rename over, fsync the directory.
+fn write_atomically(path: &Path, content: &[u8]) -> Result<(), BrokerError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| BrokerError::io(format!("write {}", path.display()), e))?;
+    sync_parent(path)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), BrokerError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| BrokerError::io(format!("fsync {}", dir.display()), e))
+}
+
+fn sync_parent(path: &Path) -> Result<(), BrokerError> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
+/// Renames `dir` to `<name>.<uuid><suffix>` beside it, as Kafka names stray and deleted
+/// logs, and makes the rename durable. Returns the new path.
+fn rename_aside(dir: &Path, suffix: &str) -> Result<PathBuf, BrokerError> {
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| BrokerError::Startup(format!("bad directory name {}", dir.display())))?;
+    let aside = dir.with_file_name(format!("{name}.{}{suffix}", Uuid::new_v4().simple()));
+    fs::rename(dir, &aside).map_err(|e| {
+        BrokerError::io(
+            format!("rename {} to {}", dir.display(), aside.display()),
+            e,
+        )
+    })?;
+    sync_parent(dir)?;
+    Ok(aside)
+}
+
+/// Deletes a deleted topic's partition directory: renamed to `-delete` first (durably), so
+/// a crash midway leaves a name no start can mistake for a live partition, then removed.
+fn delete_dir(dir: &Path) -> Result<(), BrokerError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let aside = rename_aside(dir, DELETE_SUFFIX)?;
+    remove_dir(&aside)
 }
 
 fn remove_dir(dir: &Path) -> Result<(), BrokerError> {

@@ -1,0 +1,240 @@
+//! Administrative safety end to end: storage that fails closed on doubt, limits on what
+//! one request may create, topic config ranges, group bounds and protected internal topics.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bytes::Bytes;
+use common::{batch, s, values, Client, TestBroker};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::records::Compression;
+
+fn name(v: &str) -> TopicName {
+    TopicName(s(v))
+}
+
+async fn create_with(
+    c: &mut Client,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> CreateTopicsResponse {
+    let t = CreatableTopic::default()
+        .with_name(name(topic))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(s(k))
+                        .with_value(Some(s(v)))
+                })
+                .collect(),
+        );
+    c.request(
+        CreateTopicsRequest::default()
+            .with_topics(vec![t])
+            .with_timeout_ms(5000),
+        7,
+    )
+    .await
+}
+
+async fn produce(c: &mut Client, topic: &str, partition: i32, records: Bytes) -> (i16, i64) {
+    let r = c
+        .request(
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(name(topic))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(records))])]),
+            9,
+        )
+        .await;
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+async fn fetch_values(c: &mut Client, topic: &str, partition: i32) -> Vec<Vec<u8>> {
+    let f = c
+        .request(
+            FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_min_bytes(1)
+                .with_max_bytes(1 << 20)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(name(topic))
+                    .with_partitions(vec![FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20)])]),
+            12,
+        )
+        .await;
+    let p = &f.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0, "fetch {topic}-{partition}");
+    values(p.records.clone().unwrap_or_default())
+}
+
+/// Starts a server on `dir` and returns its error, if it refuses to start.
+async fn start_error(dir: &Path) -> Option<String> {
+    let mut props = BTreeMap::new();
+    props.insert(
+        "listeners".to_string(),
+        "PLAINTEXT://127.0.0.1:0".to_string(),
+    );
+    props.insert("log.dirs".to_string(), dir.display().to_string());
+    let config = fjord_broker::BrokerConfig::from_props(&props).expect("config");
+    fjord_broker::Server::start(config)
+        .await
+        .err()
+        .map(|e| e.to_string())
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+#[tokio::test]
+async fn empty_partition_metadata_stops_the_start_and_deletes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_in(tmp.path(), &[]).await;
+    let mut c = broker.client().await;
+    let created = create_with(&mut c, "precious", 1, &[]).await;
+    assert_eq!(created.topics[0].error_code, 0);
+    let topic_id = created.topics[0].topic_id;
+    let expected: Vec<Vec<u8>> = (0..50).map(|i| format!("v{i}").into_bytes()).collect();
+    for v in &expected {
+        let (err, _) = produce(
+            &mut c,
+            "precious",
+            0,
+            batch(&[v], None, 0, Compression::None),
+        )
+        .await;
+        assert_eq!(err, 0);
+    }
+    broker.stop().await;
+
+    // What a power loss during a non-atomic write leaves behind.
+    let part = tmp.path().join("precious-0");
+    let meta = part.join("partition.metadata");
+    std::fs::write(&meta, b"").unwrap();
+    let before = dir_bytes(&part);
+
+    let err = start_error(tmp.path())
+        .await
+        .expect("a partition directory that cannot be verified must stop the start");
+    assert!(err.contains(&part.display().to_string()), "{err}");
+    assert!(err.contains("empty partition.metadata"), "{err}");
+    assert!(!err.contains('\n'), "one line: {err}");
+    assert!(part.is_dir(), "the partition directory was removed");
+    assert_eq!(dir_bytes(&part), before, "partition data changed");
+
+    // Following the error's advice brings every record back.
+    std::fs::write(&meta, format!("version: 0\ntopic_id: {topic_id}\n")).unwrap();
+    let broker = TestBroker::start_in(tmp.path(), &[]).await;
+    let mut c = broker.client().await;
+    assert_eq!(fetch_values(&mut c, "precious", 0).await, expected);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn directories_unknown_to_the_image_are_renamed_aside_not_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_in(tmp.path(), &[]).await;
+    let mut c = broker.client().await;
+    assert_eq!(
+        create_with(&mut c, "kept", 1, &[]).await.topics[0].error_code,
+        0
+    );
+    broker.stop().await;
+
+    // A partition directory Fjord made but the metadata log does not know, as a damaged
+    // or replaced metadata log would leave: its data must survive the start.
+    let stray = tmp.path().join("ghost-3");
+    std::fs::create_dir(&stray).unwrap();
+    std::fs::write(
+        stray.join("partition.metadata"),
+        format!("version: 0\ntopic_id: {}\n", uuid::Uuid::new_v4()),
+    )
+    .unwrap();
+    std::fs::write(
+        stray.join("00000000000000000000.log"),
+        b"acknowledged bytes",
+    )
+    .unwrap();
+
+    let broker = TestBroker::start_in(tmp.path(), &[]).await;
+    assert!(!stray.exists());
+    let aside: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            n.starts_with("ghost-3.") && n.ends_with("-stray")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "stray directory not found");
+    assert_eq!(
+        std::fs::read(aside[0].join("00000000000000000000.log")).unwrap(),
+        b"acknowledged bytes"
+    );
+    assert!(tmp.path().join("kept-0").is_dir());
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn delete_topics_removes_the_data_and_a_recreated_topic_starts_empty() {
+    let broker = TestBroker::start().await;
+    let mut c = broker.client().await;
+    assert_eq!(
+        create_with(&mut c, "doomed", 1, &[]).await.topics[0].error_code,
+        0
+    );
+    let (err, _) = produce(
+        &mut c,
+        "doomed",
+        0,
+        batch(&[b"old"], None, 0, Compression::None),
+    )
+    .await;
+    assert_eq!(err, 0);
+    let r = c
+        .request(
+            DeleteTopicsRequest::default()
+                .with_topic_names(vec![name("doomed")])
+                .with_timeout_ms(5000),
+            5,
+        )
+        .await;
+    assert_eq!(r.responses[0].error_code, 0);
+    let leftovers: Vec<_> = std::fs::read_dir(&broker.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("doomed"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(
+        create_with(&mut c, "doomed", 1, &[]).await.topics[0].error_code,
+        0
+    );
+    assert!(fetch_values(&mut c, "doomed", 0).await.is_empty());
+    broker.stop().await;
+}
