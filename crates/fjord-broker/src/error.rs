@@ -24,6 +24,7 @@ pub mod code {
     pub const INVALID_REQUEST: i16 = 42;
     pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const INVALID_CONFIG: i16 = 40;
+    pub const POLICY_VIOLATION: i16 = 44;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const TOPIC_DELETION_DISABLED: i16 = 73;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
 
-use fjord_controller::MetadataImage;
+use fjord_controller::{MetadataImage, MetadataRecord};
 use fjord_log::{batch, AppendInfo, Log, LogConfig, LogError};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
@@ -202,6 +202,9 @@ pub struct ReplicaManager {
     partitions: RwLock<BTreeMap<(String, i32), Arc<Partition>>>,
     /// Serialises reconciles so two metadata changes cannot open the same log twice.
     reconcile_lock: Mutex<()>,
+    /// Logs opened by [`ReplicaManager::prepare_partitions`] ahead of the metadata commit
+    /// that creates their partitions; `reconcile` adopts them once the image names them.
+    prepared: Mutex<HashMap<(String, i32), (Uuid, Log)>>,
     /// Bumped after every append; long-polling fetches wait on it.
     appended: watch::Sender<u64>,
 }
@@ -219,6 +222,7 @@ impl ReplicaManager {
             config: config.clone(),
             partitions: RwLock::new(BTreeMap::new()),
             reconcile_lock: Mutex::new(()),
+            prepared: Mutex::new(HashMap::new()),
             appended,
         }
     }
@@ -287,9 +291,15 @@ impl ReplicaManager {
                 *existing.isr.write() = p.isr.clone();
                 continue;
             }
-            let dir = partition_dir(&self.data_dir, name, *index);
-            prepare_dir(&dir, name, &topic.topic_id)?;
-            let log = Log::open(&dir, log_config)?;
+            let prepared = self.prepared.lock().remove(&(name.clone(), *index));
+            let log = match prepared {
+                Some((id, log)) if id == topic.topic_id => log,
+                _ => {
+                    let dir = partition_dir(&self.data_dir, name, *index);
+                    prepare_dir(&dir, name, &topic.topic_id)?;
+                    Log::open(&dir, log_config)?
+                }
+            };
             let leo = log.log_end_offset();
             let partition = Arc::new(Partition {
                 topic: name.clone(),
@@ -310,6 +320,90 @@ impl ReplicaManager {
         }
         self.remove_strays(&wanted)?;
         Ok(())
+    }
+
+    /// Makes sure this broker can host the partitions a metadata change is about to
+    /// create, before it is committed: creates each directory assigned here, writes its
+    /// `partition.metadata` and opens its log. On any failure (a directory that cannot be
+    /// made, no file descriptors left) everything prepared by this call is undone and the
+    /// error is returned, so the change is refused instead of being answered as created
+    /// and leaving a metadata log this broker could not start from.
+    pub fn prepare_partitions(
+        &self,
+        topic: &str,
+        configs: &BTreeMap<String, String>,
+        records: &[MetadataRecord],
+    ) -> Result<(), BrokerError> {
+        let _guard = self.reconcile_lock.lock();
+        let log_config = topic_config::log_config(&self.config, configs);
+        let mut opened: Vec<(i32, Uuid, Log)> = Vec::new();
+        let mut failure = None;
+        for r in records {
+            let MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                ..
+            } = r
+            else {
+                continue;
+            };
+            if !replicas.contains(&self.node_id) {
+                continue;
+            }
+            let dir = partition_dir(&self.data_dir, topic, *partition);
+            let result = prepare_dir(&dir, topic, topic_id)
+                .and_then(|()| Log::open(&dir, log_config.clone()).map_err(BrokerError::from));
+            match result {
+                Ok(log) => opened.push((*partition, *topic_id, log)),
+                Err(e) => {
+                    failure = Some(BrokerError::Kafka(
+                        code::KAFKA_STORAGE_ERROR,
+                        format!(
+                            "Cannot create partition {topic}-{partition} on broker {}: {e}",
+                            self.node_id
+                        ),
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            for (partition, _, log) in opened {
+                let dir = log.dir().to_path_buf();
+                drop(log);
+                if let Err(err) = delete_dir(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %err, "could not remove a partition directory prepared for a refused creation");
+                }
+                tracing::debug!(topic, partition, "undid a prepared partition");
+            }
+            return Err(e);
+        }
+        let mut prepared = self.prepared.lock();
+        for (partition, topic_id, log) in opened {
+            prepared.insert((topic.to_string(), partition), (topic_id, log));
+        }
+        Ok(())
+    }
+
+    /// Undoes what `prepare_partitions` did for `topic` when the commit did not happen.
+    pub fn discard_prepared(&self, topic: &str) {
+        let _guard = self.reconcile_lock.lock();
+        let mut prepared = self.prepared.lock();
+        let keys: Vec<_> = prepared
+            .keys()
+            .filter(|(t, _)| t == topic)
+            .cloned()
+            .collect();
+        for key in keys {
+            if let Some((_, log)) = prepared.remove(&key) {
+                let dir = log.dir().to_path_buf();
+                drop(log);
+                if let Err(e) = delete_dir(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove a partition directory prepared for a failed creation");
+                }
+            }
+        }
     }
 
     /// Removes the data of a partition whose topic was deleted (an explicit DeleteTopics).
@@ -361,7 +455,9 @@ impl ReplicaManager {
             let Some((topic, index)) = parse_partition_dir(name) else {
                 continue;
             };
-            if !wanted.contains_key(&(topic, index)) {
+            let key = (topic, index);
+            // A prepared directory belongs to a creation being committed right now.
+            if !wanted.contains_key(&key) && !self.prepared.lock().contains_key(&key) {
                 let aside = rename_aside(&path, STRAY_SUFFIX)?;
                 tracing::warn!(
                     dir = %path.display(),
@@ -502,7 +598,7 @@ fn prepare_dir(dir: &Path, topic: &str, topic_id: &Uuid) -> Result<(), BrokerErr
         };
         if !holds_no_data(dir)? {
             return Err(BrokerError::Startup(format!(
-                "partition directory {} {problem}, but the metadata log assigns it to topic \
+                "partition directory {} {problem}, so it cannot be proven to belong to topic \
                  '{topic}' (topic id {topic_id}); refusing to use or remove it. If it holds \
                  this topic's data, write \"version: 0\" and \"topic_id: {topic_id}\" as the \
                  two lines of {}; otherwise move the directory out of the data directory.",

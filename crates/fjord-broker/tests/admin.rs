@@ -238,3 +238,200 @@ async fn delete_topics_removes_the_data_and_a_recreated_topic_starts_empty() {
     assert!(fetch_values(&mut c, "doomed", 0).await.is_empty());
     broker.stop().await;
 }
+
+/// The partition count of `topic` in Metadata, or `None` if the broker does not know it.
+async fn partition_count(c: &mut Client, topic: &str) -> Option<usize> {
+    let md = c
+        .request(MetadataRequest::default().with_topics(None), 12)
+        .await;
+    md.topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+        .map(|t| t.partitions.len())
+}
+
+async fn create_partitions(c: &mut Client, topic: &str, total: i32) -> (i16, Option<String>) {
+    let r = c
+        .request(
+            CreatePartitionsRequest::default()
+                .with_topics(vec![
+                    create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(name(topic))
+                        .with_count(total),
+                ])
+                .with_timeout_ms(5000),
+            3,
+        )
+        .await;
+    let res = &r.results[0];
+    (
+        res.error_code,
+        res.error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+#[tokio::test]
+async fn one_request_may_not_create_more_than_ten_thousand_partitions() {
+    let broker = TestBroker::start().await;
+    let mut c = broker.client().await;
+    let r = create_with(&mut c, "huge", 10_001, &[]).await;
+    assert_eq!(r.topics[0].error_code, 44, "POLICY_VIOLATION");
+    let msg = r.topics[0].error_message.as_ref().unwrap().to_string();
+    assert!(
+        msg.starts_with("Excessively large number of partitions per request"),
+        "{msg}"
+    );
+    // The limit is on the whole request: two topics of 5,001 fail together.
+    let topics = ["half-a", "half-b"]
+        .iter()
+        .map(|t| {
+            CreatableTopic::default()
+                .with_name(name(t))
+                .with_num_partitions(5_001)
+                .with_replication_factor(1)
+        })
+        .collect();
+    let r = c
+        .request(
+            CreateTopicsRequest::default()
+                .with_topics(topics)
+                .with_timeout_ms(5000),
+            7,
+        )
+        .await;
+    assert!(r.topics.iter().all(|t| t.error_code == 44));
+    for t in ["huge", "half-a", "half-b"] {
+        assert_eq!(partition_count(&mut c, t).await, None, "{t} was created");
+    }
+    assert_eq!(
+        create_with(&mut c, "small", 1, &[]).await.topics[0].error_code,
+        0
+    );
+    let (code, _) = create_partitions(&mut c, "small", 10_002).await;
+    assert_eq!(code, 44);
+    assert_eq!(partition_count(&mut c, "small").await, Some(1));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn partitions_this_broker_cannot_open_are_refused_not_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_in(tmp.path(), &[]).await;
+    let mut c = broker.client().await;
+    // A plain file where a partition directory must go: the directory cannot be made.
+    std::fs::write(tmp.path().join("blocked-1"), b"in the way").unwrap();
+    let r = create_with(&mut c, "blocked", 3, &[]).await;
+    assert_eq!(r.topics[0].error_code, 56, "KAFKA_STORAGE_ERROR");
+    let msg = r.topics[0].error_message.as_ref().unwrap().to_string();
+    assert!(msg.contains("blocked-1"), "{msg}");
+    assert_eq!(partition_count(&mut c, "blocked").await, None);
+    assert!(
+        !tmp.path().join("blocked-0").exists(),
+        "prepared partition left behind"
+    );
+
+    assert_eq!(
+        create_with(&mut c, "grow", 1, &[]).await.topics[0].error_code,
+        0
+    );
+    std::fs::write(tmp.path().join("grow-2"), b"in the way").unwrap();
+    let (code, msg) = create_partitions(&mut c, "grow", 3).await;
+    assert_eq!(code, 56, "{msg:?}");
+    assert_eq!(partition_count(&mut c, "grow").await, Some(1));
+    assert!(
+        !tmp.path().join("grow-1").exists(),
+        "prepared partition left behind"
+    );
+    broker.stop().await;
+
+    // Nothing was committed that this broker cannot start from.
+    let broker = TestBroker::start_in(tmp.path(), &[]).await;
+    let mut c = broker.client().await;
+    assert_eq!(partition_count(&mut c, "blocked").await, None);
+    assert_eq!(partition_count(&mut c, "grow").await, Some(1));
+    // Once the obstacle is gone the same requests succeed.
+    std::fs::remove_file(tmp.path().join("grow-2")).unwrap();
+    assert_eq!(create_partitions(&mut c, "grow", 3).await.0, 0);
+    let (err, _) = produce(
+        &mut c,
+        "grow",
+        2,
+        batch(&[b"x"], None, 0, Compression::None),
+    )
+    .await;
+    assert_eq!(err, 0);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn clients_cannot_write_delete_or_repartition_consumer_offsets() {
+    let broker = TestBroker::start().await;
+    let mut c = broker.client().await;
+    common::wait_for_coordinator(&mut c).await;
+    // The offsets topic is created by the first group that needs it.
+    c.request(
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(name("any"))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(1),
+                    ]),
+            ]),
+        8,
+    )
+    .await;
+    let offsets_partitions = partition_count(&mut c, "__consumer_offsets")
+        .await
+        .expect("offsets topic exists");
+
+    let r = c
+        .request(
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(name("__consumer_offsets"))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch(
+                            &[b"forged"],
+                            Some(b"k"),
+                            0,
+                            Compression::None,
+                        )))])]),
+            9,
+        )
+        .await;
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 17, "INVALID_TOPIC_EXCEPTION");
+    assert_eq!(
+        p.error_message.as_ref().map(|m| m.to_string()).as_deref(),
+        Some("Cannot append to internal topic __consumer_offsets")
+    );
+
+    let r = c
+        .request(
+            DeleteTopicsRequest::default()
+                .with_topic_names(vec![name("__consumer_offsets")])
+                .with_timeout_ms(5000),
+            5,
+        )
+        .await;
+    assert_eq!(r.responses[0].error_code, 17);
+    let msg = r.responses[0].error_message.as_ref().unwrap().to_string();
+    assert!(msg.contains("internal"), "{msg}");
+
+    let (code, msg) =
+        create_partitions(&mut c, "__consumer_offsets", offsets_partitions as i32 + 1).await;
+    assert_eq!(code, 37, "{msg:?}");
+    assert_eq!(
+        partition_count(&mut c, "__consumer_offsets").await,
+        Some(offsets_partitions)
+    );
+    broker.stop().await;
+}

@@ -145,7 +145,17 @@ impl GroupCoordinator {
             configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
             ..Default::default()
         };
-        match state.controller.create_topic(&spec) {
+        // Opened here before the commit, so a broker that cannot host the partitions
+        // refuses instead of recording a topic it could not start from.
+        let created = state.controller.create_topic_prepared(&spec, |records| {
+            state
+                .replicas
+                .prepare_partitions(TOPIC, &spec.configs, records)
+        });
+        if created.is_err() {
+            state.replicas.discard_prepared(TOPIC);
+        }
+        match created {
             Ok(_) => tracing::info!(partitions = spec.num_partitions, "created {TOPIC}"),
             Err(e) if e.kafka_code() == code::TOPIC_ALREADY_EXISTS => {}
             Err(e) => {
