@@ -17,6 +17,8 @@ pub enum PropType {
     String,
     Int,
     Long,
+    /// A floating-point value (topic config `min.cleanable.dirty.ratio`).
+    Double,
     List,
 }
 
@@ -28,6 +30,7 @@ impl PropType {
             PropType::String => 2,
             PropType::Int => 3,
             PropType::Long => 5,
+            PropType::Double => 6,
             PropType::List => 7,
         }
     }

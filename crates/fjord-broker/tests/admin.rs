@@ -435,3 +435,138 @@ async fn clients_cannot_write_delete_or_repartition_consumer_offsets() {
     );
     broker.stop().await;
 }
+
+async fn incremental_set(c: &mut Client, topic: &str, key: &str, value: &str) -> (i16, String) {
+    use incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let r = c
+        .request(
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s(topic))
+                    .with_configs(vec![AlterableConfig::default()
+                        .with_name(s(key))
+                        .with_config_operation(0)
+                        .with_value(Some(s(value)))]),
+            ]),
+            1,
+        )
+        .await;
+    let res = &r.responses[0];
+    (
+        res.error_code,
+        res.error_message
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+async fn described(c: &mut Client, topic: &str, key: &str) -> Option<(String, i8)> {
+    let r = c
+        .request(
+            DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s(topic))
+                    .with_configuration_keys(None),
+            ]),
+            4,
+        )
+        .await;
+    r.results[0]
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == key)
+        .map(|c| {
+            (
+                c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                c.config_type,
+            )
+        })
+}
+
+#[tokio::test]
+async fn topic_configs_are_checked_against_kafkas_ranges() {
+    let broker = TestBroker::start().await;
+    let mut c = broker.client().await;
+    // segment.bytes=14 made every produce roll a new segment.
+    let r = create_with(&mut c, "tiny", 1, &[("segment.bytes", "14")]).await;
+    assert_eq!(r.topics[0].error_code, 40, "INVALID_CONFIG");
+    assert_eq!(
+        r.topics[0].error_message.as_ref().unwrap().to_string(),
+        "Invalid value 14 for configuration segment.bytes: Value must be at least 1048576"
+    );
+    let r = create_with(&mut c, "dirty", 1, &[("min.cleanable.dirty.ratio", "2")]).await;
+    assert_eq!(r.topics[0].error_code, 40);
+    let r = create_with(
+        &mut c,
+        "lags",
+        1,
+        &[
+            ("min.compaction.lag.ms", "5000"),
+            ("max.compaction.lag.ms", "1000"),
+        ],
+    )
+    .await;
+    assert_eq!(r.topics[0].error_code, 40);
+    for t in ["tiny", "dirty", "lags"] {
+        assert_eq!(partition_count(&mut c, t).await, None, "{t} was created");
+    }
+
+    // Every Kafka topic config name is accepted within its range.
+    let r = create_with(
+        &mut c,
+        "full",
+        1,
+        &[
+            ("delete.retention.ms", "1000"),
+            ("min.cleanable.dirty.ratio", "0.25"),
+            ("min.compaction.lag.ms", "10"),
+            ("max.compaction.lag.ms", "100000"),
+            ("segment.ms", "60000"),
+            ("segment.jitter.ms", "5"),
+            ("segment.index.bytes", "4096"),
+            ("index.interval.bytes", "1024"),
+            ("file.delete.delay.ms", "0"),
+            ("flush.messages", "1"),
+            ("flush.ms", "1000"),
+            ("message.timestamp.type", "LogAppendTime"),
+            ("message.timestamp.before.max.ms", "1000"),
+            ("message.timestamp.after.max.ms", "1000"),
+            ("preallocate", "false"),
+            ("unclean.leader.election.enable", "false"),
+            ("local.retention.ms", "-2"),
+            ("local.retention.bytes", "-2"),
+            ("remote.storage.enable", "false"),
+            ("segment.bytes", "1048576"),
+        ],
+    )
+    .await;
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+    assert_eq!(
+        described(&mut c, "full", "min.cleanable.dirty.ratio").await,
+        Some(("0.25".to_string(), 6))
+    );
+
+    let (code, msg) = incremental_set(&mut c, "full", "segment.bytes", "1000").await;
+    assert_eq!(code, 40, "{msg}");
+    assert!(msg.contains("at least 1048576"), "{msg}");
+    let (code, msg) = incremental_set(&mut c, "full", "max.compaction.lag.ms", "5").await;
+    assert_eq!(code, 40, "{msg}");
+    let (code, msg) = incremental_set(&mut c, "full", "remote.storage.enable", "true").await;
+    assert_eq!(code, 40, "{msg}");
+    let (code, msg) = incremental_set(&mut c, "full", "min.insync.replicas", "0").await;
+    assert_eq!(code, 40, "{msg}");
+    let (code, msg) = incremental_set(&mut c, "full", "min.cleanable.dirty.ratio", "0.75").await;
+    assert_eq!(code, 0, "{msg}");
+    assert_eq!(
+        described(&mut c, "full", "min.cleanable.dirty.ratio").await,
+        Some(("0.75".to_string(), 6))
+    );
+    assert_eq!(
+        described(&mut c, "full", "segment.bytes").await,
+        Some(("1048576".to_string(), 3))
+    );
+    broker.stop().await;
+}

@@ -182,6 +182,8 @@ fn build_spec(
             .map_err(|reason| BrokerError::Kafka(code::INVALID_CONFIG, reason))?;
         configs.insert(name, value);
     }
+    topic_config::validate_combination(&configs)
+        .map_err(|reason| BrokerError::Kafka(code::INVALID_CONFIG, reason))?;
     let mut assignments: Vec<_> = t
         .assignments
         .iter()
