@@ -570,3 +570,49 @@ async fn topic_configs_are_checked_against_kafkas_ranges() {
     );
     broker.stop().await;
 }
+
+fn join_req(group: &str, member: &str) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_member_id(s(member))
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(s("range"))
+        .with_metadata(Bytes::from_static(b"sub"))])
+}
+
+#[tokio::test]
+async fn group_max_size_refuses_the_member_over_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_in(
+        tmp.path(),
+        &[
+            ("group.max.size", "1"),
+            ("group.initial.rebalance.delay.ms", "0"),
+            ("offsets.topic.num.partitions", "1"),
+        ],
+    )
+    .await;
+    let mut c = broker.client().await;
+    common::wait_for_coordinator(&mut c).await;
+    let first = c.request(join_req("capped", ""), 9).await;
+    assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+    let joined = c.request(join_req("capped", &first.member_id), 9).await;
+    assert_eq!(joined.error_code, 0);
+
+    let mut other = broker.client().await;
+    let refused = other.request(join_req("capped", ""), 9).await;
+    assert_eq!(refused.error_code, 81, "GROUP_MAX_SIZE_REACHED");
+    assert_eq!(refused.member_id.as_str(), "");
+
+    // Another group is not affected, and an over-long group id is refused outright.
+    let elsewhere = other.request(join_req("other", ""), 9).await;
+    assert_eq!(elsewhere.error_code, 79);
+    let long = "g".repeat(40_000);
+    let refused = other.request(join_req(&long, ""), 9).await;
+    assert_eq!(refused.error_code, 24, "INVALID_GROUP_ID");
+    broker.stop().await;
+}
