@@ -557,12 +557,18 @@ fn parse_partition_metadata(text: &str) -> Option<Uuid> {
     Uuid::parse_str(id).ok()
 }
 
-/// Whether a directory holds nothing but empty files (a creation that did not finish).
+/// Whether a directory holds no partition data: besides `partition.metadata` (and its
+/// temporary file), nothing but empty files. That is what a creation cut short leaves.
 fn holds_no_data(dir: &Path) -> Result<bool, BrokerError> {
     let entries =
         fs::read_dir(dir).map_err(|e| BrokerError::io(format!("list {}", dir.display()), e))?;
+    let meta = dir.join(PARTITION_METADATA);
+    let meta_tmp = temp_path(&meta);
     for entry in entries {
         let entry = entry.map_err(|e| BrokerError::io(format!("list {}", dir.display()), e))?;
+        if entry.path() == meta || entry.path() == meta_tmp {
+            continue;
+        }
         let meta = entry
             .metadata()
             .map_err(|e| BrokerError::io(format!("stat {}", entry.path().display()), e))?;
@@ -615,11 +621,21 @@ fn prepare_dir(dir: &Path, topic: &str, topic_id: &Uuid) -> Result<(), BrokerErr
     write_atomically(&meta, expected.as_bytes())
 }
 
+/// `<name>.tmp` beside `path`: where its next content is written before the rename.
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
 /// Writes `path` so that a crash leaves either the old or the new content, never a torn
 /// or empty file: temp file, fsync, rename over, fsync the directory.
 fn write_atomically(path: &Path, content: &[u8]) -> Result<(), BrokerError> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
+    let tmp = temp_path(path);
     let write = || -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(content)?;
@@ -778,5 +794,42 @@ mod tests {
         assert_eq!(p.check_leader_epoch(3), Ok(3));
         assert_eq!(p.check_leader_epoch(4), Err(code::UNKNOWN_LEADER_EPOCH));
         assert_eq!(p.check_leader_epoch(2), Err(code::FENCED_LEADER_EPOCH));
+    }
+
+    #[test]
+    fn prepare_dir_takes_over_only_directories_without_data() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        // A creation cut short: the metadata's temporary file and an empty segment.
+        let cut = tmp.path().join("t-0");
+        fs::create_dir(&cut).unwrap();
+        fs::write(cut.join("partition.metadata.tmp"), b"version: 0\n").unwrap();
+        fs::write(cut.join("00000000000000000000.log"), b"").unwrap();
+        prepare_dir(&cut, "t", &id).unwrap();
+        let text = fs::read_to_string(cut.join(PARTITION_METADATA)).unwrap();
+        assert_eq!(parse_partition_metadata(&text), Some(id));
+        assert!(!cut.join("partition.metadata.tmp").exists());
+        // Verified on the next call, not rewritten.
+        prepare_dir(&cut, "t", &id).unwrap();
+
+        // Data under another topic id, or under an unreadable metadata file: refused, and
+        // the data stays exactly where it was.
+        let other = tmp.path().join("t-1");
+        fs::create_dir(&other).unwrap();
+        fs::write(
+            other.join(PARTITION_METADATA),
+            partition_metadata(&Uuid::new_v4()),
+        )
+        .unwrap();
+        fs::write(other.join("00000000000000000000.log"), b"data").unwrap();
+        let err = prepare_dir(&other, "t", &id).unwrap_err().to_string();
+        assert!(err.contains("belongs to topic id"), "{err}");
+        fs::write(other.join(PARTITION_METADATA), b"garbage").unwrap();
+        let err = prepare_dir(&other, "t", &id).unwrap_err().to_string();
+        assert!(err.contains("unparsable"), "{err}");
+        assert_eq!(
+            fs::read(other.join("00000000000000000000.log")).unwrap(),
+            b"data"
+        );
     }
 }
