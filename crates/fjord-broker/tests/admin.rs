@@ -616,3 +616,28 @@ async fn group_max_size_refuses_the_member_over_it() {
     assert_eq!(refused.error_code, 24, "INVALID_GROUP_ID");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn auto_creation_of_a_topic_this_broker_cannot_open_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_in(tmp.path(), &[("num.partitions", "2")]).await;
+    let mut c = broker.client().await;
+    std::fs::write(tmp.path().join("auto-1"), b"in the way").unwrap();
+    let md = c
+        .request(
+            MetadataRequest::default()
+                .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                )
+                .with_name(Some(name("auto")))]))
+                .with_allow_auto_topic_creation(true),
+            12,
+        )
+        .await;
+    assert_ne!(md.topics[0].error_code, 0);
+    assert_eq!(partition_count(&mut c, "auto").await, None);
+    assert!(
+        !tmp.path().join("auto-0").exists(),
+        "prepared partition left behind"
+    );
+    broker.stop().await;
+}
