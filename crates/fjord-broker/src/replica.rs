@@ -200,8 +200,11 @@ pub struct ReplicaManager {
     data_dir: PathBuf,
     config: BrokerConfig,
     partitions: RwLock<BTreeMap<(String, i32), Arc<Partition>>>,
-    /// Serialises reconciles so two metadata changes cannot open the same log twice.
-    reconcile_lock: Mutex<()>,
+    /// Serialises reconciles so two metadata changes cannot open the same log twice, and
+    /// holds the offset of the newest image reconciled: a caller that fetched its image
+    /// before someone else reconciled a newer one must not apply its stale view, which
+    /// would remove the partitions created in between.
+    reconcile_lock: Mutex<Option<u64>>,
     /// Logs opened by [`ReplicaManager::prepare_partitions`] ahead of the metadata commit
     /// that creates their partitions; `reconcile` adopts them once the image names them.
     prepared: Mutex<HashMap<(String, i32), (Uuid, Log)>>,
@@ -221,7 +224,7 @@ impl ReplicaManager {
             data_dir: config.data_dir.clone(),
             config: config.clone(),
             partitions: RwLock::new(BTreeMap::new()),
-            reconcile_lock: Mutex::new(()),
+            reconcile_lock: Mutex::new(None),
             prepared: Mutex::new(HashMap::new()),
             appended,
         }
@@ -250,7 +253,14 @@ impl ReplicaManager {
     /// Brings the hosted partitions in line with the metadata image: opens logs for new
     /// partitions, applies config and leadership changes, deletes logs of removed topics.
     pub fn reconcile(&self, image: &MetadataImage) -> Result<(), BrokerError> {
-        let _guard = self.reconcile_lock.lock();
+        let mut reconciled = self.reconcile_lock.lock();
+        if reconciled.is_some_and(|newest| image.offset < newest) {
+            tracing::debug!(
+                offset = image.offset,
+                "skipping a reconcile with an image older than one already applied"
+            );
+            return Ok(());
+        }
         let mut wanted = BTreeMap::new();
         for topic in image.topics.values() {
             for p in &topic.partitions {
@@ -319,6 +329,7 @@ impl ReplicaManager {
                 .insert((name.clone(), *index), partition);
         }
         self.remove_strays(&wanted)?;
+        *reconciled = Some(image.offset);
         Ok(())
     }
 
@@ -831,5 +842,44 @@ mod tests {
             fs::read(other.join("00000000000000000000.log")).unwrap(),
             b"data"
         );
+    }
+
+    #[test]
+    fn an_older_image_never_undoes_a_newer_one() {
+        use fjord_controller::MetadataRecord as R;
+        let tmp = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: tmp.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let replicas = ReplicaManager::new(&config);
+        let mut old = MetadataImage::default();
+        old.apply(&R::RegisterBroker {
+            node_id: config.node_id,
+            host: "127.0.0.1".into(),
+            port: 9092,
+            rack: None,
+        });
+        let mut new = old.clone();
+        let topic_id = Uuid::new_v4();
+        new.apply(&R::Topic {
+            name: "fresh".into(),
+            topic_id,
+            configs: BTreeMap::new(),
+        });
+        new.apply(&R::Partition {
+            topic_id,
+            partition: 0,
+            replicas: vec![config.node_id],
+            isr: vec![config.node_id],
+            leader: config.node_id,
+            leader_epoch: 0,
+        });
+        replicas.reconcile(&new).unwrap();
+        assert!(replicas.get("fresh", 0).is_some());
+        // A caller that fetched its image before the topic was created comes late.
+        replicas.reconcile(&old).unwrap();
+        assert!(replicas.get("fresh", 0).is_some());
+        assert!(tmp.path().join("fresh-0").is_dir());
     }
 }
