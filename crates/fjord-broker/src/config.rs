@@ -17,6 +17,8 @@ pub enum PropType {
     String,
     Int,
     Long,
+    /// A floating-point value (topic config `min.cleanable.dirty.ratio`).
+    Double,
     List,
 }
 
@@ -28,6 +30,7 @@ impl PropType {
             PropType::String => 2,
             PropType::Int => 3,
             PropType::Long => 5,
+            PropType::Double => 6,
             PropType::List => 7,
         }
     }
@@ -101,6 +104,8 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
         "5000",
         PropType::Int,
     ),
+    ("group.max.size", "2147483647", PropType::Int),
+    ("group.consumer.max.size", "2147483647", PropType::Int),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +171,10 @@ pub struct BrokerConfig {
     pub group_consumer_session_timeout_ms: i32,
     /// New consumer protocol: how often members are told to heartbeat.
     pub group_consumer_heartbeat_interval_ms: i32,
+    /// Most members a classic group may have (`group.max.size`).
+    pub group_max_size: i32,
+    /// Most members a consumer-protocol group may have (`group.consumer.max.size`).
+    pub group_consumer_max_size: i32,
     /// The topic-level defaults the log.* properties set.
     pub log_defaults: LogConfig,
     /// Properties set explicitly (file, flags, overrides), for DescribeConfigs.
@@ -370,6 +379,9 @@ impl BrokerConfig {
             group_consumer_session_timeout_ms: positive("group.consumer.session.timeout.ms")?
                 as i32,
             group_consumer_heartbeat_interval_ms: positive("group.consumer.heartbeat.interval.ms")?
+                as i32,
+            group_max_size: positive("group.max.size")?.min(i32::MAX as i64) as i32,
+            group_consumer_max_size: positive("group.consumer.max.size")?.min(i32::MAX as i64)
                 as i32,
             log_defaults: log,
             explicit: props.clone(),

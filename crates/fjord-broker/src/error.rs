@@ -24,6 +24,7 @@ pub mod code {
     pub const INVALID_REQUEST: i16 = 42;
     pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const INVALID_CONFIG: i16 = 40;
+    pub const POLICY_VIOLATION: i16 = 44;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const TOPIC_DELETION_DISABLED: i16 = 73;
@@ -49,6 +50,7 @@ pub mod code {
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const MEMBER_ID_REQUIRED: i16 = 79;
+    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
     pub const FENCED_INSTANCE_ID: i16 = 82;
     pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
     pub const FENCED_MEMBER_EPOCH: i16 = 110;

@@ -3,15 +3,17 @@
 //! that wakes long-polling fetches when data arrives.
 //!
 //! The set of partitions follows the metadata image: [`ReplicaManager::reconcile`] opens
-//! logs for partitions assigned here and deletes those whose topic is gone.
+//! logs for partitions assigned here and deletes those whose topic was deleted. Doubt never
+//! deletes: a directory the image does not account for is renamed aside as a stray, and a
+//! directory the image wants but that cannot be proven to belong to it stops the start.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
 
-use fjord_controller::MetadataImage;
+use fjord_controller::{MetadataImage, MetadataRecord};
 use fjord_log::{AppendInfo, Log, LogConfig, LogError};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
@@ -88,8 +90,14 @@ pub struct ReplicaManager {
     data_dir: PathBuf,
     config: BrokerConfig,
     partitions: RwLock<BTreeMap<(String, i32), Arc<Partition>>>,
-    /// Serialises reconciles so two metadata changes cannot open the same log twice.
-    reconcile_lock: Mutex<()>,
+    /// Serialises reconciles so two metadata changes cannot open the same log twice, and
+    /// holds the offset of the newest image reconciled: a caller that fetched its image
+    /// before someone else reconciled a newer one must not apply its stale view, which
+    /// would remove the partitions created in between.
+    reconcile_lock: Mutex<Option<u64>>,
+    /// Logs opened by [`ReplicaManager::prepare_partitions`] ahead of the metadata commit
+    /// that creates their partitions; `reconcile` adopts them once the image names them.
+    prepared: Mutex<HashMap<(String, i32), (Uuid, Log)>>,
     /// Bumped after every append; long-polling fetches wait on it.
     appended: watch::Sender<u64>,
 }
@@ -106,7 +114,8 @@ impl ReplicaManager {
             data_dir: config.data_dir.clone(),
             config: config.clone(),
             partitions: RwLock::new(BTreeMap::new()),
-            reconcile_lock: Mutex::new(()),
+            reconcile_lock: Mutex::new(None),
+            prepared: Mutex::new(HashMap::new()),
             appended,
         }
     }
@@ -134,7 +143,14 @@ impl ReplicaManager {
     /// Brings the hosted partitions in line with the metadata image: opens logs for new
     /// partitions, applies config and leadership changes, deletes logs of removed topics.
     pub fn reconcile(&self, image: &MetadataImage) -> Result<(), BrokerError> {
-        let _guard = self.reconcile_lock.lock();
+        let mut reconciled = self.reconcile_lock.lock();
+        if reconciled.is_some_and(|newest| image.offset < newest) {
+            tracing::debug!(
+                offset = image.offset,
+                "skipping a reconcile with an image older than one already applied"
+            );
+            return Ok(());
+        }
         let mut wanted = BTreeMap::new();
         for topic in image.topics.values() {
             for p in &topic.partitions {
@@ -175,9 +191,15 @@ impl ReplicaManager {
                 *existing.isr.write() = p.isr.clone();
                 continue;
             }
-            let dir = partition_dir(&self.data_dir, name, *index);
-            prepare_dir(&dir, &topic.topic_id)?;
-            let log = Log::open(&dir, log_config)?;
+            let prepared = self.prepared.lock().remove(&(name.clone(), *index));
+            let log = match prepared {
+                Some((id, log)) if id == topic.topic_id => log,
+                _ => {
+                    let dir = partition_dir(&self.data_dir, name, *index);
+                    prepare_dir(&dir, name, &topic.topic_id)?;
+                    Log::open(&dir, log_config)?
+                }
+            };
             let leo = log.log_end_offset();
             let partition = Arc::new(Partition {
                 topic: name.clone(),
@@ -196,26 +218,108 @@ impl ReplicaManager {
                 .insert((name.clone(), *index), partition);
         }
         self.remove_strays(&wanted)?;
+        *reconciled = Some(image.offset);
         Ok(())
     }
 
-    fn remove_partition(&self, p: Arc<Partition>) -> Result<(), BrokerError> {
-        tracing::info!(topic = %p.topic, partition = p.index, "deleting partition");
-        // Readers holding the partition keep their file handles; the directory goes now.
-        let dir = p.log.dir().to_path_buf();
-        match Arc::try_unwrap(p) {
-            Ok(p) => match Arc::try_unwrap(p.log) {
-                Ok(log) => log.delete()?,
-                Err(_) => remove_dir(&dir)?,
-            },
-            Err(_) => remove_dir(&dir)?,
+    /// Makes sure this broker can host the partitions a metadata change is about to
+    /// create, before it is committed: creates each directory assigned here, writes its
+    /// `partition.metadata` and opens its log. On any failure (a directory that cannot be
+    /// made, no file descriptors left) everything prepared by this call is undone and the
+    /// error is returned, so the change is refused instead of being answered as created
+    /// and leaving a metadata log this broker could not start from.
+    pub fn prepare_partitions(
+        &self,
+        topic: &str,
+        configs: &BTreeMap<String, String>,
+        records: &[MetadataRecord],
+    ) -> Result<(), BrokerError> {
+        let _guard = self.reconcile_lock.lock();
+        let log_config = topic_config::log_config(&self.config, configs);
+        let mut opened: Vec<(i32, Uuid, Log)> = Vec::new();
+        let mut failure = None;
+        for r in records {
+            let MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                ..
+            } = r
+            else {
+                continue;
+            };
+            if !replicas.contains(&self.node_id) {
+                continue;
+            }
+            let dir = partition_dir(&self.data_dir, topic, *partition);
+            let result = prepare_dir(&dir, topic, topic_id)
+                .and_then(|()| Log::open(&dir, log_config.clone()).map_err(BrokerError::from));
+            match result {
+                Ok(log) => opened.push((*partition, *topic_id, log)),
+                Err(e) => {
+                    failure = Some(BrokerError::Kafka(
+                        code::KAFKA_STORAGE_ERROR,
+                        format!(
+                            "Cannot create partition {topic}-{partition} on broker {}: {e}",
+                            self.node_id
+                        ),
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            for (partition, _, log) in opened {
+                let dir = log.dir().to_path_buf();
+                drop(log);
+                if let Err(err) = delete_dir(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %err, "could not remove a partition directory prepared for a refused creation");
+                }
+                tracing::debug!(topic, partition, "undid a prepared partition");
+            }
+            return Err(e);
+        }
+        let mut prepared = self.prepared.lock();
+        for (partition, topic_id, log) in opened {
+            prepared.insert((topic.to_string(), partition), (topic_id, log));
         }
         Ok(())
     }
 
-    /// Deletes partition directories left by a topic deleted while the broker was down
-    /// (or killed between committing the delete and removing the files). Only directories
-    /// Fjord made itself (they hold `partition.metadata`) are ever touched.
+    /// Undoes what `prepare_partitions` did for `topic` when the commit did not happen.
+    pub fn discard_prepared(&self, topic: &str) {
+        let _guard = self.reconcile_lock.lock();
+        let mut prepared = self.prepared.lock();
+        let keys: Vec<_> = prepared
+            .keys()
+            .filter(|(t, _)| t == topic)
+            .cloned()
+            .collect();
+        for key in keys {
+            if let Some((_, log)) = prepared.remove(&key) {
+                let dir = log.dir().to_path_buf();
+                drop(log);
+                if let Err(e) = delete_dir(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove a partition directory prepared for a failed creation");
+                }
+            }
+        }
+    }
+
+    /// Removes the data of a partition whose topic was deleted (an explicit DeleteTopics).
+    fn remove_partition(&self, p: Arc<Partition>) -> Result<(), BrokerError> {
+        tracing::info!(topic = %p.topic, partition = p.index, "deleting partition");
+        // Readers holding the partition keep their open files; the directory goes now.
+        delete_dir(p.log.dir())
+    }
+
+    /// Handles partition directories the image does not account for: left by a topic
+    /// deleted while the broker was down, by a crash between committing a delete and
+    /// removing the files, or by a damaged metadata log. None is deleted, because the
+    /// image itself may be what is wrong: each is renamed aside as a stray for an operator
+    /// to inspect. Directories left half-deleted by an explicit delete (`-delete`) are
+    /// finished off. Only directories Fjord made (they hold `partition.metadata`) are
+    /// touched.
     fn remove_strays(
         &self,
         wanted: &BTreeMap<
@@ -243,15 +347,23 @@ impl ReplicaManager {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            let Some((topic, index)) = name
-                .rsplit_once('-')
-                .and_then(|(t, i)| i.parse::<i32>().ok().map(|i| (t.to_string(), i)))
-            else {
+            if name.ends_with(DELETE_SUFFIX) {
+                tracing::info!(dir = %path.display(), "finishing the removal of a deleted partition");
+                remove_dir(&path)?;
+                continue;
+            }
+            let Some((topic, index)) = parse_partition_dir(name) else {
                 continue;
             };
-            if !wanted.contains_key(&(topic.clone(), index)) {
-                tracing::info!(dir = %path.display(), "removing directory of a deleted partition");
-                remove_dir(&path)?;
+            let key = (topic, index);
+            // A prepared directory belongs to a creation being committed right now.
+            if !wanted.contains_key(&key) && !self.prepared.lock().contains_key(&key) {
+                let aside = rename_aside(&path, STRAY_SUFFIX)?;
+                tracing::warn!(
+                    dir = %path.display(),
+                    renamed_to = %aside.display(),
+                    "partition directory is not in the metadata image; kept aside as a stray, not deleted"
+                );
             }
         }
         Ok(())
@@ -331,23 +443,160 @@ impl ReplicaManager {
     }
 }
 
-/// Creates the partition directory, or clears it if it belonged to an older topic of the
-/// same name, and records which topic it belongs to.
-fn prepare_dir(dir: &Path, topic_id: &Uuid) -> Result<(), BrokerError> {
-    let meta = dir.join(PARTITION_METADATA);
-    let expected = format!("version: 0\ntopic_id: {topic_id}\n");
-    match fs::read_to_string(&meta) {
-        Ok(existing) if existing == expected => return Ok(()),
-        Ok(_) => {
-            tracing::warn!(dir = %dir.display(), "directory belongs to an older topic of the same name; removing it");
-            remove_dir(dir)?;
-        }
-        Err(_) => {}
+/// Suffix of a partition directory being removed by an explicit topic deletion.
+const DELETE_SUFFIX: &str = "-delete";
+/// Suffix of a directory the image does not account for, kept for an operator to judge.
+const STRAY_SUFFIX: &str = "-stray";
+
+/// `<topic>-<partition>` → (topic, partition); `None` for any other name.
+fn parse_partition_dir(name: &str) -> Option<(String, i32)> {
+    let (topic, index) = name.rsplit_once('-')?;
+    let index = index.parse::<i32>().ok().filter(|i| *i >= 0)?;
+    Some((topic.to_string(), index))
+}
+
+fn partition_metadata(topic_id: &Uuid) -> String {
+    format!("version: 0\ntopic_id: {topic_id}\n")
+}
+
+/// The topic id recorded in a `partition.metadata` file, or `None` if it is not one.
+fn parse_partition_metadata(text: &str) -> Option<Uuid> {
+    let mut lines = text.lines();
+    if lines.next()?.trim() != "version: 0" {
+        return None;
     }
-    fs::create_dir_all(dir).map_err(|e| BrokerError::io(format!("create {}", dir.display()), e))?;
-    fs::write(&meta, expected)
-        .map_err(|e| BrokerError::io(format!("write {}", meta.display()), e))?;
-    Ok(())
+    let id = lines.next()?.trim().strip_prefix("topic_id:")?.trim();
+    Uuid::parse_str(id).ok()
+}
+
+/// Whether a directory holds no partition data: besides `partition.metadata` (and its
+/// temporary file), nothing but empty files. That is what a creation cut short leaves.
+fn holds_no_data(dir: &Path) -> Result<bool, BrokerError> {
+    let entries =
+        fs::read_dir(dir).map_err(|e| BrokerError::io(format!("list {}", dir.display()), e))?;
+    let meta = dir.join(PARTITION_METADATA);
+    let meta_tmp = temp_path(&meta);
+    for entry in entries {
+        let entry = entry.map_err(|e| BrokerError::io(format!("list {}", dir.display()), e))?;
+        if entry.path() == meta || entry.path() == meta_tmp {
+            continue;
+        }
+        let meta = entry
+            .metadata()
+            .map_err(|e| BrokerError::io(format!("stat {}", entry.path().display()), e))?;
+        if !meta.is_file() || meta.len() > 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Makes sure `dir` is the directory of `topic`'s partition (`topic_id`), creating it if
+/// missing. A directory that exists but cannot be proven to belong to this topic — its
+/// `partition.metadata` missing, empty, unreadable or naming another topic id — stops the
+/// start: the metadata image names this partition, so serving that directory could serve
+/// another topic's data, and moving it aside would hide this topic's data. The operator
+/// decides, guided by the error. Only a directory holding no data at all (a creation cut
+/// short) is simply taken over.
+fn prepare_dir(dir: &Path, topic: &str, topic_id: &Uuid) -> Result<(), BrokerError> {
+    let meta = dir.join(PARTITION_METADATA);
+    let expected = partition_metadata(topic_id);
+    if dir.is_dir() {
+        let problem = match fs::read_to_string(&meta) {
+            Ok(text) => match parse_partition_metadata(&text) {
+                Some(id) if id == *topic_id => return Ok(()),
+                Some(id) => format!("belongs to topic id {id}"),
+                None if text.is_empty() => format!("has an empty {PARTITION_METADATA}"),
+                None => format!("has an unparsable {PARTITION_METADATA}"),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                format!("has no {PARTITION_METADATA}")
+            }
+            Err(e) => format!("has an unreadable {PARTITION_METADATA} ({e})"),
+        };
+        if !holds_no_data(dir)? {
+            return Err(BrokerError::Startup(format!(
+                "partition directory {} {problem}, so it cannot be proven to belong to topic \
+                 '{topic}' (topic id {topic_id}); refusing to use or remove it. If it holds \
+                 this topic's data, write \"version: 0\" and \"topic_id: {topic_id}\" as the \
+                 two lines of {}; otherwise move the directory out of the data directory.",
+                dir.display(),
+                meta.display(),
+            )));
+        }
+        tracing::warn!(dir = %dir.display(), "partition directory holds no data and {problem}; taking it over", problem = problem);
+    } else {
+        fs::create_dir_all(dir)
+            .map_err(|e| BrokerError::io(format!("create {}", dir.display()), e))?;
+        sync_parent(dir)?;
+    }
+    write_atomically(&meta, expected.as_bytes())
+}
+
+/// `<name>.tmp` beside `path`: where its next content is written before the rename.
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Writes `path` so that a crash leaves either the old or the new content, never a torn
+/// or empty file: temp file, fsync, rename over, fsync the directory.
+fn write_atomically(path: &Path, content: &[u8]) -> Result<(), BrokerError> {
+    use std::io::Write;
+    let tmp = temp_path(path);
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| BrokerError::io(format!("write {}", path.display()), e))?;
+    sync_parent(path)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), BrokerError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| BrokerError::io(format!("fsync {}", dir.display()), e))
+}
+
+fn sync_parent(path: &Path) -> Result<(), BrokerError> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
+/// Renames `dir` to `<name>.<uuid><suffix>` beside it, as Kafka names stray and deleted
+/// logs, and makes the rename durable. Returns the new path.
+fn rename_aside(dir: &Path, suffix: &str) -> Result<PathBuf, BrokerError> {
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| BrokerError::Startup(format!("bad directory name {}", dir.display())))?;
+    let aside = dir.with_file_name(format!("{name}.{}{suffix}", Uuid::new_v4().simple()));
+    fs::rename(dir, &aside).map_err(|e| {
+        BrokerError::io(
+            format!("rename {} to {}", dir.display(), aside.display()),
+            e,
+        )
+    })?;
+    sync_parent(dir)?;
+    Ok(aside)
+}
+
+/// Deletes a deleted topic's partition directory: renamed to `-delete` first (durably), so
+/// a crash midway leaves a name no start can mistake for a live partition, then removed.
+fn delete_dir(dir: &Path) -> Result<(), BrokerError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let aside = rename_aside(dir, DELETE_SUFFIX)?;
+    remove_dir(&aside)
 }
 
 fn remove_dir(dir: &Path) -> Result<(), BrokerError> {
@@ -456,5 +705,81 @@ mod tests {
         assert_eq!(p.check_leader_epoch(3), Ok(3));
         assert_eq!(p.check_leader_epoch(4), Err(code::UNKNOWN_LEADER_EPOCH));
         assert_eq!(p.check_leader_epoch(2), Err(code::FENCED_LEADER_EPOCH));
+    }
+
+    #[test]
+    fn prepare_dir_takes_over_only_directories_without_data() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        // A creation cut short: the metadata's temporary file and an empty segment.
+        let cut = tmp.path().join("t-0");
+        fs::create_dir(&cut).unwrap();
+        fs::write(cut.join("partition.metadata.tmp"), b"version: 0\n").unwrap();
+        fs::write(cut.join("00000000000000000000.log"), b"").unwrap();
+        prepare_dir(&cut, "t", &id).unwrap();
+        let text = fs::read_to_string(cut.join(PARTITION_METADATA)).unwrap();
+        assert_eq!(parse_partition_metadata(&text), Some(id));
+        assert!(!cut.join("partition.metadata.tmp").exists());
+        // Verified on the next call, not rewritten.
+        prepare_dir(&cut, "t", &id).unwrap();
+
+        // Data under another topic id, or under an unreadable metadata file: refused, and
+        // the data stays exactly where it was.
+        let other = tmp.path().join("t-1");
+        fs::create_dir(&other).unwrap();
+        fs::write(
+            other.join(PARTITION_METADATA),
+            partition_metadata(&Uuid::new_v4()),
+        )
+        .unwrap();
+        fs::write(other.join("00000000000000000000.log"), b"data").unwrap();
+        let err = prepare_dir(&other, "t", &id).unwrap_err().to_string();
+        assert!(err.contains("belongs to topic id"), "{err}");
+        fs::write(other.join(PARTITION_METADATA), b"garbage").unwrap();
+        let err = prepare_dir(&other, "t", &id).unwrap_err().to_string();
+        assert!(err.contains("unparsable"), "{err}");
+        assert_eq!(
+            fs::read(other.join("00000000000000000000.log")).unwrap(),
+            b"data"
+        );
+    }
+
+    #[test]
+    fn an_older_image_never_undoes_a_newer_one() {
+        use fjord_controller::MetadataRecord as R;
+        let tmp = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: tmp.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let replicas = ReplicaManager::new(&config);
+        let mut old = MetadataImage::default();
+        old.apply(&R::RegisterBroker {
+            node_id: config.node_id,
+            host: "127.0.0.1".into(),
+            port: 9092,
+            rack: None,
+        });
+        let mut new = old.clone();
+        let topic_id = Uuid::new_v4();
+        new.apply(&R::Topic {
+            name: "fresh".into(),
+            topic_id,
+            configs: BTreeMap::new(),
+        });
+        new.apply(&R::Partition {
+            topic_id,
+            partition: 0,
+            replicas: vec![config.node_id],
+            isr: vec![config.node_id],
+            leader: config.node_id,
+            leader_epoch: 0,
+        });
+        replicas.reconcile(&new).unwrap();
+        assert!(replicas.get("fresh", 0).is_some());
+        // A caller that fetched its image before the topic was created comes late.
+        replicas.reconcile(&old).unwrap();
+        assert!(replicas.get("fresh", 0).is_some());
+        assert!(tmp.path().join("fresh-0").is_dir());
     }
 }

@@ -313,13 +313,15 @@ async fn retention_trims_delete_topics_and_spares_compact_ones() {
     let broker =
         TestBroker::start_in(tmp.path(), &[("log.retention.check.interval.ms", "100")]).await;
     let mut c = broker.client().await;
-    // Tiny segments and a 1 ms retention: every closed segment is expired at once.
-    let small = [("segment.bytes", "1024"), ("retention.ms", "1")];
+    // The smallest segments Kafka allows (1 MiB) and a 1 ms retention: every closed
+    // segment is expired at once.
+    let small = [("segment.bytes", "1048576"), ("retention.ms", "1")];
     create_with(&mut c, "trimmed", 1, 1, &small).await;
     let mut compact = small.to_vec();
     compact.push(("cleanup.policy", "compact"));
     create_with(&mut c, "kept", 1, 1, &compact).await;
-    let value = vec![b'v'; 600];
+    // Six 400 KiB batches fill more than two segments.
+    let value = vec![b'v'; 400 * 1024];
     for topic in ["trimmed", "kept"] {
         for _ in 0..6 {
             let r = c

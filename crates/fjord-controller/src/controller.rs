@@ -92,12 +92,25 @@ impl Controller {
         &self,
         build: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ControllerError>,
     ) -> Result<T, ControllerError> {
+        self.commit_prepared(build, |_| Ok::<(), ControllerError>(()))
+    }
+
+    /// Like [`Controller::commit`], but `prepare` sees the planned records first and can
+    /// veto them: nothing is committed unless it succeeds. This is how a broker makes sure
+    /// it can host new partitions before the metadata log says they exist, so that a
+    /// creation it cannot honour never leaves a log it cannot start from.
+    fn commit_prepared<T, E: From<ControllerError>>(
+        &self,
+        build: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ControllerError>,
+        prepare: impl FnOnce(&[MetadataRecord]) -> Result<(), E>,
+    ) -> Result<T, E> {
         let mut log = self.log.lock();
         let current = self.image();
         let (records, out) = build(&current)?;
         if records.is_empty() {
             return Ok(out);
         }
+        prepare(&records)?;
         log.append(&records)?;
         let mut next = (*current).clone();
         for r in &records {
@@ -142,14 +155,27 @@ impl Controller {
     }
 
     pub fn create_topic(&self, spec: &CreateTopicSpec) -> Result<TopicImage, ControllerError> {
-        self.commit(|image| {
-            let records = plan_topic(image, spec)?;
-            Ok((records, ()))
-        })?;
-        self.image()
+        self.create_topic_prepared(spec, |_| Ok::<(), ControllerError>(()))
+    }
+
+    /// Creates a topic once `prepare` has accepted its records (see `commit_prepared`).
+    pub fn create_topic_prepared<E: From<ControllerError>>(
+        &self,
+        spec: &CreateTopicSpec,
+        prepare: impl FnOnce(&[MetadataRecord]) -> Result<(), E>,
+    ) -> Result<TopicImage, E> {
+        self.commit_prepared(
+            |image| {
+                let records = plan_topic(image, spec)?;
+                Ok((records, ()))
+            },
+            prepare,
+        )?;
+        Ok(self
+            .image()
             .topic(&spec.name)
             .cloned()
-            .ok_or_else(|| ControllerError::UnknownTopic(spec.name.clone()))
+            .ok_or_else(|| ControllerError::UnknownTopic(spec.name.clone()))?)
     }
 
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, ControllerError> {
@@ -174,7 +200,16 @@ impl Controller {
     }
 
     pub fn create_partitions(&self, spec: &CreatePartitionsSpec) -> Result<(), ControllerError> {
-        self.commit(|image| Ok((plan_partitions(image, spec)?, ())))
+        self.create_partitions_prepared(spec, |_| Ok::<(), ControllerError>(()))
+    }
+
+    /// Adds partitions once `prepare` has accepted their records (see `commit_prepared`).
+    pub fn create_partitions_prepared<E: From<ControllerError>>(
+        &self,
+        spec: &CreatePartitionsSpec,
+        prepare: impl FnOnce(&[MetadataRecord]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.commit_prepared(|image| Ok((plan_partitions(image, spec)?, ())), prepare)
     }
 
     /// Sets (`Some`) or removes (`None`) topic configs, all in one committed change.
@@ -529,5 +564,35 @@ mod tests {
         let c = Controller::open(dir.path(), 1).unwrap();
         let next = c.allocate_producer_id().unwrap();
         assert!(next > 4, "id {next} reused after restart");
+    }
+
+    #[test]
+    fn a_refused_preparation_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = controller(dir.path());
+            let err = c
+                .create_topic_prepared(&spec("never", 3, 1), |records| {
+                    assert_eq!(records.len(), 4, "the topic and its three partitions");
+                    Err(ControllerError::InvalidConfig("cannot host it".into()))
+                })
+                .unwrap_err();
+            assert_eq!(err.to_string(), "cannot host it");
+            assert!(c.image().topic("never").is_none());
+            c.create_topic(&spec("grows", 1, 1)).unwrap();
+            let refused = c.create_partitions_prepared(
+                &CreatePartitionsSpec {
+                    name: "grows".into(),
+                    total: 3,
+                    assignments: vec![],
+                },
+                |_| Err(ControllerError::InvalidConfig("no".into())),
+            );
+            assert!(refused.is_err());
+            assert_eq!(c.image().topic("grows").unwrap().partitions.len(), 1);
+        }
+        let c = Controller::open(dir.path(), 1).unwrap();
+        assert!(c.image().topic("never").is_none());
+        assert_eq!(c.image().topic("grows").unwrap().partitions.len(), 1);
     }
 }

@@ -24,10 +24,24 @@ pub struct MetadataLog {
 
 impl MetadataLog {
     /// Opens the log in `dir` (created if missing) and returns every committed batch.
-    /// A torn or corrupt tail (a crash mid-write) is cut off: it was never acknowledged.
+    ///
+    /// Every append is fsynced before it is acknowledged and appends are serialised, so at
+    /// a crash only the last frame can be half-written. That torn tail is cut, with a WARN
+    /// naming how many bytes went. A bad frame with a valid frame after it is different: it
+    /// was fsynced (the later append proves it) and then damaged, and cutting there would
+    /// silently forget every later change — topics included, whose data the broker would
+    /// then treat as strays. Such a log stops the start with an error naming the file and
+    /// the byte position.
     pub fn open(dir: &Path) -> Result<(MetadataLog, Vec<Vec<MetadataRecord>>), ControllerError> {
+        let created = !dir.exists();
         fs::create_dir_all(dir)
             .map_err(|e| ControllerError::io(format!("create {}", dir.display()), e))?;
+        if created {
+            // The new directory's entry lives in its parent: make it durable too.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let path = dir.join("metadata.log");
         let mut file = OpenOptions::new()
             .read(true)
@@ -47,17 +61,26 @@ impl MetadataLog {
             pos += used;
         }
         if pos < data.len() {
+            if let Some(next) = next_valid_frame(&data, pos) {
+                return Err(ControllerError::Corrupt(format!(
+                    "{}: the record at byte {pos} is damaged (bad length, checksum or \
+                     encoding) but a valid record follows at byte {next}; refusing to start \
+                     rather than drop committed metadata. Restore this file from a backup.",
+                    path.display()
+                )));
+            }
             tracing::warn!(
                 path = %path.display(),
-                valid = pos,
-                file = data.len(),
-                "metadata log has a torn or corrupt tail; truncating it"
+                valid_bytes = pos,
+                dropped_bytes = data.len() - pos,
+                "metadata log ends in a torn write (the last append did not finish); cutting it"
             );
             file.set_len(pos as u64)
                 .map_err(|e| ControllerError::io(format!("truncate {}", path.display()), e))?;
             file.sync_all()
                 .map_err(|e| ControllerError::io(format!("fsync {}", path.display()), e))?;
         }
+        // A freshly created file is only durable once its directory entry is.
         sync_dir(dir)?;
         Ok((
             MetadataLog {
@@ -110,6 +133,14 @@ fn decode_frame(data: &[u8]) -> Option<(Vec<MetadataRecord>, usize)> {
     }
     let records = serde_json::from_slice(payload).ok()?;
     Some((records, FRAME_HEADER + len))
+}
+
+/// The position of the first frame after `bad` that decodes cleanly, if any. Every byte
+/// position is tried because the damaged frame's own length cannot be trusted. This is
+/// cheap: the JSON payloads are ASCII, so a length read from inside one is far over
+/// `MAX_FRAME` and is rejected before any checksum is computed.
+fn next_valid_frame(data: &[u8], bad: usize) -> Option<usize> {
+    (bad + 1..data.len()).find(|&at| decode_frame(&data[at..]).is_some())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), ControllerError> {
@@ -169,20 +200,67 @@ mod tests {
         }
     }
 
-    #[test]
-    fn flipped_byte_drops_the_frame() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (mut log, _) = MetadataLog::open(dir.path()).unwrap();
-            log.append(&[rec(1)]).unwrap();
-            log.append(&[rec(2)]).unwrap();
+    /// Writes three frames and returns the file path and where each frame starts.
+    fn three_frames(dir: &Path) -> (PathBuf, Vec<usize>) {
+        let (mut log, _) = MetadataLog::open(dir).unwrap();
+        log.append(&[rec(1)]).unwrap();
+        log.append(&[rec(2)]).unwrap();
+        log.append(&[rec(3)]).unwrap();
+        drop(log);
+        let path = dir.join("metadata.log");
+        let full = fs::read(&path).unwrap();
+        let mut starts = vec![0];
+        while let Some((_, used)) = decode_frame(&full[*starts.last().unwrap()..]) {
+            starts.push(starts.last().unwrap() + used);
         }
-        let path = dir.path().join("metadata.log");
+        assert_eq!(starts.len(), 4);
+        (path, starts)
+    }
+
+    #[test]
+    fn damaged_record_before_valid_ones_stops_the_start() {
+        // A flipped payload byte in the first and in the middle frame, and a flipped
+        // length byte (which hides where the next frame starts): all refuse to open, name
+        // the file and the position, and leave the file exactly as it was.
+        for (frame, offset) in [(0, FRAME_HEADER + 3), (1, FRAME_HEADER + 5), (1, 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, starts) = three_frames(dir.path());
+            let mut full = fs::read(&path).unwrap();
+            full[starts[frame] + offset] ^= 0x55;
+            fs::write(&path, &full).unwrap();
+            let err = match MetadataLog::open(dir.path()) {
+                Ok(_) => panic!("frame {frame} offset {offset}: opened a damaged log"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            assert!(err.contains(&format!("at byte {}", starts[frame])), "{err}");
+            assert_eq!(fs::read(&path).unwrap(), full, "the file was changed");
+        }
+    }
+
+    #[test]
+    fn damaged_last_record_is_cut_as_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, starts) = three_frames(dir.path());
         let mut full = fs::read(&path).unwrap();
         let last = full.len() - 2;
         full[last] ^= 0x55;
         fs::write(&path, &full).unwrap();
         let (_, batches) = MetadataLog::open(dir.path()).unwrap();
-        assert_eq!(batches, vec![vec![rec(1)]]);
+        assert_eq!(batches, vec![vec![rec(1)], vec![rec(2)]]);
+        assert_eq!(fs::metadata(&path).unwrap().len(), starts[2] as u64);
+    }
+
+    #[test]
+    fn zeroed_tail_is_cut() {
+        // What a power loss can leave when the file size reached disk before the data.
+        let dir = tempfile::tempdir().unwrap();
+        let (path, starts) = three_frames(dir.path());
+        let mut full = fs::read(&path).unwrap();
+        full.extend_from_slice(&[0u8; 4096]);
+        fs::write(&path, &full).unwrap();
+        let (_, batches) = MetadataLog::open(dir.path()).unwrap();
+        assert_eq!(batches.len(), 3);
+        assert_eq!(fs::metadata(&path).unwrap().len(), starts[3] as u64);
     }
 }

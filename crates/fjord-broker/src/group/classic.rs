@@ -46,7 +46,15 @@ pub struct Timeouts {
     /// group.initial.rebalance.delay.ms: how long the first rebalance of an empty group
     /// waits for more members, so a fleet starting together settles in one generation.
     pub initial_delay_ms: i64,
+    /// group.max.size: members beyond this are refused with GROUP_MAX_SIZE_REACHED.
+    pub max_size: usize,
 }
+
+/// Most bytes of protocol metadata (every protocol of every member) one classic group
+/// may hold. Kafka bounds none explicitly, but a group's state must fit one record of
+/// `__consumer_offsets`; this keeps one group from holding unbounded broker memory while
+/// leaving room for hundreds of members subscribed to hundreds of topics each.
+pub const MAX_GROUP_METADATA_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct JoinParams {
@@ -407,6 +415,9 @@ impl ClassicGroup {
                 &p.member_id,
             ));
         }
+        if let Some(refusal) = self.refuse_new_member(&p, t) {
+            return now_reply(refusal);
+        }
         if !self.accepts(&p.member_id, &p.protocol_type, &p.protocols) {
             return now_reply(JoinResult::error(
                 code::INCONSISTENT_GROUP_PROTOCOL,
@@ -470,6 +481,46 @@ impl ClassicGroup {
                 now_reply(JoinResult::error(code::UNKNOWN_MEMBER_ID, &id))
             }
         }
+    }
+
+    /// Bytes of protocol metadata the members hold.
+    pub fn metadata_bytes(&self) -> usize {
+        self.members
+            .values()
+            .flat_map(|m| m.protocols.iter())
+            .map(|(name, meta)| name.len() + meta.len())
+            .sum()
+    }
+
+    /// GROUP_MAX_SIZE_REACHED for a join that would add a member to a full group: one at
+    /// `group.max.size` members, or one whose protocol metadata would pass
+    /// [`MAX_GROUP_METADATA_BYTES`]. Known members, and a static member taking its own
+    /// place back, are never refused: they do not grow the group.
+    fn refuse_new_member(&self, p: &JoinParams, t: &Timeouts) -> Option<JoinResult> {
+        let known = self.members.contains_key(&p.member_id)
+            || p.instance_id
+                .as_ref()
+                .is_some_and(|i| self.statics.contains_key(i));
+        let incoming: usize = p.protocols.iter().map(|(n, m)| n.len() + m.len()).sum();
+        if !known && self.members.len() >= t.max_size {
+            tracing::info!(group = %self.id, max = t.max_size, "join refused: group.max.size reached");
+            return Some(JoinResult::error(code::GROUP_MAX_SIZE_REACHED, ""));
+        }
+        let held = self.metadata_bytes()
+            - self.members.get(&p.member_id).map_or(0, |m| {
+                m.protocols.iter().map(|(n, d)| n.len() + d.len()).sum()
+            });
+        if held + incoming > MAX_GROUP_METADATA_BYTES {
+            tracing::warn!(
+                group = %self.id,
+                held,
+                incoming,
+                max = MAX_GROUP_METADATA_BYTES,
+                "join refused: the group's member metadata would exceed its bound"
+            );
+            return Some(JoinResult::error(code::GROUP_MAX_SIZE_REACHED, ""));
+        }
+        None
     }
 
     /// Registers a waiting JoinGroup; a duplicate join from the same member replaces the
@@ -975,6 +1026,7 @@ mod tests {
         min_session_ms: 10,
         max_session_ms: 100_000,
         initial_delay_ms: 0,
+        max_size: usize::MAX,
     };
 
     fn params(member_id: &str, protocols: &[&str]) -> JoinParams {
@@ -1024,6 +1076,55 @@ mod tests {
 
     fn done<T>(rx: &mut oneshot::Receiver<T>) -> T {
         rx.try_recv().expect("answered")
+    }
+
+    #[test]
+    fn group_max_size_refuses_new_members_but_not_known_ones() {
+        let t = Timeouts { max_size: 2, ..T };
+        let mut g = ClassicGroup::new("g", 0);
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let first = now(g.join(params("", &["range"]), &t, 0));
+            assert_eq!(first.error, code::MEMBER_ID_REQUIRED);
+            let _ = g.join(params(&first.member_id, &["range"]), &t, 0);
+            ids.push(first.member_id);
+        }
+        assert_eq!(g.members.len(), 2);
+        let third = now(g.join(params("", &["range"]), &t, 0));
+        assert_eq!(third.error, code::GROUP_MAX_SIZE_REACHED);
+        assert_eq!(third.member_id, "");
+        assert_eq!(g.members.len(), 2);
+        // A known member rejoining is not a new member.
+        let again = g.join(params(&ids[0], &["range"]), &t, 0);
+        if let Reply::Now(r) = again {
+            assert_ne!(r.error, code::GROUP_MAX_SIZE_REACHED);
+        }
+    }
+
+    #[test]
+    fn member_metadata_of_a_group_is_bounded() {
+        let mut g = ClassicGroup::new("g", 0);
+        let mut big = params("", &["range"]);
+        big.require_known_member_id = false;
+        big.protocols = vec![(
+            "range".into(),
+            Bytes::from(vec![0u8; MAX_GROUP_METADATA_BYTES / 2]),
+        )];
+        let first = now_or_parked(g.join(big.clone(), &T, 0));
+        assert_ne!(first, Some(code::GROUP_MAX_SIZE_REACHED));
+        assert_eq!(g.members.len(), 1);
+        let second = now_or_parked(g.join(big, &T, 0));
+        assert_eq!(second, Some(code::GROUP_MAX_SIZE_REACHED));
+        assert_eq!(g.members.len(), 1);
+        assert!(g.metadata_bytes() <= MAX_GROUP_METADATA_BYTES);
+    }
+
+    /// The error of an immediate answer, or `None` for a parked join.
+    fn now_or_parked(r: Reply<JoinResult>) -> Option<i16> {
+        match r {
+            Reply::Now(j) => Some(j.error),
+            Reply::Wait(_) => None,
+        }
     }
 
     #[test]

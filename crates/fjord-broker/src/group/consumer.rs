@@ -125,6 +125,8 @@ impl HeartbeatResult {
 pub struct ConsumerTimeouts {
     pub session_ms: i64,
     pub heartbeat_ms: i32,
+    /// group.consumer.max.size: members beyond this are refused.
+    pub max_size: usize,
 }
 
 pub struct ConsumerGroup {
@@ -314,6 +316,21 @@ impl ConsumerGroup {
         t: &ConsumerTimeouts,
         now: i64,
     ) -> Result<(Option<BTreeSet<Tp>>, bool), HeartbeatResult> {
+        let known = self.members.contains_key(&p.member_id)
+            || p.instance_id
+                .as_ref()
+                .is_some_and(|i| self.statics.contains_key(i));
+        if !known && self.members.len() >= t.max_size {
+            return Err(HeartbeatResult::error(
+                code::GROUP_MAX_SIZE_REACHED,
+                format!(
+                    "The consumer group has reached its maximum capacity of {} members.",
+                    t.max_size
+                ),
+                &p.member_id,
+                p.member_epoch,
+            ));
+        }
         let subscribed: BTreeSet<String> = p.subscribed.iter().flatten().cloned().collect();
         let mut changed = false;
         let mut inherited: Option<ConsumerMember> = None;
@@ -765,6 +782,7 @@ mod tests {
     const T: ConsumerTimeouts = ConsumerTimeouts {
         session_ms: 45_000,
         heartbeat_ms: 5_000,
+        max_size: usize::MAX,
     };
 
     fn three(topic: &str) -> i32 {
@@ -1117,5 +1135,31 @@ mod tests {
         };
         beat(&mut g, "b", &mut b, 30_003);
         assert_eq!(b.owned.len(), 3);
+    }
+
+    #[test]
+    fn group_consumer_max_size_refuses_new_members() {
+        let t = ConsumerTimeouts { max_size: 1, ..T };
+        let mut g = ConsumerGroup::new("g");
+        let join_params = |id: &str| HeartbeatParams {
+            member_id: id.into(),
+            member_epoch: 0,
+            rebalance_timeout_ms: 30_000,
+            subscribed: Some(vec!["t".to_string()]),
+            owned: Some(vec![]),
+            ..Default::default()
+        };
+        let first = g.heartbeat(join_params("a"), &three, &t, 0);
+        assert_eq!(first.error, code::NONE);
+        let second = g.heartbeat(join_params("b"), &three, &t, 0);
+        assert_eq!(second.error, code::GROUP_MAX_SIZE_REACHED);
+        assert_eq!(
+            second.message.as_deref(),
+            Some("The consumer group has reached its maximum capacity of 1 members.")
+        );
+        assert_eq!(g.members.len(), 1);
+        // The existing member may rejoin.
+        let again = g.heartbeat(join_params("a"), &three, &t, 0);
+        assert_eq!(again.error, code::NONE);
     }
 }

@@ -49,6 +49,13 @@ pub struct CommitEntry {
     pub metadata: Option<String>,
 }
 
+/// Longest group id accepted: Kafka's limit for any protocol string.
+pub const MAX_GROUP_ID_BYTES: usize = i16::MAX as usize;
+/// Most bytes of classic-group member metadata the whole broker holds, across all groups:
+/// with the per-group bound it keeps group state from growing the broker's memory
+/// without limit, however many groups clients create.
+pub const MAX_BROKER_GROUP_METADATA_BYTES: usize = 256 * 1024 * 1024;
+
 pub struct GroupCoordinator {
     /// Classic groups, and the committed offsets of every group (a new-protocol group's
     /// offsets live in a member-less entry here, so one code path persists them all).
@@ -74,6 +81,7 @@ impl GroupCoordinator {
             consumer_timeouts: ConsumerTimeouts {
                 session_ms: config.group_consumer_session_timeout_ms as i64,
                 heartbeat_ms: config.group_consumer_heartbeat_interval_ms,
+                max_size: config.group_consumer_max_size.max(1) as usize,
             },
             loaded: AtomicBool::new(false),
             wake: Notify::new(),
@@ -81,6 +89,7 @@ impl GroupCoordinator {
                 min_session_ms: config.group_min_session_timeout_ms,
                 max_session_ms: config.group_max_session_timeout_ms,
                 initial_delay_ms: config.group_initial_rebalance_delay_ms as i64,
+                max_size: config.group_max_size.max(1) as usize,
             },
             retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
             default_partitions: config.offsets_topic_num_partitions,
@@ -121,7 +130,9 @@ impl GroupCoordinator {
 
     /// Whether this broker may serve a request for `group` now.
     pub fn check(&self, state: &BrokerState, group: &str) -> Result<(), i16> {
-        if group.is_empty() {
+        // Kafka's own decoders refuse any string over 32767 bytes, compact encodings
+        // included; ids that long are stored in every group and offset record.
+        if group.is_empty() || group.len() > MAX_GROUP_ID_BYTES {
             return Err(code::INVALID_GROUP_ID);
         }
         if !self.is_loaded() {
@@ -145,7 +156,17 @@ impl GroupCoordinator {
             configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
             ..Default::default()
         };
-        match state.controller.create_topic(&spec) {
+        // Opened here before the commit, so a broker that cannot host the partitions
+        // refuses instead of recording a topic it could not start from.
+        let created = state.controller.create_topic_prepared(&spec, |records| {
+            state
+                .replicas
+                .prepare_partitions(TOPIC, &spec.configs, records)
+        });
+        if created.is_err() {
+            state.replicas.discard_prepared(TOPIC);
+        }
+        match created {
             Ok(_) => tracing::info!(partitions = spec.num_partitions, "created {TOPIC}"),
             Err(e) if e.kafka_code() == code::TOPIC_ALREADY_EXISTS => {}
             Err(e) => {
@@ -240,6 +261,23 @@ impl GroupCoordinator {
             }
             if !member_id.is_empty() && !groups.contains_key(group) {
                 return JoinResult::error(code::UNKNOWN_MEMBER_ID, &member_id);
+            }
+            let is_new_member = !groups
+                .get(group)
+                .is_some_and(|g| g.members.contains_key(&member_id));
+            if is_new_member {
+                let held: usize = groups.values().map(ClassicGroup::metadata_bytes).sum();
+                let incoming: usize = p.protocols.iter().map(|(n, m)| n.len() + m.len()).sum();
+                if held + incoming > MAX_BROKER_GROUP_METADATA_BYTES {
+                    tracing::warn!(
+                        group,
+                        held,
+                        incoming,
+                        max = MAX_BROKER_GROUP_METADATA_BYTES,
+                        "join refused: member metadata of all groups on this broker would exceed its bound"
+                    );
+                    return JoinResult::error(code::GROUP_MAX_SIZE_REACHED, "");
+                }
             }
             let g = groups
                 .entry(group.to_string())

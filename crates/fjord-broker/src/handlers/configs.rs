@@ -175,6 +175,17 @@ fn apply_topic_changes(
             None => {}
         }
     }
+    if let Some(topic) = state.controller.image().topic(name) {
+        let mut merged = topic.configs.clone();
+        for (k, v) in &changes {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        topic_config::validate_combination(&merged)
+            .map_err(|reason| BrokerError::Kafka(code::INVALID_CONFIG, reason))?;
+    }
     if validate_only {
         return Ok(());
     }

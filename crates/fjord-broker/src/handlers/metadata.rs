@@ -39,6 +39,10 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
         }
         Some(list) => {
             let mut created = false;
+            // Auto-creation counts against the same per-request partition limit as
+            // CreateTopics: one Metadata request naming many unknown topics must not
+            // create more at once.
+            let mut budget = super::topics::MAX_PARTITIONS_PER_REQUEST;
             for (name, id) in list {
                 let found = match &name {
                     Some(n) => image.topic(n).cloned(),
@@ -66,7 +70,25 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
                     replication_factor: state.config.default_replication_factor,
                     ..Default::default()
                 };
-                match state.controller.create_topic(&spec) {
+                if spec.num_partitions as i64 > budget {
+                    tracing::warn!(topic = %name, "auto-create refused: too many partitions created by one request");
+                    topics.push(error_entry(
+                        Some(name),
+                        Uuid::nil(),
+                        code::UNKNOWN_TOPIC_OR_PARTITION,
+                    ));
+                    continue;
+                }
+                budget -= spec.num_partitions as i64;
+                let result = state.controller.create_topic_prepared(&spec, |records| {
+                    state
+                        .replicas
+                        .prepare_partitions(&spec.name, &spec.configs, records)
+                });
+                if result.is_err() {
+                    state.replicas.discard_prepared(&spec.name);
+                }
+                match result {
                     Ok(t) => {
                         tracing::info!(topic = %name, partitions = spec.num_partitions, "auto-created topic");
                         created = true;

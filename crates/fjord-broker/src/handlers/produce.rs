@@ -97,6 +97,12 @@ fn append_all(
                     code::INVALID_REQUIRED_ACKS,
                     format!("acks must be -1 (all), 0 or 1, not {acks}"),
                 ))
+            } else if super::topics::is_internal_topic(&name) {
+                // As Kafka: only the broker itself appends to its internal topics.
+                Err(BrokerError::Kafka(
+                    code::INVALID_TOPIC_EXCEPTION,
+                    format!("Cannot append to internal topic {name}"),
+                ))
             } else {
                 match state.replicas.get(&name, index) {
                     None => Err(BrokerError::Kafka(

@@ -17,22 +17,68 @@ use uuid::Uuid;
 
 use super::str;
 use crate::error::{code, BrokerError};
+use crate::group::offsets;
 use crate::state::BrokerState;
 use crate::topic_config;
 
+/// Topics the broker writes itself, named as in Kafka. Clients may read them but never
+/// write, delete or repartition them: a forged record in `__consumer_offsets` would be
+/// replayed as a real commit, and its partition count fixes which partition holds a group.
+pub fn is_internal_topic(name: &str) -> bool {
+    matches!(
+        name,
+        offsets::TOPIC | "__transaction_state" | "__share_group_state"
+    )
+}
+
+/// Kafka's controller refuses a CreateTopics or CreatePartitions request that would add
+/// more than this many partitions in total (`MAX_PARTITIONS_PER_BATCH`): one request must
+/// not be able to exhaust a broker's file descriptors and memory at once.
+pub const MAX_PARTITIONS_PER_REQUEST: i64 = 10_000;
+
+fn too_many_partitions() -> BrokerError {
+    BrokerError::Kafka(
+        code::POLICY_VIOLATION,
+        format!(
+            "Excessively large number of partitions per request: at most {MAX_PARTITIONS_PER_REQUEST} new partitions may be created by one request."
+        ),
+    )
+}
+
 pub fn create(state: &BrokerState, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
     let mut changed = false;
+    // Counted in i64: a request of many topics near i32::MAX partitions must not wrap.
+    let requested: i64 = req
+        .topics
+        .iter()
+        .map(|t| resolved_partitions(state, t).max(0) as i64)
+        .sum();
+    // As in Kafka, an oversized request fails as a whole, for every topic in it.
+    let oversized = requested > MAX_PARTITIONS_PER_REQUEST;
     let results = req
         .topics
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
-            let result = build_spec(state, &t).and_then(|spec| {
+            let result = if oversized {
+                Err(too_many_partitions())
+            } else {
+                build_spec(state, &t)
+            };
+            let result = result.and_then(|spec| {
                 if req.validate_only {
                     state.controller.validate_create_topic(&spec)?;
                     Ok(None)
                 } else {
-                    Ok(Some(state.controller.create_topic(&spec)?))
+                    let created = state.controller.create_topic_prepared(&spec, |records| {
+                        state
+                            .replicas
+                            .prepare_partitions(&spec.name, &spec.configs, records)
+                    });
+                    if created.is_err() {
+                        state.replicas.discard_prepared(&spec.name);
+                    }
+                    Ok(Some(created?))
                 }
             });
             let base = CreatableTopicResult::default().with_name(t.name.clone());
@@ -136,6 +182,8 @@ fn build_spec(
             .map_err(|reason| BrokerError::Kafka(code::INVALID_CONFIG, reason))?;
         configs.insert(name, value);
     }
+    topic_config::validate_combination(&configs)
+        .map_err(|reason| BrokerError::Kafka(code::INVALID_CONFIG, reason))?;
     let mut assignments: Vec<_> = t
         .assignments
         .iter()
@@ -212,7 +260,13 @@ pub fn delete(state: &BrokerState, req: DeleteTopicsRequest, version: i16) -> De
                 Some(n) => image.topic(n).cloned(),
                 None => image.topic_by_id(&id).cloned(),
             };
-            let result = if !state.config.delete_topic_enable {
+            let internal = topic.as_ref().map(|t| t.name.clone()).or(name.clone());
+            let result = if let Some(n) = internal.filter(|n| is_internal_topic(n)) {
+                Err(BrokerError::Kafka(
+                    code::INVALID_TOPIC_EXCEPTION,
+                    format!("Topic '{n}' is internal to the broker and cannot be deleted: it holds the committed offsets and metadata of consumer groups."),
+                ))
+            } else if !state.config.delete_topic_enable {
                 Err(BrokerError::Kafka(
                     code::TOPIC_DELETION_DISABLED,
                     "Topic deletion is disabled (delete.topic.enable=false).".into(),
@@ -271,10 +325,38 @@ pub fn create_partitions(
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut changed = false;
+    let image = state.controller.image();
+    let added: i64 = req
+        .topics
+        .iter()
+        .map(|t| {
+            let current = image
+                .topic(t.name.0.as_str())
+                .map_or(0, |topic| topic.partitions.len() as i64);
+            (t.count as i64 - current).max(0)
+        })
+        .sum();
+    let oversized = added > MAX_PARTITIONS_PER_REQUEST;
     let results = req
         .topics
         .into_iter()
         .map(|t| {
+            if oversized {
+                return CreatePartitionsTopicResult::default()
+                    .with_name(t.name)
+                    .with_error_code(code::POLICY_VIOLATION)
+                    .with_error_message(Some(str(too_many_partitions().to_string())));
+            }
+            if is_internal_topic(t.name.0.as_str()) {
+                let message = format!(
+                    "The number of partitions of the internal topic '{}' cannot change: each consumer group is mapped to one of its partitions by a hash of the group id.",
+                    t.name.0.as_str()
+                );
+                return CreatePartitionsTopicResult::default()
+                    .with_name(t.name)
+                    .with_error_code(code::INVALID_PARTITIONS)
+                    .with_error_message(Some(str(message)));
+            }
             let spec = CreatePartitionsSpec {
                 name: t.name.0.to_string(),
                 total: t.count,
@@ -286,9 +368,24 @@ pub fn create_partitions(
                     .collect(),
             };
             let result = if req.validate_only {
-                state.controller.validate_create_partitions(&spec)
+                state
+                    .controller
+                    .validate_create_partitions(&spec)
+                    .map_err(BrokerError::from)
             } else {
-                state.controller.create_partitions(&spec)
+                let configs = image
+                    .topic(&spec.name)
+                    .map(|t| t.configs.clone())
+                    .unwrap_or_default();
+                let added = state.controller.create_partitions_prepared(&spec, |records| {
+                    state
+                        .replicas
+                        .prepare_partitions(&spec.name, &configs, records)
+                });
+                if added.is_err() {
+                    state.replicas.discard_prepared(&spec.name);
+                }
+                added
             };
             let r = CreatePartitionsTopicResult::default().with_name(t.name);
             match result {
