@@ -1,6 +1,7 @@
 //! `fjord server`: reads configuration (file, flags, overrides — later wins) and runs the
 //! broker until SIGTERM or Ctrl-C, then shuts down cleanly.
 
+use crate::output::errln;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,7 +33,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
     let config = match build_config(&args) {
         Ok(c) => c,
         Err(msg) => {
-            eprintln!("fjord: {msg}");
+            errln!("fjord: {msg}");
             return ExitCode::from(2);
         }
     };
@@ -42,7 +43,7 @@ pub fn run(args: ServerArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("fjord: cannot start the async runtime: {e}");
+            errln!("fjord: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -50,14 +51,14 @@ pub fn run(args: ServerArgs) -> ExitCode {
         let server = match Server::start(config).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("fjord: {e}");
+                errln!("fjord: {e}");
                 return ExitCode::FAILURE;
             }
         };
         match server.run(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("fjord: {e}");
+                errln!("fjord: {e}");
                 ExitCode::FAILURE
             }
         }

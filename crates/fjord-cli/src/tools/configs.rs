@@ -1,6 +1,7 @@
 //! `fjord configs`: describe and change topic and broker configs, with the flags of Kafka's
 //! `kafka-configs.sh` (`--entity-type`/`--entity-name` or the `--topic`/`--broker` shorthands).
 
+use crate::output::outln;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Result};
@@ -153,9 +154,9 @@ fn describe(admin: &Admin, args: &ConfigsArgs, resource: Resource, name: &str) -
         .collect();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     if args.all {
-        println!("All configs for {what} are:");
+        outln!("All configs for {what} are:")?;
     } else {
-        println!("Dynamic configs for {what} are:");
+        outln!("Dynamic configs for {what} are:")?;
     }
     for e in entries {
         let value = if e.is_sensitive {
@@ -163,7 +164,7 @@ fn describe(admin: &Admin, args: &ConfigsArgs, resource: Resource, name: &str) -
         } else {
             e.value.clone().unwrap_or_else(|| "null".into())
         };
-        println!(
+        outln!(
             "  {}={} sensitive={} synonyms={{{}:{}={}}}",
             e.name,
             value,
@@ -171,7 +172,7 @@ fn describe(admin: &Admin, args: &ConfigsArgs, resource: Resource, name: &str) -
             source_name(&e.source),
             e.name,
             value
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -193,7 +194,7 @@ fn alter(admin: &Admin, args: &ConfigsArgs, resource: Resource, name: &str) -> R
         Resource::Topic => format!("topic {name}"),
         Resource::Broker => format!("broker {name}"),
     };
-    println!("Completed updating config for {what}.");
+    outln!("Completed updating config for {what}.")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,6 +2,7 @@
 //! `kafka-console-consumer.sh`, either as a member of a consumer group (`--group`, committing
 //! what it printed) or reading partitions directly and committing nothing.
 
+use crate::output::errln;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -280,7 +281,7 @@ pub fn run(args: ConsumerArgs) -> Result<ExitCode> {
     if args.group.is_some() {
         commit(&consumer)?;
     }
-    eprintln!("Processed a total of {count} messages");
+    errln!("Processed a total of {count} messages");
     match failure {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),

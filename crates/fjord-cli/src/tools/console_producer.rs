@@ -1,6 +1,7 @@
 //! `fjord console-producer`: one record per stdin line, keyed with `parse.key=true`, waiting
 //! for every delivery before it exits, like Kafka's `kafka-console-producer.sh`.
 
+use crate::output::errln;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,7 +69,7 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, line: Self::DeliveryOpaque) {
         if let Err((e, _)) = result {
             self.failed.fetch_add(1, Ordering::SeqCst);
-            eprintln!("fjord: record from line {line} was not delivered: {e}");
+            errln!("fjord: record from line {line} was not delivered: {e}");
         }
     }
 }
