@@ -37,6 +37,13 @@ pub fn run(args: ServerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !config.ignored.is_empty() {
+        // One line for all of them: a Kafka server.properties sets a dozen such names.
+        tracing::warn!(
+            "ignoring Kafka broker properties that Fjord does not use: {}",
+            config.ignored.join(", ")
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
