@@ -2,6 +2,7 @@
 //! `console-consumer`, `configs` and `consumer-groups` are the Kafka-style tools, and
 //! `perf` the load generators for benchmarks.
 
+mod clean_shutdown;
 mod output;
 mod perf;
 mod server;

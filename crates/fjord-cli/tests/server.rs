@@ -186,3 +186,68 @@ fn kafkas_example_server_properties_starts_fjord() {
         ignored[0]
     );
 }
+
+/// Starts a server on `dir` with its log on a pipe.
+fn start_in(dir: &std::path::Path) -> (Running, u16) {
+    let port = free_port();
+    let child = fjord()
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server = Running(child);
+    wait_for_port(port);
+    (server, port)
+}
+
+/// Waits until the marker is gone: the server removes it once it holds the directory.
+fn wait_marker_removed(dir: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dir.join(".clean-shutdown").exists() {
+        assert!(Instant::now() < deadline, "marker still present");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn start_log_names_the_version_and_how_the_previous_run_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+
+    let (server, _) = start_in(dir.path());
+    let (code, log) = stop(server);
+    assert_eq!(code, Some(0), "{log}");
+    let first = log.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(&format!("starting Fjord {version}")),
+        "{log}"
+    );
+    assert!(log.contains("first start of this data directory"), "{log}");
+    assert!(dir.path().join(".clean-shutdown").is_file());
+
+    // After a clean shutdown.
+    let (server, _) = start_in(dir.path());
+    wait_marker_removed(dir.path());
+    let (code, log) = stop(server);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("previous shutdown was clean"), "{log}");
+
+    // After kill -9 (the marker of the clean run before was removed at its start).
+    let (mut server, _) = start_in(dir.path());
+    wait_marker_removed(dir.path());
+    server.0.kill().unwrap();
+    let _ = server.0.wait();
+    assert!(!dir.path().join(".clean-shutdown").exists());
+    let (server, _) = start_in(dir.path());
+    let (code, log) = stop(server);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("previous shutdown was not clean"), "{log}");
+    assert!(!log.contains("previous shutdown was clean"), "{log}");
+}
