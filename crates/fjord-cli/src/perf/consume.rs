@@ -1,12 +1,13 @@
 //! `fjord perf consume`: kafka-consumer-perf-test's flags and summary line.
 
-use crate::output::{errln, outln};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
+
+use crate::output::{errln, outln};
 
 #[derive(Args)]
 pub struct ConsumeArgs {

@@ -2,7 +2,6 @@
 //! receipt, at a fixed rate. The send time travels in the first 8 bytes of each value, so
 //! producer and consumer (same process, same clock) need no coordination.
 
-use crate::output::outln;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +12,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::stats::Latencies;
+use crate::output::outln;
 
 #[derive(Args)]
 pub struct E2eArgs {

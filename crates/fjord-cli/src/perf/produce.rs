@@ -1,6 +1,5 @@
 //! `fjord perf produce`: kafka-producer-perf-test's flags and output lines.
 
-use crate::output::outln;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::ClientContext;
 
 use super::stats::Latencies;
+use crate::output::outln;
 
 #[derive(Args)]
 pub struct ProduceArgs {

@@ -1,7 +1,6 @@
 //! `fjord configs`: describe and change topic and broker configs, with the flags of Kafka's
 //! `kafka-configs.sh` (`--entity-type`/`--entity-name` or the `--topic`/`--broker` shorthands).
 
-use crate::output::outln;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Result};
@@ -11,6 +10,7 @@ use rdkafka::client::DefaultClientContext;
 
 use super::admin::{Admin, ConfigOp, Resource};
 use super::common::{self, check_reachable, create_error, usage, Connection};
+use crate::output::outln;
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("action").required(true).args(["describe", "alter"])))]

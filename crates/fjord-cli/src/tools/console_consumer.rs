@@ -2,7 +2,6 @@
 //! `kafka-console-consumer.sh`, either as a member of a consumer group (`--group`, committing
 //! what it printed) or reading partitions directly and committing nothing.
 
-use crate::output::errln;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::common::{
     apply_properties_file, check_reachable, create_error, parse_kv, stop_flag, usage, Connection,
 };
+use crate::output::errln;
 
 #[derive(Args, Debug)]
 pub struct ConsumerArgs {

@@ -1,7 +1,6 @@
 //! `fjord console-producer`: one record per stdin line, keyed with `parse.key=true`, waiting
 //! for every delivery before it exits, like Kafka's `kafka-console-producer.sh`.
 
-use crate::output::errln;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +17,7 @@ use rdkafka::ClientContext;
 use super::common::{
     apply_properties_file, check_reachable, create_error, parse_kv, usage, Connection,
 };
+use crate::output::errln;
 
 #[derive(Args, Debug)]
 pub struct ProducerArgs {

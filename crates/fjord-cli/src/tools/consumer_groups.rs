@@ -2,7 +2,6 @@
 //! and delete consumer groups, with the flags and tables of Kafka's
 //! `kafka-consumer-groups.sh`.
 
-use crate::output::{errln, outln};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
@@ -14,6 +13,7 @@ use rdkafka::groups::GroupInfo;
 
 use super::admin::{Admin, PartitionOffset};
 use super::common::{self, check_reachable, create_error, usage, Connection};
+use crate::output::{errln, outln};
 
 #[derive(Args, Debug)]
 #[command(group(

@@ -1,7 +1,6 @@
 //! `fjord topics`: create, list, describe, alter (add partitions) and delete topics, with the
 //! flags and output layout of Kafka's `kafka-topics.sh`.
 
-use crate::output::outln;
 use std::collections::{BTreeMap, HashSet};
 use std::process::ExitCode;
 
@@ -14,6 +13,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::admin::Admin;
 use super::common::{self, check_reachable, create_error, parse_kv, usage, Connection};
+use crate::output::outln;
 
 #[derive(Args, Debug)]
 #[command(group(
