@@ -6,8 +6,9 @@ mod common;
 use common::{s, TestBroker};
 use kafka_protocol::messages::{FindCoordinatorRequest, InitProducerIdRequest, TransactionalId};
 
-/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED: fatal for librdkafka and the Java producer.
-const REFUSED: i16 = 53;
+/// CLUSTER_AUTHORIZATION_FAILED: fatal for librdkafka and the Java producer, and both show
+/// the error message with it.
+const REFUSED: i16 = 31;
 
 #[tokio::test]
 async fn find_coordinator_refuses_transaction_keys_in_every_version() {

@@ -13,11 +13,14 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use crate::error::code;
 use crate::state::BrokerState;
 
-/// The code a transactional producer is refused with. Kafka clients treat it as fatal at
-/// both FindCoordinator and InitProducerId (librdkafka and the Java client raise it from
-/// `init_transactions()` at once); a retriable code such as COORDINATOR_NOT_AVAILABLE would
-/// leave them retrying until they time out.
-pub const TRANSACTIONS_REFUSED: i16 = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+/// The code a transactional producer is refused with. It must be one that clients treat as
+/// fatal when looking up the transaction coordinator; a retriable code such as
+/// COORDINATOR_NOT_AVAILABLE leaves them retrying until their own timeout. librdkafka
+/// gives up at once only on TRANSACTIONAL_ID_AUTHORIZATION_FAILED and
+/// CLUSTER_AUTHORIZATION_FAILED, and shows the error_message with either. The Java
+/// producer gives up on both too, but shows the error_message only for codes it has no
+/// special case for, which of these two is CLUSTER_AUTHORIZATION_FAILED. Hence this one.
+pub const TRANSACTIONS_REFUSED: i16 = code::CLUSTER_AUTHORIZATION_FAILED;
 
 /// The `error_message` sent with [`TRANSACTIONS_REFUSED`], where the response has one.
 pub const TRANSACTIONS_UNSUPPORTED: &str = "Fjord does not support transactions yet: use a \
