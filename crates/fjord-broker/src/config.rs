@@ -97,14 +97,12 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown broker property '{name}'{}", unknown_hint(.suggestion))]
-    Unknown {
-        name: String,
-        /// The closest known name, when one is close enough to be the intended one.
-        suggestion: Option<String>,
-    },
-    #[error("broker property '{0}' is for ZooKeeper, which Fjord does not use (it runs in KRaft style): remove it")]
-    ZooKeeper(String),
+    /// Every unknown name at once, so that a file with several is fixed in one go.
+    #[error("{}", describe_unknown(.0))]
+    Unknown(Vec<UnknownProperty>),
+    #[error("{} for ZooKeeper, which Fjord does not use (it runs in KRaft style): remove {}",
+        quoted_list("broker property", .0), if .0.len() == 1 { "it" } else { "them" })]
+    ZooKeeper(Vec<String>),
     #[error("invalid value '{value}' for broker property '{name}': {reason}")]
     Invalid {
         name: String,
@@ -115,11 +113,39 @@ pub enum ConfigError {
     Syntax { line: usize, text: String },
 }
 
-fn unknown_hint(suggestion: &Option<String>) -> String {
-    match suggestion {
-        Some(s) => format!("; did you mean '{s}'?"),
-        None => " (Fjord accepts Kafka's names: node.id, listeners, log.dirs, num.partitions, ...)"
-            .to_string(),
+/// A property name neither Fjord nor Kafka knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownProperty {
+    pub name: String,
+    /// The closest known name, when one is close enough to be the intended one.
+    pub suggestion: Option<String>,
+}
+
+fn describe_unknown(unknown: &[UnknownProperty]) -> String {
+    let each = |u: &UnknownProperty| match &u.suggestion {
+        Some(s) => format!("'{}' (did you mean '{s}'?)", u.name),
+        None => format!("'{}'", u.name),
+    };
+    let list: Vec<String> = unknown.iter().map(each).collect();
+    let noun = if unknown.len() == 1 {
+        "unknown broker property"
+    } else {
+        "unknown broker properties"
+    };
+    let mut text = format!("{noun} {}", list.join(", "));
+    if unknown.iter().all(|u| u.suggestion.is_none()) {
+        text.push_str(
+            " (Fjord accepts Kafka's names: node.id, listeners, log.dirs, num.partitions, ...)",
+        );
+    }
+    text
+}
+
+fn quoted_list(noun: &str, names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    match names.len() {
+        1 => format!("{noun} {} is", quoted[0]),
+        _ => format!("{noun}s {} are", quoted.join(", ")),
     }
 }
 
@@ -208,21 +234,28 @@ impl BrokerConfig {
     /// Builds a config from explicitly set properties, filling in defaults.
     pub fn from_props(props: &BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
         let mut ignored = Vec::new();
+        let mut zookeeper = Vec::new();
+        let mut unknown = Vec::new();
         for name in props.keys() {
             if BROKER_PROPERTIES.iter().any(|(n, _, _)| n == name) {
                 continue;
             }
             if name.starts_with("zookeeper.") {
-                return Err(ConfigError::ZooKeeper(name.clone()));
-            }
-            if is_kafka_broker_property(name) {
+                zookeeper.push(name.clone());
+            } else if is_kafka_broker_property(name) {
                 ignored.push(name.clone());
-                continue;
+            } else {
+                unknown.push(UnknownProperty {
+                    name: name.clone(),
+                    suggestion: closest_known(name).map(str::to_string),
+                });
             }
-            return Err(ConfigError::Unknown {
-                name: name.clone(),
-                suggestion: closest_known(name).map(str::to_string),
-            });
+        }
+        if !unknown.is_empty() {
+            return Err(ConfigError::Unknown(unknown));
+        }
+        if !zookeeper.is_empty() {
+            return Err(ConfigError::ZooKeeper(zookeeper));
         }
         // Only what Fjord uses is reported by DescribeConfigs as set.
         let used: BTreeMap<String, String> = props
@@ -626,6 +659,18 @@ mod tests {
         assert!(!e.to_string().contains("did you mean"), "{e}");
         let e = BrokerConfig::from_props(&props(&[("zookeeper.connect", "h:2181")])).unwrap_err();
         assert!(e.to_string().contains("ZooKeeper"), "{e}");
+        // Several mistakes are named together, so one restart fixes them all.
+        let e = BrokerConfig::from_props(&props(&[
+            ("log.retention.hourz", "1"),
+            ("num.partition", "1"),
+            ("banana", "1"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown broker properties 'banana', 'log.retention.hourz' (did you mean \
+             'log.retention.hours'?), 'num.partition' (did you mean 'num.partitions'?)"
+        );
     }
 
     #[test]
