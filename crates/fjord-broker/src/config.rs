@@ -1,14 +1,20 @@
 //! Broker configuration, spoken in Kafka's property names (`server.properties` style).
 //!
-//! Every property Fjord understands is in [`BROKER_PROPERTIES`] with Kafka's default. An
-//! unknown name is an error rather than a silent no-op: a typo in a retention setting
-//! should stop the server, not quietly keep data for a week.
+//! Every property Fjord understands is in [`BROKER_PROPERTIES`] with Kafka's default. A
+//! property Kafka knows but Fjord does not use (thread pools, socket buffers, transaction
+//! log settings, ...) is accepted and reported in [`BrokerConfig::ignored`], so Kafka's own
+//! `server.properties` starts Fjord. Any other name is an error rather than a silent no-op:
+//! a typo in a retention setting should stop the server, not quietly keep data for a week.
+
+mod kafka_names;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use fjord_log::{LogConfig, TimestampType};
+
+pub use kafka_names::is_kafka_broker_property;
 
 /// The kinds a property value can take; also the `config_type` DescribeConfigs reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +116,12 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown broker property '{0}' (Fjord accepts Kafka's names: node.id, listeners, log.dirs, num.partitions, ...)")]
-    Unknown(String),
+    /// Every unknown name at once, so that a file with several is fixed in one go.
+    #[error("{}", describe_unknown(.0))]
+    Unknown(Vec<UnknownProperty>),
+    #[error("{} for ZooKeeper, which Fjord does not use (it runs in KRaft style): remove {}",
+        quoted_list("broker property", .0), if .0.len() == 1 { "it" } else { "them" })]
+    ZooKeeper(Vec<String>),
     #[error("invalid value '{value}' for broker property '{name}': {reason}")]
     Invalid {
         name: String,
@@ -120,6 +130,42 @@ pub enum ConfigError {
     },
     #[error("line {line} of the properties file is not 'key=value': {text}")]
     Syntax { line: usize, text: String },
+}
+
+/// A property name neither Fjord nor Kafka knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownProperty {
+    pub name: String,
+    /// The closest known name, when one is close enough to be the intended one.
+    pub suggestion: Option<String>,
+}
+
+fn describe_unknown(unknown: &[UnknownProperty]) -> String {
+    let each = |u: &UnknownProperty| match &u.suggestion {
+        Some(s) => format!("'{}' (did you mean '{s}'?)", u.name),
+        None => format!("'{}'", u.name),
+    };
+    let list: Vec<String> = unknown.iter().map(each).collect();
+    let noun = if unknown.len() == 1 {
+        "unknown broker property"
+    } else {
+        "unknown broker properties"
+    };
+    let mut text = format!("{noun} {}", list.join(", "));
+    if unknown.iter().all(|u| u.suggestion.is_none()) {
+        text.push_str(
+            " (Fjord accepts Kafka's names: node.id, listeners, log.dirs, num.partitions, ...)",
+        );
+    }
+    text
+}
+
+fn quoted_list(noun: &str, names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    match names.len() {
+        1 => format!("{noun} {} is", quoted[0]),
+        _ => format!("{noun}s {} are", quoted.join(", ")),
+    }
 }
 
 /// A listener address in Kafka's `NAME://host:port` form (the name is optional here).
@@ -179,6 +225,9 @@ pub struct BrokerConfig {
     pub log_defaults: LogConfig,
     /// Properties set explicitly (file, flags, overrides), for DescribeConfigs.
     pub explicit: BTreeMap<String, String>,
+    /// Kafka broker properties that were set but that Fjord does not use, sorted; the server
+    /// names them once at start.
+    pub ignored: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -221,11 +270,37 @@ pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, ConfigEr
 impl BrokerConfig {
     /// Builds a config from explicitly set properties, filling in defaults.
     pub fn from_props(props: &BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
+        let mut ignored = Vec::new();
+        let mut zookeeper = Vec::new();
+        let mut unknown = Vec::new();
         for name in props.keys() {
-            if !BROKER_PROPERTIES.iter().any(|(n, _, _)| n == name) {
-                return Err(ConfigError::Unknown(name.clone()));
+            if BROKER_PROPERTIES.iter().any(|(n, _, _)| n == name) {
+                continue;
+            }
+            if name.starts_with("zookeeper.") {
+                zookeeper.push(name.clone());
+            } else if is_kafka_broker_property(name) {
+                ignored.push(name.clone());
+            } else {
+                unknown.push(UnknownProperty {
+                    name: name.clone(),
+                    suggestion: closest_known(name).map(str::to_string),
+                });
             }
         }
+        if !unknown.is_empty() {
+            return Err(ConfigError::Unknown(unknown));
+        }
+        if !zookeeper.is_empty() {
+            return Err(ConfigError::ZooKeeper(zookeeper));
+        }
+        // Only what Fjord uses is reported by DescribeConfigs as set.
+        let used: BTreeMap<String, String> = props
+            .iter()
+            .filter(|(k, _)| !ignored.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let props = &used;
         let r = Reader { props };
         let node_id = match r.opt_int("broker.id")? {
             Some(id) if !props.contains_key("node.id") => id,
@@ -385,6 +460,7 @@ impl BrokerConfig {
                 as i32,
             log_defaults: log,
             explicit: props.clone(),
+            ignored,
         })
     }
 
@@ -418,6 +494,42 @@ impl BrokerConfig {
                 reason: format!("{e} (use an IP address, e.g. PLAINTEXT://127.0.0.1:9092)"),
             })
     }
+}
+
+/// The known property name nearest to a misspelled one, if it is near enough to be the
+/// intended name: at most a third of the name's characters differ (so `log.retention.hourz`
+/// suggests `log.retention.hours`, while an unrelated word suggests nothing).
+fn closest_known(name: &str) -> Option<&'static str> {
+    let candidates = BROKER_PROPERTIES
+        .iter()
+        .map(|(n, _, _)| *n)
+        .chain(kafka_names::KAFKA_BROKER_PROPERTIES.iter().copied());
+    let limit = (name.chars().count() / 3).max(1);
+    let mut best: Option<(usize, &'static str)> = None;
+    for candidate in candidates {
+        let d = edit_distance(name, candidate);
+        // Ties keep the first, and Fjord's own properties come first.
+        if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, candidate));
+        }
+    }
+    best.map(|(_, n)| n)
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions) over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
 }
 
 /// Accepts `PLAINTEXT://host:port`, `host:port`, and the first of a comma list.
@@ -574,6 +686,59 @@ mod tests {
         assert!(e.to_string().contains("greater than 0"), "{e}");
         let e = BrokerConfig::from_props(&props(&[("listeners", "SSL://h:1")])).unwrap_err();
         assert!(e.to_string().contains("PLAINTEXT"), "{e}");
+    }
+
+    #[test]
+    fn known_kafka_properties_are_ignored_and_typos_get_a_suggestion() {
+        let c = BrokerConfig::from_props(&props(&[
+            ("num.io.threads", "8"),
+            ("transaction.state.log.min.isr", "1"),
+            ("num.partitions", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.ignored,
+            ["num.io.threads", "transaction.state.log.min.isr"]
+        );
+        assert_eq!(c.num_partitions, 3);
+        assert!(!c.explicit.contains_key("num.io.threads"));
+
+        let e = BrokerConfig::from_props(&props(&[("log.retention.hourz", "1")])).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("did you mean 'log.retention.hours'?"),
+            "{e}"
+        );
+        // Ignored Kafka names are suggested too.
+        let e = BrokerConfig::from_props(&props(&[("num.network.thread", "3")])).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("did you mean 'num.network.threads'?"),
+            "{e}"
+        );
+        let e = BrokerConfig::from_props(&props(&[("banana", "1")])).unwrap_err();
+        assert!(!e.to_string().contains("did you mean"), "{e}");
+        let e = BrokerConfig::from_props(&props(&[("zookeeper.connect", "h:2181")])).unwrap_err();
+        assert!(e.to_string().contains("ZooKeeper"), "{e}");
+        // Several mistakes are named together, so one restart fixes them all.
+        let e = BrokerConfig::from_props(&props(&[
+            ("log.retention.hourz", "1"),
+            ("num.partition", "1"),
+            ("banana", "1"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown broker properties 'banana', 'log.retention.hourz' (did you mean \
+             'log.retention.hours'?), 'num.partition' (did you mean 'num.partitions'?)"
+        );
+    }
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
     }
 
     #[test]

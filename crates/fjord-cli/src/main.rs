@@ -2,6 +2,8 @@
 //! `console-consumer`, `configs` and `consumer-groups` are the Kafka-style tools, and
 //! `perf` the load generators for benchmarks.
 
+mod clean_shutdown;
+mod output;
 mod perf;
 mod server;
 mod tools;
@@ -9,6 +11,8 @@ mod tools;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use output::errln;
 
 #[derive(Parser)]
 #[command(
@@ -59,7 +63,7 @@ fn main() -> ExitCode {
         .skip(1)
         .any(|a| a == "--zookeeper" || a.starts_with("--zookeeper="))
     {
-        eprintln!("fjord: {}", tools::common::NO_ZOOKEEPER);
+        errln!("fjord: {}", tools::common::NO_ZOOKEEPER);
         return ExitCode::from(2);
     }
     let cli = match Cli::try_parse() {
@@ -86,9 +90,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of our output went away (`| head`): that ends a tool normally.
+        Err(e) if e.downcast_ref::<output::StdoutClosed>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(u) = e.downcast_ref::<tools::common::UsageError>() {
-                eprintln!("fjord: {u} (see fjord {tool} --help)");
+                errln!("fjord: {u} (see fjord {tool} --help)");
                 return ExitCode::from(2);
             }
             // One line: the outermost context, then its causes, without a backtrace.
@@ -97,7 +103,7 @@ fn main() -> ExitCode {
                 .map(|c| c.to_string())
                 .collect::<Vec<_>>()
                 .join(": ");
-            eprintln!("fjord: {}", text.replace('\n', " "));
+            errln!("fjord: {}", text.replace('\n', " "));
             ExitCode::FAILURE
         }
     }
@@ -138,7 +144,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
                 .filter(|a| TOOLS.contains(&a.as_str()))
                 .map(|sub| format!("fjord {sub} --help"))
                 .unwrap_or_else(|| "fjord --help".to_string());
-            eprintln!("fjord: {first} (see {help})");
+            errln!("fjord: {first} (see {help})");
             ExitCode::from(2)
         }
     }

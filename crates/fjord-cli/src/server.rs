@@ -8,6 +8,9 @@ use std::process::ExitCode;
 use clap::Args;
 use fjord_broker::{parse_properties, BrokerConfig, Server};
 
+use crate::clean_shutdown::{self, PreviousRun};
+use crate::output::errln;
+
 #[derive(Args)]
 pub struct ServerArgs {
     /// Address to listen on (sets `listeners`); default 127.0.0.1:9092.
@@ -32,36 +35,87 @@ pub fn run(args: ServerArgs) -> ExitCode {
     let config = match build_config(&args) {
         Ok(c) => c,
         Err(msg) => {
-            eprintln!("fjord: {msg}");
+            errln!("fjord: {msg}");
             return ExitCode::from(2);
         }
     };
+    tracing::info!(
+        node_id = config.node_id,
+        data_dir = %config.data_dir.display(),
+        "starting Fjord {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    if !config.ignored.is_empty() {
+        // One line for all of them: a Kafka server.properties sets a dozen such names.
+        tracing::warn!(
+            "ignoring Kafka broker properties that Fjord does not use: {}",
+            config.ignored.join(", ")
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("fjord: cannot start the async runtime: {e}");
+            errln!("fjord: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
-        let server = match Server::start(config).await {
+    let shutdown = {
+        let _runtime = runtime.enter();
+        match shutdown_signal() {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("fjord: {e}");
+                errln!("fjord: cannot install the SIGTERM/SIGINT handlers: {e}");
                 return ExitCode::FAILURE;
             }
-        };
-        match server.run(shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("fjord: {e}");
-                ExitCode::FAILURE
-            }
         }
-    })
+    };
+    let dir = config.data_dir.clone();
+    let ran_before = clean_shutdown::has_run_before(&dir);
+    let server = match runtime.block_on(Server::start(config)) {
+        Ok(s) => s,
+        Err(e) => {
+            errln!("fjord: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The server holds the data directory's lock from here on.
+    match clean_shutdown::take(&dir, ran_before) {
+        Ok(PreviousRun::None) => tracing::info!("first start of this data directory"),
+        Ok(PreviousRun::Clean) => tracing::info!("previous shutdown was clean"),
+        Ok(PreviousRun::Unclean) => tracing::warn!(
+            "previous shutdown was not clean: partition logs were recovered from their \
+             recovery points, cutting any torn tail"
+        ),
+        Err(e) => {
+            errln!(
+                "fjord: cannot remove {}: {e}",
+                dir.join(clean_shutdown::MARKER).display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Err(e) = runtime.block_on(server.run(shutdown)) {
+        errln!("fjord: {e}");
+        return ExitCode::FAILURE;
+    }
+    // Every log is flushed: only now may the next start be told this run ended cleanly.
+    match clean_shutdown::write(&dir) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            tracing::warn!("another server took the data directory; no clean-shutdown marker");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            errln!(
+                "fjord: logs are flushed, but the clean-shutdown marker {} could not be written: {e}",
+                dir.join(clean_shutdown::MARKER).display()
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn build_config(args: &ServerArgs) -> Result<BrokerConfig, String> {
@@ -99,24 +153,18 @@ fn init_logging() {
         .init();
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+/// Installs the SIGTERM and SIGINT handlers at once and returns a future that completes on
+/// either. Installed before the server starts, so that a signal arriving during start-up
+/// (recovery can take a while) leads to a clean shutdown right after it, instead of the
+/// default action ending the process without a flush.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    })
 }

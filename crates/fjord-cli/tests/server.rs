@@ -47,6 +47,7 @@ fn unknown_property_is_one_line_and_exit_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("log.retention.hourz"), "{err}");
+    assert!(err.contains("did you mean 'log.retention.hours'?"), "{err}");
 
     let props = dir.path().join("server.properties");
     std::fs::write(&props, "num.partitions=abc\n").unwrap();
@@ -119,4 +120,134 @@ fn sigterm_flushes_and_exits_zero_and_the_lock_refuses_a_second_server() {
     }
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("flushed"), "{log}");
+}
+
+/// Sends SIGTERM and returns the exit code and everything the server logged.
+fn stop(mut server: Running) -> (Option<i32>, String) {
+    let pid = server.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut log = String::new();
+    if let Some(mut e) = server.0.stderr.take() {
+        let _ = e.read_to_string(&mut log);
+    }
+    (status.code(), log)
+}
+
+#[test]
+fn kafkas_example_server_properties_starts_fjord() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/kafka-server.properties"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = fjord()
+        .args(["server", "--config", fixture, "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--override",
+            &format!("advertised.listeners=PLAINTEXT://127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server = Running(child);
+    wait_for_port(port);
+    let (code, log) = stop(server);
+    assert_eq!(code, Some(0), "{log}");
+    let ignored: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ignoring Kafka broker properties"))
+        .collect();
+    assert_eq!(ignored.len(), 1, "{log}");
+    for name in [
+        "controller.quorum.bootstrap.servers",
+        "num.network.threads",
+        "transaction.state.log.min.isr",
+        "share.coordinator.state.topic.min.isr",
+    ] {
+        assert!(ignored[0].contains(name), "{name} missing: {}", ignored[0]);
+    }
+    // Properties Fjord uses are not reported as ignored.
+    assert!(
+        !ignored[0].contains("log.retention.hours"),
+        "{}",
+        ignored[0]
+    );
+}
+
+/// Starts a server on `dir` with its log on a pipe.
+fn start_in(dir: &std::path::Path) -> (Running, u16) {
+    let port = free_port();
+    let child = fjord()
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server = Running(child);
+    wait_for_port(port);
+    (server, port)
+}
+
+/// Waits until the marker is gone: the server removes it once it holds the directory.
+fn wait_marker_removed(dir: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dir.join(".clean-shutdown").exists() {
+        assert!(Instant::now() < deadline, "marker still present");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn start_log_names_the_version_and_how_the_previous_run_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+
+    let (server, _) = start_in(dir.path());
+    let (code, log) = stop(server);
+    assert_eq!(code, Some(0), "{log}");
+    let first = log.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(&format!("starting Fjord {version}")),
+        "{log}"
+    );
+    assert!(log.contains("first start of this data directory"), "{log}");
+    assert!(dir.path().join(".clean-shutdown").is_file());
+
+    // After a clean shutdown.
+    let (server, _) = start_in(dir.path());
+    wait_marker_removed(dir.path());
+    let (code, log) = stop(server);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("previous shutdown was clean"), "{log}");
+
+    // After kill -9 (the marker of the clean run before was removed at its start).
+    let (mut server, _) = start_in(dir.path());
+    wait_marker_removed(dir.path());
+    server.0.kill().unwrap();
+    let _ = server.0.wait();
+    assert!(!dir.path().join(".clean-shutdown").exists());
+    let (server, _) = start_in(dir.path());
+    let (code, log) = stop(server);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("previous shutdown was not clean"), "{log}");
+    assert!(!log.contains("previous shutdown was clean"), "{log}");
 }

@@ -1036,3 +1036,73 @@ fn consumer_group_errors() {
     let line = assert_one_line_error(&o, 1, "delete ghost");
     assert!(line.contains("'ghost'"), "{line}");
 }
+
+/// Runs `fjord ARGS` with standard output a pipe whose reader is already closed, as after
+/// `| head -1` has read its line, and returns its exit status and stderr.
+fn run_into_closed_pipe(args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe() fills the two descriptors, which are then owned exactly once below.
+    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
+    assert_eq!(rc, 0, "pipe: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just created by pipe() and nothing else owns them.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    let child = Command::new(FJORD)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fjord");
+    let out = wait_bounded(child, Duration::from_secs(60), args);
+    (out.status, stderr(&out))
+}
+
+#[test]
+fn tools_exit_quietly_when_stdout_is_closed() {
+    let s = Server::start();
+    for topic in ["pipe-a", "pipe-b"] {
+        let o = s.tool("topics", &["--create", "--topic", topic], "");
+        assert_ok(&o, "create");
+    }
+    let o = s.tool("console-producer", &["--topic", "pipe-a"], "one\ntwo\n");
+    assert_ok(&o, "produce");
+
+    let addr = s.addr.as_str();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["topics", "--bootstrap-server", addr, "--list"],
+        vec!["topics", "--bootstrap-server", addr, "--describe"],
+        vec![
+            "topics",
+            "--bootstrap-server",
+            addr,
+            "--create",
+            "--topic",
+            "pipe-c",
+        ],
+        vec![
+            "configs",
+            "--bootstrap-server",
+            addr,
+            "--describe",
+            "--topic",
+            "pipe-a",
+        ],
+        vec![
+            "console-consumer",
+            "--bootstrap-server",
+            addr,
+            "--topic",
+            "pipe-a",
+            "--from-beginning",
+            "--max-messages",
+            "2",
+        ],
+    ];
+    for args in cases {
+        let (status, err) = run_into_closed_pipe(&args);
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        assert_eq!(status.code(), Some(0), "{args:?}: {err}");
+    }
+}

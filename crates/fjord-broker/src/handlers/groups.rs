@@ -63,9 +63,14 @@ fn opt_text(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(text)
 }
 
+/// FindCoordinator key types (KIP-98): a consumer group, a transactional id.
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
 fn message(c: i16) -> Option<StrBytes> {
     let m = match c {
         code::NONE => return None,
+        super::producer_id::TRANSACTIONS_REFUSED => super::producer_id::TRANSACTIONS_UNSUPPORTED,
         code::COORDINATOR_NOT_AVAILABLE => "The coordinator is not available.",
         code::COORDINATOR_LOAD_IN_PROGRESS => {
             "The coordinator is loading and hence can't process requests."
@@ -90,14 +95,14 @@ pub fn find_coordinator(
     let image = state.controller.image();
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
-        let (node, err) = if req.key_type != 0 {
-            // Transaction coordinators come with transactions; share groups are not here.
-            let c = if req.key_type == 1 {
-                code::COORDINATOR_NOT_AVAILABLE
-            } else {
-                code::INVALID_REQUEST
-            };
-            (-1, c)
+        let (node, err) = if req.key_type == KEY_TYPE_TRANSACTION {
+            // No transaction coordinator yet: refuse with a code clients treat as fatal,
+            // so that init_transactions() fails now rather than at the client's timeout.
+            super::producer_id::warn_refused("FindCoordinator", &key);
+            (-1, super::producer_id::TRANSACTIONS_REFUSED)
+        } else if req.key_type != KEY_TYPE_GROUP {
+            // Share-group coordinators are not here.
+            (-1, code::INVALID_REQUEST)
         } else if key.is_empty() {
             (-1, code::INVALID_REQUEST)
         } else if !state.groups.is_loaded() {

@@ -7,6 +7,8 @@ use clap::Args;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::output::{errln, outln};
+
 #[derive(Args)]
 pub struct ConsumeArgs {
     #[arg(long, value_name = "HOST:PORT")]
@@ -87,7 +89,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
             Some(Err(e)) => bail!("consume failed: {e}"),
             None => {
                 if last_record.elapsed() > Duration::from_millis(args.timeout) {
-                    eprintln!(
+                    errln!(
                         "WARNING: Exiting before consuming the expected number of messages: timeout ({} ms) exceeded.",
                         args.timeout
                     );
@@ -104,8 +106,8 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
         .unwrap_or(0.0);
     let fetch = (total - rebalance).max(1e-9);
     let mb = bytes as f64 / (1024.0 * 1024.0);
-    println!("start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec");
-    println!(
+    outln!("start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec")?;
+    outln!(
         "{started_wall}, {end_wall}, {mb:.4}, {:.4}, {count}, {:.4}, {:.0}, {:.0}, {:.4}, {:.4}",
         mb / total,
         count as f64 / total,
@@ -113,7 +115,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
         fetch * 1000.0,
         mb / fetch,
         count as f64 / fetch,
-    );
+    )?;
     Ok(())
 }
 

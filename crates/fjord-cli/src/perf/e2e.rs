@@ -12,6 +12,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::stats::Latencies;
+use crate::output::outln;
 
 #[derive(Args)]
 pub struct E2eArgs {
@@ -116,7 +117,7 @@ pub fn run(args: E2eArgs) -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("consumer thread failed"))??;
     let (avg, max, p) = lat.summary();
-    println!(
+    outln!(
         "{} records at {:.0} records/sec: {avg:.2} ms avg end-to-end latency, {max:.2} ms max, {:.2} ms 50th, {:.2} ms 95th, {:.2} ms 99th, {:.2} ms 99.9th.",
         lat.len(),
         args.throughput,
@@ -124,6 +125,6 @@ pub fn run(args: E2eArgs) -> Result<()> {
         p[1],
         p[2],
         p[3]
-    );
+    )?;
     Ok(())
 }

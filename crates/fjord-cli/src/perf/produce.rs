@@ -9,6 +9,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::ClientContext;
 
 use super::stats::Latencies;
+use crate::output::outln;
 
 #[derive(Args)]
 pub struct ProduceArgs {
@@ -142,7 +143,7 @@ pub fn run(args: ProduceArgs) -> Result<()> {
             producer.poll(Duration::ZERO);
         }
         if Instant::now() >= next_report {
-            report_window(&producer);
+            report_window(&producer)?;
             next_report += interval;
         }
     }
@@ -158,7 +159,7 @@ pub fn run(args: ProduceArgs) -> Result<()> {
     let count = s.all.len() as u64;
     let bytes = s.bytes;
     let (avg, max, p) = s.all.summary();
-    println!(
+    outln!(
         "{count} records sent, {:.1} records/sec ({:.2} MB/sec), {avg:.2} ms avg latency, {max:.2} ms max latency, {:.0} ms 50th, {:.0} ms 95th, {:.0} ms 99th, {:.0} ms 99.9th.",
         count as f64 / elapsed,
         bytes as f64 / elapsed / (1024.0 * 1024.0),
@@ -166,7 +167,7 @@ pub fn run(args: ProduceArgs) -> Result<()> {
         p[1],
         p[2],
         p[3],
-    );
+    )?;
     if s.errors > 0 {
         let first = s.first_error.take().unwrap_or_default();
         anyhow::bail!("{} records failed; first error: {first}", s.errors);
@@ -174,9 +175,9 @@ pub fn run(args: ProduceArgs) -> Result<()> {
     Ok(())
 }
 
-fn report_window(producer: &BaseProducer<PerfContext>) {
+fn report_window(producer: &BaseProducer<PerfContext>) -> Result<()> {
     let Ok(mut s) = producer.context().stats.lock() else {
-        return;
+        return Ok(());
     };
     let w = std::mem::replace(&mut s.window, Window::new());
     let secs = w.start.elapsed().as_secs_f64();
@@ -185,11 +186,11 @@ fn report_window(producer: &BaseProducer<PerfContext>) {
     } else {
         0.0
     };
-    println!(
+    outln!(
         "{} records sent, {:.1} records/sec ({:.2} MB/sec), {avg:.1} ms avg latency, {:.1} ms max latency.",
         w.count,
         w.count as f64 / secs,
         w.bytes as f64 / secs / (1024.0 * 1024.0),
         w.latency_max_us as f64 / 1000.0,
-    );
+    )
 }

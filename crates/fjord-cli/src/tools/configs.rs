@@ -10,6 +10,7 @@ use rdkafka::client::DefaultClientContext;
 
 use super::admin::{Admin, ConfigOp, Resource};
 use super::common::{self, check_reachable, create_error, usage, Connection};
+use crate::output::outln;
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("action").required(true).args(["describe", "alter"])))]
@@ -153,9 +154,9 @@ fn describe(admin: &Admin, args: &ConfigsArgs, resource: Resource, name: &str) -
         .collect();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     if args.all {
-        println!("All configs for {what} are:");
+        outln!("All configs for {what} are:")?;
     } else {
-        println!("Dynamic configs for {what} are:");
+        outln!("Dynamic configs for {what} are:")?;
     }
     for e in entries {
         let value = if e.is_sensitive {
@@ -163,7 +164,7 @@ fn describe(admin: &Admin, args: &ConfigsArgs, resource: Resource, name: &str) -
         } else {
             e.value.clone().unwrap_or_else(|| "null".into())
         };
-        println!(
+        outln!(
             "  {}={} sensitive={} synonyms={{{}:{}={}}}",
             e.name,
             value,
@@ -171,7 +172,7 @@ fn describe(admin: &Admin, args: &ConfigsArgs, resource: Resource, name: &str) -
             source_name(&e.source),
             e.name,
             value
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -193,7 +194,7 @@ fn alter(admin: &Admin, args: &ConfigsArgs, resource: Resource, name: &str) -> R
         Resource::Topic => format!("topic {name}"),
         Resource::Broker => format!("broker {name}"),
     };
-    println!("Completed updating config for {what}.");
+    outln!("Completed updating config for {what}.")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -19,6 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::common::{
     apply_properties_file, check_reachable, create_error, parse_kv, stop_flag, usage, Connection,
 };
+use crate::output::errln;
 
 #[derive(Args, Debug)]
 pub struct ConsumerArgs {
@@ -280,7 +281,7 @@ pub fn run(args: ConsumerArgs) -> Result<ExitCode> {
     if args.group.is_some() {
         commit(&consumer)?;
     }
-    eprintln!("Processed a total of {count} messages");
+    errln!("Processed a total of {count} messages");
     match failure {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),

@@ -17,6 +17,7 @@ use rdkafka::ClientContext;
 use super::common::{
     apply_properties_file, check_reachable, create_error, parse_kv, usage, Connection,
 };
+use crate::output::errln;
 
 #[derive(Args, Debug)]
 pub struct ProducerArgs {
@@ -68,7 +69,7 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, line: Self::DeliveryOpaque) {
         if let Err((e, _)) = result {
             self.failed.fetch_add(1, Ordering::SeqCst);
-            eprintln!("fjord: record from line {line} was not delivered: {e}");
+            errln!("fjord: record from line {line} was not delivered: {e}");
         }
     }
 }

@@ -13,6 +13,7 @@ use rdkafka::groups::GroupInfo;
 
 use super::admin::{Admin, PartitionOffset};
 use super::common::{self, check_reachable, create_error, usage, Connection};
+use crate::output::{errln, outln};
 
 #[derive(Args, Debug)]
 #[command(group(
@@ -119,7 +120,7 @@ pub fn run(args: GroupsArgs) -> Result<ExitCode> {
     check_reachable(admin.client().inner(), &args.conn)?;
     if args.list {
         for g in group_names(&admin, &args)? {
-            println!("{g}");
+            outln!("{g}")?;
         }
         Ok(ExitCode::SUCCESS)
     } else if args.describe {
@@ -238,7 +239,7 @@ fn is_inactive(state: &str) -> bool {
 }
 
 /// Prints rows as left-aligned columns separated by a space, the last column unpadded.
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+fn print_table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -255,13 +256,14 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{c:<w$} ", w = widths[i]));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end())
     };
-    println!();
-    line(header.to_vec());
+    outln!()?;
+    line(header.to_vec())?;
     for r in rows {
-        line(r.iter().map(String::as_str).collect());
+        line(r.iter().map(String::as_str).collect())?;
     }
+    Ok(())
 }
 
 fn log_end(admin: &Admin, args: &GroupsArgs, topic: &str, partition: i32) -> Result<(i64, i64)> {
@@ -291,7 +293,7 @@ fn describe(admin: &Admin, args: &GroupsArgs) -> Result<ExitCode> {
             .is_some_and(|v| v.state != "Dead" && !v.state.is_empty())
             || !offsets.is_empty();
         let Some(view) = view.filter(|_| exists) else {
-            eprintln!("Error: Consumer group '{group}' does not exist.");
+            errln!("Error: Consumer group '{group}' does not exist.");
             failed = true;
             continue;
         };
@@ -303,11 +305,11 @@ fn describe(admin: &Admin, args: &GroupsArgs) -> Result<ExitCode> {
                 view.state.clone(),
                 view.members.len().to_string(),
             ];
-            print_table(&header, &[row]);
+            print_table(&header, &[row])?;
             continue;
         }
         if view.members.is_empty() {
-            println!("\nConsumer group '{group}' has no active members.");
+            outln!("\nConsumer group '{group}' has no active members.")?;
         }
         if args.members {
             let header = ["GROUP", "CONSUMER-ID", "HOST", "CLIENT-ID", "#PARTITIONS"];
@@ -324,7 +326,7 @@ fn describe(admin: &Admin, args: &GroupsArgs) -> Result<ExitCode> {
                     ]
                 })
                 .collect();
-            print_table(&header, &rows);
+            print_table(&header, &rows)?;
             continue;
         }
         // Every partition the group has an offset for or a member owns.
@@ -365,7 +367,7 @@ fn describe(admin: &Admin, args: &GroupsArgs) -> Result<ExitCode> {
             "HOST",
             "CLIENT-ID",
         ];
-        print_table(&header, &rows);
+        print_table(&header, &rows)?;
     }
     Ok(if failed {
         ExitCode::FAILURE
@@ -488,7 +490,7 @@ fn reset(admin: &Admin, args: &GroupsArgs) -> Result<ExitCode> {
             );
         }
     } else if !args.dry_run {
-        eprintln!(
+        errln!(
             "WARN: No action will be performed as the --execute option is missing. \
              Add --dry-run to say so explicitly."
         );
@@ -504,7 +506,7 @@ fn reset(admin: &Admin, args: &GroupsArgs) -> Result<ExitCode> {
             ]
         })
         .collect();
-    print_table(&["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"], &rows);
+    print_table(&["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"], &rows)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -601,10 +603,10 @@ fn delete(admin: &Admin, args: &GroupsArgs) -> Result<ExitCode> {
         bail!("{}", failures.join("; "));
     }
     let quoted: Vec<String> = groups.iter().map(|g| format!("'{g}'")).collect();
-    println!(
+    outln!(
         "Deletion of requested consumer groups ({}) was successful.",
         quoted.join(", ")
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,6 +13,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::admin::Admin;
 use super::common::{self, check_reachable, create_error, parse_kv, usage, Connection};
+use crate::output::outln;
 
 #[derive(Args, Debug)]
 #[command(group(
@@ -153,7 +154,7 @@ fn create(admin: &Admin, args: &TopicsArgs) -> Result<ExitCode> {
     )?;
     match result {
         Ok(()) => {
-            println!("Created topic {topic}.");
+            outln!("Created topic {topic}.")?;
             Ok(ExitCode::SUCCESS)
         }
         Err(e) if e.code == RDKafkaErrorCode::TopicAlreadyExists && args.if_not_exists => {
@@ -165,7 +166,7 @@ fn create(admin: &Admin, args: &TopicsArgs) -> Result<ExitCode> {
 
 fn list(admin: &Admin, args: &TopicsArgs) -> Result<ExitCode> {
     for name in matching_topics(admin, args)? {
-        println!("{name}");
+        outln!("{name}")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -259,7 +260,7 @@ fn describe(admin: &Admin, args: &TopicsArgs) -> Result<ExitCode> {
                 parts.len(),
                 configs.get(name).map(String::as_str).unwrap_or("")
             ));
-            println!("{line}");
+            outln!("{line}")?;
         }
         for p in parts {
             let has_leader = p.leader() >= 0;
@@ -276,12 +277,12 @@ fn describe(admin: &Admin, args: &TopicsArgs) -> Result<ExitCode> {
             } else {
                 "none".to_string()
             };
-            println!(
+            outln!(
                 "\tTopic: {name}\tPartition: {}\tLeader: {leader}\tReplicas: {}\tIsr: {}\tElr: N/A\tLastKnownElr: N/A",
                 p.id(),
                 join_ids(p.replicas()),
                 join_ids(p.isr())
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
