@@ -332,6 +332,16 @@ impl BrokerConfig {
                     reason: e.to_string(),
                 })
         };
+        // Kafka 4 refuses segments under 1 MiB at the broker level as at the topic level.
+        if r.long("log.segment.bytes")? < crate::topic_config::MIN_SEGMENT_BYTES {
+            return Err(r.invalid(
+                "log.segment.bytes",
+                &format!(
+                    "must be at least {}",
+                    crate::topic_config::MIN_SEGMENT_BYTES
+                ),
+            ));
+        }
         set_log(
             "segment.bytes",
             "log.segment.bytes",
@@ -682,6 +692,8 @@ mod tests {
         assert!(e.to_string().contains("log.retention.hourz"), "{e}");
         let e = BrokerConfig::from_props(&props(&[("num.partitions", "x")])).unwrap_err();
         assert!(e.to_string().contains("num.partitions"), "{e}");
+        let e = BrokerConfig::from_props(&props(&[("log.segment.bytes", "14")])).unwrap_err();
+        assert!(e.to_string().contains("at least 1048576"), "{e}");
         let e = BrokerConfig::from_props(&props(&[("num.partitions", "0")])).unwrap_err();
         assert!(e.to_string().contains("greater than 0"), "{e}");
         let e = BrokerConfig::from_props(&props(&[("listeners", "SSL://h:1")])).unwrap_err();

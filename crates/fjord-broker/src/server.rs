@@ -243,6 +243,8 @@ fn load_identity(dir: &Path, node_id: i32) -> Result<String, BrokerError> {
             fs::write(&tmp, text)
                 .and_then(|_| File::open(&tmp)?.sync_all())
                 .and_then(|_| fs::rename(&tmp, &path))
+                // The rename is durable only once the directory is.
+                .and_then(|_| File::open(dir)?.sync_all())
                 .map_err(|e| BrokerError::io(format!("write {}", path.display()), e))?;
             Ok(id)
         }
