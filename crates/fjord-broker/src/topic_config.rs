@@ -350,6 +350,11 @@ pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -
             tracing::warn!(config = %k, value = %v, error = %e, "ignoring stored topic config");
         }
     }
+    config.compact = overrides
+        .get("cleanup.policy")
+        .unwrap_or(&broker.cleanup_policy)
+        .split(',')
+        .any(|p| p.trim() == "compact");
     config
 }
 

@@ -326,7 +326,13 @@ async fn retention_trims_delete_topics_and_spares_compact_ones() {
         for _ in 0..6 {
             let r = c
                 .request(
-                    produce_req(topic, 0, batch(&[&value], None, 0, Compression::None), 1),
+                    // A compacted topic needs keyed records.
+                    produce_req(
+                        topic,
+                        0,
+                        batch(&[&value], Some(b"k"), 0, Compression::None),
+                        1,
+                    ),
                     9,
                 )
                 .await;
@@ -405,5 +411,44 @@ async fn authorized_operations_only_when_asked() {
         )
         .await;
     assert_eq!(d.cluster_authorized_operations, 8096);
+    broker.stop().await;
+}
+
+/// A compacted topic keeps the newest record per key, so Kafka refuses records without
+/// one with INVALID_RECORD; keyed records and null keys elsewhere are accepted.
+#[tokio::test]
+async fn compacted_topics_refuse_records_without_a_key() {
+    let broker = TestBroker::start().await;
+    let mut c = broker.client().await;
+    create_with(&mut c, "latest", 1, 1, &[("cleanup.policy", "compact")]).await;
+    create(&mut c, "plain", 1, 1).await;
+    for compression in [Compression::None, Compression::Gzip] {
+        let r = c
+            .request(
+                produce_req("latest", 0, batch(&[b"v"], None, 0, compression), 1),
+                9,
+            )
+            .await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 87, "INVALID_RECORD");
+        assert!(p
+            .error_message
+            .as_ref()
+            .is_some_and(|m| m.contains("without key")));
+        let r = c
+            .request(
+                produce_req("latest", 0, batch(&[b"v"], Some(b"k"), 0, compression), 1),
+                9,
+            )
+            .await;
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+        let r = c
+            .request(
+                produce_req("plain", 0, batch(&[b"v"], None, 0, compression), 1),
+                9,
+            )
+            .await;
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
     broker.stop().await;
 }

@@ -41,6 +41,9 @@ pub struct LogConfig {
     pub flush_messages: i64,
     /// `flush.ms`
     pub flush_ms: i64,
+    /// Whether `cleanup.policy` includes `compact`: every record then needs a key. The
+    /// policy itself is the broker's to store and describe.
+    pub compact: bool,
 }
 
 impl Default for LogConfig {
@@ -56,6 +59,7 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             flush_messages: i64::MAX,
             flush_ms: i64::MAX,
+            compact: false,
         }
     }
 }

@@ -261,7 +261,10 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
-        let max = self.inner.lock().config.max_message_bytes;
+        let (max, compact) = {
+            let inner = self.inner.lock();
+            (inner.config.max_message_bytes, inner.config.compact)
+        };
         let mut headers = Vec::new();
         // The largest record timestamp of each batch, which its header must carry.
         let mut record_max_ts = Vec::new();
@@ -282,6 +285,12 @@ impl Log {
             }
             // A record may not inflate past what the topic lets one batch store.
             let summary = records::validate_records(&batches[range.clone()], &h, max as usize)?;
+            // Compaction keeps the newest record per key: a record without one has no place.
+            if compact && summary.null_keys > 0 && !h.is_control() {
+                return Err(LogError::InvalidRecord(
+                    "Compacted topic cannot accept message without key".into(),
+                ));
+            }
             record_max_ts.push(summary.max_timestamp);
             headers.push((h, range.start));
         }

@@ -46,6 +46,8 @@ pub struct Record<'r> {
     /// `None` when the reader skips keys and values, or the value is null (a tombstone).
     pub value: Option<&'r [u8]>,
     pub headers_count: i32,
+    /// Whether the key is non-null, known even when keys are not kept.
+    pub has_key: bool,
 }
 
 /// What the broker learns from reading every record of a batch.
@@ -57,6 +59,8 @@ pub struct RecordsSummary {
     pub max_timestamp: i64,
     /// Offset delta of the first record carrying `max_timestamp`.
     pub max_timestamp_offset_delta: i32,
+    /// Records whose key is null (refused on compacted topics).
+    pub null_keys: i32,
 }
 
 /// A parsed record whose key and value, when kept, lie in the reader's scratch buffer.
@@ -67,6 +71,8 @@ struct RecordMeta {
     key: Option<std::ops::Range<usize>>,
     value: Option<std::ops::Range<usize>>,
     headers_count: i32,
+    /// Whether the key is non-null, known even when keys are not kept.
+    has_key: bool,
 }
 
 fn invalid(msg: impl Into<String>) -> LogError {
@@ -301,6 +307,7 @@ impl<'a> RecordReader<'a> {
                     key: m.key.map(|r| &scratch[r]),
                     value: m.value.map(|r| &scratch[r]),
                     headers_count: m.headers_count,
+                    has_key: m.has_key,
                 }))
             }
             Ok(None) => {
@@ -373,6 +380,7 @@ impl<'a> RecordReader<'a> {
             attributes,
             timestamp_delta,
             offset_delta,
+            has_key: key.is_some(),
             key: key.filter(|_| keep),
             value: value.filter(|_| keep),
             headers_count,
@@ -498,7 +506,9 @@ pub fn validate_records(
     let mut max_timestamp = -1i64;
     let mut max_timestamp_offset_delta = 0;
     let mut expected = 0i32;
+    let mut null_keys = 0i32;
     while let Some(r) = reader.next_record()? {
+        null_keys += i32::from(!r.has_key);
         if r.offset_delta != expected {
             return Err(invalid(format!(
                 "record {expected} of the batch has offset delta {}; deltas must count up from 0",
@@ -524,6 +534,7 @@ pub fn validate_records(
         count: reader.records_read(),
         max_timestamp,
         max_timestamp_offset_delta,
+        null_keys,
     })
 }
 
@@ -590,7 +601,8 @@ mod tests {
                 RecordsSummary {
                     count: 3,
                     max_timestamp: 30,
-                    max_timestamp_offset_delta: 1
+                    max_timestamp_offset_delta: 1,
+                    null_keys: 0,
                 }
             );
             assert_eq!(find_timestamp(&bytes, &h, 25, 0).unwrap(), Some((1, 30)));
@@ -636,7 +648,14 @@ mod tests {
         let mut reader = RecordReader::new(&bytes, &h, 1024).unwrap();
         let r = reader.next_record().unwrap().unwrap();
         assert_eq!((r.key, r.value, r.headers_count), (None, None, 1));
+        assert!(!r.has_key);
         assert!(reader.next_record().unwrap().is_none());
+        // Counted even when keys are skipped, for the compacted-topic check.
+        let keyed = raw_record(0, 0, Some(b"k"), None, &[]);
+        let null = raw_record(1, 0, None, Some(b"v"), &[]);
+        let bytes = batch_of(&[keyed, null], Codec::Gzip, 2);
+        let summary = validate_records(&bytes, &header(&bytes), 1024).unwrap();
+        assert_eq!(summary.null_keys, 1);
     }
 
     fn invalid_for_every_codec(records: &[Vec<u8>], count: i32, what: &str) {
