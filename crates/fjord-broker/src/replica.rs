@@ -167,7 +167,10 @@ impl ReplicaManager {
                 _ => true,
             };
             if stale {
-                if let Some(p) = self.partitions.write().remove(&key) {
+                // Released before the files go: produce and fetch take this lock, and the
+                // removal fsyncs.
+                let removed = self.partitions.write().remove(&key);
+                if let Some(p) = removed {
                     self.remove_partition(p)?;
                 }
             }
