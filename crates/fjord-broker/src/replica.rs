@@ -176,6 +176,7 @@ impl ReplicaManager {
             }
         }
 
+        let mut opened = RecoveryTotals::default();
         for ((name, index), (topic, p)) in &wanted {
             let log_config = topic_config::log_config(&self.config, &topic.configs);
             let delete_retention = topic_config::has_delete_policy(&self.config, &topic.configs);
@@ -203,6 +204,7 @@ impl ReplicaManager {
                     Log::open(&dir, log_config)?
                 }
             };
+            opened.add(log.recovery_summary());
             let leo = log.log_end_offset();
             let partition = Arc::new(Partition {
                 topic: name.clone(),
@@ -220,6 +222,7 @@ impl ReplicaManager {
                 .write()
                 .insert((name.clone(), *index), partition);
         }
+        opened.report();
         self.remove_strays(&wanted)?;
         *reconciled = Some(image.offset);
         Ok(())
@@ -610,6 +613,53 @@ fn remove_dir(dir: &Path) -> Result<(), BrokerError> {
     }
 }
 
+/// What opening partition logs found, summed for one line at start (each log also reports
+/// its own recovery).
+#[derive(Default)]
+struct RecoveryTotals {
+    logs: usize,
+    recovered: usize,
+    segments_scanned: usize,
+    bytes_scanned: u64,
+    bytes_truncated: u64,
+    ignored_files: usize,
+}
+
+impl RecoveryTotals {
+    fn add(&mut self, s: &fjord_log::RecoverySummary) {
+        self.logs += 1;
+        self.recovered += usize::from(s.recovery_ran());
+        self.segments_scanned += s.segments_scanned;
+        self.bytes_scanned += s.bytes_scanned;
+        self.bytes_truncated += s.bytes_truncated;
+        self.ignored_files += s.ignored_files.len();
+    }
+
+    fn report(&self) {
+        if self.logs == 0 {
+            return;
+        }
+        if self.recovered == 0 && self.ignored_files == 0 {
+            tracing::info!(
+                logs = self.logs,
+                "opened partition logs after a clean shutdown"
+            );
+            return;
+        }
+        tracing::info!(
+            logs = self.logs,
+            recovered = self.recovered,
+            segments_scanned = self.segments_scanned,
+            bytes_scanned = self.bytes_scanned,
+            bytes_truncated = self.bytes_truncated,
+            ignored_files = self.ignored_files,
+            "opened partition logs; those without a clean shutdown were recovered"
+        );
+    }
+}
+
+/// Every storage failure of a log (`LogError::Io`, and `LogError::Offline` once an fsync
+/// failed) carries KAFKA_STORAGE_ERROR as its code.
 impl From<LogError> for BrokerError {
     fn from(e: LogError) -> Self {
         BrokerError::Kafka(e.kafka_code(), e.to_string())
@@ -697,6 +747,26 @@ mod tests {
                 .unwrap()
                 .base_offset,
             6
+        );
+    }
+
+    /// A log that refuses writes (here closed; after a failed fsync it is offline the same
+    /// way) answers produce with KAFKA_STORAGE_ERROR.
+    #[test]
+    fn offline_log_answers_produce_with_storage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path());
+        p.append(&mut idempotent_batch(7, 0, 0, 1), 0).unwrap();
+        p.log.close().unwrap();
+        let err = p.append(&mut idempotent_batch(7, 0, 1, 1), 0).unwrap_err();
+        assert_eq!(err.kafka_code(), code::KAFKA_STORAGE_ERROR);
+        let offline = LogError::Offline {
+            dir: "t-0".into(),
+            reason: "fsync failed".into(),
+        };
+        assert_eq!(
+            BrokerError::from(offline).kafka_code(),
+            code::KAFKA_STORAGE_ERROR
         );
     }
 

@@ -2,11 +2,10 @@
 //! leader-epoch cache and the clean-shutdown marker. All are replaced atomically
 //! (temp file, fsync, rename, fsync directory) so a crash leaves either the old or the new one.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::IoContext;
+use crate::fs::{Fs, OpenMode};
 use crate::LogError;
 
 pub(crate) const LOG_START_FILE: &str = "log-start-offset-checkpoint";
@@ -14,41 +13,56 @@ pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 pub(crate) const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 
+/// Files the log replaces with [`write_atomic`]: a `<name>.tmp` beside them is a leftover of
+/// a write that a crash interrupted.
+pub(crate) const ATOMIC_FILES: [&str; 3] = [LOG_START_FILE, RECOVERY_POINT_FILE, LEADER_EPOCH_FILE];
+
+const TMP_SUFFIX: &str = ".tmp";
 const VERSION: &str = "0";
 
-/// Makes renames and unlinks inside `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+/// Whether `name` is the temporary file of an interrupted [`write_atomic`].
+pub(crate) fn is_atomic_temp(name: &str) -> bool {
+    name.strip_suffix(TMP_SUFFIX)
+        .is_some_and(|stem| ATOMIC_FILES.contains(&stem))
+}
+
+/// Makes creations, renames and unlinks inside `dir` durable.
+pub(crate) fn sync_dir(fs: &Fs, dir: &Path) -> Result<(), LogError> {
+    fs.sync_dir(dir)
         .ctx(|| format!("syncing directory {}", dir.display()))
 }
 
-/// Replaces `dir/name` with `contents` atomically and durably.
-pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<(), LogError> {
-    let tmp = dir.join(format!("{name}.tmp"));
+/// Replaces `dir/name` with `contents` atomically and durably: temp file, fsync, rename,
+/// fsync of the directory. A crash at any point leaves the old or the new contents.
+pub(crate) fn write_atomic(
+    fs: &Fs,
+    dir: &Path,
+    name: &str,
+    contents: &str,
+) -> Result<(), LogError> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let dst = dir.join(name);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
+    let f = fs
+        .open(&tmp, OpenMode::Truncate)
         .ctx(|| format!("creating {}", tmp.display()))?;
-    f.write_all(contents.as_bytes())
-        .and_then(|_| f.sync_all())
+    f.write_all_at(contents.as_bytes(), 0)
+        .and_then(|()| f.sync_data())
         .ctx(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &dst).ctx(|| format!("renaming {}", tmp.display()))?;
-    sync_dir(dir)
+    drop(f);
+    fs.rename(&tmp, &dst)
+        .ctx(|| format!("renaming {}", tmp.display()))?;
+    sync_dir(fs, dir)
 }
 
 /// Writes a single-offset checkpoint: version line, then the offset.
-pub(crate) fn write_offset(dir: &Path, name: &str, offset: i64) -> Result<(), LogError> {
-    write_atomic(dir, name, &format!("{VERSION}\n{offset}\n"))
+pub(crate) fn write_offset(fs: &Fs, dir: &Path, name: &str, offset: i64) -> Result<(), LogError> {
+    write_atomic(fs, dir, name, &format!("{VERSION}\n{offset}\n"))
 }
 
 /// Reads a single-offset checkpoint; a missing or unreadable one counts as absent, because the
 /// log can always fall back to what the segment files say.
-pub(crate) fn read_offset(dir: &Path, name: &str) -> Option<i64> {
-    let text = std::fs::read_to_string(dir.join(name)).ok()?;
+pub(crate) fn read_offset(fs: &Fs, dir: &Path, name: &str) -> Option<i64> {
+    let text = String::from_utf8(fs.read(&dir.join(name)).ok()?).ok()?;
     let mut lines = text.lines();
     if lines.next()?.trim() != VERSION {
         return None;
@@ -63,8 +77,12 @@ pub(crate) struct EpochCache {
 }
 
 impl EpochCache {
-    pub fn load(dir: &Path) -> EpochCache {
-        let Ok(text) = std::fs::read_to_string(dir.join(LEADER_EPOCH_FILE)) else {
+    pub fn load(fs: &Fs, dir: &Path) -> EpochCache {
+        let Some(text) = fs
+            .read(&dir.join(LEADER_EPOCH_FILE))
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+        else {
             return EpochCache::default();
         };
         let mut lines = text.lines();
@@ -96,12 +114,12 @@ impl EpochCache {
         EpochCache { entries }
     }
 
-    pub fn store(&self, dir: &Path) -> Result<(), LogError> {
+    pub fn store(&self, fs: &Fs, dir: &Path) -> Result<(), LogError> {
         let mut text = format!("{VERSION}\n{}\n", self.entries.len());
         for (e, o) in &self.entries {
             text.push_str(&format!("{e} {o}\n"));
         }
-        write_atomic(dir, LEADER_EPOCH_FILE, &text)
+        write_atomic(fs, dir, LEADER_EPOCH_FILE, &text)
     }
 
     pub fn latest(&self) -> Option<i32> {
@@ -165,9 +183,42 @@ mod tests {
     #[test]
     fn offsets_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read_offset(dir.path(), LOG_START_FILE), None);
-        write_offset(dir.path(), LOG_START_FILE, 42).unwrap();
-        assert_eq!(read_offset(dir.path(), LOG_START_FILE), Some(42));
+        let fs = Fs::real();
+        assert_eq!(read_offset(&fs, dir.path(), LOG_START_FILE), None);
+        write_offset(&fs, dir.path(), LOG_START_FILE, 42).unwrap();
+        assert_eq!(read_offset(&fs, dir.path(), LOG_START_FILE), Some(42));
+        assert!(!dir.path().join("log-start-offset-checkpoint.tmp").exists());
+        assert!(is_atomic_temp("log-start-offset-checkpoint.tmp"));
+        assert!(!is_atomic_temp("00000000000000000000.log.tmp"));
+    }
+
+    /// A crash anywhere inside an atomic replacement leaves the old or the new contents,
+    /// never a mix, an empty file or nothing; and once it returned, only the new one.
+    #[test]
+    fn atomic_write_survives_a_crash_at_any_point() {
+        use crate::fs::sim::SimFs;
+        for seed in 0..200u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let sim = SimFs::new(seed);
+            let fs = Fs::simulated(sim.clone());
+            write_offset(&fs, dir.path(), LOG_START_FILE, 7).unwrap();
+            sim.crash();
+            assert_eq!(read_offset(&fs, dir.path(), LOG_START_FILE), Some(7));
+            // Cut the power at one of the three fsyncs of the next replacement, or not at all.
+            let cut = seed % 4;
+            if cut > 0 {
+                sim.power_off_in(cut);
+            }
+            write_offset(&fs, dir.path(), LOG_START_FILE, 1234).unwrap();
+            let completed = !sim.is_off();
+            sim.crash();
+            let got = read_offset(&fs, dir.path(), LOG_START_FILE);
+            if completed {
+                assert_eq!(got, Some(1234), "seed {seed}");
+            } else {
+                assert!(got == Some(7) || got == Some(1234), "seed {seed}: {got:?}");
+            }
+        }
     }
 
     #[test]
@@ -178,8 +229,8 @@ mod tests {
         assert!(!c.assign(1, 5));
         assert!(c.assign(3, 10));
         assert!(c.assign(5, 20));
-        c.store(dir.path()).unwrap();
-        assert_eq!(EpochCache::load(dir.path()), c);
+        c.store(&Fs::real(), dir.path()).unwrap();
+        assert_eq!(EpochCache::load(&Fs::real(), dir.path()), c);
         assert_eq!(c.end_offset_for(5, 30), Some((5, 30)));
         assert_eq!(c.end_offset_for(4, 30), Some((3, 20)));
         assert_eq!(c.end_offset_for(3, 30), Some((3, 20)));

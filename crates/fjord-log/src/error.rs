@@ -42,6 +42,12 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
+    /// The log accepts no more writes or flushes: an fsync (or an atomic file replacement)
+    /// failed, so what it holds can no longer be promised durable; or it was closed; or its
+    /// files are inconsistent in a way it refuses to guess about. Reopening the log (after
+    /// fixing the disk) runs recovery.
+    #[error("log {dir} is offline: {reason}")]
+    Offline { dir: String, reason: String },
 }
 
 impl LogError {
@@ -58,8 +64,13 @@ impl LogError {
             LogError::InvalidConfig { .. } => 40,
             LogError::OutOfOrderSequence(_) => 45,
             LogError::InvalidProducerEpoch(_) => 47,
-            LogError::Io { .. } => 56,
+            LogError::Io { .. } | LogError::Offline { .. } => 56,
         }
+    }
+
+    /// Whether this is [`LogError::Offline`]: the log refuses writes until it is reopened.
+    pub fn is_offline(&self) -> bool {
+        matches!(self, LogError::Offline { .. })
     }
 
     /// Wraps an I/O error with what the log was doing when it happened.

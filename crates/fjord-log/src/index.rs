@@ -4,12 +4,11 @@
 //! file by appending buffered entries, so the append path does no extra syscalls; entries
 //! reach the file in batches when enough are pending, on roll and on flush.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::IoContext;
+use crate::fs::{Fs, LogFile, OpenMode};
 use crate::LogError;
 
 /// Pending index bytes that trigger a write to the file.
@@ -66,10 +65,13 @@ impl Entry for TimeEntry {
     }
 }
 
-/// An index file plus its in-memory mirror.
+/// An index file plus its in-memory mirror. Lookups use only the mirror, so the file handle
+/// is open only while the index is being written (the active segment, or a sealed one whose
+/// bytes are not yet fsynced).
 pub(crate) struct IndexFile<E: Entry> {
+    fs: Fs,
     path: PathBuf,
-    file: Arc<File>,
+    file: Option<Arc<LogFile>>,
     entries: Vec<E>,
     /// How many leading entries are already in the file.
     written: usize,
@@ -77,26 +79,23 @@ pub(crate) struct IndexFile<E: Entry> {
 
 impl<E: Entry> IndexFile<E> {
     /// Creates an empty index, discarding any file at `path`.
-    pub fn create(path: &Path) -> Result<Self, LogError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
+    pub fn create(fs: &Fs, path: &Path) -> Result<Self, LogError> {
+        let file = fs
+            .open(path, OpenMode::Truncate)
             .ctx(|| format!("creating index {}", path.display()))?;
         Ok(IndexFile {
+            fs: fs.clone(),
             path: path.to_path_buf(),
-            file: Arc::new(file),
+            file: Some(Arc::new(file)),
             entries: Vec::new(),
             written: 0,
         })
     }
 
-    /// Loads an existing index. `None` when the file is missing or not a whole number of entries,
-    /// so that the caller rebuilds it.
-    pub fn load(path: &Path) -> Result<Option<Self>, LogError> {
-        let data = match std::fs::read(path) {
+    /// Loads an existing index, leaving its file closed. `None` when the file is missing or
+    /// not a whole number of entries, so that the caller rebuilds it.
+    pub fn load(fs: &Fs, path: &Path) -> Result<Option<Self>, LogError> {
+        let data = match fs.read(path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(LogError::io(format!("reading {}", path.display()), e)),
@@ -104,16 +103,12 @@ impl<E: Entry> IndexFile<E> {
         if data.len() % E::SIZE != 0 {
             return Ok(None);
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .ctx(|| format!("opening index {}", path.display()))?;
         let entries: Vec<E> = data.chunks_exact(E::SIZE).map(E::decode).collect();
         let written = entries.len();
         Ok(Some(IndexFile {
+            fs: fs.clone(),
             path: path.to_path_buf(),
-            file: Arc::new(file),
+            file: None,
             entries,
             written,
         }))
@@ -132,8 +127,30 @@ impl<E: Entry> IndexFile<E> {
         self.entries.len() * E::SIZE
     }
 
-    pub fn file(&self) -> Arc<File> {
-        Arc::clone(&self.file)
+    /// The open file handle, if any (for fsync).
+    pub fn file(&self) -> Option<Arc<LogFile>> {
+        self.file.clone()
+    }
+
+    /// Closes the file handle; the next write reopens it.
+    pub fn close(&mut self) {
+        self.file = None;
+    }
+
+    fn handle(&mut self) -> Result<Arc<LogFile>, LogError> {
+        if let Some(f) = &self.file {
+            return Ok(Arc::clone(f));
+        }
+        let f = match self.fs.open(&self.path, OpenMode::Existing) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.written == 0 => {
+                self.fs.open(&self.path, OpenMode::Truncate)
+            }
+            other => other,
+        }
+        .ctx(|| format!("opening index {}", self.path.display()))?;
+        let f = Arc::new(f);
+        self.file = Some(Arc::clone(&f));
+        Ok(f)
     }
 
     /// Appends an entry in memory; the file catches up in batches.
@@ -154,7 +171,7 @@ impl<E: Entry> IndexFile<E> {
         for e in &self.entries[self.written..] {
             e.encode(&mut buf);
         }
-        self.file
+        self.handle()?
             .write_all_at(&buf, (self.written * E::SIZE) as u64)
             .ctx(|| format!("writing index {}", self.path.display()))?;
         self.written = self.entries.len();
@@ -169,7 +186,7 @@ impl<E: Entry> IndexFile<E> {
         self.entries.truncate(n);
         if self.written > n {
             self.written = n;
-            self.file
+            self.handle()?
                 .set_len((n * E::SIZE) as u64)
                 .ctx(|| format!("truncating index {}", self.path.display()))?;
         }
@@ -178,7 +195,7 @@ impl<E: Entry> IndexFile<E> {
 
     /// Replaces the whole index with `entries` and writes it out.
     pub fn rebuild(&mut self, entries: Vec<E>) -> Result<(), LogError> {
-        self.file
+        self.handle()?
             .set_len(0)
             .ctx(|| format!("truncating index {}", self.path.display()))?;
         self.entries = entries;
@@ -186,8 +203,9 @@ impl<E: Entry> IndexFile<E> {
         self.write_pending()
     }
 
-    pub fn remove_file(&self) -> Result<(), LogError> {
-        remove_if_exists(&self.path)
+    pub fn remove_file(&mut self) -> Result<(), LogError> {
+        self.file = None;
+        remove_if_exists(&self.fs, &self.path)
     }
 }
 
@@ -228,8 +246,8 @@ impl IndexFile<TimeEntry> {
     }
 }
 
-pub(crate) fn remove_if_exists(path: &Path) -> Result<(), LogError> {
-    match std::fs::remove_file(path) {
+pub(crate) fn remove_if_exists(fs: &Fs, path: &Path) -> Result<(), LogError> {
+    match fs.remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(LogError::io(format!("removing {}", path.display()), e)),
@@ -244,7 +262,7 @@ mod tests {
     fn offset_index_round_trip_and_lookup() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.index");
-        let mut idx = IndexFile::<OffsetEntry>::create(&path).unwrap();
+        let mut idx = IndexFile::<OffsetEntry>::create(&Fs::real(), &path).unwrap();
         for i in 0..1000u32 {
             idx.push(OffsetEntry {
                 rel_offset: i * 10,
@@ -257,17 +275,21 @@ mod tests {
         assert_eq!(idx.lookup(15), 100);
         assert_eq!(idx.lookup(9990), 99_900);
         assert_eq!(idx.lookup(u32::MAX), 99_900);
-        let loaded = IndexFile::<OffsetEntry>::load(&path).unwrap().unwrap();
+        let loaded = IndexFile::<OffsetEntry>::load(&Fs::real(), &path)
+            .unwrap()
+            .unwrap();
         assert_eq!(loaded.entries(), idx.entries());
         idx.truncate(10).unwrap();
-        let loaded = IndexFile::<OffsetEntry>::load(&path).unwrap().unwrap();
+        let loaded = IndexFile::<OffsetEntry>::load(&Fs::real(), &path)
+            .unwrap()
+            .unwrap();
         assert_eq!(loaded.entries().len(), 10);
     }
 
     #[test]
     fn time_index_lookup_is_strict() {
         let dir = tempfile::tempdir().unwrap();
-        let mut idx = IndexFile::<TimeEntry>::create(&dir.path().join("t")).unwrap();
+        let mut idx = IndexFile::<TimeEntry>::create(&Fs::real(), &dir.path().join("t")).unwrap();
         for (ts, off) in [(10, 1), (20, 5), (30, 9)] {
             idx.push(TimeEntry {
                 timestamp: ts,
@@ -286,9 +308,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.index");
         std::fs::write(&path, [0u8; 13]).unwrap();
-        assert!(IndexFile::<OffsetEntry>::load(&path).unwrap().is_none());
-        assert!(IndexFile::<OffsetEntry>::load(&dir.path().join("missing"))
+        assert!(IndexFile::<OffsetEntry>::load(&Fs::real(), &path)
             .unwrap()
             .is_none());
+        assert!(
+            IndexFile::<OffsetEntry>::load(&Fs::real(), &dir.path().join("missing"))
+                .unwrap()
+                .is_none()
+        );
     }
 }

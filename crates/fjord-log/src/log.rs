@@ -2,11 +2,19 @@
 //! retention, truncation and group-commit durability.
 //!
 //! Locking: `inner` guards the segment list and is held only for bookkeeping and the write
-//! syscall itself; reads and fsyncs work on cloned file handles outside it. `flush` guards
-//! the group-commit state and is never held while taking `inner`.
+//! syscall itself, never across an fsync: reads and fsyncs work on cloned file handles
+//! outside it. `flush` guards the group-commit state and is never held while taking `inner`.
+//! `checkpoints` serialises replacing the checkpoint files (each a temp file, fsync, rename
+//! and directory fsync); it is taken before `inner`, never while holding it.
+//!
+//! Failure: once an fsync (or any write or replacement of the log's files) fails, the log
+//! goes offline. It refuses every later append, flush and other mutation with
+//! [`LogError::Offline`] rather than retry: after a failed fsync the kernel may already have
+//! dropped the data it could not write, so a retry that succeeds proves nothing.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,15 +22,24 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::batch::{self, BatchHeader};
 use crate::checkpoint::{
-    self, EpochCache, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE,
+    self, EpochCache, CLEAN_SHUTDOWN_FILE, LEADER_EPOCH_FILE, LOG_START_FILE, RECOVERY_POINT_FILE,
 };
 use crate::config::{LogConfig, TimestampType};
 use crate::error::IoContext;
+use crate::fs::{Fs, LogFile, OpenMode};
 use crate::index::remove_if_exists;
-use crate::producer_state::{Admission, ProducerEntry, ProducerStateManager};
+use crate::producer_state::{write_snapshot_file, Admission, ProducerEntry, ProducerStateManager};
 use crate::records;
-use crate::segment::{self, Segment, SegmentView};
+use crate::segment::{self, Opened, Segment, SegmentView};
 use crate::LogError;
+
+/// How many sealed, synced segments keep their `.log` open after a read, so that a consumer
+/// reading through old segments does not reopen the file for every fetch. Every other sealed
+/// segment holds no file descriptor.
+const READ_HANDLES: usize = 8;
+
+/// Written into a partition directory by the broker; not the log's, but expected there.
+const BROKER_FILES: [&str; 1] = ["partition.metadata"];
 
 /// Outcome of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,15 +60,55 @@ pub struct ReadInfo {
     pub log_end_offset: i64,
 }
 
+/// What [`Log::open`] found and did, for the broker to report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoverySummary {
+    /// A clean-shutdown marker was found: the files were trusted and nothing was scanned.
+    pub clean_shutdown: bool,
+    /// The recovery point read from its checkpoint (unclean opens only).
+    pub recovery_point: Option<i64>,
+    /// Segments the log holds after opening.
+    pub segments: usize,
+    /// Segments whose every batch was validated (CRC included).
+    pub segments_scanned: usize,
+    /// Bytes of the segments that were scanned.
+    pub bytes_scanned: u64,
+    /// Segments that lost an invalid tail.
+    pub segments_truncated: usize,
+    /// Bytes cut off invalid tails: data that was never fsynced, or damaged.
+    pub bytes_truncated: u64,
+    /// Segments whose indexes were rebuilt from the log.
+    pub indexes_rebuilt: usize,
+    /// Files in the directory that were ignored (not well-formed segment names, or an empty
+    /// `.log` inside another segment's offsets). They are left in place, untouched.
+    pub ignored_files: Vec<String>,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+impl RecoverySummary {
+    /// Whether recovery ran at all (no clean-shutdown marker).
+    pub fn recovery_ran(&self) -> bool {
+        !self.clean_shutdown
+    }
+}
+
 /// One partition's log on disk. Internally synchronised; share it behind an `Arc`.
 pub struct Log {
     dir: PathBuf,
+    fs: Fs,
     inner: Mutex<Inner>,
     /// Mirror of the log end offset, readable without `inner` (group commit needs it while
     /// holding `flush`).
     leo: AtomicI64,
     flush: Mutex<FlushState>,
     flush_done: Condvar,
+    /// Held while replacing checkpoint files; see the module comment for the lock order.
+    checkpoints: Mutex<()>,
+    /// An fsync (or write) failed: see the module comment. `offline_reason` says which.
+    offline: AtomicBool,
+    offline_reason: Mutex<Option<String>>,
+    recovery: RecoverySummary,
 }
 
 struct Inner {
@@ -64,12 +121,21 @@ struct Inner {
     first_unflushed_ms: Option<i64>,
     /// Segment files were created or removed since the directory was last synced.
     dir_dirty: bool,
-    clean_marker: bool,
+    /// The log start offset changed since its checkpoint was written.
+    log_start_dirty: bool,
+    /// The epoch cache changed since its checkpoint was written. Appends only set this: the
+    /// next flush writes the file (before it advances the recovery point), and recovery
+    /// rebuilds the epochs of everything after the recovery point from the batches.
+    epochs_dirty: bool,
+    /// `close` ran: no more appends or other changes.
+    closed: bool,
     /// Recovery point stored in the checkpoint file: everything below it, indexes included,
-    /// is on disk, so the next unclean open scans only from there.
+    /// is on disk, so the next unclean open scans only from the segment holding it.
     persisted_rp: i64,
     /// Bumped by truncation so a flush that raced with it does not claim new data as durable.
     generation: u64,
+    /// Base offsets of sealed, synced segments whose `.log` is open for reads, oldest first.
+    read_handles: VecDeque<i64>,
     /// Idempotent producers' sequences; checked and updated under this lock with each append.
     producers: ProducerStateManager,
 }
@@ -77,6 +143,31 @@ struct Inner {
 struct FlushState {
     in_progress: bool,
     flushed: i64,
+}
+
+/// The files one fsync round syncs, and what it may then record.
+struct SyncPlan {
+    files: Vec<Arc<LogFile>>,
+    /// The log end when planned: everything below is durable once the files are synced.
+    target: i64,
+    generation: u64,
+    sync_dir: bool,
+    /// Sealed segments wholly synced by this round.
+    sealed: Vec<i64>,
+    /// Recovery point this round justifies.
+    rp: i64,
+}
+
+/// What one fsync round covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncKind {
+    /// Up to an offset, sharing rounds with concurrent callers (group commit).
+    UpTo(i64),
+    /// Sealed segments not yet synced (and whatever else is pending), even if every offset
+    /// is already flushed: their index files still need it.
+    Sealed,
+    /// Everything, indexes of the active segment included, then the recovery point.
+    Full,
 }
 
 impl Inner {
@@ -96,8 +187,81 @@ impl Inner {
             .saturating_sub(1)
     }
 
+    fn position_of(&self, base: i64) -> Option<usize> {
+        self.segments
+            .binary_search_by_key(&base, |s| s.base_offset)
+            .ok()
+    }
+
     fn size_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.size).sum()
+    }
+
+    fn check_writable(&self, dir: &Path) -> Result<(), LogError> {
+        if self.closed {
+            return Err(LogError::Offline {
+                dir: dir.display().to_string(),
+                reason: "the log was closed".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A view of segment `idx` for reading; opens a sealed segment's file on demand and keeps
+    /// at most [`READ_HANDLES`] such files open.
+    fn view(&mut self, idx: usize) -> Result<SegmentView, LogError> {
+        let pinned = idx + 1 == self.segments.len() || self.segments[idx].dirty;
+        let view = self.segments[idx].view()?;
+        if !pinned {
+            let base = self.segments[idx].base_offset;
+            self.read_handles.retain(|&b| b != base);
+            self.read_handles.push_back(base);
+            while self.read_handles.len() > READ_HANDLES {
+                let Some(old) = self.read_handles.pop_front() else {
+                    break;
+                };
+                if let Some(i) = self.position_of(old) {
+                    if i + 1 < self.segments.len() && !self.segments[i].dirty {
+                        self.segments[i].close_handles();
+                    }
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    /// Segments at `bases` were sealed and are now wholly on disk: they need no open handles
+    /// any more; their `.log` stays open as a read handle for a while.
+    fn release_synced(&mut self, bases: &[i64]) {
+        for &base in bases {
+            let Some(i) = self.position_of(base) else {
+                continue;
+            };
+            if i + 1 == self.segments.len() {
+                continue;
+            }
+            self.segments[i].dirty = false;
+            self.segments[i].close_handles();
+        }
+    }
+
+    /// Moves the log start offset (memory only; `write_checkpoints` persists it).
+    fn set_log_start(&mut self, start: i64) {
+        if start != self.log_start {
+            self.log_start = start;
+            self.log_start_dirty = true;
+        }
+        if self.epochs.truncate_from_start(start) {
+            self.epochs_dirty = true;
+        }
+        self.producers.prune(start);
+    }
+
+    fn remove_segment(&mut self, idx: usize) -> Result<(), LogError> {
+        let mut seg = self.segments.remove(idx);
+        self.read_handles.retain(|&b| b != seg.base_offset);
+        self.dir_dirty = true;
+        seg.remove_files()
     }
 }
 
@@ -105,128 +269,324 @@ fn out_of_range(offset: i64, start: i64, end: i64) -> LogError {
     LogError::OffsetOutOfRange { offset, start, end }
 }
 
-/// Base offsets of the `.log` files in `dir`; removes leftover temp files and orphan indexes.
-fn scan_dir(dir: &Path) -> Result<Vec<i64>, LogError> {
+/// Kinds of files named after a base offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Log,
+    Index,
+    TimeIndex,
+    /// Producer-state snapshots: not the log's files, but expected beside its segments.
+    Snapshot,
+}
+
+/// `<20 decimal digits>.<ext>` → (base offset, kind). Anything else — a sign, fewer or more
+/// digits, another extension — is not a segment file.
+fn parse_segment_name(name: &str) -> Option<(i64, FileKind)> {
+    let (stem, ext) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let base = stem.parse::<i64>().ok()?;
+    let kind = match ext {
+        "log" => FileKind::Log,
+        "index" => FileKind::Index,
+        "timeindex" => FileKind::TimeIndex,
+        "snapshot" => FileKind::Snapshot,
+        _ => return None,
+    };
+    Some((base, kind))
+}
+
+/// What [`scan_dir`] found.
+struct Listing {
+    /// Base offsets of the well-formed `.log` files, ascending.
+    bases: Vec<i64>,
+    /// Names of files that are neither the log's nor expected beside it.
+    ignored: Vec<String>,
+}
+
+/// Lists the partition directory. Only well-formed segment names are ever used; any other
+/// unexpected file is reported and left alone. Leftover temp files of checkpoint writes and
+/// index files without a `.log` are the log's own debris and are removed.
+fn scan_dir(fs: &Fs, dir: &Path) -> Result<Listing, LogError> {
     let mut bases = Vec::new();
     let mut indexes = Vec::new();
-    let entries = std::fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))?;
-    for entry in entries {
-        let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".tmp") {
-            remove_if_exists(&entry.path())?;
-            continue;
-        }
-        let Some((stem, ext)) = name.split_once('.') else {
+    let mut ignored = Vec::new();
+    let names = fs.list(dir).ctx(|| format!("listing {}", dir.display()))?;
+    for name in names {
+        let Some(name) = name.to_str() else {
+            let lossy = name.to_string_lossy().into_owned();
+            tracing::warn!(dir = %dir.display(), file = %lossy, "ignoring file with a non-UTF-8 name in partition directory");
+            ignored.push(lossy);
             continue;
         };
-        if stem.len() != 20 {
+        if [
+            LOG_START_FILE,
+            RECOVERY_POINT_FILE,
+            LEADER_EPOCH_FILE,
+            CLEAN_SHUTDOWN_FILE,
+        ]
+        .contains(&name)
+            || BROKER_FILES.contains(&name)
+        {
             continue;
         }
-        let Ok(base) = stem.parse::<i64>() else {
+        if checkpoint::is_atomic_temp(name) {
+            tracing::info!(dir = %dir.display(), file = name, "removing temp file of an interrupted checkpoint write");
+            remove_if_exists(fs, &dir.join(name))?;
             continue;
-        };
-        match ext {
-            "log" => bases.push(base),
-            "index" | "timeindex" => indexes.push((base, entry.path())),
-            _ => {}
+        }
+        match parse_segment_name(name) {
+            Some((base, FileKind::Log)) => bases.push(base),
+            Some((base, FileKind::Index | FileKind::TimeIndex)) => {
+                indexes.push((base, name.to_string()))
+            }
+            Some((_, FileKind::Snapshot)) => {}
+            None => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    file = name,
+                    "ignoring unexpected file in partition directory (not a well-formed segment name); leaving it in place"
+                );
+                ignored.push(name.to_string());
+            }
         }
     }
     bases.sort_unstable();
-    for (base, path) in indexes {
+    for (base, name) in indexes {
         if bases.binary_search(&base).is_err() {
-            remove_if_exists(&path)?;
+            tracing::info!(dir = %dir.display(), file = %name, "removing index file without a segment");
+            remove_if_exists(fs, &dir.join(name))?;
         }
     }
-    Ok(bases)
+    Ok(Listing { bases, ignored })
 }
 
 impl Log {
     /// Opens (creating if missing) the partition directory and recovers it.
     pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<Log, LogError> {
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-        let bases = scan_dir(&dir)?;
+        Log::open_with(Fs::real(), dir.into(), config)
+    }
+
+    pub(crate) fn open_with(fs: Fs, dir: PathBuf, config: LogConfig) -> Result<Log, LogError> {
+        fs.create_dir_all(&dir)
+            .ctx(|| format!("creating {}", dir.display()))?;
+        let listing = scan_dir(&fs, &dir)?;
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
-        let clean = marker.exists();
+        let clean = fs.exists(&marker);
+        // A clean close sets the recovery point to the log end; it is read either way.
+        let rp_checkpoint = checkpoint::read_offset(&fs, &dir, RECOVERY_POINT_FILE);
+        // Segments from the one holding `rp` onward are scanned.
         let rp = if clean {
             i64::MAX
         } else {
-            checkpoint::read_offset(&dir, RECOVERY_POINT_FILE).unwrap_or(0)
+            rp_checkpoint.unwrap_or(0)
         };
-        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
-        let mut scanned_from = None;
-        let mut cut = false;
-        for (i, &base) in bases.iter().enumerate() {
-            if cut {
-                // A damaged segment ends the log: later segments were written after bytes
-                // that are now gone, so they cannot be trusted to follow on.
-                tracing::warn!(dir = %dir.display(), base, "removing segment after damaged tail");
-                for ext in ["log", "index", "timeindex"] {
-                    remove_if_exists(&segment::segment_path(&dir, base, ext))?;
+        let mut summary = RecoverySummary {
+            clean_shutdown: clean,
+            recovery_point: if clean { None } else { rp_checkpoint },
+            ignored_files: listing.ignored,
+            ..RecoverySummary::default()
+        };
+        let interval = config.index_interval_bytes;
+        let mut segments: Vec<Segment> = Vec::with_capacity(listing.bases.len().max(1));
+        // Per segment: whether it was scanned, and the epochs its batches start.
+        let mut scans: Vec<Opened> = Vec::new();
+        let mut prev_cut = false;
+        for (i, &base) in listing.bases.iter().enumerate() {
+            if let Some(prev) = segments.last() {
+                if base < prev.next_offset {
+                    let path = segment::segment_path(&dir, base, "log");
+                    let len = fs
+                        .len(&path)
+                        .ctx(|| format!("reading size of {}", path.display()))?;
+                    if len == 0 || !segment::starts_with_valid_batch(&fs, &path)? {
+                        tracing::warn!(
+                            dir = %dir.display(),
+                            file = %path.display(),
+                            bytes = len,
+                            previous_segment = prev.base_offset,
+                            previous_end = prev.next_offset,
+                            "ignoring segment file without a valid batch whose base offset lies inside the previous segment; leaving it in place"
+                        );
+                        summary.ignored_files.push(format!("{base:020}.log"));
+                        continue;
+                    }
+                    return Err(LogError::Offline {
+                        dir: dir.display().to_string(),
+                        reason: format!(
+                            "segment {} ({len} bytes) starts at offset {base}, inside segment {:020}.log which holds offsets up to {}; \
+                             refusing to guess which one is right (move one of them out of the directory)",
+                            path.display(),
+                            prev.base_offset,
+                            prev.next_offset - 1
+                        ),
+                    });
                 }
-                continue;
+                if prev_cut && base > prev.next_offset {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        lost_from = prev.next_offset,
+                        lost_to = base - 1,
+                        "offsets lost with the damaged tail of the previous segment; the log continues at the next segment"
+                    );
+                }
             }
-            let next_base = bases.get(i + 1).copied().unwrap_or(i64::MAX);
-            let full_scan = next_base > rp;
-            if full_scan && scanned_from.is_none() {
-                scanned_from = Some(segments.len());
+            let next_base = listing.bases.get(i + 1).copied().unwrap_or(i64::MAX);
+            let (mut seg, mut opened) = Segment::open(&fs, &dir, base, next_base > rp, interval)?;
+            if !opened.scanned && seg.next_offset > rp {
+                // Trusted by its position, yet holding offsets at or past the recovery point
+                // (the file after it was not a real segment): validate it after all.
+                opened = seg.rescan(interval)?;
             }
-            let (seg, truncated) =
-                Segment::open(&dir, base, full_scan, config.index_interval_bytes)?;
-            cut = truncated;
+            if opened.scanned {
+                summary.segments_scanned += 1;
+                summary.bytes_scanned += seg.size + opened.bytes_cut;
+            }
+            if opened.bytes_cut > 0 {
+                summary.segments_truncated += 1;
+                summary.bytes_truncated += opened.bytes_cut;
+            }
+            if opened.rebuilt {
+                summary.indexes_rebuilt += 1;
+            }
+            prev_cut = opened.bytes_cut > 0;
+            scans.push(opened);
             segments.push(seg);
         }
-        let mut dir_dirty = cut;
-        if segments.is_empty() {
-            let start = checkpoint::read_offset(&dir, LOG_START_FILE)
-                .unwrap_or(0)
-                .max(0);
-            segments.push(Segment::create(&dir, start)?);
-            dir_dirty = true;
-        }
-        let leo = segments.last().map_or(0, |s| s.next_offset);
-        if !clean {
-            // What recovery kept may still sit only in the page cache (the process died, not
-            // the machine): make it durable before calling it recovered.
-            for seg in &segments[scanned_from.unwrap_or(segments.len())..] {
-                seg.log
-                    .sync_data()
-                    .ctx(|| "syncing recovered segment".into())?;
-                seg.offset_index
-                    .file()
-                    .sync_data()
-                    .ctx(|| "syncing recovered index".into())?;
-                seg.time_index
-                    .file()
-                    .sync_data()
-                    .ctx(|| "syncing recovered index".into())?;
+        // Make durable what recovery rewrote (cut tails, rebuilt indexes) and what it kept
+        // that may still sit only in the page cache (the process died, not the machine).
+        for seg in segments.iter().filter(|s| s.dirty) {
+            let mut files: Vec<Arc<LogFile>> = Vec::new();
+            seg.sync_handles(true, &mut files);
+            for f in files {
+                f.sync_data()
+                    .ctx(|| format!("syncing recovered segment in {}", dir.display()))?;
             }
         }
-        if clean || dir_dirty {
-            // Removing the marker must be durable before any new append, or a later crash
-            // would be mistaken for a clean shutdown.
-            remove_if_exists(&marker)?;
-            checkpoint::sync_dir(&dir)?;
+        // Empty segments hold no offsets, so they may not decide where the log starts or go
+        // below where it ended. `floor` is a log end the log is known to have reached: the
+        // recovery point and the log start are never written past the log end.
+        let log_start_checkpoint = checkpoint::read_offset(&fs, &dir, LOG_START_FILE);
+        let floor = rp_checkpoint
+            .unwrap_or(0)
+            .max(log_start_checkpoint.unwrap_or(0))
+            .max(0);
+        // Only the last segment may be empty. An empty last one past a gap and beyond `floor`
+        // is a roll whose file survived a crash while the data before it did not: nothing
+        // from the end of that data on was acknowledged, and taking its base as the log end
+        // would leave offsets that hold nothing. One below `floor` is an old leftover (say a
+        // truncation that started the log over was cut short after removing the old files).
+        // Ignored files are left in place; a roll to that offset reuses one.
+        let count = segments.len();
+        let mut kept: Vec<(Segment, Opened)> = Vec::with_capacity(count);
+        for (i, pair) in segments.into_iter().zip(scans).enumerate() {
+            let seg = &pair.0;
+            let prev_end = kept.last().map(|(p, _)| p.next_offset);
+            let ignore = seg.size == 0
+                && (i + 1 < count
+                    || seg.base_offset < floor
+                    || prev_end.is_some_and(|end| seg.base_offset > end)
+                        && seg.base_offset > floor);
+            if ignore {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    base = seg.base_offset,
+                    "ignoring an empty segment file that is not where the log ends; leaving it in place"
+                );
+                summary
+                    .ignored_files
+                    .push(format!("{:020}.log", seg.base_offset));
+                continue;
+            }
+            kept.push(pair);
         }
+        let (mut segments, mut scans): (Vec<Segment>, Vec<Opened>) = kept.into_iter().unzip();
+        if segments.last().is_none_or(|s| s.next_offset < floor) {
+            // Nothing left, or the files end below where the log had reached: go on, empty,
+            // from there, so that offsets never go backwards.
+            segments.push(Segment::create(&fs, &dir, floor)?);
+            scans.push(Opened::default());
+        }
+        let leo = segments.last().map_or(0, |s| s.next_offset);
+        let last = segments.len() - 1;
+        for (i, seg) in segments.iter_mut().enumerate() {
+            seg.dirty = false;
+            if i < last {
+                seg.close_handles();
+            }
+        }
+
         let first_base = segments[0].base_offset;
-        let log_start = checkpoint::read_offset(&dir, LOG_START_FILE)
+        let log_start = log_start_checkpoint
             .unwrap_or(first_base)
             .max(first_base)
             .min(leo);
-        let mut epochs = EpochCache::load(&dir);
-        let trimmed_end = epochs.truncate_from_end(leo);
-        let trimmed_start = epochs.truncate_from_start(log_start);
-        if trimmed_end || trimmed_start {
-            epochs.store(&dir)?;
+        let mut epochs = EpochCache::load(&fs, &dir);
+        let mut epochs_changed = false;
+        // The epochs of the scanned tail come from its batches: the checkpoint may lag (it is
+        // written on flush) or run ahead (of a tail that was cut).
+        let tail = scans.iter().rev().take_while(|o| o.scanned).count();
+        if tail > 0 {
+            // Everything after the trusted prefix is taken from the batches, gaps included.
+            let first = segments.len() - tail;
+            let from = if first == 0 {
+                segments[0].base_offset
+            } else {
+                segments[first - 1].next_offset
+            };
+            epochs_changed |= epochs.truncate_from_end(from);
+            for opened in &scans[scans.len() - tail..] {
+                for &(epoch, offset) in &opened.epoch_starts {
+                    epochs_changed |= epochs.assign(epoch, offset);
+                }
+            }
         }
-        checkpoint::write_offset(&dir, RECOVERY_POINT_FILE, leo)?;
-        let mut producers = ProducerStateManager::new(&dir);
-        producers.load(&segments, log_start, leo)?;
-        tracing::debug!(dir = %dir.display(), log_start, leo, clean, segments = segments.len(), "log opened");
+        epochs_changed |= epochs.truncate_from_end(leo);
+        epochs_changed |= epochs.truncate_from_start(log_start);
+        if epochs_changed {
+            epochs.store(&fs, &dir)?;
+        }
+        checkpoint::write_offset(&fs, &dir, RECOVERY_POINT_FILE, leo)?;
+        // Idempotent producers' state, from the newest snapshot and the batch headers after
+        // it; the directory sync below makes any stale snapshot's removal durable.
+        let mut producers = ProducerStateManager::new(&fs, &dir);
+        producers.load(&mut segments, log_start, leo)?;
+        // Removing the marker must be durable before any new append, or a later crash would
+        // be mistaken for a clean shutdown. The directory sync also covers files recovery
+        // created (a first segment, rebuilt index files).
+        remove_if_exists(&fs, &marker)?;
+        checkpoint::sync_dir(&fs, &dir)?;
+
+        summary.segments = segments.len();
+        summary.log_start_offset = log_start;
+        summary.log_end_offset = leo;
+        if clean {
+            tracing::debug!(dir = %dir.display(), log_start, leo, segments = segments.len(), "log opened after a clean shutdown");
+        } else {
+            tracing::info!(
+                dir = %dir.display(),
+                recovery_point = ?rp_checkpoint,
+                segments = summary.segments,
+                segments_scanned = summary.segments_scanned,
+                bytes_scanned = summary.bytes_scanned,
+                bytes_truncated = summary.bytes_truncated,
+                log_start,
+                leo,
+                "log recovered after an unclean shutdown"
+            );
+        }
+        if summary.bytes_truncated > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                segments_truncated = summary.segments_truncated,
+                bytes_truncated = summary.bytes_truncated,
+                "recovery cut invalid segment tails (data that was never fsynced, or damaged)"
+            );
+        }
         Ok(Log {
             dir,
+            fs,
             inner: Mutex::new(Inner {
                 config,
                 segments,
@@ -235,9 +595,12 @@ impl Log {
                 messages_since_flush: 0,
                 first_unflushed_ms: None,
                 dir_dirty: false,
-                clean_marker: false,
+                log_start_dirty: false,
+                epochs_dirty: false,
+                closed: false,
                 persisted_rp: leo,
                 generation: 0,
+                read_handles: VecDeque::new(),
                 producers,
             }),
             leo: AtomicI64::new(leo),
@@ -246,11 +609,67 @@ impl Log {
                 flushed: leo,
             }),
             flush_done: Condvar::new(),
+            checkpoints: Mutex::new(()),
+            offline: AtomicBool::new(false),
+            offline_reason: Mutex::new(None),
+            recovery: summary,
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What opening the log found and did.
+    pub fn recovery_summary(&self) -> &RecoverySummary {
+        &self.recovery
+    }
+
+    /// Whether an fsync or write failed: the log refuses all writes until it is reopened.
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::Acquire)
+    }
+
+    fn offline_error(&self) -> LogError {
+        let reason = self
+            .offline_reason
+            .lock()
+            .clone()
+            .unwrap_or_else(|| "storage failure".into());
+        LogError::Offline {
+            dir: self.dir.display().to_string(),
+            reason: format!(
+                "{reason}; the log accepts no more writes or flushes until it is reopened"
+            ),
+        }
+    }
+
+    fn check_online(&self) -> Result<(), LogError> {
+        if self.offline.load(Ordering::Acquire) {
+            return Err(self.offline_error());
+        }
+        Ok(())
+    }
+
+    /// Takes the log offline because of `cause` (an I/O failure) and returns the error to report.
+    fn go_offline(&self, cause: LogError) -> LogError {
+        {
+            let mut reason = self.offline_reason.lock();
+            if reason.is_none() {
+                tracing::error!(dir = %self.dir.display(), error = %cause, "log storage failed; taking the log offline for writes");
+                *reason = Some(cause.to_string());
+            }
+        }
+        self.offline.store(true, Ordering::Release);
+        self.offline_error()
+    }
+
+    /// I/O errors on a write path take the log offline; others (bad input) pass through.
+    fn fail(&self, e: LogError) -> LogError {
+        match e {
+            LogError::Io { .. } => self.go_offline(e),
+            other => other,
+        }
     }
 
     /// Validates all batches (all or nothing), assigns offsets, stamps the leader epoch (and
@@ -261,6 +680,7 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.check_online()?;
         let (max, compact) = {
             let inner = self.inner.lock();
             (inner.config.max_message_bytes, inner.config.compact)
@@ -303,6 +723,7 @@ impl Log {
             .sum();
 
         let mut inner = self.inner.lock();
+        inner.check_writable(&self.dir)?;
         let log_append = inner.config.timestamp_type == TimestampType::LogAppendTime;
         let base = inner.leo();
         let append_time = log_append.then_some(now_ms);
@@ -327,7 +748,8 @@ impl Log {
             now_ms,
             base,
             base + count - 1,
-        )?;
+        )
+        .map_err(|e| self.fail(e))?;
         let mut next = base;
         for ((h, start), record_max) in headers.iter_mut().zip(&record_max_ts) {
             let total = h.total_len();
@@ -348,10 +770,11 @@ impl Log {
             }
             next = h.last_offset() + 1;
         }
-        self.write_batches(&mut inner, batches, &headers, now_ms)?;
+        self.write_batches(&mut inner, batches, &headers, now_ms)
+            .map_err(|e| self.fail(e))?;
         inner.producers.commit(updated);
         if inner.epochs.assign(leader_epoch, base) {
-            inner.epochs.store(&self.dir)?;
+            inner.epochs_dirty = true;
         }
         let info = AppendInfo {
             base_offset: base,
@@ -369,6 +792,7 @@ impl Log {
 
     /// Appends batches that already carry their offsets, as a follower copies its leader.
     pub fn append_as_follower(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
+        self.check_online()?;
         let mut headers = Vec::new();
         let mut expected = i64::MIN;
         for item in batch::iter(batches) {
@@ -389,6 +813,7 @@ impl Log {
         };
         let (first_offset, last_offset) = (first.0.base_offset, last.0.last_offset());
         let mut inner = self.inner.lock();
+        inner.check_writable(&self.dir)?;
         let leo = inner.leo();
         if first_offset < leo {
             return Err(LogError::CorruptBatch(format!(
@@ -402,15 +827,15 @@ impl Log {
             now_ms,
             first_offset,
             last_offset,
-        )?;
-        self.write_batches(&mut inner, batches, &headers, now_ms)?;
-        let mut epochs_changed = false;
+        )
+        .map_err(|e| self.fail(e))?;
+        self.write_batches(&mut inner, batches, &headers, now_ms)
+            .map_err(|e| self.fail(e))?;
         for (h, _) in &headers {
             inner.producers.replay(h);
-            epochs_changed |= inner.epochs.assign(h.partition_leader_epoch, h.base_offset);
-        }
-        if epochs_changed {
-            inner.epochs.store(&self.dir)?;
+            if inner.epochs.assign(h.partition_leader_epoch, h.base_offset) {
+                inner.epochs_dirty = true;
+            }
         }
         let info = AppendInfo {
             base_offset: first_offset,
@@ -428,6 +853,8 @@ impl Log {
 
     /// Rolls to a new segment starting at `first_offset` when the active one is full by
     /// segment.bytes, old by segment.ms, has a full index, or cannot express the offsets.
+    /// Nothing is fsynced here: the sealed segment keeps its handles open until a flush
+    /// syncs it (and the directory, for the new file's name) outside the append lock.
     fn maybe_roll(
         &self,
         inner: &mut Inner,
@@ -442,7 +869,7 @@ impl Log {
             if !active.fits_offset(first_offset) || !active.fits_offset(last_offset) {
                 // An empty segment at the wrong base (a follower jumped ahead): replace it.
                 active.remove_files()?;
-                let seg = Segment::create(&self.dir, first_offset)?;
+                let seg = Segment::create(&self.fs, &self.dir, first_offset)?;
                 *inner.active() = seg;
                 inner.dir_dirty = true;
             }
@@ -459,7 +886,7 @@ impl Log {
             || !active.fits_offset(last_offset)
         {
             active.seal()?;
-            let seg = Segment::create(&self.dir, first_offset)?;
+            let seg = Segment::create(&self.fs, &self.dir, first_offset)?;
             inner.segments.push(seg);
             inner.dir_dirty = true;
             // Everything below the new segment is in the producer state: a crash from here
@@ -478,11 +905,6 @@ impl Log {
         headers: &[(BatchHeader, usize)],
         now_ms: i64,
     ) -> Result<(), LogError> {
-        if inner.clean_marker {
-            remove_if_exists(&self.dir.join(CLEAN_SHUTDOWN_FILE))?;
-            checkpoint::sync_dir(&self.dir)?;
-            inner.clean_marker = false;
-        }
         let interval = inner.config.index_interval_bytes;
         let active = inner.active();
         active.append(bytes, headers, interval)?;
@@ -508,8 +930,8 @@ impl Log {
         max_offset: i64,
         min_one_batch: bool,
     ) -> Result<ReadInfo, LogError> {
-        let (views, start_pos, log_start, leo) = {
-            let inner = self.inner.lock();
+        let (mut view, mut pos, log_start, leo) = {
+            let mut inner = self.inner.lock();
             let (start, end) = (inner.log_start, inner.leo());
             if offset < start || offset > end {
                 return Err(out_of_range(offset, start, end));
@@ -522,22 +944,35 @@ impl Log {
                 });
             }
             let idx = inner.segment_for(offset);
-            let views: Vec<SegmentView> = inner.segments[idx..].iter().map(|s| s.view()).collect();
-            (
-                views,
-                inner.segments[idx].lookup_position(offset),
-                start,
-                end,
-            )
+            let pos = inner.segments[idx].lookup_position(offset);
+            (inner.view(idx)?, pos, start, end)
         };
         let mut bytes = Bytes::new();
-        for (i, view) in views.iter().enumerate() {
-            let pos = if i == 0 { start_pos } else { 0 };
+        loop {
             if let Some(b) =
-                segment::read_batches(view, pos, offset, max_bytes, max_offset, min_one_batch)?
+                segment::read_batches(&view, pos, offset, max_bytes, max_offset, min_one_batch)?
             {
                 bytes = b;
                 break;
+            }
+            // Nothing at or after `offset` in this segment: go on with the next one, if any.
+            let next = {
+                let mut inner = self.inner.lock();
+                let idx = inner
+                    .segments
+                    .partition_point(|s| s.base_offset <= view.base_offset);
+                if idx == inner.segments.len() {
+                    None
+                } else {
+                    Some(inner.view(idx)?)
+                }
+            };
+            match next {
+                Some(v) => {
+                    view = v;
+                    pos = 0;
+                }
+                None => break,
             }
         }
         Ok(ReadInfo {
@@ -559,20 +994,32 @@ impl Log {
         self.inner.lock().size_bytes()
     }
 
+    /// View of the segment with base offset `base`, if it still exists.
+    fn view_of(&self, base: i64) -> Result<Option<SegmentView>, LogError> {
+        let mut inner = self.inner.lock();
+        match inner.position_of(base) {
+            Some(i) => Ok(Some(inner.view(i)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Earliest offset whose record timestamp is >= `ts`, with that timestamp.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
         let (candidates, log_start) = {
             let inner = self.inner.lock();
-            let candidates: Vec<(SegmentView, u64)> = inner
+            let candidates: Vec<(i64, u64)> = inner
                 .segments
                 .iter()
                 .filter(|s| s.max_timestamp >= ts && s.next_offset > inner.log_start)
-                .map(|s| (s.view(), s.lookup_time_position(ts)))
+                .map(|s| (s.base_offset, s.lookup_time_position(ts)))
                 .collect();
             (candidates, inner.log_start)
         };
-        for (view, pos) in &candidates {
-            if let Some(found) = segment::find_by_timestamp(view, *pos, ts, log_start)? {
+        for (base, pos) in candidates {
+            let Some(view) = self.view_of(base)? else {
+                continue;
+            };
+            if let Some(found) = segment::find_by_timestamp(&view, pos, ts, log_start)? {
                 return Ok(Some(found));
             }
         }
@@ -582,55 +1029,59 @@ impl Log {
     /// `(timestamp, offset)` of the record with the largest timestamp (the earliest such).
     pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
         let (view, pos, max, log_start) = {
-            let inner = self.inner.lock();
-            let mut best: Option<&Segment> = None;
-            for s in &inner.segments {
+            let mut inner = self.inner.lock();
+            let mut best: Option<usize> = None;
+            for (i, s) in inner.segments.iter().enumerate() {
                 if s.next_offset > inner.log_start
                     && s.max_timestamp >= 0
-                    && best.is_none_or(|b| s.max_timestamp > b.max_timestamp)
+                    && best.is_none_or(|b| s.max_timestamp > inner.segments[b].max_timestamp)
                 {
-                    best = Some(s);
+                    best = Some(i);
                 }
             }
-            let Some(s) = best else { return Ok(None) };
-            (
-                s.view(),
-                s.lookup_time_position(s.max_timestamp),
-                s.max_timestamp,
-                inner.log_start,
-            )
+            let Some(i) = best else { return Ok(None) };
+            let s = &inner.segments[i];
+            let (pos, max) = (s.lookup_time_position(s.max_timestamp), s.max_timestamp);
+            (inner.view(i)?, pos, max, inner.log_start)
         };
         Ok(segment::find_by_timestamp(&view, pos, max, log_start)?.map(|(o, t)| (t, o)))
     }
 
     /// fsyncs every segment and index holding unsynced data and persists the recovery point.
     pub fn flush(&self) -> Result<(), LogError> {
-        self.sync_until(i64::MAX, true)
+        self.sync_until(SyncKind::Full)
     }
 
     /// Group commit: returns once every offset below `offset` is durable, sharing one fsync
-    /// among concurrent callers.
+    /// among concurrent callers. An error means nothing new may be assumed durable; after one,
+    /// the log is offline and every later call fails too.
     pub fn flush_until(&self, offset: i64) -> Result<(), LogError> {
-        self.sync_until(offset, false)
+        self.sync_until(SyncKind::UpTo(offset))
     }
 
-    fn sync_until(&self, offset: i64, full: bool) -> Result<(), LogError> {
+    fn sync_until(&self, kind: SyncKind) -> Result<(), LogError> {
         loop {
+            // A failed fsync is never retried: the data it covered may be gone from the page
+            // cache already, so a later fsync that succeeds would prove nothing.
+            self.check_online()?;
             let mut st = self.flush.lock();
             loop {
-                let target = offset.min(self.leo.load(Ordering::Acquire));
-                if !full && st.flushed >= target {
-                    return Ok(());
+                if let SyncKind::UpTo(offset) = kind {
+                    let target = offset.min(self.leo.load(Ordering::Acquire));
+                    if st.flushed >= target {
+                        return Ok(());
+                    }
                 }
                 if !st.in_progress {
                     break;
                 }
                 self.flush_done.wait(&mut st);
             }
+            self.check_online()?;
             st.in_progress = true;
             let from = st.flushed;
             drop(st);
-            let result = self.sync_once(from, full);
+            let result = self.sync_once(from, kind);
             let mut st = self.flush.lock();
             st.in_progress = false;
             if let Ok(Some(reached)) = result {
@@ -639,7 +1090,7 @@ impl Log {
             self.flush_done.notify_all();
             drop(st);
             result?;
-            if full {
+            if !matches!(kind, SyncKind::UpTo(_)) {
                 return Ok(());
             }
         }
@@ -647,57 +1098,144 @@ impl Log {
 
     /// One fsync round by the single active flusher. Returns the offset now durable, or `None`
     /// if a truncation raced with it.
-    fn sync_once(&self, flushed: i64, full: bool) -> Result<Option<i64>, LogError> {
-        let (files, target, generation, sync_dir) = {
-            let mut inner = self.inner.lock();
-            let target = inner.leo();
-            let from = if full {
-                inner.persisted_rp.min(flushed)
-            } else {
-                flushed
-            };
-            let idx = inner.segment_for(from);
-            let mut files = Vec::new();
-            for seg in &mut inner.segments[idx..] {
-                if full {
-                    seg.write_pending_indexes()?;
-                    files.push(seg.offset_index.file());
-                    files.push(seg.time_index.file());
-                }
-                files.push(Arc::clone(&seg.log));
-            }
-            inner.messages_since_flush = 0;
-            inner.first_unflushed_ms = None;
-            let sync_dir = std::mem::take(&mut inner.dir_dirty);
-            (files, target, inner.generation, sync_dir)
-        };
+    fn sync_once(&self, flushed: i64, kind: SyncKind) -> Result<Option<i64>, LogError> {
+        let SyncPlan {
+            files,
+            target,
+            generation,
+            sync_dir,
+            sealed,
+            rp,
+        } = self
+            .plan_sync(flushed, kind == SyncKind::Full)
+            .map_err(|e| self.fail(e))?;
         // The expensive part runs without the append lock, so appends continue meanwhile.
         let synced = files
             .iter()
             .try_for_each(|f| {
                 f.sync_data()
-                    .ctx(|| format!("syncing {}", self.dir.display()))
+                    .ctx(|| format!("syncing a segment of {}", self.dir.display()))
             })
             .and_then(|()| {
                 if sync_dir {
-                    checkpoint::sync_dir(&self.dir)
+                    checkpoint::sync_dir(&self.fs, &self.dir)
                 } else {
                     Ok(())
                 }
             });
-        let mut inner = self.inner.lock();
         if let Err(e) = synced {
-            inner.dir_dirty |= sync_dir;
-            return Err(e);
+            return Err(self.go_offline(e));
         }
-        if inner.generation != generation {
-            return Ok(None);
+        {
+            let mut inner = self.inner.lock();
+            if inner.generation != generation {
+                return Ok(None);
+            }
+            inner.release_synced(&sealed);
         }
-        if full && target > inner.persisted_rp {
-            checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, target)?;
-            inner.persisted_rp = target;
-        }
+        self.write_checkpoints(Some((generation, rp)))?;
         Ok(Some(target))
+    }
+
+    /// Under the append lock: what one fsync round covers. Writes pending index entries of
+    /// the segments concerned (a write, not an fsync).
+    fn plan_sync(&self, flushed: i64, full: bool) -> Result<SyncPlan, LogError> {
+        let mut inner = self.inner.lock();
+        let target = inner.leo();
+        let last = inner.segments.len() - 1;
+        let mut idx = if full { 0 } else { inner.segment_for(flushed) };
+        // A segment that was active during the previous round and sealed since still has
+        // index bytes to sync.
+        while idx > 0 && inner.segments[idx - 1].dirty {
+            idx -= 1;
+        }
+        let mut files = Vec::new();
+        let mut sealed = Vec::new();
+        for i in idx..=last {
+            let seg = &mut inner.segments[i];
+            if i < last {
+                if !seg.dirty {
+                    continue;
+                }
+                seg.write_pending_indexes()?;
+                seg.sync_handles(true, &mut files);
+                sealed.push(seg.base_offset);
+            } else {
+                if full {
+                    seg.write_pending_indexes()?;
+                }
+                seg.sync_handles(full, &mut files);
+            }
+        }
+        inner.messages_since_flush = 0;
+        inner.first_unflushed_ms = None;
+        // The recovery point may move up to what this round makes durable, indexes included:
+        // all of it for a full round, else up to the active segment (whose index is not
+        // synced). Recovery scans whole segments from the one holding it.
+        let rp = if full {
+            target
+        } else {
+            inner.segments[last].base_offset.min(target)
+        };
+        Ok(SyncPlan {
+            files,
+            target,
+            generation: inner.generation,
+            sync_dir: std::mem::take(&mut inner.dir_dirty),
+            sealed,
+            rp,
+        })
+    }
+
+    /// Writes the checkpoint files that lag behind memory: the leader epochs and the log start
+    /// offset, then the recovery point `rp` if it is still current (same truncation
+    /// generation) and higher than the stored one. Runs outside the append lock.
+    fn write_checkpoints(&self, rp: Option<(u64, i64)>) -> Result<(), LogError> {
+        let _guard = self.checkpoints.lock();
+        self.write_checkpoints_locked(rp)
+    }
+
+    /// [`Self::write_checkpoints`] for a caller already holding `checkpoints`.
+    fn write_checkpoints_locked(&self, rp: Option<(u64, i64)>) -> Result<(), LogError> {
+        let (epochs, log_start, rp) = {
+            let mut inner = self.inner.lock();
+            let epochs = std::mem::take(&mut inner.epochs_dirty).then(|| inner.epochs.clone());
+            let log_start = std::mem::take(&mut inner.log_start_dirty).then_some(inner.log_start);
+            let rp = rp
+                .filter(|&(g, rp)| g == inner.generation && rp > inner.persisted_rp)
+                .map(|(_, rp)| rp);
+            (epochs, log_start, rp)
+        };
+        // Order matters. The log start first: the epoch cache in memory is already trimmed to
+        // it, and a trimmed epoch file next to an old log start would have lost the epochs of
+        // offsets that are still readable (open trims the cache to the log start, so the
+        // other way round is harmless). The epochs before the recovery point: it must not
+        // move past data whose epoch is unrecorded.
+        if let Some(start) = log_start {
+            checkpoint::write_offset(&self.fs, &self.dir, LOG_START_FILE, start)
+                .map_err(|e| self.go_offline(e))?;
+        }
+        if let Some(epochs) = epochs {
+            epochs
+                .store(&self.fs, &self.dir)
+                .map_err(|e| self.go_offline(e))?;
+        }
+        if let Some(rp) = rp {
+            checkpoint::write_offset(&self.fs, &self.dir, RECOVERY_POINT_FILE, rp)
+                .map_err(|e| self.go_offline(e))?;
+            // Truncation, the only thing lowering it, takes `checkpoints` first.
+            let mut inner = self.inner.lock();
+            inner.persisted_rp = inner.persisted_rp.max(rp);
+        }
+        Ok(())
+    }
+
+    /// fsyncs the directory if segment files were created or removed since it last was.
+    fn sync_dir_if_dirty(&self) -> Result<(), LogError> {
+        if std::mem::take(&mut self.inner.lock().dir_dirty) {
+            checkpoint::sync_dir(&self.fs, &self.dir).map_err(|e| self.go_offline(e))?;
+        }
+        Ok(())
     }
 
     /// Offset below which everything is durable.
@@ -705,26 +1243,72 @@ impl Log {
         self.flush.lock().flushed
     }
 
-    /// flush.ms: flushes if the oldest unflushed append is at least flush.ms old.
-    /// Also writes the producer snapshot a segment roll prepared.
+    /// The flush scheduler's tick. flush.ms: flushes if the oldest unflushed append is at
+    /// least flush.ms old. Otherwise, if segments were rolled since the last flush, syncs
+    /// them (as Kafka flushes a segment when it rolls), so that they can close their files
+    /// and the recovery point moves past them.
+    /// An offline log has nothing the tick could do; its failure was reported when it
+    /// happened, so the tick stays quiet rather than fail every second.
     pub fn flush_if_due(&self, now_ms: i64) -> Result<(), LogError> {
-        let due = {
-            let mut inner = self.inner.lock();
-            let log_start = inner.log_start;
-            inner.producers.write_prepared(log_start);
-            inner
+        if self.is_offline() {
+            return Ok(());
+        }
+        self.write_prepared_snapshot();
+        let (due, sealed_dirty) = {
+            let inner = self.inner.lock();
+            let due = inner
                 .first_unflushed_ms
-                .is_some_and(|t| now_ms.saturating_sub(t) >= inner.config.flush_ms)
+                .is_some_and(|t| now_ms.saturating_sub(t) >= inner.config.flush_ms);
+            let n = inner.segments.len();
+            (due, n >= 2 && inner.segments[n - 2].dirty)
         };
         if due {
             self.flush_until(self.log_end_offset())?;
+        } else if sealed_dirty {
+            self.sync_until(SyncKind::Sealed)?;
         }
         Ok(())
     }
 
+    /// Writes the producer snapshot a segment roll captured, outside the append lock. A
+    /// failure only means a longer rebuild scan after a crash, so it is logged, not raised.
+    fn write_prepared_snapshot(&self) {
+        let (prepared, generation) = {
+            let mut inner = self.inner.lock();
+            (inner.producers.take_prepared(), inner.generation)
+        };
+        let Some((offset, bytes)) = prepared else {
+            return;
+        };
+        if let Err(e) = write_snapshot_file(&self.fs, &self.dir, offset, &bytes) {
+            tracing::warn!(dir = %self.dir.display(), offset, error = %e, "could not write producer snapshot");
+            return;
+        }
+        let mut inner = self.inner.lock();
+        if inner.generation == generation {
+            let log_start = inner.log_start;
+            inner.producers.snapshot_written(offset, log_start);
+        } else {
+            // The log was truncated meanwhile: the snapshot may describe batches that are
+            // gone, so it must not survive to be loaded.
+            inner.producers.discard_written(offset);
+        }
+    }
+
     /// Deletes closed segments from the front by retention.ms and retention.bytes.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        self.check_online()?;
+        let deleted = self.retain(now_ms).map_err(|e| self.fail(e))?;
+        if deleted > 0 {
+            self.sync_dir_if_dirty()?;
+            self.write_checkpoints(None)?;
+        }
+        Ok(deleted)
+    }
+
+    fn retain(&self, now_ms: i64) -> Result<usize, LogError> {
         let mut inner = self.inner.lock();
+        inner.check_writable(&self.dir)?;
         let retention_ms = inner.config.retention_ms;
         let retention_bytes = inner.config.retention_bytes;
         let mut deleted = 0;
@@ -753,94 +1337,155 @@ impl Log {
         }
         if deleted > 0 {
             let start = inner.log_start.max(inner.segments[0].base_offset);
-            self.set_log_start(&mut inner, start)?;
+            inner.set_log_start(start);
         }
         Ok(deleted)
     }
 
     fn remove_front_segment(&self, inner: &mut Inner) -> Result<(), LogError> {
-        let seg = inner.segments.remove(0);
-        tracing::debug!(dir = %self.dir.display(), base = seg.base_offset, "deleting segment");
-        inner.dir_dirty = true;
-        seg.remove_files()
+        tracing::debug!(dir = %self.dir.display(), base = inner.segments[0].base_offset, "deleting segment");
+        inner.remove_segment(0)
     }
 
-    /// Records a new log start offset durably and trims the epoch cache to it.
-    fn set_log_start(&self, inner: &mut Inner, start: i64) -> Result<(), LogError> {
-        inner.log_start = start;
-        checkpoint::write_offset(&self.dir, LOG_START_FILE, start)?;
-        if inner.epochs.truncate_from_start(start) {
-            inner.epochs.store(&self.dir)?;
-        }
-        inner.producers.prune(start);
-        Ok(())
-    }
-
-    /// DeleteRecords: advances the log start offset to `offset`, deleting whole segments below.
+    /// DeleteRecords: advances the log start offset to `offset`, deleting whole segments
+    /// below. The new start is durable when this returns.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
-        let mut inner = self.inner.lock();
-        let (start, end) = (inner.log_start, inner.leo());
-        if offset < 0 || offset > end {
-            return Err(out_of_range(offset, start, end));
-        }
-        if offset <= start {
-            return Ok(start);
-        }
-        while inner.segments.len() > 1 && inner.segments[1].base_offset <= offset {
-            self.remove_front_segment(&mut inner)?;
-        }
-        self.set_log_start(&mut inner, offset)?;
-        Ok(offset)
+        self.check_online()?;
+        let start = {
+            let mut inner = self.inner.lock();
+            inner.check_writable(&self.dir)?;
+            let (start, end) = (inner.log_start, inner.leo());
+            if offset < 0 || offset > end {
+                return Err(out_of_range(offset, start, end));
+            }
+            if offset <= start {
+                return Ok(start);
+            }
+            while inner.segments.len() > 1 && inner.segments[1].base_offset <= offset {
+                self.remove_front_segment(&mut inner)
+                    .map_err(|e| self.fail(e))?;
+            }
+            inner.set_log_start(offset);
+            offset
+        };
+        self.sync_dir_if_dirty()?;
+        self.write_checkpoints(None)?;
+        Ok(start)
     }
 
-    /// Removes everything at and above `offset` (a follower diverged from its leader).
+    /// Removes everything at and above `offset` (a follower diverged from its leader). The
+    /// truncation is durable when this returns, so that data appended afterwards can never
+    /// meet the removed data again after a crash. Callers must not append concurrently.
     pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
-        let mut inner = self.inner.lock();
-        if offset >= inner.leo() {
+        self.check_online()?;
+        let _guard = self.checkpoints.lock();
+        let (leo, rp, floor) = {
+            let inner = self.inner.lock();
+            inner.check_writable(&self.dir)?;
+            // The log will end at or above this: the base of the segment that keeps the cut
+            // (batch boundaries are only known once it is made), or `offset` when the log
+            // starts over.
+            let floor = if offset <= inner.log_start {
+                offset.max(0)
+            } else {
+                let idx = inner
+                    .segments
+                    .partition_point(|s| s.base_offset < offset)
+                    .saturating_sub(1);
+                inner.segments[idx].base_offset.min(offset)
+            };
+            (inner.leo(), inner.persisted_rp, floor)
+        };
+        if offset >= leo {
             return Ok(());
         }
+        // Lower the recovery point first: from here on a crash rescans what follows, and the
+        // checkpoint never names an end the log will not have.
+        if rp > floor {
+            checkpoint::write_offset(&self.fs, &self.dir, RECOVERY_POINT_FILE, floor)
+                .map_err(|e| self.go_offline(e))?;
+            self.inner.lock().persisted_rp = floor;
+        }
+        let files = self.truncate_files(offset).map_err(|e| self.fail(e))?;
+        // The cut must reach the disk before anything new is appended above it.
+        let synced = files.iter().try_for_each(|f| {
+            f.sync_data()
+                .ctx(|| format!("syncing truncated segment of {}", self.dir.display()))
+        });
+        if let Err(e) = synced {
+            return Err(self.go_offline(e));
+        }
+        self.sync_dir_if_dirty()?;
+        // The cut fell on a batch boundary at or below `offset`: the recovery point comes down
+        // to the new log end, so that it never claims an end that is not there.
+        let (leo, rp) = {
+            let inner = self.inner.lock();
+            (inner.leo(), inner.persisted_rp)
+        };
+        if rp > leo {
+            checkpoint::write_offset(&self.fs, &self.dir, RECOVERY_POINT_FILE, leo)
+                .map_err(|e| self.go_offline(e))?;
+            self.inner.lock().persisted_rp = leo;
+        }
+        self.write_checkpoints_locked(None)
+    }
+
+    /// The in-memory and file part of [`Self::truncate_to`]; returns the handles to fsync.
+    fn truncate_files(&self, offset: i64) -> Result<Vec<Arc<LogFile>>, LogError> {
+        let mut inner = self.inner.lock();
+        if offset >= inner.leo() {
+            return Ok(Vec::new());
+        }
         inner.generation += 1;
-        inner.dir_dirty = true;
         if offset <= inner.log_start {
             // Nothing of the log survives: start over, empty, at `offset`.
-            for seg in inner.segments.drain(..) {
-                seg.remove_files()?;
+            while !inner.segments.is_empty() {
+                let last = inner.segments.len() - 1;
+                inner.remove_segment(last)?;
             }
             let start = offset.max(0);
-            inner.segments.push(Segment::create(&self.dir, start)?);
+            inner
+                .segments
+                .push(Segment::create(&self.fs, &self.dir, start)?);
+            inner.dir_dirty = true;
             inner.producers.reset()?;
-            self.set_log_start(&mut inner, start)?;
+            inner.set_log_start(start);
         } else {
             while inner.segments.len() > 1 && inner.active().base_offset >= offset {
-                if let Some(seg) = inner.segments.pop() {
-                    seg.remove_files()?;
-                }
+                let last = inner.segments.len() - 1;
+                inner.remove_segment(last)?;
             }
+            let base = inner.active().base_offset;
+            inner.read_handles.retain(|&b| b != base);
             inner.active().truncate_to(offset)?;
         }
         let leo = inner.leo();
         if leo < inner.log_start {
-            self.set_log_start(&mut inner, leo)?;
+            inner.set_log_start(leo);
         }
         self.leo.store(leo, Ordering::Release);
         if inner.epochs.truncate_from_end(leo) {
-            inner.epochs.store(&self.dir)?;
+            inner.epochs_dirty = true;
         }
+        {
+            let mut st = self.flush.lock();
+            st.flushed = st.flushed.min(leo);
+        }
+        // Drops the snapshots above the new end and rebuilds from what is left; the caller's
+        // directory sync makes the removals durable before anything is appended again.
         let Inner {
             producers,
             segments,
             log_start,
             ..
         } = &mut *inner;
-        // Drops the snapshots above the new end (durably) and rebuilds from what is left.
-        producers.load(segments, *log_start, leo)?;
-        if inner.persisted_rp > leo {
-            checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, leo)?;
-            inner.persisted_rp = leo;
+        if producers.load(segments, *log_start, leo)? {
+            inner.dir_dirty = true;
         }
-        let mut st = self.flush.lock();
-        st.flushed = st.flushed.min(leo);
-        Ok(())
+        let mut files = Vec::new();
+        inner.active().write_pending_indexes()?;
+        inner.active().sync_handles(true, &mut files);
+        Ok(files)
     }
 
     pub fn config(&self) -> LogConfig {
@@ -880,32 +1525,60 @@ impl Log {
         inner.epochs.end_offset_for(epoch, inner.leo())
     }
 
-    /// Flushes, persists the recovery point and leaves a clean-shutdown marker so the next
-    /// open trusts the files instead of scanning them.
+    /// Stops all writes, flushes, persists the recovery point and leaves a clean-shutdown
+    /// marker so the next open trusts the files instead of scanning them. Appends and other
+    /// changes fail afterwards. If the flush fails, no marker is written: the next open
+    /// recovers.
     pub fn close(&self) -> Result<(), LogError> {
-        self.flush()?;
-        let mut inner = self.inner.lock();
-        for seg in &mut inner.segments {
-            seg.write_pending_indexes()?;
+        self.check_online()?;
+        {
+            let mut inner = self.inner.lock();
+            if inner.closed {
+                // Closed before; had that failed, the log would be offline.
+                return Ok(());
+            }
+            inner.closed = true;
         }
-        // The next open then loads the producer state without scanning any batch.
-        let (leo, log_start) = (inner.leo(), inner.log_start);
-        inner.producers.write_prepared(log_start);
-        inner.producers.snapshot_or_warn(leo, log_start);
+        self.flush()?;
+        // The next open then loads the producer state without scanning any batch. Nothing
+        // appends any more, so the snapshots are written without the lock.
+        let (snapshots, log_start) = {
+            let mut inner = self.inner.lock();
+            let leo = inner.leo();
+            let mut snapshots: Vec<(i64, Vec<u8>)> =
+                inner.producers.take_prepared().into_iter().collect();
+            snapshots.push((leo, inner.producers.encode(leo)));
+            (snapshots, inner.log_start)
+        };
+        for (offset, bytes) in snapshots {
+            match write_snapshot_file(&self.fs, &self.dir, offset, &bytes) {
+                Ok(()) => self
+                    .inner
+                    .lock()
+                    .producers
+                    .snapshot_written(offset, log_start),
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), offset, error = %e, "could not write producer snapshot")
+                }
+            }
+        }
+        let _guard = self.checkpoints.lock();
+        self.write_checkpoints_locked(None)?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
-        std::fs::File::create(&marker)
-            .and_then(|f| f.sync_all())
-            .ctx(|| format!("writing {}", marker.display()))?;
-        checkpoint::sync_dir(&self.dir)?;
-        inner.clean_marker = true;
-        Ok(())
+        self.fs
+            .open(&marker, OpenMode::Truncate)
+            .and_then(|f| f.sync_data())
+            .ctx(|| format!("writing {}", marker.display()))
+            .and_then(|()| checkpoint::sync_dir(&self.fs, &self.dir))
+            .map_err(|e| self.go_offline(e))
     }
 
     /// Closes file handles and removes the whole partition directory (DeleteTopics).
     pub fn delete(self) -> Result<(), LogError> {
-        let Log { dir, inner, .. } = self;
+        let Log { dir, inner, fs, .. } = self;
         drop(inner);
-        std::fs::remove_dir_all(&dir).ctx(|| format!("removing {}", dir.display()))
+        fs.remove_dir_all(&dir)
+            .ctx(|| format!("removing {}", dir.display()))
     }
 }
 
@@ -918,3 +1591,6 @@ fn wall_clock_ms() -> i64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod crash_tests;

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::batch::BatchHeader;
 use crate::checkpoint;
 use crate::error::IoContext;
+use crate::fs::Fs;
 use crate::segment::{FileWindow, Segment};
 use crate::LogError;
 
@@ -145,6 +146,7 @@ pub(crate) enum Admission {
 }
 
 pub(crate) struct ProducerStateManager {
+    fs: Fs,
     dir: PathBuf,
     producers: HashMap<i64, ProducerEntry>,
     /// Offsets of the snapshot files on disk.
@@ -158,8 +160,9 @@ pub(crate) fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
 }
 
 impl ProducerStateManager {
-    pub fn new(dir: &Path) -> ProducerStateManager {
+    pub fn new(fs: &Fs, dir: &Path) -> ProducerStateManager {
         ProducerStateManager {
+            fs: fs.clone(),
             dir: dir.to_path_buf(),
             producers: HashMap::new(),
             snapshots: BTreeSet::new(),
@@ -248,7 +251,14 @@ impl ProducerStateManager {
     /// Rebuilds the state for a log holding `[log_start, leo)` in `segments`: the newest
     /// valid snapshot at or below `leo`, then the batch headers after it. Used on open and
     /// after a truncation.
-    pub fn load(&mut self, segments: &[Segment], log_start: i64, leo: i64) -> Result<(), LogError> {
+    /// Returns whether snapshot files were removed: the caller makes that durable with a
+    /// directory fsync before anything new is appended at their offsets.
+    pub fn load(
+        &mut self,
+        segments: &mut [Segment],
+        log_start: i64,
+        leo: i64,
+    ) -> Result<bool, LogError> {
         self.producers.clear();
         // A prepared snapshot above `leo` would describe batches that are gone; one at or
         // below it still describes batches the log holds.
@@ -260,11 +270,8 @@ impl ProducerStateManager {
         let stale: Vec<i64> = self.snapshots.range(leo + 1..).copied().collect();
         for offset in &stale {
             tracing::info!(dir = %self.dir.display(), offset, "removing producer snapshot above the log end");
-            crate::index::remove_if_exists(&snapshot_path(&self.dir, *offset))?;
+            crate::index::remove_if_exists(&self.fs, &snapshot_path(&self.dir, *offset))?;
             self.snapshots.remove(offset);
-        }
-        if !stale.is_empty() {
-            checkpoint::sync_dir(&self.dir)?;
         }
         let mut from = None;
         while let Some(&offset) = self.snapshots.last() {
@@ -296,14 +303,15 @@ impl ProducerStateManager {
             "producer state loaded"
         );
         if scan_from < leo && from != Some(leo) {
-            // So that the next unclean open scans only what is appended after this one.
-            self.snapshot_or_warn(leo, log_start);
+            // So that the next unclean open scans only what is appended after this one;
+            // written by the next flush check, never under the log's lock.
+            self.prepare_snapshot(leo);
         }
-        Ok(())
+        Ok(!stale.is_empty())
     }
 
     /// Replays the headers of every batch in `[from, to)`; returns how many were read.
-    fn scan(&mut self, segments: &[Segment], from: i64, to: i64) -> Result<usize, LogError> {
+    fn scan(&mut self, segments: &mut [Segment], from: i64, to: i64) -> Result<usize, LogError> {
         let mut count = 0;
         if from >= to {
             return Ok(0);
@@ -311,11 +319,16 @@ impl ProducerStateManager {
         let first = segments
             .partition_point(|s| s.base_offset <= from)
             .saturating_sub(1);
-        for seg in &segments[first..] {
+        let last = segments.len().saturating_sub(1);
+        for (i, seg) in segments.iter_mut().enumerate().skip(first) {
             if seg.next_offset <= from {
                 continue;
             }
-            let view = seg.view();
+            let view = seg.view()?;
+            // A sealed, synced segment holds no descriptors while nobody reads it.
+            if i < last && !seg.dirty {
+                seg.close_handles();
+            }
             let mut win = FileWindow::new(&view.file, view.size, SCAN_CHUNK);
             let mut pos = seg.lookup_position(from);
             while let Some(h) = win.header(pos)? {
@@ -338,55 +351,27 @@ impl ProducerStateManager {
         self.prepared = Some((offset, encode_snapshot(offset, &self.producers)));
     }
 
-    /// Writes the snapshot [`Self::prepare_snapshot`] captured, if any; failures are logged.
-    pub fn write_prepared(&mut self, log_start: i64) {
-        if let Some((offset, bytes)) = self.prepared.take() {
-            if let Err(e) = self.write_snapshot(offset, &bytes, log_start) {
-                tracing::warn!(dir = %self.dir.display(), offset, error = %e, "could not write producer snapshot");
-            }
-        }
+    /// Hands over the snapshot [`Self::prepare_snapshot`] captured, to be written with
+    /// [`write_snapshot_file`] outside the log's lock and then registered with
+    /// [`Self::snapshot_written`].
+    pub fn take_prepared(&mut self) -> Option<(i64, Vec<u8>)> {
+        self.prepared.take()
     }
 
-    /// Writes the state as of `offset` (everything below it applied) to `<offset>.snapshot`.
-    pub fn take_snapshot(&mut self, offset: i64, log_start: i64) -> Result<(), LogError> {
-        let bytes = encode_snapshot(offset, &self.producers);
-        self.write_snapshot(offset, &bytes, log_start)
+    /// The state as of `offset`, encoded for [`write_snapshot_file`].
+    pub fn encode(&self, offset: i64) -> Vec<u8> {
+        encode_snapshot(offset, &self.producers)
     }
 
-    /// Writes one snapshot file atomically: temp file, fsync, rename, directory fsync. Then
-    /// drops old snapshots.
-    fn write_snapshot(
-        &mut self,
-        offset: i64,
-        bytes: &[u8],
-        log_start: i64,
-    ) -> Result<(), LogError> {
-        let dst = snapshot_path(&self.dir, offset);
-        // Ends in `.tmp` so that the log's directory scan clears it after a crash.
-        let tmp = self.dir.join(format!("{offset:020}.{SNAPSHOT_EXT}.tmp"));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .ctx(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .ctx(|| format!("writing {}", tmp.display()))?;
-        drop(f);
-        std::fs::rename(&tmp, &dst).ctx(|| format!("renaming {}", tmp.display()))?;
-        checkpoint::sync_dir(&self.dir)?;
+    /// Records a snapshot file written outside the lock, and drops old ones.
+    pub fn snapshot_written(&mut self, offset: i64, log_start: i64) {
         self.snapshots.insert(offset);
         self.prune(log_start);
-        Ok(())
     }
 
-    /// [`Self::take_snapshot`], logging instead of failing: a missing snapshot only means a
-    /// longer rebuild scan, so it must not fail the append or close that triggered it.
-    pub fn snapshot_or_warn(&mut self, offset: i64, log_start: i64) {
-        if let Err(e) = self.take_snapshot(offset, log_start) {
-            tracing::warn!(dir = %self.dir.display(), offset, error = %e, "could not write producer snapshot");
-        }
+    /// Removes a snapshot file that was written while the log was truncated under it.
+    pub fn discard_written(&mut self, offset: i64) {
+        self.remove_snapshot(offset);
     }
 
     /// Keeps the newest [`SNAPSHOTS_KEPT`] snapshots, and of those only ones at or above the
@@ -410,13 +395,14 @@ impl ProducerStateManager {
     }
 
     /// The log restarted empty at some offset: nothing before it applies any more.
+    /// The caller fsyncs the directory (the removals) before new appends.
     pub fn reset(&mut self) -> Result<(), LogError> {
         self.producers.clear();
         self.prepared = None;
         for offset in std::mem::take(&mut self.snapshots) {
-            crate::index::remove_if_exists(&snapshot_path(&self.dir, offset))?;
+            crate::index::remove_if_exists(&self.fs, &snapshot_path(&self.dir, offset))?;
         }
-        checkpoint::sync_dir(&self.dir)
+        Ok(())
     }
 
     fn remove_snapshot(&mut self, offset: i64) {
@@ -428,6 +414,32 @@ impl ProducerStateManager {
             }
         }
     }
+}
+
+/// Writes one snapshot file atomically: temp file, fsync, rename, directory fsync. Runs
+/// without the log's lock: it is only I/O.
+pub(crate) fn write_snapshot_file(
+    fs: &Fs,
+    dir: &Path,
+    offset: i64,
+    bytes: &[u8],
+) -> Result<(), LogError> {
+    let dst = snapshot_path(dir, offset);
+    // Ends in `.tmp` so that the log's directory scan clears it after a crash.
+    let tmp = dir.join(format!("{offset:020}.{SNAPSHOT_EXT}.tmp"));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .ctx(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .ctx(|| format!("writing {}", tmp.display()))?;
+    drop(f);
+    fs.rename(&tmp, &dst)
+        .ctx(|| format!("renaming {}", tmp.display()))?;
+    checkpoint::sync_dir(fs, dir)
 }
 
 fn check_sequence(pid: i64, e: &ProducerEntry, h: &BatchHeader) -> Result<(), LogError> {

@@ -3,8 +3,6 @@
 //! Mutation happens under the log's lock; the free functions at the bottom read a segment
 //! through a shared file handle without any lock, using positional reads.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_LEN};
 use crate::error::IoContext;
+use crate::fs::{Fs, LogFile, OpenMode};
 use crate::index::{remove_if_exists, IndexFile, OffsetEntry, TimeEntry};
 use crate::records;
 use crate::LogError;
@@ -25,10 +24,27 @@ pub(crate) fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{ext}"))
 }
 
+/// What opening a segment found and did.
+#[derive(Debug, Default)]
+pub(crate) struct Opened {
+    /// Every batch was validated (CRC included).
+    pub scanned: bool,
+    /// Bytes cut off the end because they were not whole valid batches.
+    pub bytes_cut: u64,
+    /// The indexes were rebuilt from the log.
+    pub rebuilt: bool,
+    /// `(leader epoch, first offset)` wherever a scanned batch raised the epoch.
+    pub epoch_starts: Vec<(i32, i64)>,
+}
+
 pub(crate) struct Segment {
+    fs: Fs,
     pub base_offset: i64,
     log_path: PathBuf,
-    pub log: Arc<File>,
+    /// Open handle of the `.log`: always for the active segment and while writes to the
+    /// segment await an fsync; for a sealed, synced segment only while the log keeps it in
+    /// its small cache of read handles.
+    log: Option<Arc<LogFile>>,
     /// Bytes of whole batches in the file.
     pub size: u64,
     /// Offset after the last batch (the base offset while empty).
@@ -41,62 +57,78 @@ pub(crate) struct Segment {
     max_ts_rel: u32,
     /// When segment.ms counts from: the first batch's timestamp, or when we first appended.
     pub rolling_base_ms: Option<i64>,
+    /// Something was written to the segment's files that is not yet known fsynced. Its
+    /// handles stay open until then, so that the fsync reports any write-back error.
+    pub dirty: bool,
 }
 
 impl Segment {
-    /// Creates a new empty segment, replacing any stale files with its name.
-    pub fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
+    /// Creates a new empty segment. A leftover empty `.log` of the same name is reused; a
+    /// non-empty one is data this log does not know about, and is never overwritten.
+    pub fn create(fs: &Fs, dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
         let log_path = segment_path(dir, base_offset, "log");
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&log_path)
-            .ctx(|| format!("creating segment {}", log_path.display()))?;
+        let log = match fs.open(&log_path, OpenMode::CreateNew) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let len = fs
+                    .len(&log_path)
+                    .ctx(|| format!("reading size of {}", log_path.display()))?;
+                if len > 0 {
+                    return Err(LogError::io(
+                        format!("creating segment {}", log_path.display()),
+                        std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            format!("a non-empty file of that name ({len} bytes) is in the way; refusing to overwrite it"),
+                        ),
+                    ));
+                }
+                tracing::warn!(segment = %log_path.display(), "reusing a leftover empty segment file");
+                fs.open(&log_path, OpenMode::Existing)
+            }
+            other => other,
+        }
+        .ctx(|| format!("creating segment {}", log_path.display()))?;
         Ok(Segment {
+            fs: fs.clone(),
             base_offset,
             log_path,
-            log: Arc::new(log),
+            log: Some(Arc::new(log)),
             size: 0,
             next_offset: base_offset,
-            offset_index: IndexFile::create(&segment_path(dir, base_offset, "index"))?,
-            time_index: IndexFile::create(&segment_path(dir, base_offset, "timeindex"))?,
+            offset_index: IndexFile::create(fs, &segment_path(dir, base_offset, "index"))?,
+            time_index: IndexFile::create(fs, &segment_path(dir, base_offset, "timeindex"))?,
             bytes_since_index: 0,
             max_timestamp: -1,
             max_ts_rel: 0,
             rolling_base_ms: None,
+            dirty: true,
         })
     }
 
     /// Opens an existing segment. With `full_scan` every batch is validated (CRC included), a
     /// bad tail is cut off and the indexes are rebuilt; otherwise the indexes are trusted if
-    /// they look sane and only the tail after the last index entry is walked. Returns the
-    /// segment and whether bytes were cut off.
+    /// they look sane and only the tail after the last index entry is walked.
     pub fn open(
+        fs: &Fs,
         dir: &Path,
         base_offset: i64,
         full_scan: bool,
         index_interval: u32,
-    ) -> Result<(Segment, bool), LogError> {
+    ) -> Result<(Segment, Opened), LogError> {
         let log_path = segment_path(dir, base_offset, "log");
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&log_path)
+        let log = fs
+            .open(&log_path, OpenMode::Existing)
             .ctx(|| format!("opening segment {}", log_path.display()))?;
         let size = log
-            .metadata()
-            .ctx(|| format!("reading size of {}", log_path.display()))?
-            .len();
+            .len()
+            .ctx(|| format!("reading size of {}", log_path.display()))?;
         let index_path = segment_path(dir, base_offset, "index");
         let time_path = segment_path(dir, base_offset, "timeindex");
         let loaded = if full_scan {
             None
         } else {
             match (
-                IndexFile::<OffsetEntry>::load(&index_path)?,
-                IndexFile::<TimeEntry>::load(&time_path)?,
+                IndexFile::<OffsetEntry>::load(fs, &index_path)?,
+                IndexFile::<TimeEntry>::load(fs, &time_path)?,
             ) {
                 (Some(o), Some(t)) => Some((o, t)),
                 _ => None,
@@ -106,14 +138,15 @@ impl Segment {
         let (offset_index, time_index) = match loaded {
             Some(pair) => pair,
             None => (
-                IndexFile::create(&index_path)?,
-                IndexFile::create(&time_path)?,
+                IndexFile::create(fs, &index_path)?,
+                IndexFile::create(fs, &time_path)?,
             ),
         };
         let mut seg = Segment {
+            fs: fs.clone(),
             base_offset,
             log_path,
-            log: Arc::new(log),
+            log: Some(Arc::new(log)),
             size,
             next_offset: base_offset,
             offset_index,
@@ -122,8 +155,9 @@ impl Segment {
             max_timestamp: -1,
             max_ts_rel: 0,
             rolling_base_ms: None,
+            dirty: false,
         };
-        let mut truncated = false;
+        let mut opened = Opened::default();
         if !trusted || !seg.indexes_sane() || seg.recompute_tail().is_err() {
             if trusted {
                 tracing::warn!(
@@ -131,17 +165,58 @@ impl Segment {
                     "segment index or tail inconsistent; rebuilding"
                 );
             }
-            truncated = seg.recover(index_interval)?;
+            opened = seg.recover(index_interval)?;
         }
         if seg.size > 0 {
-            let mut win = FileWindow::new(&seg.log, seg.size, BATCH_HEADER_LEN);
+            let log = Arc::clone(seg.handle_arc()?);
+            let mut win = FileWindow::new(&log, seg.size, BATCH_HEADER_LEN);
             if let Ok(Some(h)) = win.header(0) {
                 if h.max_timestamp >= 0 {
                     seg.rolling_base_ms = Some(h.max_timestamp);
                 }
             }
         }
-        Ok((seg, truncated))
+        Ok((seg, opened))
+    }
+
+    /// Opens the `.log` handle if it is closed; returns whether it had to.
+    pub fn open_handle(&mut self) -> Result<bool, LogError> {
+        if self.log.is_some() {
+            return Ok(false);
+        }
+        let f = self
+            .fs
+            .open(&self.log_path, OpenMode::Existing)
+            .ctx(|| format!("opening segment {}", self.log_path.display()))?;
+        self.log = Some(Arc::new(f));
+        Ok(true)
+    }
+
+    /// Closes every file handle of a sealed, synced segment. Readers holding a view keep theirs.
+    pub fn close_handles(&mut self) {
+        debug_assert!(!self.dirty, "closing a segment with unsynced writes");
+        self.log = None;
+        self.offset_index.close();
+        self.time_index.close();
+    }
+
+    /// Handles to fsync: the `.log`, and with `indexes` also the index files.
+    pub fn sync_handles(&self, indexes: bool, out: &mut Vec<Arc<LogFile>>) {
+        out.extend(self.log.clone());
+        if indexes {
+            out.extend(self.offset_index.file());
+            out.extend(self.time_index.file());
+        }
+    }
+
+    /// Walks the whole segment again, validating every batch (a trusted open found the
+    /// segment reaching past the recovery point).
+    pub fn rescan(&mut self, index_interval: u32) -> Result<Opened, LogError> {
+        self.size = self
+            .handle_arc()?
+            .len()
+            .ctx(|| format!("reading size of {}", self.log_path.display()))?;
+        self.recover(index_interval)
     }
 
     fn rel(&self, offset: i64) -> u32 {
@@ -182,7 +257,9 @@ impl Segment {
             self.max_timestamp = t.timestamp;
             self.max_ts_rel = t.rel_offset;
         }
-        let mut win = FileWindow::new(&self.log, self.size, HEADER_CHUNK);
+        let size = self.size;
+        let log = Arc::clone(self.handle_arc()?);
+        let mut win = FileWindow::new(&log, size, HEADER_CHUNK);
         let mut pos = start;
         let mut next = self.base_offset;
         let mut first = true;
@@ -217,9 +294,16 @@ impl Segment {
         Ok(())
     }
 
+    /// The `.log` handle, opened if it was closed.
+    fn handle_arc(&mut self) -> Result<&Arc<LogFile>, LogError> {
+        self.open_handle()?;
+        Ok(self.log.as_ref().expect("just opened"))
+    }
+
     /// Full validation scan: keeps the longest valid prefix of batches, truncates the rest,
-    /// rebuilds both indexes. Returns whether anything was cut off.
-    fn recover(&mut self, index_interval: u32) -> Result<bool, LogError> {
+    /// rebuilds both indexes.
+    fn recover(&mut self, index_interval: u32) -> Result<Opened, LogError> {
+        self.dirty = true;
         self.offset_index.rebuild(Vec::new())?;
         self.time_index.rebuild(Vec::new())?;
         self.bytes_since_index = 0;
@@ -227,9 +311,10 @@ impl Segment {
         self.max_ts_rel = 0;
         self.next_offset = self.base_offset;
         let file_len = self.size;
-        let log = Arc::clone(&self.log);
+        let log = Arc::clone(self.handle_arc()?);
         let mut win = FileWindow::new(&log, file_len, RECOVERY_CHUNK);
         let mut pos = 0u64;
+        let mut epoch_starts: Vec<(i32, i64)> = Vec::new();
         while pos < file_len {
             let Ok(Some(h)) = win.header(pos) else { break };
             let data = win.get(pos, h.total_len())?;
@@ -239,25 +324,33 @@ impl Segment {
             if h.base_offset < self.next_offset || !self.fits_offset(h.last_offset()) {
                 break;
             }
+            let epoch = h.partition_leader_epoch;
+            if epoch >= 0 && epoch_starts.last().is_none_or(|&(e, _)| epoch > e) {
+                epoch_starts.push((epoch, h.base_offset));
+            }
             self.track(&h, pos, index_interval)?;
             pos += h.total_len() as u64;
         }
         self.size = pos;
-        let truncated = pos < file_len;
-        if truncated {
+        let bytes_cut = file_len - pos;
+        if bytes_cut > 0 {
             tracing::warn!(
                 segment = %self.log_path.display(),
                 valid_bytes = pos,
-                dropped_bytes = file_len - pos,
+                dropped_bytes = bytes_cut,
                 "truncating invalid tail of segment"
             );
-            self.log
-                .set_len(pos)
+            log.set_len(pos)
                 .ctx(|| format!("truncating {}", self.log_path.display()))?;
         }
         self.offset_index.write_pending()?;
         self.time_index.write_pending()?;
-        Ok(truncated)
+        Ok(Opened {
+            scanned: true,
+            bytes_cut,
+            rebuilt: true,
+            epoch_starts,
+        })
     }
 
     /// Updates indexes and statistics for a batch now stored at `pos`.
@@ -301,13 +394,23 @@ impl Segment {
         headers: &[(BatchHeader, usize)],
         index_interval: u32,
     ) -> Result<(), LogError> {
-        if let Err(e) = self.log.write_all_at(bytes, self.size) {
-            // Drop whatever part of the write landed so the file stays whole batches.
-            let _ = self.log.set_len(self.size);
-            return Err(LogError::io(
-                format!("appending to {}", self.log_path.display()),
-                e,
-            ));
+        self.dirty = true;
+        self.open_handle()?;
+        let log = self.log.as_deref().expect("just opened");
+        if let Err(e) = log.write_all_at(bytes, self.size) {
+            // Drop whatever part of the write landed so the file stays whole batches. If even
+            // that fails, the file's tail is unknown: the caller must stop writing to it.
+            let err = LogError::io(format!("appending to {}", self.log_path.display()), e);
+            if let Err(e2) = log.set_len(self.size) {
+                return Err(LogError::io(
+                    format!(
+                        "cutting a failed append ({err}) off {}",
+                        self.log_path.display()
+                    ),
+                    e2,
+                ));
+            }
+            return Err(err);
         }
         let start = self.size;
         for (h, at) in headers {
@@ -324,6 +427,7 @@ impl Segment {
     }
 
     pub fn write_pending_indexes(&mut self) -> Result<(), LogError> {
+        self.dirty = true;
         self.offset_index.write_pending()?;
         self.time_index.write_pending()
     }
@@ -347,7 +451,9 @@ impl Segment {
 
     /// Removes every batch at and above `offset`; `offset` lies inside this segment.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
-        let mut win = FileWindow::new(&self.log, self.size, HEADER_CHUNK);
+        self.dirty = true;
+        let log = Arc::clone(self.handle_arc()?);
+        let mut win = FileWindow::new(&log, self.size, HEADER_CHUNK);
         let mut pos = self.lookup_position(offset);
         let mut cut = self.size;
         while let Some(h) = win.header(pos)? {
@@ -362,32 +468,32 @@ impl Segment {
         let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
         let keep_times = self.time_index.count_below_offset(rel);
         self.time_index.truncate(keep_times)?;
-        self.log
-            .set_len(cut)
+        log.set_len(cut)
             .ctx(|| format!("truncating {}", self.log_path.display()))?;
         self.size = cut;
         self.recompute_tail()
     }
 
-    /// Deletes the segment's files (open handles stay readable until dropped).
-    pub fn remove_files(&self) -> Result<(), LogError> {
-        remove_if_exists(&self.log_path)?;
+    /// Deletes the segment's files (open views stay readable until dropped).
+    pub fn remove_files(&mut self) -> Result<(), LogError> {
+        self.log = None;
+        remove_if_exists(&self.fs, &self.log_path)?;
         self.offset_index.remove_file()?;
         self.time_index.remove_file()
     }
 
-    /// Everything a lock-free reader needs.
-    pub fn view(&self) -> SegmentView {
-        SegmentView {
-            file: Arc::clone(&self.log),
+    /// Everything a lock-free reader needs; opens the `.log` if its handle is closed.
+    pub fn view(&mut self) -> Result<SegmentView, LogError> {
+        Ok(SegmentView {
+            file: Arc::clone(self.handle_arc()?),
             size: self.size,
-        }
+            base_offset: self.base_offset,
+        })
     }
 
     /// Last modification time, for retention of segments without timestamps.
     pub fn modified_ms(&self) -> i64 {
-        self.log
-            .metadata()
+        std::fs::metadata(&self.log_path)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -399,15 +505,16 @@ impl Segment {
 /// A snapshot of a segment for reading without the log lock.
 #[derive(Clone)]
 pub(crate) struct SegmentView {
-    pub file: Arc<File>,
+    pub file: Arc<LogFile>,
     /// Size when the snapshot was taken: later appends are invisible, torn ones impossible.
     pub size: u64,
+    pub base_offset: i64,
 }
 
 /// A read-through window over part of a file, so that walking many small batch headers
 /// costs one `pread` per chunk rather than one per header.
 pub(crate) struct FileWindow<'a> {
-    file: &'a File,
+    file: &'a LogFile,
     end: u64,
     start: u64,
     buf: Vec<u8>,
@@ -415,7 +522,7 @@ pub(crate) struct FileWindow<'a> {
 }
 
 impl<'a> FileWindow<'a> {
-    pub fn new(file: &'a File, end: u64, chunk: usize) -> Self {
+    pub fn new(file: &'a LogFile, end: u64, chunk: usize) -> Self {
         FileWindow {
             file,
             end,
@@ -467,6 +574,22 @@ impl<'a> FileWindow<'a> {
         }
         Ok(Some(h))
     }
+}
+
+/// Whether the `.log` at `path` begins with a whole, valid batch. Reads only.
+pub(crate) fn starts_with_valid_batch(fs: &Fs, path: &Path) -> Result<bool, LogError> {
+    let file = fs
+        .open(path, OpenMode::Existing)
+        .ctx(|| format!("opening segment {}", path.display()))?;
+    let len = file
+        .len()
+        .ctx(|| format!("reading size of {}", path.display()))?;
+    let mut win = FileWindow::new(&file, len, HEADER_CHUNK);
+    let Ok(Some(h)) = win.header(0) else {
+        return Ok(false);
+    };
+    let data = win.get(0, h.total_len())?;
+    Ok(data.len() == h.total_len() && batch::validate(data).is_ok())
 }
 
 /// Reads whole batches from `view` starting with the first batch, at or after `start_pos`,

@@ -472,7 +472,7 @@ fn flush_policies() {
     assert_eq!(log.flushed_offset(), 8);
     log.flush().unwrap();
     assert_eq!(
-        checkpoint::read_offset(dir.path(), RECOVERY_POINT_FILE),
+        checkpoint::read_offset(&Fs::real(), dir.path(), RECOVERY_POINT_FILE),
         Some(8)
     );
 }
@@ -555,7 +555,7 @@ proptest! {
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(cut).unwrap();
         // Force a scan, as after a crash with a stale recovery point.
-        checkpoint::write_offset(dir.path(), RECOVERY_POINT_FILE, 0).unwrap();
+        checkpoint::write_offset(&Fs::real(), dir.path(), RECOVERY_POINT_FILE, 0).unwrap();
         let base: i64 = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();
         let leo = expected_leo(&ends, cut, base);
@@ -619,4 +619,224 @@ fn append_corrects_a_header_max_timestamp_below_its_records() {
         let (_, range) = item.unwrap();
         assert_eq!(batch::validate(&stored[range]).unwrap().max_timestamp, 500);
     }
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A log of several segments, flushed but not closed; returns its record count.
+fn stray_fixture(dir: &Path) -> i64 {
+    let log = Log::open(dir, small_config()).unwrap();
+    let count = fill(&log, 60, Codec::None);
+    log.flush().unwrap();
+    assert!(log.inner.lock().segments.len() > 2);
+    count
+}
+
+/// Reproduces the bug: a file named `-0000000000000000001.log` (20 characters, parsed as
+/// base offset -1) was taken for a segment. With garbage in it, recovery cut it and then
+/// deleted every later segment as "after a damaged tail" — segment 0 with all the data —
+/// and the log handed out -1 as its start offset. It must be ignored, never touched.
+#[test]
+fn negative_offset_file_is_ignored_never_used_or_deleted() {
+    for contents in [&b""[..], &b"not a record batch, just bytes"[..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let count = stray_fixture(dir.path());
+        let before = all_records_of(dir.path());
+        let stray = dir.path().join("-0000000000000000001.log");
+        std::fs::write(&stray, contents).unwrap();
+        let seg0 = std::fs::read(segment::segment_path(dir.path(), 0, "log")).unwrap();
+        for round in 0..2 {
+            let log = Log::open(dir.path(), small_config()).unwrap();
+            assert_eq!(log.log_start_offset(), 0, "round {round}");
+            assert_eq!(log.log_end_offset(), count + round);
+            assert_eq!(&all_records(&log)[..count as usize], &before[..]);
+            assert_eq!(
+                log.recovery_summary().ignored_files,
+                vec!["-0000000000000000001.log".to_string()]
+            );
+            let mut b = build_batch(0, &[1], Codec::None);
+            assert_eq!(log.append(&mut b, 1, 0).unwrap().base_offset, count + round);
+            // DeleteRecords and retention never pick the stray as "the first segment".
+            assert_eq!(log.delete_records_before(0).unwrap(), 0);
+            log.flush().unwrap();
+        }
+        assert_eq!(std::fs::read(&stray).unwrap(), contents);
+        assert_eq!(
+            std::fs::read(segment::segment_path(dir.path(), 0, "log")).unwrap(),
+            seg0
+        );
+        assert!(!dir.path().join("-0000000000000000001.index").exists());
+    }
+}
+
+fn all_records_of(dir: &Path) -> Vec<(i64, i64)> {
+    let log = Log::open(dir, small_config()).unwrap();
+    all_records(&log)
+}
+
+#[test]
+fn malformed_and_unknown_names_are_ignored_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = stray_fixture(dir.path());
+    let strays = [
+        "notes.txt",
+        "0000000000000000001.log",   // 19 digits
+        "000000000000000000001.log", // 21 digits
+        "+0000000000000000001.log",  // a sign that i64 parsing would accept
+        "99999999999999999999.log",  // 20 digits beyond i64
+        "0000000000000000000x.log",
+        "00000000000000000000.log.bak",
+        "00000000000000000000.deleted",
+        "00000000000000000000.log.tmp", // not a checkpoint temp file: not ours to remove
+    ];
+    for (i, name) in strays.iter().enumerate() {
+        std::fs::write(dir.path().join(name), vec![i as u8; i * 7]).unwrap();
+    }
+    let before = file_names(dir.path());
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, count));
+    assert_eq!(all_records(&log).len() as i64, count);
+    let mut ignored = log.recovery_summary().ignored_files.clone();
+    ignored.sort();
+    let mut expected: Vec<String> = strays.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(ignored, expected);
+    fill_more(&log, 30);
+    log.close().unwrap();
+    drop(log);
+    for (i, name) in strays.iter().enumerate() {
+        assert_eq!(
+            std::fs::read(dir.path().join(name)).unwrap(),
+            vec![i as u8; i * 7],
+            "{name}"
+        );
+    }
+    let after = file_names(dir.path());
+    assert!(
+        before.iter().all(|n| after.contains(n)),
+        "{before:?} vs {after:?}"
+    );
+}
+
+fn fill_more(log: &Log, n: usize) {
+    for _ in 0..n {
+        let mut b = build_batch(0, &[1, 2], Codec::None);
+        log.append(&mut b, 1, 0).unwrap();
+    }
+}
+
+/// An empty `.log` whose base offset lies inside the previous segment's offsets (say, a
+/// leftover of a crashed roll, or a stray copy) must not move the log end offset back to
+/// its base, nor cause any deletion: it is ignored, with a warning, and left in place.
+#[test]
+fn empty_segment_inside_an_existing_range_is_ignored() {
+    for clean in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let count = {
+            let log = Log::open(dir.path(), small_config()).unwrap();
+            let count = fill(&log, 60, Codec::None);
+            if clean {
+                log.close().unwrap();
+            } else {
+                log.flush().unwrap();
+            }
+            count
+        };
+        let (second, seg_count) = {
+            let log = Log::open(dir.path(), small_config()).unwrap();
+            let inner = log.inner.lock();
+            (inner.segments[1].base_offset, inner.segments.len())
+        };
+        // Inside the first segment, and inside the active one.
+        let inside_first = 3;
+        let inside_last = count - 2;
+        for base in [inside_first, inside_last] {
+            std::fs::write(segment::segment_path(dir.path(), base, "log"), b"").unwrap();
+        }
+        let before = all_records_of(dir.path());
+        assert_eq!(before.len() as i64, count);
+        for round in 0..2 {
+            let log = Log::open(dir.path(), small_config()).unwrap();
+            assert_eq!(log.log_end_offset(), count + round * 2);
+            assert_eq!(log.log_start_offset(), 0);
+            assert_eq!(log.inner.lock().segments.len(), seg_count);
+            assert_eq!(log.inner.lock().segments[1].base_offset, second);
+            assert_eq!(&all_records(&log)[..count as usize], &before[..]);
+            assert_eq!(log.recovery_summary().ignored_files.len(), 2);
+            fill_more(&log, 1);
+            log.flush().unwrap();
+        }
+        for base in [inside_first, inside_last] {
+            let path = segment::segment_path(dir.path(), base, "log");
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                0,
+                "{}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// A non-empty segment overlapping its predecessor is a conflict the log cannot resolve
+/// without choosing which data to throw away: it refuses to open, and touches nothing.
+#[test]
+fn overlapping_non_empty_segment_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    stray_fixture(dir.path());
+    let seg0 = segment::segment_path(dir.path(), 0, "log");
+    let copy = segment::segment_path(dir.path(), 2, "log");
+    std::fs::copy(&seg0, &copy).unwrap();
+    let before: Vec<(String, Vec<u8>)> = file_names(dir.path())
+        .into_iter()
+        .filter(|n| n.ends_with(".log"))
+        .map(|n| (n.clone(), std::fs::read(dir.path().join(&n)).unwrap()))
+        .collect();
+    let err = Log::open(dir.path(), small_config())
+        .err()
+        .expect("open must fail");
+    assert!(err.is_offline(), "{err}");
+    assert_eq!(err.kafka_code(), 56);
+    assert!(
+        err.to_string().contains("00000000000000000002.log"),
+        "{err}"
+    );
+    for (name, data) in before {
+        assert_eq!(
+            std::fs::read(dir.path().join(&name)).unwrap(),
+            data,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn checkpoint_temp_files_are_cleaned_and_orphan_indexes_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = stray_fixture(dir.path());
+    std::fs::write(
+        dir.path().join("recovery-point-offset-checkpoint.tmp"),
+        b"0\n9",
+    )
+    .unwrap();
+    std::fs::write(
+        segment::segment_path(dir.path(), 999_999, "index"),
+        [0u8; 8],
+    )
+    .unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.log_end_offset(), count);
+    assert!(log.recovery_summary().ignored_files.is_empty());
+    assert!(!dir
+        .path()
+        .join("recovery-point-offset-checkpoint.tmp")
+        .exists());
+    assert!(!segment::segment_path(dir.path(), 999_999, "index").exists());
 }

@@ -127,7 +127,9 @@ fn rebuilt_from_headers_after_a_crash_without_any_snapshot() {
     assert_eq!(append(&log, 7, 0, 6, 1).unwrap_err().kafka_code(), 45);
     assert_eq!(append(&log, 9, 1, 1, 1).unwrap_err().kafka_code(), 47);
     assert_eq!(log.log_end_offset(), 7);
-    // The rebuild left a snapshot at the log end, so the next crash scans less.
+    // The rebuild captured a snapshot at the log end, written by the next flush check, so
+    // the next crash scans less.
+    log.flush_if_due(0).unwrap();
     assert_eq!(snapshots(dir.path()), vec![7]);
 }
 
@@ -195,7 +197,8 @@ fn a_corrupt_snapshot_is_ignored_and_the_log_is_scanned() {
     assert_eq!(log.log_end_offset(), 4);
     assert_eq!(append(&log, 7, 0, 3, 1).unwrap(), 3);
     assert_eq!(append(&log, 7, 0, 5, 1).unwrap_err().kafka_code(), 45);
-    // Replaced by a good snapshot from the rebuild.
+    // Replaced by a good snapshot from the rebuild, at the next flush check.
+    log.flush_if_due(0).unwrap();
     assert!(read_snapshot(dir.path(), 4).is_ok());
 
     // A truncated (torn) snapshot, and garbage under a snapshot name, are no worse.
