@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# franz-go's own kgo integration tests (github.com/twmb/franz-go/pkg/kgo, the version pinned
+# in go.mod, from the Go module proxy) against a broker.
+#   FJORD_BIN=/path/to/fjord compat/franz-go/run.sh          # starts/stops fjord itself
+#   KAFKA_BOOTSTRAP=127.0.0.1:19092 compat/franz-go/run.sh   # an already running broker
+#
+# allow-list.txt names the top-level tests expected to pass; only those run, and one that
+# does not pass (fails, skips or never reports) fails the suite.
+#
+# Environment:
+#   FRANZ_GO_TESTS   a regular expression of test names to run instead of the allow-list
+#   KGO_TEST_RF      replication factor of the tests' topics (default 1: a single broker)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache="$here/../.cache/franz-go"
+if [[ -z "${FJORD_BIN:-}" && -z "${KAFKA_BOOTSTRAP:-}" ]]; then
+  echo "set FJORD_BIN=/path/to/fjord or KAFKA_BOOTSTRAP=host:port" >&2
+  exit 2
+fi
+
+# --- build the kgo test binary ----------------------------------------------------------
+mkdir -p "$cache"
+cd "$here"
+pkg_dir="$(go list -mod=readonly -m -f '{{.Dir}}' github.com/twmb/franz-go)/pkg/kgo"
+if [[ ! -d "$pkg_dir" ]]; then
+  go mod download github.com/twmb/franz-go
+  pkg_dir="$(go list -mod=readonly -m -f '{{.Dir}}' github.com/twmb/franz-go)/pkg/kgo"
+fi
+go test -mod=readonly -c -o "$cache/kgo.test" github.com/twmb/franz-go/pkg/kgo
+
+# --- the broker -------------------------------------------------------------------------
+work="$(mktemp -d "${TMPDIR:-/tmp}/franz-go-compat.XXXXXX")"
+server_pid=""
+cleanup() {
+  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+    kill "$server_pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [[ -n "${FJORD_BIN:-}" ]]; then
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  BS="127.0.0.1:$port"
+  mkdir -p "$work/data"
+  "$FJORD_BIN" server --listen "$BS" --data-dir "$work/data" > "$work/server.log" 2>&1 &
+  server_pid=$!
+  deadline=$((SECONDS + 20))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      echo "fjord exited during startup:" >&2; tail -20 "$work/server.log" >&2; exit 1
+    fi
+    (( SECONDS < deadline )) || { echo "fjord did not listen on $BS within 20 s" >&2; exit 1; }
+    sleep 0.1
+  done
+else
+  BS="$KAFKA_BOOTSTRAP"
+fi
+
+# --- run --------------------------------------------------------------------------------
+mapfile -t allowed < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$here/allow-list.txt" | grep -v '^$')
+if [[ -n "${FRANZ_GO_TESTS:-}" ]]; then
+  regex="$FRANZ_GO_TESTS"
+else
+  (( ${#allowed[@]} > 0 )) || { echo "allow-list.txt is empty" >&2; exit 1; }
+  regex="^($(IFS='|'; echo "${allowed[*]}"))\$"
+fi
+echo "=== franz-go kgo tests against $BS"
+start=$SECONDS
+set +e
+# The tests read no files of their own; run them from the package directory anyway, as
+# `go test` would.
+(cd "$pkg_dir" && env KGO_SEEDS="$BS" KGO_TEST_RF="${KGO_TEST_RF:-1}" KGO_LOG_LEVEL=none \
+  timeout --kill-after=10 900 "$cache/kgo.test" -test.v -test.timeout 14m -test.parallel 4 \
+    -test.run "$regex") \
+  > "$work/kgo.log" 2>&1
+rc=$?
+set -e
+echo "kgo.test exited $rc after $((SECONDS - start)) s"
+
+failed=0
+passed=0
+check() { # name
+  local name="$1" line
+  line="$(grep -E "^--- (PASS|FAIL|SKIP): $name \(" "$work/kgo.log" | tail -1 || true)"
+  if [[ "$line" == "--- PASS:"* ]]; then
+    passed=$((passed + 1)); echo "PASS $name ${line##* }"
+  else
+    failed=$((failed + 1)); echo "FAIL $name: ${line:-no result}"
+    # its last output lines: go test -v heads each stretch of a test's output "=== NAME X"
+    awk -v t="$name" '/^=== (RUN|CONT|NAME|PAUSE) / { cur = $3; next }
+      /^(--- |PASS|FAIL|ok )/ { cur = ""; next }
+      /^ / && (cur == t || index(cur, t "/") == 1) { print "    " $0 }' "$work/kgo.log" | tail -15
+  fi
+}
+if [[ -n "${FRANZ_GO_TESTS:-}" ]]; then
+  mapfile -t ran < <(sed -n -E 's/^--- (PASS|FAIL|SKIP): ([A-Za-z0-9_]+) .*/\2/p' "$work/kgo.log")
+  for name in "${ran[@]}"; do check "$name"; done
+else
+  for name in "${allowed[@]}"; do check "$name"; done
+fi
+if (( rc != 0 && failed == 0 )); then
+  echo "kgo.test exited $rc although every test passed; its last lines:"
+  tail -20 "$work/kgo.log" | sed 's/^/    /'
+  failed=$((failed + 1))
+fi
+echo "$passed passed, $failed failed"
+(( failed == 0 ))

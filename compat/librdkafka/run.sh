@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# librdkafka's own test suite (tests/ of the librdkafka source that the pinned rdkafka-sys
+# crate vendors) against a broker, in both consumer group protocols.
+#   FJORD_BIN=/path/to/fjord compat/librdkafka/run.sh          # starts/stops fjord itself
+#   KAFKA_BOOTSTRAP=127.0.0.1:19092 compat/librdkafka/run.sh   # an already running broker
+#   compat/librdkafka/run.sh --build                           # only build test-runner
+#
+# The source is copied from ~/.cargo/registry into compat/.cache/librdkafka-<version> and
+# built there once (librdkafka, librdkafka++ and tests/test-runner); later runs reuse it.
+# allow-list.txt names the tests expected to pass, per group protocol. Only their test
+# numbers are run; an allow-listed test that does not pass fails the suite. Other tests
+# that share a number with an allow-listed one run too and are reported, but never fail it.
+#
+# Environment:
+#   LIBRDKAFKA_MODES     group protocols to run (default "classic consumer")
+#   LIBRDKAFKA_PARALLEL  tests run at once by test-runner (default 4)
+#   LIBRDKAFKA_TESTS     run only these test numbers, e.g. "0001,0030" (default: allow-list)
+#   LIBRDKAFKA_KEEP_LOGS a directory to copy test-runner's output (and fjord's log) into
+# A broker given by KAFKA_BOOTSTRAP needs librdkafka's default test cluster settings:
+# num.partitions=4 (e.g. KAFKA_OVERRIDES="num.partitions=4" bench/kafka/start.sh).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cache="$here/../.cache"
+
+build_only=0
+if [[ "${1:-}" == "--build" ]]; then
+  build_only=1
+elif [[ $# -gt 0 ]]; then
+  echo "usage: $0 [--build]" >&2
+  exit 2
+fi
+if (( ! build_only )) && [[ -z "${FJORD_BIN:-}" && -z "${KAFKA_BOOTSTRAP:-}" ]]; then
+  echo "set FJORD_BIN=/path/to/fjord or KAFKA_BOOTSTRAP=host:port" >&2
+  exit 2
+fi
+
+# --- the librdkafka version rdkafka-sys pins, and its source in cargo's registry -----------
+sys_ver="$(awk '$0 == "name = \"rdkafka-sys\"" { getline; gsub(/version = |"/, ""); print; exit }' \
+  "$root/Cargo.lock")"
+[[ -n "$sys_ver" ]] || { echo "rdkafka-sys not found in Cargo.lock" >&2; exit 1; }
+lib_ver="${sys_ver#*+}"   # 4.10.0+2.12.1 -> 2.12.1
+find_src() {
+  ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"rdkafka-sys-$sys_ver"/librdkafka 2>/dev/null \
+    | head -1 || true
+}
+src="$(find_src)"
+if [[ -z "$src" ]]; then
+  (cd "$root" && cargo fetch --locked)
+  src="$(find_src)"
+  [[ -n "$src" ]] || { echo "rdkafka-sys-$sys_ver source not in the cargo registry" >&2; exit 1; }
+fi
+
+build="$cache/librdkafka-$lib_ver"
+runner="$build/tests/test-runner"
+recipe=2   # bump when the dependencies or configure/make steps below change
+stamp="$build/.built-from-rdkafka-sys-$sys_ver-recipe-$recipe"
+if [[ ! -f "$stamp" || ! -x "$runner" ]]; then
+  missing=()
+  for pkg in libssl-dev zlib1g-dev libzstd-dev rapidjson-dev; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if (( ${#missing[@]} > 0 )); then
+    if ! apt-get install -y "${missing[@]}" >/dev/null 2>&1; then
+      apt-get update >/dev/null
+      apt-get install -y "${missing[@]}" >/dev/null
+    fi
+  fi
+  echo "building librdkafka $lib_ver and its tests in $build ..."
+  rm -rf "$build"
+  mkdir -p "$cache"
+  cp -a "$src" "$build"
+  jobs="$(nproc)"
+  (
+    cd "$build"
+    ./configure --disable-gssapi --disable-curl --disable-lz4-ext
+    make -j"$jobs" libs
+    make -j"$jobs" -C tests build
+  ) > "$cache/librdkafka-$lib_ver-build.log" 2>&1 || {
+    tail -30 "$cache/librdkafka-$lib_ver-build.log" >&2
+    echo "librdkafka build failed (log: $cache/librdkafka-$lib_ver-build.log)" >&2
+    exit 1
+  }
+  touch "$stamp"
+fi
+if (( build_only )); then
+  echo "built $runner"
+  exit 0
+fi
+
+# --- the broker -------------------------------------------------------------------------
+work="$(mktemp -d "${TMPDIR:-/tmp}/librdkafka-compat.XXXXXX")"
+server_pid=""
+cleanup() {
+  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+    kill "$server_pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [[ -n "${FJORD_BIN:-}" ]]; then
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  BS="127.0.0.1:$port"
+  mkdir -p "$work/data"
+  # librdkafka's tests expect its default test cluster's settings: auto-created topics
+  # with 4 partitions.
+  "$FJORD_BIN" server --listen "$BS" --data-dir "$work/data" \
+    --override num.partitions=4 > "$work/server.log" 2>&1 &
+  server_pid=$!
+  deadline=$((SECONDS + 20))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      echo "fjord exited during startup:" >&2; tail -20 "$work/server.log" >&2; exit 1
+    fi
+    (( SECONDS < deadline )) || { echo "fjord did not listen on $BS within 20 s" >&2; exit 1; }
+    sleep 0.1
+  done
+else
+  BS="$KAFKA_BOOTSTRAP"
+fi
+
+printf 'bootstrap.servers=%s\n' "$BS" > "$work/test.conf"
+
+# --- KAFKA_PATH: kafka-topics.sh, kafka-configs.sh and kafka-acls.sh, which some tests run,
+# as wrappers around Apache Kafka's own tool classes (the jars bench/kafka/start.sh uses).
+kafka_lib="$root/bench/.cache/kafka-lib"
+if ! ls "$kafka_lib"/kafka_2.13-*.jar "$kafka_lib"/kafka-tools-[0-9]*.jar >/dev/null 2>&1; then
+  echo "fetching Apache Kafka jars into $kafka_lib ..."
+  mkdir -p "$kafka_lib"
+  (cd "$root/bench/kafka" && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$kafka_lib")
+fi
+mkdir -p "$work/kafka/bin"
+cat > "$work/kafka/log4j2.properties" <<'LOG'
+status = warn
+appender.err.type = Console
+appender.err.name = ERR
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.err.ref = ERR
+LOG
+for tool in kafka-topics.sh:org.apache.kafka.tools.TopicCommand \
+            kafka-acls.sh:org.apache.kafka.tools.AclCommand \
+            kafka-configs.sh:kafka.admin.ConfigCommand; do
+  cat > "$work/kafka/bin/${tool%%:*}" <<WRAP
+#!/usr/bin/env bash
+exec java -Xmx256m -XX:TieredStopAtLevel=1 -Xshare:auto \\
+  -Dlog4j2.configurationFile="$work/kafka/log4j2.properties" \\
+  -cp "$kafka_lib/*" ${tool#*:} "\$@"
+WRAP
+  chmod +x "$work/kafka/bin/${tool%%:*}"
+done
+
+# --- run each mode, then check the allow-list -------------------------------------------
+allow="$here/allow-list.txt"
+modes="${LIBRDKAFKA_MODES:-classic consumer}"
+parallel="${LIBRDKAFKA_PARALLEL:-4}"
+bad=0
+for mode in $modes; do
+  tests="${LIBRDKAFKA_TESTS:-$(python3 "$here/allow_list.py" numbers "$allow" "$mode")}"
+  tests_arg="${LIBRDKAFKA_TESTS:-}"
+  if [[ -z "$tests" ]]; then
+    echo "no tests allow-listed for $mode" >&2; bad=1; continue
+  fi
+  echo "=== librdkafka $lib_ver tests, group protocol $mode, against $BS"
+  start=$SECONDS
+  set +e
+  (
+    cd "$build/tests"
+    # The sockem tests (librdkafka's socket fault injector) can write to a socket the
+    # other side already closed; that must fail the write, not kill test-runner.
+    trap '' PIPE
+    # -Q: the suite's quick mode (fewer messages and iterations), as librdkafka's CI runs it.
+    # stdbuf: test-runner prints its summary table to stdout and may abort() right after
+    # (e.g. on leaked client threads); line buffering keeps the table.
+    env TESTS="$tests" TEST_KAFKA_VERSION=4.1.1 TEST_CONSUMER_GROUP_PROTOCOL="$mode" \
+      RDKAFKA_TEST_CONF="$work/test.conf" BROKERS="$BS" KAFKA_PATH="$work/kafka" \
+      LD_LIBRARY_PATH="../src:../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+      timeout --kill-after=10 900 stdbuf -oL ./test-runner -Q -p"$parallel"
+  ) > "$work/$mode.log" 2>&1
+  rc=$?
+  set -e
+  echo "test-runner exited $rc after $((SECONDS - start)) s"
+  if [[ -n "${LIBRDKAFKA_KEEP_LOGS:-}" ]]; then
+    mkdir -p "$LIBRDKAFKA_KEEP_LOGS"
+    cp "$work/$mode.log" "$LIBRDKAFKA_KEEP_LOGS/"
+  fi
+  python3 "$here/allow_list.py" check "$allow" "$mode" "$work/$mode.log" $tests_arg || bad=1
+done
+if [[ -n "${LIBRDKAFKA_KEEP_LOGS:-}" && -f "$work/server.log" ]]; then
+  cp "$work/server.log" "$LIBRDKAFKA_KEEP_LOGS/"
+fi
+(( bad == 0 ))
