@@ -452,3 +452,34 @@ async fn compacted_topics_refuse_records_without_a_key() {
     }
     broker.stop().await;
 }
+
+/// A Metadata request that names `__consumer_offsets` on a fresh broker creates it as the
+/// group coordinator needs it (offsets.topic.num.partitions, compacted), not as a plain
+/// topic with num.partitions.
+#[tokio::test]
+async fn metadata_creates_the_offsets_topic_as_the_coordinator_needs_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_in(
+        tmp.path(),
+        &[
+            ("offsets.topic.num.partitions", "3"),
+            ("num.partitions", "1"),
+        ],
+    )
+    .await;
+    let mut c = broker.client().await;
+    let md = c
+        .request(
+            MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(name("__consumer_offsets")))
+                ]))
+                .with_allow_auto_topic_creation(true),
+            12,
+        )
+        .await;
+    assert_eq!(md.topics[0].error_code, 0);
+    assert_eq!(md.topics[0].partitions.len(), 3);
+    assert!(md.topics[0].is_internal);
+    broker.stop().await;
+}

@@ -145,7 +145,7 @@ impl GroupCoordinator {
     }
 
     /// Creates `__consumer_offsets` on first use and opens its partitions here.
-    fn ensure_topic(&self, state: &BrokerState) -> Result<(), i16> {
+    pub fn ensure_topic(&self, state: &BrokerState) -> Result<(), i16> {
         if state.controller.image().topic(TOPIC).is_some() {
             return Ok(());
         }

@@ -64,6 +64,23 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
                     ));
                     continue;
                 }
+                if name == crate::group::offsets::TOPIC {
+                    // The internal topic is created as the group coordinator needs it
+                    // (offsets.topic.num.partitions, compacted), never as a plain topic.
+                    let entry = match state.groups.ensure_topic(state) {
+                        Ok(()) => state
+                            .controller
+                            .image()
+                            .topic(&name)
+                            .map(|t| topic_entry(t, version, with_ops)),
+                        Err(_) => None,
+                    };
+                    created |= entry.is_some();
+                    topics.push(entry.unwrap_or_else(|| {
+                        error_entry(Some(name), Uuid::nil(), code::LEADER_NOT_AVAILABLE)
+                    }));
+                    continue;
+                }
                 let spec = CreateTopicSpec {
                     name: name.clone(),
                     num_partitions: state.config.num_partitions,
