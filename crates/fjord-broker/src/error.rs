@@ -26,6 +26,7 @@ pub mod code {
     pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const INVALID_CONFIG: i16 = 40;
     pub const POLICY_VIOLATION: i16 = 44;
+    pub const INVALID_RECORD: i16 = 87;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const TOPIC_DELETION_DISABLED: i16 = 73;
@@ -65,6 +66,9 @@ pub enum BrokerError {
     /// An error a client sees: its Kafka code and a message for the `error_message` field.
     #[error("{1}")]
     Kafka(i16, String),
+    /// INVALID_RECORD for particular records of a batch (KIP-467), by index in the batch.
+    #[error("{0}")]
+    InvalidRecords(String, Vec<i32>),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
     #[error("{context}: {source}")]
@@ -91,6 +95,7 @@ impl BrokerError {
     pub fn kafka_code(&self) -> i16 {
         match self {
             BrokerError::Kafka(c, _) => *c,
+            BrokerError::InvalidRecords(..) => code::INVALID_RECORD,
             BrokerError::Controller(e) => e.kafka_code(),
             BrokerError::Io { .. } => code::KAFKA_STORAGE_ERROR,
             BrokerError::Config(_) => code::INVALID_CONFIG,

@@ -662,7 +662,12 @@ impl RecoveryTotals {
 /// failed) carries KAFKA_STORAGE_ERROR as its code.
 impl From<LogError> for BrokerError {
     fn from(e: LogError) -> Self {
-        BrokerError::Kafka(e.kafka_code(), e.to_string())
+        match e {
+            LogError::InvalidRecords { message, indexes } => {
+                BrokerError::InvalidRecords(message, indexes)
+            }
+            e => BrokerError::Kafka(e.kafka_code(), e.to_string()),
+        }
     }
 }
 

@@ -435,6 +435,14 @@ async fn compacted_topics_refuse_records_without_a_key() {
             .error_message
             .as_ref()
             .is_some_and(|m| m.contains("without key")));
+        // KIP-467: the refused record is named by its index in the batch.
+        assert_eq!(
+            p.record_errors
+                .iter()
+                .map(|e| e.batch_index)
+                .collect::<Vec<_>>(),
+            vec![0]
+        );
         let r = c
             .request(
                 produce_req("latest", 0, batch(&[b"v"], Some(b"k"), 0, compression), 1),

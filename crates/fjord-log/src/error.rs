@@ -10,6 +10,10 @@ pub enum LogError {
     /// length that disagrees with its contents, trailing data (Kafka's InvalidRecordException).
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// Particular records of a batch are refused (KIP-467): their indexes in the batch, so
+    /// the client can fail just those records and retry the others.
+    #[error("invalid record: {message}")]
+    InvalidRecords { message: String, indexes: Vec<i32> },
     /// One record inflates past the largest record the reader may hold.
     #[error("record of {size} bytes is larger than the limit of {max} bytes")]
     RecordTooLarge { size: usize, max: usize },
@@ -55,7 +59,7 @@ impl LogError {
     pub fn kafka_code(&self) -> i16 {
         match self {
             LogError::CorruptBatch(_) => 2,
-            LogError::InvalidRecord(_) => 87,
+            LogError::InvalidRecord(_) | LogError::InvalidRecords { .. } => 87,
             // MESSAGE_TOO_LARGE, as a producer's own record-size check would have answered.
             LogError::RecordTooLarge { .. } => 10,
             LogError::UnsupportedMagic(_) => 43,

@@ -707,9 +707,14 @@ impl Log {
             let summary = records::validate_records(&batches[range.clone()], &h, max as usize)?;
             // Compaction keeps the newest record per key: a record without one has no place.
             if compact && summary.null_keys > 0 && !h.is_control() {
-                return Err(LogError::InvalidRecord(
-                    "Compacted topic cannot accept message without key".into(),
-                ));
+                let partition = self.dir.file_name().map(|n| n.to_string_lossy());
+                return Err(LogError::InvalidRecords {
+                    message: format!(
+                        "Compacted topic cannot accept message without key in topic partition {}.",
+                        partition.unwrap_or_default()
+                    ),
+                    indexes: summary.null_key_indexes,
+                });
             }
             record_max_ts.push(summary.max_timestamp);
             headers.push((h, range.start));

@@ -50,8 +50,11 @@ pub struct Record<'r> {
     pub has_key: bool,
 }
 
+/// Most null-key record indexes a summary lists; more only raise the count.
+pub const MAX_LISTED_NULL_KEYS: usize = 10_000;
+
 /// What the broker learns from reading every record of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordsSummary {
     /// Records read (equal to the header's count once validated).
     pub count: i32,
@@ -61,6 +64,8 @@ pub struct RecordsSummary {
     pub max_timestamp_offset_delta: i32,
     /// Records whose key is null (refused on compacted topics).
     pub null_keys: i32,
+    /// Their indexes in the batch, the first [`MAX_LISTED_NULL_KEYS`] of them.
+    pub null_key_indexes: Vec<i32>,
 }
 
 /// A parsed record whose key and value, when kept, lie in the reader's scratch buffer.
@@ -507,8 +512,14 @@ pub fn validate_records(
     let mut max_timestamp_offset_delta = 0;
     let mut expected = 0i32;
     let mut null_keys = 0i32;
+    let mut null_key_indexes = Vec::new();
     while let Some(r) = reader.next_record()? {
-        null_keys += i32::from(!r.has_key);
+        if !r.has_key {
+            null_keys += 1;
+            if null_key_indexes.len() < MAX_LISTED_NULL_KEYS {
+                null_key_indexes.push(expected);
+            }
+        }
         if r.offset_delta != expected {
             return Err(invalid(format!(
                 "record {expected} of the batch has offset delta {}; deltas must count up from 0",
@@ -535,6 +546,7 @@ pub fn validate_records(
         max_timestamp,
         max_timestamp_offset_delta,
         null_keys,
+        null_key_indexes,
     })
 }
 
@@ -603,6 +615,7 @@ mod tests {
                     max_timestamp: 30,
                     max_timestamp_offset_delta: 1,
                     null_keys: 0,
+                    null_key_indexes: vec![],
                 }
             );
             assert_eq!(find_timestamp(&bytes, &h, 25, 0).unwrap(), Some((1, 30)));
@@ -656,6 +669,7 @@ mod tests {
         let bytes = batch_of(&[keyed, null], Codec::Gzip, 2);
         let summary = validate_records(&bytes, &header(&bytes), 1024).unwrap();
         assert_eq!(summary.null_keys, 1);
+        assert_eq!(summary.null_key_indexes, vec![1]);
     }
 
     fn invalid_for_every_codec(records: &[Vec<u8>], count: i32, what: &str) {

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::str;
@@ -156,6 +158,22 @@ fn append_all(
                         .with_log_start_offset(-1);
                     if version >= 8 {
                         r = r.with_error_message(Some(str(e.to_string())));
+                        // KIP-467: name the refused records, so the client fails just those
+                        // and retries the rest of the batch.
+                        if let BrokerError::InvalidRecords(message, indexes) = &e {
+                            r = r.with_record_errors(
+                                indexes
+                                    .iter()
+                                    .map(|&i| {
+                                        BatchIndexAndErrorMessage::default()
+                                            .with_batch_index(i)
+                                            .with_batch_index_error_message(Some(str(
+                                                message.clone()
+                                            )))
+                                    })
+                                    .collect(),
+                            );
+                        }
                     }
                     r
                 }
