@@ -689,7 +689,6 @@ impl GroupCoordinator {
             }
         }
         let image = state.controller.image();
-        let partitions = |t: &str| image.topic(t).map_or(0, |t| t.partitions.len() as i32);
         let result = {
             let groups = self.groups.lock();
             if groups.get(group).is_some_and(|g| !g.is_empty()) {
@@ -708,7 +707,7 @@ impl GroupCoordinator {
             let g = consumers
                 .entry(group.to_string())
                 .or_insert_with(|| ConsumerGroup::new(group));
-            g.heartbeat(p, &partitions, &self.consumer_timeouts, now_ms())
+            g.heartbeat(p, image.as_ref(), &self.consumer_timeouts, now_ms())
         };
         // Session deadlines may have moved earlier (a new member): let the timer look.
         self.wake.notify_one();
@@ -757,12 +756,11 @@ impl GroupCoordinator {
     /// groups that have nothing committed. Returns when the next deadline is due.
     fn tick_consumers(&self, state: &BrokerState, now: i64, retention_due: bool) -> Option<i64> {
         let image = state.controller.image();
-        let partitions = |t: &str| image.topic(t).map_or(0, |t| t.partitions.len() as i32);
         let next = self
             .consumers
             .lock()
             .values_mut()
-            .filter_map(|g| g.tick(&partitions, now))
+            .filter_map(|g| g.tick(image.as_ref(), now))
             .min();
         if retention_due {
             let groups = self.groups.lock();
