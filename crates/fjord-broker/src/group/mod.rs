@@ -752,16 +752,31 @@ impl GroupCoordinator {
             let g = consumers
                 .entry(group.to_string())
                 .or_insert_with(|| ConsumerGroup::new(group));
-            g.heartbeat(p, image.as_ref(), &self.consumer_timeouts, now_ms())
+            let timeouts = self.consumer_timeouts_for(&image, group);
+            g.heartbeat(p, image.as_ref(), &timeouts, now_ms())
         };
         // Session deadlines may have moved earlier (a new member): let the timer look.
         self.wake.notify_one();
         result
     }
 
-    /// How often new-protocol members are told to heartbeat.
-    pub fn consumer_heartbeat_interval_ms(&self) -> i32 {
-        self.consumer_timeouts.heartbeat_ms
+    /// A new-protocol group's session and heartbeat: the broker's, or the group's own
+    /// configs (`consumer.session.timeout.ms`, `consumer.heartbeat.interval.ms`).
+    fn consumer_timeouts_for(
+        &self,
+        image: &fjord_controller::MetadataImage,
+        group: &str,
+    ) -> ConsumerTimeouts {
+        crate::dynamic_config::group_timeouts(
+            self.consumer_timeouts,
+            image.configs(fjord_controller::ConfigResource::Group, group),
+        )
+    }
+
+    /// How often members of `group` (new protocol) are told to heartbeat.
+    pub fn consumer_heartbeat_interval_ms(&self, state: &BrokerState, group: &str) -> i32 {
+        self.consumer_timeouts_for(&state.controller.image(), group)
+            .heartbeat_ms
     }
 
     /// OffsetFetch v9+ from a new-protocol member: the member and its epoch must be

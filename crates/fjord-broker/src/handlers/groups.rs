@@ -826,7 +826,11 @@ pub fn consumer_group_heartbeat(
         .with_error_code(code::NONE)
         .with_member_id(Some(str(r.member_id)))
         .with_member_epoch(r.member_epoch)
-        .with_heartbeat_interval_ms(state.groups.consumer_heartbeat_interval_ms())
+        .with_heartbeat_interval_ms(
+            state
+                .groups
+                .consumer_heartbeat_interval_ms(state, &req.group_id.0),
+        )
         .with_assignment(assignment)
 }
 
