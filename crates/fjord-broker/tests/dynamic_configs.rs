@@ -158,8 +158,8 @@ async fn dynamic_broker_configs_take_effect_and_survive_a_restart() {
     assert_eq!(code, 0, "{message}");
     let topic_retention = describe(&mut c, 2, "t", "retention.ms").await;
     assert_eq!(
-        topic_retention.map(|r| r.0),
-        Some(Some("3600000".to_string()))
+        topic_retention.map(|r| (r.0, r.1)),
+        Some((Some("3600000".to_string()), DYNAMIC_DEFAULT_BROKER_CONFIG))
     );
     assert_eq!(
         describe(&mut c, BROKER, "", "log.retention.ms").await,

@@ -90,11 +90,20 @@ fn describe_topic(
             .into_iter()
             .filter(|c| wanted(c.name))
             .map(|c| {
+                // A broker-level value may be a dynamic one (this broker's or the cluster
+                // default); say which, as Kafka does.
+                let broker_source = c.broker_synonym.as_ref().map(|(broker_key, _)| {
+                    dynamic_config::broker_source(&state.config, &image, broker_key).0
+                });
+                let row_source = match broker_source {
+                    Some(s) if c.source == source::STATIC_BROKER_CONFIG => s,
+                    _ => c.source,
+                };
                 let mut row = DescribeConfigsResourceResult::default()
                     .with_name(str(c.name))
                     .with_value(Some(str(c.value.clone())))
                     .with_read_only(false)
-                    .with_config_source(c.source)
+                    .with_config_source(row_source)
                     .with_is_sensitive(false);
                 if include_synonyms {
                     let mut synonyms = Vec::new();
@@ -102,7 +111,8 @@ fn describe_topic(
                         synonyms.push(synonym(c.name, &c.value, source::DYNAMIC_TOPIC_CONFIG));
                     }
                     if let Some((broker_key, value)) = &c.broker_synonym {
-                        synonyms.push(synonym(broker_key, value, source::STATIC_BROKER_CONFIG));
+                        let s = broker_source.unwrap_or(source::STATIC_BROKER_CONFIG);
+                        synonyms.push(synonym(broker_key, value, s));
                     }
                     synonyms.push(synonym(c.name, &c.default_value, source::DEFAULT_CONFIG));
                     row = row.with_synonyms(synonyms);
