@@ -147,3 +147,32 @@ def test_resume_at_committed_offset_after_broker_restart(cbroker):
         assert committed[0].metadata == "checkpoint-848"
     finally:
         close_all([c2])
+
+
+def test_regex_subscription_is_resolved_by_the_broker(cbroker):
+    """A regex subscription is sent to the broker (SubscribedTopicRegex), which matches
+    it against every topic name and follows topics created later."""
+    bootstrap = cbroker.bootstrap
+    prefix = unique("rx")
+    first = create_topic(bootstrap, f"{prefix}-a", partitions=2)
+    create_topic(bootstrap, unique("not-rx"))  # matches no regex below
+    c = new_consumer(bootstrap, unique("rx-group"))
+    try:
+        c.subscribe([f"^{prefix}-.*"])
+
+        def assigned_topics():
+            return {tp.topic for tp in c.assignment()}
+
+        deadline = time.monotonic() + SETTLE_S
+        while assigned_topics() != {first}:
+            assert time.monotonic() < deadline, f"assigned {c.assignment()}"
+            c.poll(0.2)
+        assert len(c.assignment()) == 2
+
+        second = create_topic(bootstrap, f"{prefix}-b")
+        deadline = time.monotonic() + SETTLE_S
+        while assigned_topics() != {first, second}:
+            assert time.monotonic() < deadline, f"assigned {c.assignment()}"
+            c.poll(0.2)
+    finally:
+        c.close()

@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod config;
 pub mod connection;
+pub mod dynamic_config;
 pub mod error;
 pub mod group;
 pub mod handlers;

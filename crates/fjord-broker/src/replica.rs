@@ -88,7 +88,11 @@ impl Partition {
 pub struct ReplicaManager {
     node_id: i32,
     data_dir: PathBuf,
+    /// The configuration the broker started with.
     config: BrokerConfig,
+    /// What it runs with now: `config` with the image's dynamic broker configs on top,
+    /// and the properties that produced it (rebuilt only when they change).
+    effective: RwLock<(BTreeMap<String, String>, Arc<BrokerConfig>)>,
     partitions: RwLock<BTreeMap<(String, i32), Arc<Partition>>>,
     /// Serialises reconciles so two metadata changes cannot open the same log twice, and
     /// holds the offset of the newest image reconciled: a caller that fetched its image
@@ -113,10 +117,41 @@ impl ReplicaManager {
             node_id: config.node_id,
             data_dir: config.data_dir.clone(),
             config: config.clone(),
+            effective: RwLock::new((config.explicit.clone(), Arc::new(config.clone()))),
             partitions: RwLock::new(BTreeMap::new()),
             reconcile_lock: Mutex::new(None),
             prepared: Mutex::new(HashMap::new()),
             appended,
+        }
+    }
+
+    /// The broker configuration in force: static settings with dynamic ones on top.
+    pub fn config(&self) -> Arc<BrokerConfig> {
+        self.effective.read().1.clone()
+    }
+
+    /// Rebuilds the configuration in force from `image` when its dynamic broker configs
+    /// changed. They were validated when set; should one fail now (a value an older Fjord
+    /// accepted) the previous configuration stays, and the failure is logged.
+    fn refresh_config(&self, image: &MetadataImage) -> Arc<BrokerConfig> {
+        let props = crate::dynamic_config::effective_props(&self.config, image, None);
+        if let Some(current) = {
+            let e = self.effective.read();
+            (e.0 == props).then(|| e.1.clone())
+        } {
+            return current;
+        }
+        match BrokerConfig::from_props(&props) {
+            Ok(c) => {
+                let c = Arc::new(c);
+                *self.effective.write() = (props, c.clone());
+                tracing::info!("dynamic broker configs applied");
+                c
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "dynamic broker configs are invalid; keeping the previous ones");
+                self.config()
+            }
         }
     }
 
@@ -151,6 +186,7 @@ impl ReplicaManager {
             );
             return Ok(());
         }
+        let config = self.refresh_config(image);
         let mut wanted = BTreeMap::new();
         for topic in image.topics.values() {
             for p in &topic.partitions {
@@ -178,8 +214,8 @@ impl ReplicaManager {
 
         let mut opened = RecoveryTotals::default();
         for ((name, index), (topic, p)) in &wanted {
-            let log_config = topic_config::log_config(&self.config, &topic.configs);
-            let delete_retention = topic_config::has_delete_policy(&self.config, &topic.configs);
+            let log_config = topic_config::log_config(&config, &topic.configs);
+            let delete_retention = topic_config::has_delete_policy(&config, &topic.configs);
             if let Some(existing) = self.get(name, *index) {
                 if existing.log.config() != log_config {
                     existing.log.update_config(log_config);
@@ -241,7 +277,7 @@ impl ReplicaManager {
         records: &[MetadataRecord],
     ) -> Result<(), BrokerError> {
         let _guard = self.reconcile_lock.lock();
-        let log_config = topic_config::log_config(&self.config, configs);
+        let log_config = topic_config::log_config(&self.config(), configs);
         let mut opened: Vec<(i32, Uuid, Log)> = Vec::new();
         let mut failure = None;
         for r in records {
@@ -405,7 +441,7 @@ impl ReplicaManager {
     /// Forgets idempotent producers idle for `producer.id.expiration.ms`; run every
     /// `producer.id.expiration.check.interval.ms`.
     pub fn expire_producers(&self, now_ms: i64) {
-        let expiration_ms = self.config.producer_id_expiration_ms;
+        let expiration_ms = self.config().producer_id_expiration_ms;
         for p in self.all() {
             let n = p.log.remove_expired_producers(now_ms, expiration_ms);
             if n > 0 {
@@ -445,7 +481,7 @@ impl ReplicaManager {
     }
 
     pub fn log_config_for(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
-        topic_config::log_config(&self.config, overrides)
+        topic_config::log_config(&self.config(), overrides)
     }
 }
 

@@ -333,3 +333,139 @@ async fn members_reconcile_commit_with_epochs_and_leave() {
     assert_eq!(partitions_of(&r), Some(BTreeSet::from([0, 1, 2])));
     broker.stop().await;
 }
+
+/// Topic id → name, as the broker's metadata reports them.
+async fn topic_ids(c: &mut Client) -> std::collections::HashMap<Uuid, String> {
+    let md = c
+        .request(MetadataRequest::default().with_topics(None), 12)
+        .await;
+    md.topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| (t.topic_id, n.0.to_string())))
+        .collect()
+}
+
+#[tokio::test]
+async fn regex_subscriptions_are_resolved_by_the_broker_and_follow_new_topics() {
+    const INVALID_REGULAR_EXPRESSION: i16 = 128;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let broker = TestBroker::start_in(tmp.path(), PROPS).await;
+    let mut c = broker.client().await;
+    wait_for_coordinator(&mut c).await;
+    for t in ["regex-a", "not-regex-x"] {
+        assert_eq!(
+            common::create(&mut c, t, 2, 1).await.topics[0].error_code,
+            0
+        );
+    }
+    let group = "g-regex";
+    let join = |regex: &str| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_member_id(s("m1"))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(10_000)
+            .with_subscribed_topic_regex(Some(s(regex)))
+            .with_topic_partitions(Some(vec![]))
+    };
+
+    // An invalid regex is refused with Kafka's code and message.
+    let r = c.request(join("regex-("), 1).await;
+    assert_eq!(r.error_code, INVALID_REGULAR_EXPRESSION);
+    let msg = r.error_message.map(|m| m.to_string()).unwrap_or_default();
+    assert!(
+        msg.starts_with("SubscribedTopicRegex `regex-(` is not a valid regular expression: "),
+        "{msg}"
+    );
+
+    // Subscribed by regex alone (no topic names): the whole name must match.
+    let r = c.request(join("regex-.*"), 1).await;
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    let ids = topic_ids(&mut c).await;
+    let named = |r: &ConsumerGroupHeartbeatResponse| -> Option<BTreeSet<(String, i32)>> {
+        r.assignment.as_ref().map(|a| {
+            a.topic_partitions
+                .iter()
+                .flat_map(|t| {
+                    let name = ids.get(&t.topic_id).cloned().unwrap_or_default();
+                    t.partitions.iter().map(move |p| (name.clone(), *p))
+                })
+                .collect()
+        })
+    };
+    let mut owned = named(&r).unwrap_or_default();
+    let mut epoch = r.member_epoch;
+    assert_eq!(
+        owned,
+        [("regex-a".to_string(), 0), ("regex-a".to_string(), 1)].into()
+    );
+    let d = c
+        .request(
+            ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))]),
+            0,
+        )
+        .await;
+    assert_eq!(
+        d.groups[0].members[0]
+            .subscribed_topic_regex
+            .as_ref()
+            .map(|r| r.to_string()),
+        Some("regex-.*".to_string())
+    );
+
+    // A new matching topic: later heartbeats grow the assignment.
+    assert_eq!(
+        common::create(&mut c, "regex-b", 1, 1).await.topics[0].error_code,
+        0
+    );
+    let ids = topic_ids(&mut c).await;
+    let id_of = |name: &str| ids.iter().find(|(_, n)| *n == name).map(|(id, _)| *id);
+    let want: BTreeSet<(String, i32)> = [
+        ("regex-a".to_string(), 0),
+        ("regex-a".to_string(), 1),
+        ("regex-b".to_string(), 0),
+    ]
+    .into();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while owned != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "assignment stayed {owned:?}"
+        );
+        let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+        for (t, p) in &owned {
+            by_topic.entry(t).or_default().push(*p);
+        }
+        let tps = by_topic
+            .into_iter()
+            .filter_map(|(t, ps)| {
+                id_of(t).map(|id| {
+                    TopicPartitions::default()
+                        .with_topic_id(id)
+                        .with_partitions(ps)
+                })
+            })
+            .collect();
+        let req = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_member_id(s("m1"))
+            .with_member_epoch(epoch)
+            .with_topic_partitions(Some(tps));
+        let r = c.request(req, 1).await;
+        assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+        epoch = r.member_epoch;
+        let ids_now = topic_ids(&mut c).await;
+        if let Some(a) = r.assignment.as_ref() {
+            owned = a
+                .topic_partitions
+                .iter()
+                .flat_map(|t| {
+                    let name = ids_now.get(&t.topic_id).cloned().unwrap_or_default();
+                    t.partitions.iter().map(move |p| (name.clone(), *p))
+                })
+                .collect();
+        }
+        // The member heartbeats at the interval the broker asks for.
+        tokio::time::sleep(Duration::from_millis(r.heartbeat_interval_ms.max(1) as u64)).await;
+    }
+}

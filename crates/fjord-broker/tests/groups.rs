@@ -443,3 +443,114 @@ async fn group_errors_match_kafka() {
     assert_eq!(del.results[0].error_code, 69, "GROUP_ID_NOT_FOUND");
     broker.stop().await;
 }
+
+/// Kafka removes a member exactly its session timeout after its last heartbeat. A
+/// static member does not leave on close, so tools that wait out the session (delete
+/// the group right after) depend on that timing.
+#[tokio::test]
+async fn static_member_expires_at_its_session_timeout() {
+    const SESSION_MS: i32 = 2000;
+    const SLACK_MS: u128 = 100;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let broker = TestBroker::start_in(tmp.path(), PROPS).await;
+    let mut a = broker.client().await;
+    wait_for_coordinator(&mut a).await;
+    let group = "static-expiry";
+    let req = join_req(group, "", SESSION_MS).with_group_instance_id(Some(s("instance-1")));
+    let joined = a.request(req, 9).await;
+    assert_eq!(joined.error_code, 0, "a static member joins in one step");
+    let id = joined.member_id.to_string();
+    assert_eq!(
+        sync(&mut a, group, &id, joined.generation_id, &[(&id, b"x")])
+            .await
+            .error_code,
+        0
+    );
+    // Heartbeat a few times, as a live member would, then fall silent.
+    let mut sent = std::time::Instant::now();
+    for _ in 0..3 {
+        sent = std::time::Instant::now();
+        let r = a
+            .request(
+                HeartbeatRequest::default()
+                    .with_group_id(gid(group))
+                    .with_generation_id(joined.generation_id)
+                    .with_member_id(s(&id))
+                    .with_group_instance_id(Some(s("instance-1"))),
+                4,
+            )
+            .await;
+        assert_eq!(r.error_code, 0);
+    }
+    let answered = std::time::Instant::now();
+    // Watch the group from another connection until the member is gone.
+    let mut watcher = broker.client().await;
+    let gone_at = loop {
+        let d = watcher
+            .request(
+                DescribeGroupsRequest::default().with_groups(vec![gid(group)]),
+                5,
+            )
+            .await;
+        let now = std::time::Instant::now();
+        if d.groups[0].members.is_empty() {
+            break now;
+        }
+        assert!(
+            now.duration_since(sent).as_millis() < 3 * SESSION_MS as u128,
+            "the member never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    // The heartbeat was handled between `sent` and `answered`.
+    let after_sent = sent.elapsed().as_millis() - gone_at.elapsed().as_millis();
+    let after_answer = answered.elapsed().as_millis() - gone_at.elapsed().as_millis();
+    assert!(
+        after_sent >= SESSION_MS as u128,
+        "removed {after_sent} ms after the last heartbeat, before its {SESSION_MS} ms session"
+    );
+    assert!(
+        after_answer <= SESSION_MS as u128 + SLACK_MS,
+        "removed {after_answer} ms after the last heartbeat, session {SESSION_MS} ms"
+    );
+    broker.stop().await;
+}
+
+/// Joins a static member with the given session and completes its first generation.
+async fn join_static(
+    c: &mut Client,
+    group: &str,
+    instance: &str,
+    session_ms: i32,
+) -> (String, i32) {
+    let req = join_req(group, "", session_ms).with_group_instance_id(Some(s(instance)));
+    let joined = c.request(req, 9).await;
+    assert_eq!(joined.error_code, 0, "a static member joins in one step");
+    let id = joined.member_id.to_string();
+    let synced = sync(c, group, &id, joined.generation_id, &[(&id, b"x")]).await;
+    assert_eq!(synced.error_code, 0);
+    (id, joined.generation_id)
+}
+
+/// The session ends at its timeout even if the coordinator's timer has not run yet: a
+/// request that arrives later is answered as Kafka would, the member already gone.
+#[tokio::test]
+async fn a_late_timer_does_not_extend_a_session() {
+    const SESSION_MS: u64 = 500;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let broker = TestBroker::start_in(tmp.path(), PROPS).await;
+    let mut a = broker.client().await;
+    wait_for_coordinator(&mut a).await;
+    let group = "late-timer";
+    let (id, generation) = join_static(&mut a, group, "instance-1", SESSION_MS as i32).await;
+    let sent = std::time::Instant::now();
+    assert_eq!(heartbeat(&mut a, group, &id, generation).await, 0);
+    // Stall the runtime the broker runs on (this test's own thread) past the session's
+    // end: the timer task and the next request then become ready together, and
+    // whichever runs first, the session must be over.
+    let past = sent + Duration::from_millis(SESSION_MS + 200);
+    std::thread::sleep(past.saturating_duration_since(std::time::Instant::now()));
+    // UNKNOWN_MEMBER_ID: the session ended; the heartbeat must not revive it.
+    assert_eq!(heartbeat(&mut a, group, &id, generation).await, 25);
+    broker.stop().await;
+}

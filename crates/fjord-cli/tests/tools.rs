@@ -1106,3 +1106,71 @@ fn tools_exit_quietly_when_stdout_is_closed() {
         assert_eq!(status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn configs_alters_and_describes_brokers_and_groups() {
+    let s = Server::start();
+    // A dynamic broker config, as kafka-configs.sh --entity-type brokers sets it.
+    let o = s.tool(
+        "configs",
+        &[
+            "--alter",
+            "--entity-type",
+            "brokers",
+            "--entity-name",
+            "1",
+            "--add-config",
+            "log.retention.ms=3600000",
+        ],
+        "",
+    );
+    assert_ok(&o, "alter broker");
+    assert_eq!(stdout(&o), "Completed updating config for broker 1.\n");
+    let text = stdout(&s.tool("configs", &["--describe", "--broker", "1"], ""));
+    assert!(
+        text.contains(
+            "  log.retention.ms=3600000 sensitive=false synonyms={DYNAMIC_BROKER_CONFIG:"
+        ),
+        "{text}"
+    );
+    // A static setting is refused with Kafka's message.
+    let o = s.tool(
+        "configs",
+        &[
+            "--alter",
+            "--broker",
+            "1",
+            "--add-config",
+            "log.dirs=/elsewhere",
+        ],
+        "",
+    );
+    let line = assert_one_line_error(&o, 1, "static broker config");
+    assert!(
+        line.contains("Cannot update these configs dynamically: Set(log.dirs)"),
+        "{line}"
+    );
+    // A group config, described with its source.
+    let o = s.tool(
+        "configs",
+        &[
+            "--alter",
+            "--entity-type",
+            "groups",
+            "--entity-name",
+            "g1",
+            "--add-config",
+            "consumer.session.timeout.ms=50000",
+        ],
+        "",
+    );
+    assert_ok(&o, "alter group");
+    assert_eq!(stdout(&o), "Completed updating config for group g1.\n");
+    let text = stdout(&s.tool("configs", &["--describe", "--group", "g1"], ""));
+    assert!(
+        text.contains(
+            "  consumer.session.timeout.ms=50000 sensitive=false synonyms={GROUP_CONFIG:"
+        ),
+        "{text}"
+    );
+}

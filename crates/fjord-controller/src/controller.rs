@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::error::ControllerError;
 use crate::image::{MetadataImage, TopicImage};
 use crate::log::MetadataLog;
-use crate::record::MetadataRecord;
+use crate::record::{ConfigResource, MetadataRecord};
 
 /// Kafka's limit: a partition directory name `<topic>-<partition>` must fit in 255 bytes.
 const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -227,6 +227,30 @@ impl Controller {
                 .filter(|(k, v)| topic.configs.get(k) != v.as_ref())
                 .map(|(k, v)| MetadataRecord::TopicConfig {
                     topic_id: topic.topic_id,
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect();
+            Ok((records, ()))
+        })
+    }
+
+    /// Sets (`Some`) or removes (`None`) dynamic configs of a broker, the cluster-wide
+    /// broker default (empty name) or a group, all in one committed change.
+    pub fn alter_configs(
+        &self,
+        resource: ConfigResource,
+        name: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), ControllerError> {
+        self.commit(|image| {
+            let current = image.configs(resource, name);
+            let records = changes
+                .iter()
+                .filter(|(k, v)| current.and_then(|c| c.get(k)) != v.as_ref())
+                .map(|(k, v)| MetadataRecord::Config {
+                    resource,
+                    name: name.to_string(),
                     key: k.clone(),
                     value: v.clone(),
                 })
@@ -450,6 +474,58 @@ mod tests {
             replication_factor: rf,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn dynamic_configs_survive_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = controller(dir.path());
+            let set = |k: &str, v: &str| vec![(k.to_string(), Some(v.to_string()))];
+            c.alter_configs(ConfigResource::Broker, "", &set("log.retention.ms", "1000"))
+                .unwrap();
+            c.alter_configs(
+                ConfigResource::Broker,
+                "1",
+                &set("message.max.bytes", "2000"),
+            )
+            .unwrap();
+            c.alter_configs(
+                ConfigResource::Group,
+                "g",
+                &set("consumer.session.timeout.ms", "50000"),
+            )
+            .unwrap();
+            c.alter_configs(
+                ConfigResource::Group,
+                "h",
+                &set("consumer.heartbeat.interval.ms", "6000"),
+            )
+            .unwrap();
+            // Removing the only config of a resource forgets the resource.
+            c.alter_configs(
+                ConfigResource::Group,
+                "h",
+                &[("consumer.heartbeat.interval.ms".into(), None)],
+            )
+            .unwrap();
+        }
+        let c = Controller::open(dir.path(), 1).unwrap();
+        let image = c.image();
+        let get = |r, n: &str, k: &str| image.configs(r, n).and_then(|m| m.get(k)).cloned();
+        assert_eq!(
+            get(ConfigResource::Broker, "", "log.retention.ms").as_deref(),
+            Some("1000")
+        );
+        assert_eq!(
+            get(ConfigResource::Broker, "1", "message.max.bytes").as_deref(),
+            Some("2000")
+        );
+        assert_eq!(
+            get(ConfigResource::Group, "g", "consumer.session.timeout.ms").as_deref(),
+            Some("50000")
+        );
+        assert!(image.configs(ConfigResource::Group, "h").is_none());
     }
 
     #[test]

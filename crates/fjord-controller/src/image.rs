@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use crate::record::MetadataRecord;
+use crate::record::{ConfigResource, MetadataRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerImage {
@@ -50,11 +50,27 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicImage>,
     pub topic_names: BTreeMap<Uuid, String>,
     pub next_producer_id: i64,
+    /// Dynamic broker configs by broker id; the empty name holds the cluster-wide defaults.
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Dynamic group configs by group id.
+    pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl MetadataImage {
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {
         self.topics.get(name)
+    }
+
+    /// The dynamic configs of one resource (empty when none are set).
+    pub fn configs(
+        &self,
+        resource: ConfigResource,
+        name: &str,
+    ) -> Option<&BTreeMap<String, String>> {
+        match resource {
+            ConfigResource::Broker => self.broker_configs.get(name),
+            ConfigResource::Group => self.group_configs.get(name),
+        }
     }
 
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {
@@ -157,6 +173,32 @@ impl MetadataImage {
             }
             MetadataRecord::ProducerIds { next } => {
                 self.next_producer_id = self.next_producer_id.max(*next);
+            }
+            MetadataRecord::Config {
+                resource,
+                name,
+                key,
+                value,
+            } => {
+                let all = match resource {
+                    ConfigResource::Broker => &mut self.broker_configs,
+                    ConfigResource::Group => &mut self.group_configs,
+                };
+                match value {
+                    Some(v) => {
+                        all.entry(name.clone())
+                            .or_default()
+                            .insert(key.clone(), v.clone());
+                    }
+                    None => {
+                        if let Some(configs) = all.get_mut(name) {
+                            configs.remove(key);
+                            if configs.is_empty() {
+                                all.remove(name);
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -14,4 +14,4 @@ pub use controller::{validate_topic_name, Controller, CreatePartitionsSpec, Crea
 pub use error::ControllerError;
 pub use image::{BrokerImage, MetadataImage, PartitionImage, TopicImage};
 pub use log::MetadataLog;
-pub use record::MetadataRecord;
+pub use record::{ConfigResource, MetadataRecord};

@@ -40,4 +40,20 @@ pub enum MetadataRecord {
     },
     /// A block of producer ids was handed out; the next block starts at `next`.
     ProducerIds { next: i64 },
+    /// A dynamic config of a broker (its id; an empty name is the cluster-wide default)
+    /// or of a group was set (`Some`) or removed (`None`). Logs written before this
+    /// record existed simply hold none.
+    Config {
+        resource: ConfigResource,
+        name: String,
+        key: String,
+        value: Option<String>,
+    },
+}
+
+/// What a dynamic config belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ConfigResource {
+    Broker,
+    Group,
 }

@@ -309,6 +309,11 @@ impl ClassicGroup {
         }
     }
 
+    /// Member ids handed out that have not joined yet.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     pub fn take_dirty(&mut self) -> bool {
         std::mem::take(&mut self.dirty)
     }

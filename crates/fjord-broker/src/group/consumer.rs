@@ -10,7 +10,57 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use fjord_controller::MetadataImage;
+use regex::Regex;
+
 use crate::error::code;
+
+/// What a group needs to know about the cluster's topics.
+pub trait Topics {
+    /// A topic's partition count; 0 when the topic does not exist.
+    fn partitions(&self, topic: &str) -> i32;
+    /// Changes whenever the set of topics may have changed.
+    fn version(&self) -> u64;
+    /// Every topic name, internal ones included (Kafka matches subscription regexes
+    /// against all of them; a member that names an internal topic gets it).
+    fn names(&self) -> Vec<&str>;
+}
+
+impl Topics for MetadataImage {
+    fn partitions(&self, topic: &str) -> i32 {
+        self.topic(topic).map_or(0, |t| t.partitions.len() as i32)
+    }
+
+    fn version(&self) -> u64 {
+        self.offset
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.topics.keys().map(String::as_str).collect()
+    }
+}
+
+/// Compiles a member's SubscribedTopicRegex. Kafka matches it against the whole topic
+/// name (Java's `Matcher.matches`), so it is anchored at both ends. The `regex` crate's
+/// syntax is RE2's, as is RE2J's, which Kafka's clients document for this field.
+pub fn compile_topic_regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(&format!(r"\A(?:{pattern})\z")).map_err(|e| {
+        // The crate's message spans several lines with a caret diagram; its last
+        // line holds the description, which is what Kafka reports.
+        let text = e.to_string();
+        let description = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("invalid syntax")
+            .trim()
+            .trim_start_matches("error: ")
+            .to_string();
+        format!(
+            "SubscribedTopicRegex `{pattern}` is not a valid regular expression: {description}."
+        )
+    })
+}
 
 /// A topic-partition by topic name (the handlers translate to and from topic ids).
 pub type Tp = (String, i32);
@@ -56,7 +106,10 @@ pub struct ConsumerMember {
     pub epoch: i32,
     pub previous_epoch: i32,
     pub state: MemberState,
+    /// Topics the member names.
     pub subscribed: BTreeSet<String>,
+    /// SubscribedTopicRegex: topics whose whole name matches are subscribed too.
+    pub regex: Option<String>,
     pub server_assignor: Option<String>,
     pub rebalance_timeout_ms: i32,
     /// Partitions the member may consume now.
@@ -91,6 +144,8 @@ pub struct HeartbeatParams {
     pub rebalance_timeout_ms: i32,
     /// `None`: unchanged since the last heartbeat.
     pub subscribed: Option<Vec<String>>,
+    /// `None`: unchanged since the last heartbeat; an empty string clears it.
+    pub regex: Option<String>,
     pub server_assignor: Option<String>,
     /// What the member owns now; `None`: unchanged since the last heartbeat.
     pub owned: Option<Vec<Tp>>,
@@ -145,6 +200,10 @@ pub struct ConsumerGroup {
     topics: BTreeMap<String, i32>,
     /// group.instance.id → member id.
     statics: HashMap<String, String>,
+    /// Every member's regex, compiled, with the topics it matched when last resolved.
+    resolved: BTreeMap<String, (Option<Regex>, BTreeSet<String>)>,
+    /// The topics' version the regexes were last resolved against.
+    resolved_version: Option<u64>,
 }
 
 /// The group states Kafka reports for consumer groups.
@@ -178,6 +237,8 @@ impl ConsumerGroup {
             assignor: UNIFORM.to_string(),
             topics: BTreeMap::new(),
             statics: HashMap::new(),
+            resolved: BTreeMap::new(),
+            resolved_version: None,
         }
     }
 
@@ -201,11 +262,68 @@ impl ConsumerGroup {
         }
     }
 
+    /// Every topic some member subscribes to, by name or through its regex.
     pub fn subscribed_topics(&self) -> BTreeSet<String> {
         self.members
             .values()
-            .flat_map(|m| m.subscribed.iter().cloned())
+            .flat_map(|m| self.member_topics(m))
             .collect()
+    }
+
+    /// A member's whole subscription: the topics it names and those its regex matched.
+    pub fn member_topics(&self, m: &ConsumerMember) -> BTreeSet<String> {
+        let mut out = m.subscribed.clone();
+        if let Some((_, matched)) = m.regex.as_ref().and_then(|r| self.resolved.get(r)) {
+            out.extend(matched.iter().cloned());
+        }
+        out
+    }
+
+    /// Resolves the members' regexes against the current topics: a regex new to the
+    /// group at once, the others again whenever the topics changed since. Returns
+    /// whether any regex now matches a different set (the group epoch must bump).
+    fn resolve_regexes(&mut self, topics: &dyn Topics) -> bool {
+        let wanted: BTreeSet<&String> = self
+            .members
+            .values()
+            .filter_map(|m| m.regex.as_ref())
+            .collect();
+        self.resolved.retain(|r, _| wanted.contains(r));
+        let version = topics.version();
+        let stale = self.resolved_version != Some(version);
+        let missing: Vec<String> = wanted
+            .into_iter()
+            .filter(|r| !self.resolved.contains_key(*r))
+            .cloned()
+            .collect();
+        if !stale && missing.is_empty() {
+            return false;
+        }
+        let names = topics.names();
+        let mut changed = false;
+        for r in missing {
+            // Members' regexes were checked when received; one that does not compile
+            // here matches nothing rather than failing the group.
+            let re = compile_topic_regex(&r)
+                .inspect_err(
+                    |e| tracing::warn!(group = %self.id, error = %e, "ignoring subscription regex"),
+                )
+                .ok();
+            let matched = matching(re.as_ref(), &names);
+            self.resolved.insert(r, (re, matched));
+            changed = true;
+        }
+        if stale {
+            for (re, matched) in self.resolved.values_mut() {
+                let now = matching(re.as_ref(), &names);
+                if now != *matched {
+                    *matched = now;
+                    changed = true;
+                }
+            }
+        }
+        self.resolved_version = Some(version);
+        changed
     }
 
     /// Handles one heartbeat. `partitions` gives a topic's partition count (0 when the
@@ -213,7 +331,7 @@ impl ConsumerGroup {
     pub fn heartbeat(
         &mut self,
         p: HeartbeatParams,
-        partitions: &dyn Fn(&str) -> i32,
+        topics: &dyn Topics,
         t: &ConsumerTimeouts,
         now: i64,
     ) -> HeartbeatResult {
@@ -230,7 +348,7 @@ impl ConsumerGroup {
             }
         }
         match p.member_epoch {
-            LEAVE_EPOCH | STATIC_LEAVE_EPOCH => return self.leave(&p, partitions),
+            LEAVE_EPOCH | STATIC_LEAVE_EPOCH => return self.leave(&p, topics),
             JOIN_EPOCH => {}
             e if e > 0 => {}
             e => {
@@ -273,6 +391,13 @@ impl ConsumerGroup {
                     changed = true;
                 }
             }
+            if let Some(r) = &p.regex {
+                let r = Some(r.clone()).filter(|r| !r.is_empty());
+                if r != m.regex {
+                    m.regex = r;
+                    changed = true;
+                }
+            }
             if p.server_assignor.is_some() && p.server_assignor != m.server_assignor {
                 m.server_assignor = p.server_assignor.clone();
                 changed = true;
@@ -281,10 +406,14 @@ impl ConsumerGroup {
                 m.rack_id = p.rack_id.clone();
             }
         }
+        // Topics created or deleted since the last heartbeat change what regexes match.
+        if self.resolve_regexes(topics) {
+            changed = true;
+        }
         if changed {
             self.epoch += 1;
         }
-        self.refresh_target(partitions);
+        self.refresh_target(topics);
         let owned: Option<BTreeSet<Tp>> = p.owned.map(|o| o.into_iter().collect());
         self.reconcile(&p.member_id, owned.as_ref(), now);
         let Some(m) = self.members.get(&p.member_id) else {
@@ -332,6 +461,7 @@ impl ConsumerGroup {
             ));
         }
         let subscribed: BTreeSet<String> = p.subscribed.iter().flatten().cloned().collect();
+        let regex = p.regex.clone().filter(|r| !r.is_empty());
         let mut changed = false;
         let mut inherited: Option<ConsumerMember> = None;
         if let Some(inst) = &p.instance_id {
@@ -390,6 +520,7 @@ impl ConsumerGroup {
                     previous_epoch: -1,
                     state: MemberState::Stable,
                     subscribed: BTreeSet::new(),
+                    regex: None,
                     server_assignor: None,
                     rebalance_timeout_ms: p.rebalance_timeout_ms,
                     assigned: BTreeSet::new(),
@@ -401,6 +532,10 @@ impl ConsumerGroup {
         };
         if m.subscribed != subscribed {
             m.subscribed = subscribed;
+            changed = true;
+        }
+        if m.regex != regex {
+            m.regex = regex;
             changed = true;
         }
         if m.server_assignor != p.server_assignor {
@@ -424,7 +559,7 @@ impl ConsumerGroup {
         Ok((previous, changed))
     }
 
-    fn leave(&mut self, p: &HeartbeatParams, partitions: &dyn Fn(&str) -> i32) -> HeartbeatResult {
+    fn leave(&mut self, p: &HeartbeatParams, topics: &dyn Topics) -> HeartbeatResult {
         let Some(m) = self.members.get_mut(&p.member_id) else {
             return unknown_member(&self.id, p);
         };
@@ -434,7 +569,7 @@ impl ConsumerGroup {
             m.previous_epoch = m.epoch;
             m.epoch = STATIC_LEAVE_EPOCH;
         } else {
-            self.remove_member(&p.member_id.clone(), partitions);
+            self.remove_member(&p.member_id.clone(), topics);
         }
         HeartbeatResult {
             error: code::NONE,
@@ -446,7 +581,7 @@ impl ConsumerGroup {
     }
 
     /// Removes a member (left, expired, fenced): its partitions are free at once.
-    pub fn remove_member(&mut self, id: &str, partitions: &dyn Fn(&str) -> i32) {
+    pub fn remove_member(&mut self, id: &str, topics: &dyn Topics) {
         let Some(m) = self.members.remove(id) else {
             return;
         };
@@ -457,7 +592,7 @@ impl ConsumerGroup {
         }
         self.target.remove(id);
         self.epoch += 1;
-        self.refresh_target(partitions);
+        self.refresh_target(topics);
     }
 
     /// Whether offsets may be committed (or fetched) by this member at this epoch.
@@ -478,12 +613,12 @@ impl ConsumerGroup {
 
     /// Bumps the group epoch if a subscribed topic's partition count changed, and
     /// recomputes the target assignment when it is behind the group epoch.
-    fn refresh_target(&mut self, partitions: &dyn Fn(&str) -> i32) {
+    fn refresh_target(&mut self, topics: &dyn Topics) {
         let topics: BTreeMap<String, i32> = self
             .subscribed_topics()
             .into_iter()
             .map(|t| {
-                let n = partitions(&t);
+                let n = topics.partitions(&t);
                 (t, n)
             })
             .collect();
@@ -498,7 +633,7 @@ impl ConsumerGroup {
         let subscriptions: BTreeMap<String, BTreeSet<String>> = self
             .members
             .iter()
-            .map(|(id, m)| (id.clone(), m.subscribed.clone()))
+            .map(|(id, m)| (id.clone(), self.member_topics(m)))
             .collect();
         self.target = match self.assignor.as_str() {
             RANGE => assign_range(&subscriptions, &self.topics),
@@ -574,7 +709,7 @@ impl ConsumerGroup {
 
     /// Removes members whose session expired and fences members that did not revoke in
     /// time. Returns when the next deadline is due.
-    pub fn tick(&mut self, partitions: &dyn Fn(&str) -> i32, now: i64) -> Option<i64> {
+    pub fn tick(&mut self, topics: &dyn Topics, now: i64) -> Option<i64> {
         let gone: Vec<String> = self
             .members
             .values()
@@ -583,7 +718,13 @@ impl ConsumerGroup {
             .collect();
         for id in gone {
             tracing::info!(group = %self.id, member = %id, "consumer group member expired");
-            self.remove_member(&id, partitions);
+            self.remove_member(&id, topics);
+        }
+        // A topic created or deleted changes what regexes match even while no member
+        // heartbeats; the members learn their new assignment on their next heartbeat.
+        if self.resolve_regexes(topics) {
+            self.epoch += 1;
+            self.refresh_target(topics);
         }
         self.members
             .values()
@@ -591,6 +732,18 @@ impl ConsumerGroup {
             .flatten()
             .min()
     }
+}
+
+/// The topic names a (compiled) regex matches; none for a regex that did not compile.
+fn matching(re: Option<&Regex>, names: &[&str]) -> BTreeSet<String> {
+    let Some(re) = re else {
+        return BTreeSet::new();
+    };
+    names
+        .iter()
+        .filter(|n| re.is_match(n))
+        .map(|n| n.to_string())
+        .collect()
 }
 
 /// Epoch checks for a member already in the group. A member one epoch behind that owns
@@ -785,13 +938,27 @@ mod tests {
         max_size: usize::MAX,
     };
 
-    fn three(topic: &str) -> i32 {
-        match topic {
-            "t" => 3,
-            "u" => 4,
-            _ => 0,
+    /// A fixed set of topics with their partition counts, and a version.
+    struct Fixed(u64, &'static [(&'static str, i32)]);
+
+    impl Topics for Fixed {
+        fn partitions(&self, topic: &str) -> i32 {
+            self.1
+                .iter()
+                .find(|(t, _)| *t == topic)
+                .map_or(0, |(_, n)| *n)
+        }
+
+        fn version(&self) -> u64 {
+            self.0
+        }
+
+        fn names(&self) -> Vec<&str> {
+            self.1.iter().map(|(t, _)| *t).collect()
         }
     }
+
+    const THREE: Fixed = Fixed(0, &[("t", 3), ("u", 4)]);
 
     fn join(g: &mut ConsumerGroup, id: &str, topics: &[&str], now: i64) -> HeartbeatResult {
         g.heartbeat(
@@ -803,7 +970,7 @@ mod tests {
                 owned: Some(vec![]),
                 ..Default::default()
             },
-            &three,
+            &THREE,
             &T,
             now,
         )
@@ -825,7 +992,7 @@ mod tests {
                 owned: Some(c.owned.iter().cloned().collect()),
                 ..Default::default()
             },
-            &three,
+            &THREE,
             &T,
             now,
         );
@@ -837,6 +1004,26 @@ mod tests {
             c.owned = a.clone();
         }
         r
+    }
+
+    fn beat_with(g: &mut ConsumerGroup, id: &str, c: &mut Client, topics: &Fixed, now: i64) {
+        let r = g.heartbeat(
+            HeartbeatParams {
+                member_id: id.into(),
+                member_epoch: c.epoch,
+                rebalance_timeout_ms: -1,
+                owned: Some(c.owned.iter().cloned().collect()),
+                ..Default::default()
+            },
+            topics,
+            &T,
+            now,
+        );
+        assert_eq!(r.error, 0, "{id}: {:?}", r.message);
+        c.epoch = r.member_epoch;
+        if let Some(a) = r.assignment {
+            c.owned = a;
+        }
     }
 
     fn assert_exclusive(g: &ConsumerGroup) {
@@ -943,7 +1130,7 @@ mod tests {
                 member_epoch: LEAVE_EPOCH,
                 ..Default::default()
             },
-            &three,
+            &THREE,
             &T,
             now,
         );
@@ -992,7 +1179,7 @@ mod tests {
                 owned: Some(a.owned.iter().cloned().collect()),
                 ..Default::default()
             },
-            &three,
+            &THREE,
             &T,
             2,
         );
@@ -1021,11 +1208,11 @@ mod tests {
             rebalance_timeout_ms: -1,
             ..Default::default()
         };
-        let r = g.heartbeat(hb(epoch + 5, "a"), &three, &T, 1);
+        let r = g.heartbeat(hb(epoch + 5, "a"), &THREE, &T, 1);
         assert_eq!(r.error, code::FENCED_MEMBER_EPOCH);
-        let r = g.heartbeat(hb(epoch, "nobody"), &three, &T, 1);
+        let r = g.heartbeat(hb(epoch, "nobody"), &THREE, &T, 1);
         assert_eq!(r.error, code::UNKNOWN_MEMBER_ID);
-        let r = g.heartbeat(hb(-3, "a"), &three, &T, 1);
+        let r = g.heartbeat(hb(-3, "a"), &THREE, &T, 1);
         assert_eq!(r.error, code::INVALID_REQUEST);
         assert_eq!(g.validate_offset_request("a", epoch), Ok(()));
         assert_eq!(
@@ -1054,11 +1241,11 @@ mod tests {
             owned: Some(vec![]),
             ..Default::default()
         };
-        let r = g.heartbeat(p.clone(), &three, &T, 0);
+        let r = g.heartbeat(p.clone(), &THREE, &T, 0);
         assert_eq!(r.error, 0);
         let owned = r.assignment.unwrap_or_default();
         p.member_id = "a2".into();
-        let r = g.heartbeat(p.clone(), &three, &T, 1);
+        let r = g.heartbeat(p.clone(), &THREE, &T, 1);
         assert_eq!(r.error, code::UNRELEASED_INSTANCE_ID);
         let r = g.heartbeat(
             HeartbeatParams {
@@ -1067,13 +1254,13 @@ mod tests {
                 instance_id: Some("i".into()),
                 ..Default::default()
             },
-            &three,
+            &THREE,
             &T,
             2,
         );
         assert_eq!(r.member_epoch, STATIC_LEAVE_EPOCH);
         let epoch_before = g.epoch;
-        let r = g.heartbeat(p, &three, &T, 3);
+        let r = g.heartbeat(p, &THREE, &T, 3);
         assert_eq!(r.error, 0);
         assert_eq!(
             r.assignment,
@@ -1092,9 +1279,9 @@ mod tests {
         join(&mut g, "a", &["t"], 0);
         join(&mut g, "b", &["t"], 40_000);
         // a never heartbeats again: its session (45 s) ends, then only b remains.
-        g.tick(&three, 44_999);
+        g.tick(&THREE, 44_999);
         assert_eq!(g.members.len(), 2);
-        g.tick(&three, 45_000);
+        g.tick(&THREE, 45_000);
         assert!(!g.members.contains_key("a"));
         assert_eq!(g.target["b"].len(), 3);
 
@@ -1116,7 +1303,7 @@ mod tests {
                     owned: Some(a.owned.iter().cloned().collect()),
                     ..Default::default()
                 },
-                &three,
+                &THREE,
                 &T,
                 now,
             )
@@ -1125,9 +1312,9 @@ mod tests {
         assert_eq!(g.members["a"].state, MemberState::UnrevokedPartitions);
         a.epoch = g.members["a"].epoch;
         assert_eq!(stubborn(&mut g, &a, 20_000).error, 0);
-        g.tick(&three, 30_001);
+        g.tick(&THREE, 30_001);
         assert!(g.members.contains_key("a"));
-        g.tick(&three, 30_002);
+        g.tick(&THREE, 30_002);
         assert!(!g.members.contains_key("a"));
         let mut b = Client {
             epoch: g.members["b"].epoch,
@@ -1149,9 +1336,9 @@ mod tests {
             owned: Some(vec![]),
             ..Default::default()
         };
-        let first = g.heartbeat(join_params("a"), &three, &t, 0);
+        let first = g.heartbeat(join_params("a"), &THREE, &t, 0);
         assert_eq!(first.error, code::NONE);
-        let second = g.heartbeat(join_params("b"), &three, &t, 0);
+        let second = g.heartbeat(join_params("b"), &THREE, &t, 0);
         assert_eq!(second.error, code::GROUP_MAX_SIZE_REACHED);
         assert_eq!(
             second.message.as_deref(),
@@ -1159,7 +1346,85 @@ mod tests {
         );
         assert_eq!(g.members.len(), 1);
         // The existing member may rejoin.
-        let again = g.heartbeat(join_params("a"), &three, &t, 0);
+        let again = g.heartbeat(join_params("a"), &THREE, &t, 0);
         assert_eq!(again.error, code::NONE);
+    }
+
+    #[test]
+    fn regex_subscriptions_follow_the_topics() {
+        let before = Fixed(1, &[("regex-a", 2), ("other", 1), ("xregex-c", 1)]);
+        let mut g = ConsumerGroup::new("g");
+        let r = g.heartbeat(
+            HeartbeatParams {
+                member_id: "a".into(),
+                member_epoch: 0,
+                rebalance_timeout_ms: 30_000,
+                regex: Some("regex-.*".into()),
+                owned: Some(vec![]),
+                ..Default::default()
+            },
+            &before,
+            &T,
+            0,
+        );
+        assert_eq!(r.error, 0, "{:?}", r.message);
+        // Matched against the whole name: `xregex-c` does not match.
+        let tps = |topic: &str, n: i32| (0..n).map(|p| (topic.to_string(), p)).collect::<Vec<_>>();
+        let want: BTreeSet<Tp> = tps("regex-a", 2).into_iter().collect();
+        assert_eq!(r.assignment, Some(want));
+        let epoch = g.epoch;
+        let mut c = Client {
+            epoch: r.member_epoch,
+            owned: r.assignment.unwrap_or_default(),
+        };
+        // Nothing changed: the group epoch stays.
+        beat_with(&mut g, "a", &mut c, &before, 1);
+        assert_eq!(g.epoch, epoch);
+        // A new matching topic: the group epoch bumps and the member gets it.
+        let after = Fixed(2, &[("regex-a", 2), ("regex-b", 1), ("other", 1)]);
+        beat_with(&mut g, "a", &mut c, &after, 2);
+        assert!(g.epoch > epoch);
+        let want: BTreeSet<Tp> = tps("regex-a", 2)
+            .into_iter()
+            .chain(tps("regex-b", 1))
+            .collect();
+        assert_eq!(c.owned, want);
+        assert_eq!(
+            g.subscribed_topics(),
+            ["regex-a".to_string(), "regex-b".to_string()].into()
+        );
+        // The timer notices a deleted topic without a heartbeat.
+        let deleted = Fixed(3, &[("regex-b", 1), ("other", 1)]);
+        let epoch = g.epoch;
+        g.tick(&deleted, 3);
+        assert!(g.epoch > epoch);
+        assert_eq!(g.target["a"], tps("regex-b", 1).into_iter().collect());
+        // An empty regex clears it.
+        let r = g.heartbeat(
+            HeartbeatParams {
+                member_id: "a".into(),
+                member_epoch: c.epoch,
+                rebalance_timeout_ms: -1,
+                regex: Some(String::new()),
+                owned: Some(c.owned.iter().cloned().collect()),
+                ..Default::default()
+            },
+            &deleted,
+            &T,
+            4,
+        );
+        assert_eq!(r.error, 0);
+        assert!(g.subscribed_topics().is_empty());
+    }
+
+    #[test]
+    fn invalid_regexes_are_described_as_kafka_does() {
+        let e = compile_topic_regex("regex-(").err().unwrap_or_default();
+        assert!(
+            e.starts_with("SubscribedTopicRegex `regex-(` is not a valid regular expression: "),
+            "{e}"
+        );
+        assert!(e.ends_with('.'));
+        assert!(compile_topic_regex("a.*").is_ok_and(|r| r.is_match("abc") && !r.is_match("xabc")));
     }
 }

@@ -224,6 +224,36 @@ impl GroupCoordinator {
         }
     }
 
+    /// Runs a group's due timers before a request reads or changes it. A member's
+    /// session ends exactly its timeout after its last heartbeat, as on Kafka, even when
+    /// the timer task runs late (a busy runtime, a slow pass over many groups): a request
+    /// never sees, or is served by, a member whose session has already ended.
+    fn catch_up(&self, g: &mut ClassicGroup, now: i64) -> bool {
+        let before = (g.state, g.generation, g.members.len(), g.pending_len());
+        g.tick(&self.timeouts, now);
+        let changed = before != (g.state, g.generation, g.members.len(), g.pending_len());
+        if changed {
+            // The timer persists what changed and looks at the new deadlines.
+            self.wake.notify_one();
+        }
+        changed
+    }
+
+    /// The group under the lock, its due timers run first (see `catch_up`).
+    fn caught_up<'a>(
+        &self,
+        state: &BrokerState,
+        groups: &'a mut HashMap<String, ClassicGroup>,
+        group: &str,
+        now: i64,
+    ) -> Option<&'a mut ClassicGroup> {
+        let g = groups.get_mut(group)?;
+        if self.catch_up(g, now) {
+            self.persist_if_dirty(state, g);
+        }
+        Some(g)
+    }
+
     /// Session timeouts outside the broker's bounds are refused.
     pub fn valid_session_timeout(&self, ms: i32) -> bool {
         (self.timeouts.min_session_ms..=self.timeouts.max_session_ms).contains(&ms)
@@ -259,6 +289,7 @@ impl GroupCoordinator {
                     None => {}
                 }
             }
+            self.caught_up(state, &mut groups, group, now);
             if !member_id.is_empty() && !groups.contains_key(group) {
                 return JoinResult::error(code::UNKNOWN_MEMBER_ID, &member_id);
             }
@@ -314,7 +345,7 @@ impl GroupCoordinator {
         let now = now_ms();
         let reply = {
             let mut groups = self.groups.lock();
-            let Some(g) = groups.get_mut(group) else {
+            let Some(g) = self.caught_up(state, &mut groups, group, now) else {
                 return SyncResult::error(code::UNKNOWN_MEMBER_ID);
             };
             let reply = g.sync(
@@ -349,8 +380,10 @@ impl GroupCoordinator {
         if let Err(e) = self.check(state, group) {
             return e;
         }
-        match self.groups.lock().get_mut(group) {
-            Some(g) => g.heartbeat(member_id, instance_id, generation, now_ms()),
+        let now = now_ms();
+        let mut groups = self.groups.lock();
+        match self.caught_up(state, &mut groups, group, now) {
+            Some(g) => g.heartbeat(member_id, instance_id, generation, now),
             None => code::UNKNOWN_MEMBER_ID,
         }
     }
@@ -364,11 +397,12 @@ impl GroupCoordinator {
     ) -> Result<Vec<i16>, i16> {
         self.check(state, group)?;
         let out = {
+            let now = now_ms();
             let mut groups = self.groups.lock();
-            let Some(g) = groups.get_mut(group) else {
+            let Some(g) = self.caught_up(state, &mut groups, group, now) else {
                 return Ok(vec![code::UNKNOWN_MEMBER_ID; members.len()]);
             };
-            let out = g.leave(members, &self.timeouts, now_ms());
+            let out = g.leave(members, &self.timeouts, now);
             self.persist_if_dirty(state, g);
             out
         };
@@ -450,7 +484,7 @@ impl GroupCoordinator {
                 }
                 groups.insert(group.to_string(), ClassicGroup::new(group, now));
             }
-            let Some(g) = groups.get_mut(group) else {
+            let Some(g) = self.caught_up(state, &mut groups, group, now) else {
                 return Err(code::UNKNOWN_MEMBER_ID);
             };
             if !consumer_group {
@@ -543,12 +577,23 @@ impl GroupCoordinator {
 
     /// Reads one group under the lock (DescribeGroups, ListGroups).
     pub fn with_group<R>(&self, group: &str, f: impl FnOnce(&ClassicGroup) -> R) -> Option<R> {
-        self.groups.lock().get(group).map(f)
+        let now = now_ms();
+        let mut groups = self.groups.lock();
+        let g = groups.get_mut(group)?;
+        self.catch_up(g, now);
+        Some(f(g))
     }
 
     pub fn with_all<R>(&self, mut f: impl FnMut(&ClassicGroup) -> Option<R>) -> Vec<R> {
-        let groups = self.groups.lock();
-        let mut out: Vec<R> = groups.values().filter_map(&mut f).collect();
+        let now = now_ms();
+        let mut groups = self.groups.lock();
+        let mut out: Vec<R> = groups
+            .values_mut()
+            .filter_map(|g| {
+                self.catch_up(g, now);
+                f(g)
+            })
+            .collect();
         out.shrink_to_fit();
         out
     }
@@ -572,13 +617,13 @@ impl GroupCoordinator {
                 }
             }
         }
-        let Some(g) = groups.get(group) else {
+        let now = now_ms();
+        let Some(g) = self.caught_up(state, &mut groups, group, now) else {
             return code::GROUP_ID_NOT_FOUND;
         };
         if !g.is_empty() {
             return code::NON_EMPTY_GROUP;
         }
-        let now = now_ms();
         let mut records: Vec<Record> = g
             .offsets
             .keys()
@@ -619,7 +664,7 @@ impl GroupCoordinator {
     ) -> Result<Vec<(String, Vec<(i32, i16)>)>, i16> {
         self.check(state, group)?;
         let mut groups = self.groups.lock();
-        let Some(g) = groups.get_mut(group) else {
+        let Some(g) = self.caught_up(state, &mut groups, group, now_ms()) else {
             return Err(code::GROUP_ID_NOT_FOUND);
         };
         if !g.is_empty() && g.protocol_type.as_deref() != Some("consumer") {
@@ -689,7 +734,6 @@ impl GroupCoordinator {
             }
         }
         let image = state.controller.image();
-        let partitions = |t: &str| image.topic(t).map_or(0, |t| t.partitions.len() as i32);
         let result = {
             let groups = self.groups.lock();
             if groups.get(group).is_some_and(|g| !g.is_empty()) {
@@ -708,16 +752,31 @@ impl GroupCoordinator {
             let g = consumers
                 .entry(group.to_string())
                 .or_insert_with(|| ConsumerGroup::new(group));
-            g.heartbeat(p, &partitions, &self.consumer_timeouts, now_ms())
+            let timeouts = self.consumer_timeouts_for(&image, group);
+            g.heartbeat(p, image.as_ref(), &timeouts, now_ms())
         };
         // Session deadlines may have moved earlier (a new member): let the timer look.
         self.wake.notify_one();
         result
     }
 
-    /// How often new-protocol members are told to heartbeat.
-    pub fn consumer_heartbeat_interval_ms(&self) -> i32 {
-        self.consumer_timeouts.heartbeat_ms
+    /// A new-protocol group's session and heartbeat: the broker's, or the group's own
+    /// configs (`consumer.session.timeout.ms`, `consumer.heartbeat.interval.ms`).
+    fn consumer_timeouts_for(
+        &self,
+        image: &fjord_controller::MetadataImage,
+        group: &str,
+    ) -> ConsumerTimeouts {
+        crate::dynamic_config::group_timeouts(
+            self.consumer_timeouts,
+            image.configs(fjord_controller::ConfigResource::Group, group),
+        )
+    }
+
+    /// How often members of `group` (new protocol) are told to heartbeat.
+    pub fn consumer_heartbeat_interval_ms(&self, state: &BrokerState, group: &str) -> i32 {
+        self.consumer_timeouts_for(&state.controller.image(), group)
+            .heartbeat_ms
     }
 
     /// OffsetFetch v9+ from a new-protocol member: the member and its epoch must be
@@ -757,12 +816,11 @@ impl GroupCoordinator {
     /// groups that have nothing committed. Returns when the next deadline is due.
     fn tick_consumers(&self, state: &BrokerState, now: i64, retention_due: bool) -> Option<i64> {
         let image = state.controller.image();
-        let partitions = |t: &str| image.topic(t).map_or(0, |t| t.partitions.len() as i32);
         let next = self
             .consumers
             .lock()
             .values_mut()
-            .filter_map(|g| g.tick(&partitions, now))
+            .filter_map(|g| g.tick(image.as_ref(), now))
             .min();
         if retention_due {
             let groups = self.groups.lock();
@@ -917,8 +975,9 @@ pub async fn run(state: Arc<BrokerState>) {
         state.groups.loaded.store(true, Ordering::Release);
     }
     loop {
+        let next = state.groups.tick(&state, now_ms());
+        // Measured after the pass: a slow pass must not push the next deadline back.
         let now = now_ms();
-        let next = state.groups.tick(&state, now);
         let wait = next
             .map(|due| (due - now).clamp(1, MAX_TIMER_SLEEP_MS))
             .unwrap_or(MAX_TIMER_SLEEP_MS);

@@ -658,7 +658,7 @@ fn describe_as_classic(g: &ConsumerGroup) -> (&'static str, String, Vec<Describe
                 .with_group_instance_id(m.instance_id.clone().map(str))
                 .with_client_id(str(m.client_id.clone()))
                 .with_client_host(str(m.client_host.clone()))
-                .with_member_metadata(classic_subscription(&m.subscribed))
+                .with_member_metadata(classic_subscription(&g.member_topics(m)))
                 .with_member_assignment(classic_assignment(&m.assigned))
         })
         .collect();
@@ -725,13 +725,6 @@ fn validate_heartbeat(req: &ConsumerGroupHeartbeatRequest) -> Result<(), &'stati
     if req.rack_id.as_ref().is_some_and(|s| s.is_empty()) {
         return Err("RackId can't be empty.");
     }
-    if req
-        .subscribed_topic_regex
-        .as_ref()
-        .is_some_and(|s| !s.is_empty())
-    {
-        return Err("Fjord does not support SubscribedTopicRegex; subscribe to topic names.");
-    }
     match req.member_epoch {
         consumer::JOIN_EPOCH => {
             if req.rebalance_timeout_ms == -1 {
@@ -740,8 +733,14 @@ fn validate_heartbeat(req: &ConsumerGroupHeartbeatRequest) -> Result<(), &'stati
             if req.topic_partitions.as_ref().is_none_or(|t| !t.is_empty()) {
                 return Err("TopicPartitions must be empty when (re-)joining.");
             }
-            if req.subscribed_topic_names.is_none() {
-                return Err("SubscribedTopicNames must be set in first request.");
+            let has_regex = req
+                .subscribed_topic_regex
+                .as_ref()
+                .is_some_and(|r| !r.is_empty());
+            if req.subscribed_topic_names.is_none() && !has_regex {
+                return Err(
+                    "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
+                );
             }
         }
         _ if req.member_id.is_empty() => return Err("MemberId can't be empty."),
@@ -758,6 +757,14 @@ pub fn consumer_group_heartbeat(
 ) -> ConsumerGroupHeartbeatResponse {
     if let Err(m) = validate_heartbeat(&req) {
         return invalid_heartbeat(m);
+    }
+    let regex = opt_text(&req.subscribed_topic_regex);
+    if let Some(r) = regex.as_deref().filter(|r| !r.is_empty()) {
+        if let Err(m) = consumer::compile_topic_regex(r) {
+            return ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(code::INVALID_REGULAR_EXPRESSION)
+                .with_error_message(Some(str(m)));
+        }
     }
     let image = state.controller.image();
     // Kafka 4 clients choose their own member id; older ones leave it to the coordinator.
@@ -782,6 +789,7 @@ pub fn consumer_group_heartbeat(
             .subscribed_topic_names
             .as_ref()
             .map(|ts| ts.iter().map(|t| t.0.to_string()).collect()),
+        regex,
         server_assignor: opt_text(&req.server_assignor),
         owned,
         client_id: opt_text(&header.client_id).unwrap_or_default(),
@@ -818,7 +826,11 @@ pub fn consumer_group_heartbeat(
         .with_error_code(code::NONE)
         .with_member_id(Some(str(r.member_id)))
         .with_member_epoch(r.member_epoch)
-        .with_heartbeat_interval_ms(state.groups.consumer_heartbeat_interval_ms())
+        .with_heartbeat_interval_ms(
+            state
+                .groups
+                .consumer_heartbeat_interval_ms(state, &req.group_id.0),
+        )
         .with_assignment(assignment)
 }
 
@@ -877,6 +889,7 @@ pub fn consumer_group_describe(
                                     .map(|t| TopicName(str(t.clone())))
                                     .collect(),
                             )
+                            .with_subscribed_topic_regex(m.regex.clone().map(str))
                             .with_assignment(assignment(&m.assigned))
                             .with_target_assignment(assignment(target));
                         if version >= 1 {

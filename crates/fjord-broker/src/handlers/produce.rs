@@ -90,7 +90,7 @@ fn append_all(
             .topic(&name)
             .and_then(|t| t.configs.get("min.insync.replicas"))
             .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(state.config.min_insync_replicas as usize);
+            .unwrap_or(state.replicas.config().min_insync_replicas as usize);
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for (pi, data) in topic.partition_data.into_iter().enumerate() {
             let index = data.index;

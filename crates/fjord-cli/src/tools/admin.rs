@@ -43,6 +43,43 @@ pub enum ConfigOp {
 pub enum Resource {
     Topic,
     Broker,
+    Group,
+}
+
+impl Resource {
+    fn native(self) -> rd::rd_kafka_ResourceType_t {
+        match self {
+            Resource::Topic => rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
+            Resource::Broker => rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_BROKER,
+            Resource::Group => rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_GROUP,
+        }
+    }
+}
+
+/// One config as DescribeConfigs reports it.
+#[derive(Debug, Clone)]
+pub struct DescribedConfig {
+    pub name: String,
+    pub value: Option<String>,
+    /// Kafka's source name (`DYNAMIC_TOPIC_CONFIG`, `GROUP_CONFIG`, ...).
+    pub source: &'static str,
+    pub is_default: bool,
+    pub is_sensitive: bool,
+}
+
+/// Kafka's names for DescribeConfigs' config sources. The rdkafka crate's own enum lacks
+/// the group source (KIP-848 group configs), so the tools read the raw value.
+fn source_name(source: rd::rd_kafka_ConfigSource_t) -> &'static str {
+    use rd::rd_kafka_ConfigSource_t as S;
+    match source {
+        S::RD_KAFKA_CONFIG_SOURCE_DYNAMIC_TOPIC_CONFIG => "DYNAMIC_TOPIC_CONFIG",
+        S::RD_KAFKA_CONFIG_SOURCE_DYNAMIC_BROKER_CONFIG => "DYNAMIC_BROKER_CONFIG",
+        S::RD_KAFKA_CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG => "DYNAMIC_DEFAULT_BROKER_CONFIG",
+        S::RD_KAFKA_CONFIG_SOURCE_STATIC_BROKER_CONFIG => "STATIC_BROKER_CONFIG",
+        S::RD_KAFKA_CONFIG_SOURCE_DEFAULT_CONFIG => "DEFAULT_CONFIG",
+        S::RD_KAFKA_CONFIG_SOURCE_GROUP_CONFIG => "GROUP_CONFIG",
+        _ => "UNKNOWN",
+    }
 }
 
 /// A committed offset (or an offset to commit) of one partition.
@@ -423,6 +460,60 @@ impl Admin {
         Ok(out)
     }
 
+    /// DescribeConfigs for one resource (a broker's name is its id, or "" for the
+    /// cluster-wide default).
+    pub fn describe_configs(&self, resource: Resource, name: &str) -> Answer<Vec<DescribedConfig>> {
+        let cname = cstring(name)?;
+        // SAFETY: the resource is freed after the call that copies it; everything read from
+        // the result event is copied before the event is dropped.
+        unsafe {
+            let cr = rd::rd_kafka_ConfigResource_new(resource.native(), cname.as_ptr());
+            let mut arr = [cr];
+            let ev = self.call(|rk, opts, q| {
+                rd::rd_kafka_DescribeConfigs(rk, arr.as_mut_ptr(), 1, opts, q);
+            });
+            rd::rd_kafka_ConfigResource_destroy(cr);
+            let ev = ev?;
+            let res = rd::rd_kafka_event_DescribeConfigs_result(ev.0);
+            if res.is_null() {
+                bail!("unexpected answer to DescribeConfigs");
+            }
+            let mut n = 0usize;
+            let arr = rd::rd_kafka_DescribeConfigs_result_resources(res, &mut n);
+            if n == 0 {
+                bail!("the broker sent no result for the resource");
+            }
+            let r = *arr;
+            let code = rd::rd_kafka_ConfigResource_error(r);
+            if !is_ok(code) {
+                let mut message = text(rd::rd_kafka_ConfigResource_error_string(r));
+                if message.is_empty() {
+                    message = err_text(code);
+                }
+                return Ok(Err(BrokerError {
+                    code: code.into(),
+                    message,
+                }));
+            }
+            let mut count = 0usize;
+            let entries = rd::rd_kafka_ConfigResource_configs(r, &mut count);
+            let out = (0..count)
+                .map(|i| {
+                    let e = *entries.add(i);
+                    let value = rd::rd_kafka_ConfigEntry_value(e);
+                    DescribedConfig {
+                        name: text(rd::rd_kafka_ConfigEntry_name(e)),
+                        value: (!value.is_null()).then(|| text(value)),
+                        source: source_name(rd::rd_kafka_ConfigEntry_source(e)),
+                        is_default: rd::rd_kafka_ConfigEntry_is_default(e) != 0,
+                        is_sensitive: rd::rd_kafka_ConfigEntry_is_sensitive(e) != 0,
+                    }
+                })
+                .collect();
+            Ok(Ok(out))
+        }
+    }
+
     /// IncrementalAlterConfigs for one resource.
     pub fn alter_configs(
         &self,
@@ -435,10 +526,7 @@ impl Admin {
             .iter()
             .map(|(op, k, v)| Ok((*op, cstring(k)?, v.as_deref().map(cstring).transpose()?)))
             .collect::<Result<Vec<_>>>()?;
-        let restype = match resource {
-            Resource::Topic => rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
-            Resource::Broker => rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_BROKER,
-        };
+        let restype = resource.native();
         // SAFETY: as in create_topic; errors from add_incremental_config are owned by us.
         unsafe {
             let cr = rd::rd_kafka_ConfigResource_new(restype, cname.as_ptr());

@@ -1,11 +1,14 @@
-//! `fjord configs`: describe and change topic and broker configs, with the flags of Kafka's
-//! `kafka-configs.sh` (`--entity-type`/`--entity-name` or the `--topic`/`--broker` shorthands).
+//! `fjord configs`: describe and change topic, broker and group configs, with the flags of
+//! Kafka's `kafka-configs.sh` (`--entity-type`/`--entity-name`, or the
+//! `--topic`/`--broker`/`--group` shorthands). The cluster-wide broker default
+//! (`--entity-default`) is out of reach: librdkafka addresses a broker resource only by a
+//! numeric id.
 
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use clap::{ArgGroup, Args};
-use rdkafka::admin::{AdminClient, AdminOptions, ConfigSource, ResourceSpecifier};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 
 use super::admin::{Admin, ConfigOp, Resource};
@@ -23,10 +26,10 @@ pub struct ConfigsArgs {
     /// Change configs (with --add-config and/or --delete-config).
     #[arg(long)]
     alter: bool,
-    /// topics or brokers.
-    #[arg(long = "entity-type", value_name = "TYPE", value_parser = ["topics", "brokers"])]
+    /// topics, brokers or groups.
+    #[arg(long = "entity-type", value_name = "TYPE", value_parser = ["topics", "brokers", "groups"])]
     entity_type: Option<String>,
-    /// The topic name or broker id.
+    /// The topic name, broker id or group id.
     #[arg(long = "entity-name", value_name = "NAME")]
     entity_name: Option<String>,
     /// Shorthand for --entity-type topics --entity-name TOPIC.
@@ -35,6 +38,9 @@ pub struct ConfigsArgs {
     /// Shorthand for --entity-type brokers --entity-name ID.
     #[arg(long, value_name = "ID", conflicts_with_all = ["entity_type", "entity_name"])]
     broker: Option<String>,
+    /// Shorthand for --entity-type groups --entity-name GROUP.
+    #[arg(long, value_name = "GROUP", conflicts_with_all = ["entity_type", "entity_name", "topic", "broker"])]
+    group: Option<String>,
     /// With --describe: every config, not only the overridden ones.
     #[arg(long)]
     all: bool,
@@ -79,34 +85,24 @@ fn parse_add_config(s: &str) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-fn source_name(s: &ConfigSource) -> &'static str {
-    match s {
-        ConfigSource::DynamicTopic => "DYNAMIC_TOPIC_CONFIG",
-        ConfigSource::DynamicBroker => "DYNAMIC_BROKER_CONFIG",
-        ConfigSource::DynamicDefaultBroker => "DYNAMIC_DEFAULT_BROKER_CONFIG",
-        ConfigSource::StaticBroker => "STATIC_BROKER_CONFIG",
-        ConfigSource::Default => "DEFAULT_CONFIG",
-        _ => "UNKNOWN",
-    }
-}
-
 pub fn run(args: ConfigsArgs) -> Result<ExitCode> {
-    let (resource, name) = match (&args.topic, &args.broker, &args.entity_type) {
-        (Some(t), _, _) => (Resource::Topic, t.clone()),
-        (_, Some(b), _) => (Resource::Broker, b.clone()),
-        (_, _, Some(kind)) => {
+    let (resource, name) = match (&args.topic, &args.broker, &args.group, &args.entity_type) {
+        (Some(t), _, _, _) => (Resource::Topic, t.clone()),
+        (_, Some(b), _, _) => (Resource::Broker, b.clone()),
+        (_, _, Some(g), _) => (Resource::Group, g.clone()),
+        (_, _, _, Some(kind)) => {
+            let r = match kind.as_str() {
+                "topics" => Resource::Topic,
+                "groups" => Resource::Group,
+                _ => Resource::Broker,
+            };
             let Some(name) = args.entity_name.clone() else {
                 return usage("--entity-name is required with --entity-type");
-            };
-            let r = if kind == "topics" {
-                Resource::Topic
-            } else {
-                Resource::Broker
             };
             (r, name)
         }
         _ => return usage(
-            "say what to act on: --entity-type topics|brokers --entity-name NAME, or --topic NAME",
+            "say what to act on: --entity-type topics|brokers|groups --entity-name NAME, or --topic NAME",
         ),
     };
     if resource == Resource::Broker && name.parse::<i32>().is_err() {
@@ -127,30 +123,13 @@ pub fn run(args: ConfigsArgs) -> Result<ExitCode> {
 }
 
 fn describe(admin: &Admin, args: &ConfigsArgs, resource: Resource, name: &str) -> Result<ExitCode> {
-    let spec = match resource {
-        Resource::Topic => ResourceSpecifier::Topic(name),
-        Resource::Broker => ResourceSpecifier::Broker(name.parse().unwrap_or_default()),
-    };
-    let opts = AdminOptions::new().request_timeout(Some(args.conn.timeout()));
-    let results =
-        common::block_on(admin.client().describe_configs([&spec], &opts))?.map_err(|e| {
-            anyhow!(
-                "cannot describe configs: {}",
-                common::describe_kafka_error(&e)
-            )
-        })?;
-    let Some(result) = results.into_iter().next() else {
-        bail!("the broker sent no configs");
-    };
-    let res = result.map_err(|code| anyhow!("{code}"))?;
-    let what = match resource {
-        Resource::Topic => format!("topic {name}"),
-        Resource::Broker => format!("broker {name}"),
-    };
-    let mut entries: Vec<_> = res
-        .entries
+    let configs = admin
+        .describe_configs(resource, name)?
+        .map_err(|e| anyhow!("cannot describe configs: {e}"))?;
+    let what = described_as(resource, name);
+    let mut entries: Vec<_> = configs
         .iter()
-        .filter(|e| args.all || !e.is_default && e.source != ConfigSource::StaticBroker)
+        .filter(|e| args.all || !e.is_default && e.source != "STATIC_BROKER_CONFIG")
         .collect();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     if args.all {
@@ -169,7 +148,7 @@ fn describe(admin: &Admin, args: &ConfigsArgs, resource: Resource, name: &str) -
             e.name,
             value,
             e.is_sensitive,
-            source_name(&e.source),
+            e.source,
             e.name,
             value
         )?;
@@ -190,12 +169,18 @@ fn alter(admin: &Admin, args: &ConfigsArgs, resource: Resource, name: &str) -> R
         }
     }
     admin.alter_configs(resource, name, &ops)??;
-    let what = match resource {
-        Resource::Topic => format!("topic {name}"),
-        Resource::Broker => format!("broker {name}"),
-    };
+    let what = described_as(resource, name);
     outln!("Completed updating config for {what}.")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How kafka-configs.sh names a resource in its output.
+fn described_as(resource: Resource, name: &str) -> String {
+    match resource {
+        Resource::Topic => format!("topic {name}"),
+        Resource::Broker => format!("broker {name}"),
+        Resource::Group => format!("group {name}"),
+    }
 }
 
 #[cfg(test)]
