@@ -14,6 +14,8 @@ mod dir;
 mod frame;
 mod log_store;
 mod network;
+#[cfg(test)]
+mod sim;
 mod state_machine;
 mod types;
 
