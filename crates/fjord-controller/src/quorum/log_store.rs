@@ -254,6 +254,34 @@ impl RaftLogReader<MetadataRaft> for LogStore {
             .map(|(_, s)| s.entry.clone())
             .collect())
     }
+
+    /// The read replication makes: it builds an append request from the entry before
+    /// `start` and whatever this returns, assuming it begins at `start`. If the head of the
+    /// range was purged meanwhile (a leader that just stepped down may still have a
+    /// replication task reading), a later suffix would make a request whose entries do not
+    /// follow its `prev_log_id`. Answer nothing instead: openraft treats that as a
+    /// heartbeat, and a follower that needs purged entries gets a snapshot.
+    /// (`try_get_log_entries` keeps returning the suffix: openraft's own membership lookup
+    /// reads from index 0 and relies on it.)
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let inner = self.inner.lock();
+        if inner
+            .entries
+            .first_key_value()
+            .is_none_or(|(&first, _)| first > start)
+        {
+            return Ok(Vec::new());
+        }
+        Ok(inner
+            .entries
+            .range(start..end)
+            .map(|(_, s)| s.entry.clone())
+            .collect())
+    }
 }
 
 impl RaftLogStorage<MetadataRaft> for LogStore {

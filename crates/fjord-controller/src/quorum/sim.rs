@@ -339,6 +339,15 @@ impl Sim {
                     if m.state == ServerState::Leader {
                         checker.lock().leader(m.vote.leader_id().term, m.id);
                     }
+                    // Only a crash stops a member; a storage error or panic is a bug.
+                    if let Err(e) = &m.running_state {
+                        if !matches!(e, openraft::error::Fatal::Stopped) {
+                            checker
+                                .lock()
+                                .violations
+                                .push(format!("node {} stopped: {e}", m.id));
+                        }
+                    }
                 }
                 if metrics.changed().await.is_err() {
                     break;
@@ -556,11 +565,24 @@ impl Sim {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if !converged {
-            let applied: Vec<_> = readers
+            let states: Vec<String> = self
+                .members
                 .iter()
-                .map(|(id, r)| (*id, r.last_applied()))
+                .filter_map(|(id, m)| m.process.as_ref().map(|(raft, r)| (id, raft, r)))
+                .map(|(id, raft, r)| {
+                    let m = raft.metrics().borrow().clone();
+                    format!(
+                        "node {id}: applied {:?}, {:?} in term {}, log up to {:?}, snapshot {:?}, purged {:?}",
+                        r.last_applied().map(|l| l.index),
+                        m.state,
+                        m.current_term,
+                        m.last_log_index,
+                        m.snapshot.map(|l| l.index),
+                        m.purged.map(|l| l.index),
+                    )
+                })
                 .collect();
-            return Err(format!("members did not converge: {applied:?}"));
+            return Err(format!("members did not converge: {}", states.join("; ")));
         }
         self.violations()?;
         let checker = self.checker.lock();

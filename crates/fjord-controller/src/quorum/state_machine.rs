@@ -221,11 +221,11 @@ impl RaftStateMachine<MetadataRaft> for StateMachine {
             let state = &mut *guard;
             for entry in entries {
                 let log_id = entry.log_id;
-                // Copy-on-write: readers keep the image they hold, unchanged.
-                let image = Arc::make_mut(&mut state.image);
                 let batch = match &entry.payload {
                     EntryPayload::Blank => None,
                     EntryPayload::Normal(batch) => {
+                        // Copy-on-write: readers keep the image they hold, unchanged.
+                        let image = Arc::make_mut(&mut state.image);
                         for record in &batch.records {
                             image.apply(record);
                         }
