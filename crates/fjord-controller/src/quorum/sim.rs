@@ -26,7 +26,7 @@ use openraft::{Config, EntryPayload, ServerState, SnapshotPolicy};
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use super::dir::{DurableDir, MemDir};
+use super::dir::{DurableDir, FsDir, MemDir};
 use super::frame;
 use super::log_store::{LogStore, LOG_FILE};
 use super::network::{Network, QuorumTransport, Rpc, TransportError};
@@ -68,12 +68,37 @@ struct NetState {
 #[derive(Clone)]
 struct SimNet(Arc<Mutex<NetState>>);
 
+fn sim_config() -> Arc<Config> {
+    let config = Config {
+        cluster_name: "sim".into(),
+        heartbeat_interval: 50,
+        election_timeout_min: 150,
+        election_timeout_max: 300,
+        // Small, so that snapshots, purges and snapshot installs happen in every run.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(8),
+        max_in_snapshot_log_to_keep: 2,
+        purge_batch_size: 1,
+        ..Default::default()
+    };
+    Arc::new(config.validate().unwrap())
+}
+
 enum Leg {
     Deliver(Duration),
     Drop(Duration),
 }
 
 impl SimNet {
+    fn new(seed: u64) -> SimNet {
+        SimNet(Arc::new(Mutex::new(NetState {
+            rng: Rng(seed),
+            up: BTreeMap::new(),
+            group: BTreeMap::new(),
+            drop_percent: 0,
+            max_delay_ms: 10,
+        })))
+    }
+
     fn leg(&self, from: NodeId, to: NodeId) -> Leg {
         let mut guard = self.0.lock();
         let s = &mut *guard;
@@ -265,26 +290,9 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64, nodes: usize) -> Sim {
-        let config = Config {
-            cluster_name: "sim".into(),
-            heartbeat_interval: 50,
-            election_timeout_min: 150,
-            election_timeout_max: 300,
-            // Small, so that snapshots, purges and snapshot installs happen in every run.
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(8),
-            max_in_snapshot_log_to_keep: 2,
-            purge_batch_size: 1,
-            ..Default::default()
-        };
-        let config = Arc::new(config.validate().unwrap());
-        let net = SimNet(Arc::new(Mutex::new(NetState {
-            // Its own stream, so network draws do not shift the schedule of faults.
-            rng: Rng(!seed),
-            up: BTreeMap::new(),
-            group: BTreeMap::new(),
-            drop_percent: 0,
-            max_delay_ms: 10,
-        })));
+        let config = sim_config();
+        // Its own stream, so network draws do not shift the schedule of faults.
+        let net = SimNet::new(!seed);
         let members = (1..=nodes as NodeId)
             .map(|id| {
                 let member = Member {
@@ -683,4 +691,92 @@ fn quorum_simulation() {
 #[ignore]
 fn quorum_simulation_long() {
     run_seeds(500);
+}
+
+async fn start_on_disk(id: NodeId, path: &std::path::Path, net: &SimNet) -> (Raft, ImageReader) {
+    let dir: Arc<dyn DurableDir> = Arc::new(FsDir::open(path).unwrap());
+    let log = LogStore::open(dir.clone()).unwrap();
+    let sm = StateMachine::open(dir, None).unwrap();
+    let reader = sm.reader();
+    let transport = Arc::new(SimTransport {
+        from: id,
+        net: net.clone(),
+    });
+    let raft = Raft::new(id, sim_config(), Network::new(transport), log, sm)
+        .await
+        .unwrap();
+    net.0.lock().up.insert(id, raft.clone());
+    (raft, reader)
+}
+
+/// Writes one topic through whichever member leads, retrying across elections.
+async fn write_topic(nodes: &[(Raft, ImageReader)], k: u128) {
+    for _ in 0..100 {
+        let leader = nodes
+            .iter()
+            .find(|(raft, _)| raft.metrics().borrow().state == ServerState::Leader);
+        if let Some((raft, _)) = leader {
+            let batch = MetadataBatch {
+                records: vec![MetadataRecord::Topic {
+                    name: format!("t{k}"),
+                    topic_id: Uuid::from_u128(k),
+                    configs: BTreeMap::new(),
+                }],
+            };
+            if raft.client_write(batch).await.is_ok() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no leader accepted topic t{k}");
+}
+
+/// The same members on real files: enough writes for snapshots and purges, every member
+/// stopped at once, and all of them back from disk with the whole image.
+#[tokio::test(start_paused = true)]
+async fn cluster_on_disk_survives_a_full_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = SimNet::new(7);
+    let ids: [NodeId; 3] = [1, 2, 3];
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(start_on_disk(id, &tmp.path().join(format!("n{id}")), &net).await);
+    }
+    let voters: BTreeMap<NodeId, Node> = ids
+        .iter()
+        .map(|&id| (id, Node::new(format!("node-{id}"))))
+        .collect();
+    nodes[0].0.initialize(voters).await.unwrap();
+    for k in 1..=20 {
+        write_topic(&nodes, k).await;
+    }
+    for (raft, _) in &nodes {
+        raft.shutdown().await.unwrap();
+    }
+    net.0.lock().up.clear();
+    let snapshot = std::fs::metadata(tmp.path().join("n1/snapshot"));
+    assert!(snapshot.is_ok(), "no snapshot was written");
+
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(start_on_disk(id, &tmp.path().join(format!("n{id}")), &net).await);
+    }
+    write_topic(&nodes, 21).await;
+    for _ in 0..100 {
+        let applied: BTreeSet<_> = nodes.iter().map(|(_, r)| r.last_applied()).collect();
+        if applied.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (id, (_, reader)) in ids.iter().zip(&nodes) {
+        let image = reader.image();
+        for k in 1..=21u128 {
+            assert!(
+                image.topic_by_id(&Uuid::from_u128(k)).is_some(),
+                "node {id} lost topic t{k}"
+            );
+        }
+    }
 }
