@@ -8,6 +8,7 @@ mod controller;
 mod error;
 mod image;
 mod log;
+pub mod quorum;
 mod record;
 
 pub use controller::{validate_topic_name, Controller, CreatePartitionsSpec, CreateTopicSpec};

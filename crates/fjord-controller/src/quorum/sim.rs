@@ -1,0 +1,782 @@
+//! A seeded simulation of the metadata quorum: 3 or 5 members in one current-thread
+//! runtime with paused time, a network that drops, delays, reorders and partitions
+//! messages, and members that crash (losing every unsynced write, sometimes leaving a
+//! torn append behind) and restart from their durable state.
+//!
+//! Checked throughout: at most one leader per term; every member applies, at every log
+//! index, the same entry (a single canonical sequence, so applied sequences are prefixes
+//! of one another), contiguously; snapshots installed agree with it. Checked at the end,
+//! once the network heals: every acknowledged write is in that sequence at the index it
+//! was acknowledged at, and in every member's image; all images are equal.
+//!
+//! The seed drives the faults, the timings and the workload. openraft draws its election
+//! jitter from its own thread RNG, so a replay repeats the fault schedule exactly but not
+//! necessarily every interleaving inside openraft.
+//!
+//! `FJORD_SIM_SEEDS=N` runs N seeds per cluster size; `FJORD_SIM_SEED=S` replays one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::RaftError;
+use openraft::{Config, EntryPayload, ServerState, SnapshotPolicy};
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use super::dir::{DurableDir, FsDir, MemDir};
+use super::frame;
+use super::log_store::{LogStore, LOG_FILE};
+use super::network::{Network, QuorumTransport, Rpc, TransportError};
+use super::state_machine::{Applied, ApplyObserver, ImageReader, StateMachine};
+use super::types::{Entry, LogId, MetadataBatch, Node, NodeId, Raft};
+use crate::record::MetadataRecord;
+
+/// splitmix64: tiny, seedable, and good enough to pick faults.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn percent(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+}
+
+struct NetState {
+    rng: Rng,
+    /// The running process of each member that is up.
+    up: BTreeMap<NodeId, Raft>,
+    /// Members in different groups cannot reach each other.
+    group: BTreeMap<NodeId, u8>,
+    drop_percent: u64,
+    max_delay_ms: u64,
+}
+
+#[derive(Clone)]
+struct SimNet(Arc<Mutex<NetState>>);
+
+fn sim_config() -> Arc<Config> {
+    let config = Config {
+        cluster_name: "sim".into(),
+        heartbeat_interval: 50,
+        election_timeout_min: 150,
+        election_timeout_max: 300,
+        // Small, so that snapshots, purges and snapshot installs happen in every run.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(8),
+        max_in_snapshot_log_to_keep: 2,
+        purge_batch_size: 1,
+        ..Default::default()
+    };
+    Arc::new(config.validate().unwrap())
+}
+
+enum Leg {
+    Deliver(Duration),
+    Drop(Duration),
+}
+
+impl SimNet {
+    fn new(seed: u64) -> SimNet {
+        SimNet(Arc::new(Mutex::new(NetState {
+            rng: Rng(seed),
+            up: BTreeMap::new(),
+            group: BTreeMap::new(),
+            drop_percent: 0,
+            max_delay_ms: 10,
+        })))
+    }
+
+    fn leg(&self, from: NodeId, to: NodeId) -> Leg {
+        let mut guard = self.0.lock();
+        let s = &mut *guard;
+        let delay = Duration::from_millis(s.rng.below(s.max_delay_ms + 1));
+        let drop_percent = s.drop_percent;
+        if s.group.get(&from) != s.group.get(&to) || s.rng.percent(drop_percent) {
+            Leg::Drop(delay)
+        } else {
+            Leg::Deliver(delay)
+        }
+    }
+
+    fn process(&self, id: NodeId) -> Option<Raft> {
+        self.0.lock().up.get(&id).cloned()
+    }
+
+    /// Carries one request and its answer, each leg delayed and possibly lost; the
+    /// delays differ per message, so concurrent messages arrive out of order.
+    fn send<T, E, F, Fut>(&self, from: NodeId, to: NodeId, call: F) -> Rpc<T, RaftError<NodeId, E>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(Raft) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, RaftError<NodeId, E>>> + Send,
+    {
+        let net = self.clone();
+        Box::pin(async move {
+            match net.leg(from, to) {
+                Leg::Drop(d) => {
+                    tokio::time::sleep(d).await;
+                    return Err(TransportError::Lost(to, "request lost".into()));
+                }
+                Leg::Deliver(d) => tokio::time::sleep(d).await,
+            }
+            let Some(raft) = net.process(to) else {
+                return Err(TransportError::Unreachable(to, "down".into()));
+            };
+            let res = call(raft).await;
+            if let Err(RaftError::Fatal(e)) = &res {
+                // The member stopped while handling it: as good as down.
+                return Err(TransportError::Unreachable(to, e.to_string()));
+            }
+            match net.leg(to, from) {
+                Leg::Drop(d) => {
+                    tokio::time::sleep(d).await;
+                    Err(TransportError::Lost(to, "answer lost".into()))
+                }
+                Leg::Deliver(d) => {
+                    tokio::time::sleep(d).await;
+                    Ok(res)
+                }
+            }
+        })
+    }
+}
+
+struct SimTransport {
+    from: NodeId,
+    net: SimNet,
+}
+
+impl QuorumTransport for SimTransport {
+    fn append_entries(
+        &self,
+        target: NodeId,
+        _node: &Node,
+        rpc: openraft::raft::AppendEntriesRequest<super::types::MetadataRaft>,
+    ) -> Rpc<openraft::raft::AppendEntriesResponse<NodeId>> {
+        self.net.send(self.from, target, move |raft| async move {
+            raft.append_entries(rpc).await
+        })
+    }
+
+    fn vote(
+        &self,
+        target: NodeId,
+        _node: &Node,
+        rpc: openraft::raft::VoteRequest<NodeId>,
+    ) -> Rpc<openraft::raft::VoteResponse<NodeId>> {
+        self.net.send(self.from, target, move |raft| async move {
+            raft.vote(rpc).await
+        })
+    }
+
+    fn install_snapshot(
+        &self,
+        target: NodeId,
+        _node: &Node,
+        rpc: openraft::raft::InstallSnapshotRequest<super::types::MetadataRaft>,
+    ) -> Rpc<
+        openraft::raft::InstallSnapshotResponse<NodeId>,
+        RaftError<NodeId, openraft::error::InstallSnapshotError>,
+    > {
+        self.net.send(self.from, target, move |raft| async move {
+            raft.install_snapshot(rpc).await
+        })
+    }
+}
+
+/// What an entry looked like where it was first applied: every later application of the
+/// same index, anywhere, must match it.
+type Canonical = (LogId, Option<MetadataBatch>);
+
+#[derive(Default)]
+struct Checker {
+    leaders: BTreeMap<u64, NodeId>,
+    canonical: BTreeMap<u64, Canonical>,
+    /// Per member: its current process's incarnation and the last index it applied.
+    applied: BTreeMap<NodeId, (u64, Option<u64>)>,
+    acked: Vec<(LogId, MetadataBatch, Uuid)>,
+    snapshot_installs: u64,
+    violations: Vec<String>,
+}
+
+impl Checker {
+    fn leader(&mut self, term: u64, id: NodeId) {
+        if let Some(other) = self.leaders.insert(term, id) {
+            if other != id {
+                self.violations
+                    .push(format!("two leaders in term {term}: {other} and {id}"));
+            }
+        }
+    }
+
+    fn applied(&mut self, id: NodeId, incarnation: u64, event: Applied<'_>) {
+        let current = self
+            .applied
+            .get(&id)
+            .is_some_and(|(inc, _)| *inc == incarnation);
+        match event {
+            Applied::Entry { log_id, batch } => {
+                let index = log_id.index;
+                if current {
+                    let last = self.applied.get(&id).and_then(|(_, l)| *l);
+                    let expected = last.map_or(0, |l| l + 1);
+                    if index != expected {
+                        self.violations
+                            .push(format!("node {id} applied index {index} after {last:?}"));
+                    }
+                    self.applied.insert(id, (incarnation, Some(index)));
+                }
+                let seen = (log_id, batch.cloned());
+                match self.canonical.get(&index) {
+                    None => {
+                        self.canonical.insert(index, seen);
+                    }
+                    Some(first) if *first != seen => self.violations.push(format!(
+                        "node {id} applied {seen:?} at index {index}, another node {first:?}"
+                    )),
+                    Some(_) => {}
+                }
+            }
+            Applied::Snapshot { last_log_id } => {
+                self.snapshot_installs += 1;
+                if let Some(l) = last_log_id {
+                    if let Some((first, _)) = self.canonical.get(&l.index) {
+                        if *first != l {
+                            self.violations.push(format!(
+                                "node {id} installed a snapshot up to {l}, but {first} was applied there"
+                            ));
+                        }
+                    }
+                }
+                if current {
+                    self.applied
+                        .insert(id, (incarnation, last_log_id.map(|l| l.index)));
+                }
+            }
+        }
+    }
+}
+
+struct Member {
+    dir: MemDir,
+    process: Option<(Raft, ImageReader)>,
+    incarnation: u64,
+}
+
+struct Sim {
+    nodes: usize,
+    rng: Rng,
+    net: SimNet,
+    checker: Arc<Mutex<Checker>>,
+    members: BTreeMap<NodeId, Member>,
+    config: Arc<Config>,
+    next_topic: u128,
+    crashes: u64,
+}
+
+impl Sim {
+    fn new(seed: u64, nodes: usize) -> Sim {
+        let config = sim_config();
+        // Its own stream, so network draws do not shift the schedule of faults.
+        let net = SimNet::new(!seed);
+        let members = (1..=nodes as NodeId)
+            .map(|id| {
+                let member = Member {
+                    dir: MemDir::new(format!("node-{id}")),
+                    process: None,
+                    incarnation: 0,
+                };
+                (id, member)
+            })
+            .collect();
+        Sim {
+            nodes,
+            rng: Rng(seed),
+            net,
+            checker: Arc::new(Mutex::new(Checker::default())),
+            members,
+            config,
+            next_topic: 1,
+            crashes: 0,
+        }
+    }
+
+    async fn start(&mut self, id: NodeId) -> Result<(), String> {
+        let member = self.members.get_mut(&id).ok_or("no such member")?;
+        member.incarnation += 1;
+        let incarnation = member.incarnation;
+        let dir: Arc<dyn DurableDir> = Arc::new(member.dir.clone());
+        let log = LogStore::open(dir.clone()).map_err(|e| format!("node {id} log: {e}"))?;
+        let checker = self.checker.clone();
+        let observer: ApplyObserver =
+            Arc::new(move |event| checker.lock().applied(id, incarnation, event));
+        let sm =
+            StateMachine::open(dir, Some(observer)).map_err(|e| format!("node {id} sm: {e}"))?;
+        let reader = sm.reader();
+        self.checker
+            .lock()
+            .applied
+            .insert(id, (incarnation, reader.last_applied().map(|l| l.index)));
+        let transport = Arc::new(SimTransport {
+            from: id,
+            net: self.net.clone(),
+        });
+        let raft = Raft::new(id, self.config.clone(), Network::new(transport), log, sm)
+            .await
+            .map_err(|e| format!("node {id} start: {e}"))?;
+        let mut metrics = raft.metrics();
+        let checker = self.checker.clone();
+        tokio::spawn(async move {
+            loop {
+                {
+                    let m = metrics.borrow_and_update();
+                    if m.state == ServerState::Leader {
+                        checker.lock().leader(m.vote.leader_id().term, m.id);
+                    }
+                    // Only a crash stops a member; a storage error or panic is a bug.
+                    if let Err(e) = &m.running_state {
+                        if !matches!(e, openraft::error::Fatal::Stopped) {
+                            checker
+                                .lock()
+                                .violations
+                                .push(format!("node {} stopped: {e}", m.id));
+                        }
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        self.net.0.lock().up.insert(id, raft.clone());
+        member.process = Some((raft, reader));
+        Ok(())
+    }
+
+    async fn crash(&mut self, id: NodeId) {
+        let torn = if self.rng.percent(40) {
+            // Part of an append that was under way: never acknowledged, cut on restart.
+            let fake = Entry {
+                log_id: LogId::new(openraft::CommittedLeaderId::new(u64::MAX, id), u64::MAX),
+                payload: EntryPayload::Blank,
+            };
+            let frame = frame::encode(&fake).unwrap_or_default();
+            let keep = self.rng.below(frame.len() as u64) as usize;
+            frame[..keep].to_vec()
+        } else {
+            Vec::new()
+        };
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        self.net.0.lock().up.remove(&id);
+        if let Some((raft, _)) = member.process.take() {
+            let _ = raft.shutdown().await;
+        }
+        member.dir = member.dir.crash(LOG_FILE, &torn);
+        self.crashes += 1;
+    }
+
+    fn up(&self) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.process.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn leader(&self) -> Option<Raft> {
+        self.members
+            .values()
+            .filter_map(|m| m.process.as_ref())
+            .filter_map(|(raft, _)| {
+                let m = raft.metrics().borrow().clone();
+                (m.state == ServerState::Leader).then_some((m.current_term, raft.clone()))
+            })
+            .max_by_key(|(term, _)| *term)
+            .map(|(_, raft)| raft)
+    }
+
+    /// A write of one new topic (and its partition, in the same batch); acknowledged
+    /// writes are remembered with the topic they create.
+    fn propose(&mut self) {
+        let Some(raft) = self.leader() else {
+            return;
+        };
+        let k = self.next_topic;
+        self.next_topic += 1;
+        let topic_id = Uuid::from_u128(k);
+        let mut records = vec![MetadataRecord::Topic {
+            name: format!("t{k}"),
+            topic_id,
+            configs: BTreeMap::new(),
+        }];
+        if self.rng.percent(50) {
+            records.push(MetadataRecord::Partition {
+                topic_id,
+                partition: 0,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: 1,
+                leader_epoch: 0,
+            });
+        }
+        let batch = MetadataBatch { records };
+        let checker = self.checker.clone();
+        tokio::spawn(async move {
+            let res =
+                tokio::time::timeout(Duration::from_secs(3), raft.client_write(batch.clone()))
+                    .await;
+            if let Ok(Ok(resp)) = res {
+                checker.lock().acked.push((resp.log_id, batch, topic_id));
+            }
+        });
+    }
+
+    fn violations(&self) -> Result<(), String> {
+        let checker = self.checker.lock();
+        if checker.violations.is_empty() {
+            Ok(())
+        } else {
+            Err(checker.violations.join("; "))
+        }
+    }
+
+    async fn run(mut self, steps: usize) -> Result<(), String> {
+        let ids: Vec<NodeId> = self.members.keys().copied().collect();
+        for &id in &ids {
+            self.start(id).await?;
+        }
+        let first = self.members[&1].process.as_ref().map(|(r, _)| r.clone());
+        let voters: BTreeMap<NodeId, Node> = ids
+            .iter()
+            .map(|&id| (id, Node::new(format!("node-{id}"))))
+            .collect();
+        if let Some(raft) = first {
+            raft.initialize(voters)
+                .await
+                .map_err(|e| format!("initialize: {e}"))?;
+        }
+        let max_down = (self.nodes - 1) / 2;
+        for _ in 0..steps {
+            let roll = self.rng.below(100);
+            match roll {
+                0..=39 => self.propose(),
+                40..=46 => {
+                    let up = self.up();
+                    if self.nodes - up.len() < max_down {
+                        let id = up[self.rng.below(up.len() as u64) as usize];
+                        self.crash(id).await;
+                    }
+                }
+                47..=56 => {
+                    let down: Vec<NodeId> = ids
+                        .iter()
+                        .copied()
+                        .filter(|id| !self.up().contains(id))
+                        .collect();
+                    if !down.is_empty() {
+                        let id = down[self.rng.below(down.len() as u64) as usize];
+                        self.start(id).await?;
+                    }
+                }
+                57..=62 => {
+                    let groups: BTreeMap<NodeId, u8> = ids
+                        .iter()
+                        .map(|&id| (id, self.rng.below(2) as u8))
+                        .collect();
+                    self.net.0.lock().group = groups;
+                }
+                63..=70 => self.net.0.lock().group.clear(),
+                71..=75 => {
+                    let drop = self.rng.below(30);
+                    let delay = 1 + self.rng.below(100);
+                    let mut net = self.net.0.lock();
+                    net.drop_percent = drop;
+                    net.max_delay_ms = delay;
+                }
+                _ => {}
+            }
+            let pause = self.rng.below(300);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            self.violations()?;
+        }
+        self.settle().await
+    }
+
+    /// Heals everything, brings every member up, and checks that the cluster converges
+    /// on one history that holds every acknowledged write.
+    async fn settle(mut self) -> Result<(), String> {
+        {
+            let mut net = self.net.0.lock();
+            net.group.clear();
+            net.drop_percent = 0;
+            net.max_delay_ms = 10;
+        }
+        let down: Vec<NodeId> = self
+            .members
+            .keys()
+            .copied()
+            .filter(|id| !self.up().contains(id))
+            .collect();
+        for id in down {
+            self.start(id).await?;
+        }
+        // Let in-flight client writes finish or time out.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // One more write must succeed: the healed cluster is live.
+        let mut live = false;
+        for _ in 0..60 {
+            if let Some(raft) = self.leader() {
+                let batch = MetadataBatch {
+                    records: vec![MetadataRecord::ProducerIds { next: 1000 }],
+                };
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_secs(2), raft.client_write(batch)).await
+                {
+                    live = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if !live {
+            return Err("no write succeeded within 60 s after the network healed".into());
+        }
+        let readers: Vec<(NodeId, ImageReader)> = self
+            .members
+            .iter()
+            .filter_map(|(id, m)| m.process.as_ref().map(|(_, r)| (*id, r.clone())))
+            .collect();
+        let mut converged = false;
+        for _ in 0..600 {
+            let applied: BTreeSet<Option<LogId>> =
+                readers.iter().map(|(_, r)| r.last_applied()).collect();
+            if applied.len() == 1 {
+                converged = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !converged {
+            let states: Vec<String> = self
+                .members
+                .iter()
+                .filter_map(|(id, m)| m.process.as_ref().map(|(raft, r)| (id, raft, r)))
+                .map(|(id, raft, r)| {
+                    let m = raft.metrics().borrow().clone();
+                    format!(
+                        "node {id}: applied {:?}, {:?} in term {}, log up to {:?}, snapshot {:?}, purged {:?}",
+                        r.last_applied().map(|l| l.index),
+                        m.state,
+                        m.current_term,
+                        m.last_log_index,
+                        m.snapshot.map(|l| l.index),
+                        m.purged.map(|l| l.index),
+                    )
+                })
+                .collect();
+            return Err(format!("members did not converge: {}", states.join("; ")));
+        }
+        self.violations()?;
+        let checker = self.checker.lock();
+        let images: Vec<_> = readers.iter().map(|(id, r)| (*id, r.image())).collect();
+        let (first_id, first) = &images[0];
+        for (id, image) in &images[1..] {
+            if image.topics != first.topics || image.offset != first.offset {
+                return Err(format!("images of nodes {first_id} and {id} differ"));
+            }
+        }
+        for (log_id, batch, topic_id) in &checker.acked {
+            match checker.canonical.get(&log_id.index) {
+                Some((l, Some(b))) if l == log_id && b == batch => {}
+                other => {
+                    return Err(format!(
+                        "acknowledged write {log_id} was lost: index holds {other:?}"
+                    ))
+                }
+            }
+            for (id, image) in &images {
+                if image.topic_by_id(topic_id).is_none() {
+                    return Err(format!(
+                        "acknowledged write {log_id} is missing from node {id}'s image"
+                    ));
+                }
+            }
+        }
+        if std::env::var_os("FJORD_SIM_VERBOSE").is_some() {
+            eprintln!(
+                "{} nodes: {} acked, {} entries applied, {} terms with a leader, {} crashes, {} snapshot installs",
+                self.nodes,
+                checker.acked.len(),
+                checker.canonical.len(),
+                checker.leaders.len(),
+                self.crashes,
+                checker.snapshot_installs,
+            );
+        }
+        if checker.acked.is_empty() && self.nodes > 0 {
+            // Not a safety failure, but a run that commits nothing checks nothing.
+            return Err("no write was acknowledged during the run".into());
+        }
+        Ok(())
+    }
+}
+
+fn run_seed(seed: u64, nodes: usize) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        rt.block_on(Sim::new(seed, nodes).run(200))
+    }));
+    match outcome {
+        Ok(res) => res,
+        Err(panic) => Err(panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panicked".into())),
+    }
+}
+
+fn run_seeds(default_seeds: u64) {
+    let seeds: Vec<u64> = match std::env::var("FJORD_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("FJORD_SIM_SEED is a number")],
+        Err(_) => {
+            let n = std::env::var("FJORD_SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default_seeds);
+            (0..n).collect()
+        }
+    };
+    let mut failures = Vec::new();
+    for nodes in [3, 5] {
+        for &seed in &seeds {
+            if let Err(e) = run_seed(seed, nodes) {
+                eprintln!("quorum simulation FAILED: seed {seed}, {nodes} nodes: {e}");
+                failures.push(format!(
+                    "seed {seed} ({nodes} nodes): {e}\n  replay: FJORD_SIM_SEED={seed} cargo test -p fjord-controller quorum::sim"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn quorum_simulation() {
+    run_seeds(50);
+}
+
+/// The long run: `cargo test -p fjord-controller -- --ignored quorum_simulation_long`.
+#[test]
+#[ignore]
+fn quorum_simulation_long() {
+    run_seeds(500);
+}
+
+async fn start_on_disk(id: NodeId, path: &std::path::Path, net: &SimNet) -> (Raft, ImageReader) {
+    let dir: Arc<dyn DurableDir> = Arc::new(FsDir::open(path).unwrap());
+    let log = LogStore::open(dir.clone()).unwrap();
+    let sm = StateMachine::open(dir, None).unwrap();
+    let reader = sm.reader();
+    let transport = Arc::new(SimTransport {
+        from: id,
+        net: net.clone(),
+    });
+    let raft = Raft::new(id, sim_config(), Network::new(transport), log, sm)
+        .await
+        .unwrap();
+    net.0.lock().up.insert(id, raft.clone());
+    (raft, reader)
+}
+
+/// Writes one topic through whichever member leads, retrying across elections.
+async fn write_topic(nodes: &[(Raft, ImageReader)], k: u128) {
+    for _ in 0..100 {
+        let leader = nodes
+            .iter()
+            .find(|(raft, _)| raft.metrics().borrow().state == ServerState::Leader);
+        if let Some((raft, _)) = leader {
+            let batch = MetadataBatch {
+                records: vec![MetadataRecord::Topic {
+                    name: format!("t{k}"),
+                    topic_id: Uuid::from_u128(k),
+                    configs: BTreeMap::new(),
+                }],
+            };
+            if raft.client_write(batch).await.is_ok() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no leader accepted topic t{k}");
+}
+
+/// The same members on real files: enough writes for snapshots and purges, every member
+/// stopped at once, and all of them back from disk with the whole image.
+#[tokio::test(start_paused = true)]
+async fn cluster_on_disk_survives_a_full_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = SimNet::new(7);
+    let ids: [NodeId; 3] = [1, 2, 3];
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(start_on_disk(id, &tmp.path().join(format!("n{id}")), &net).await);
+    }
+    let voters: BTreeMap<NodeId, Node> = ids
+        .iter()
+        .map(|&id| (id, Node::new(format!("node-{id}"))))
+        .collect();
+    nodes[0].0.initialize(voters).await.unwrap();
+    for k in 1..=20 {
+        write_topic(&nodes, k).await;
+    }
+    for (raft, _) in &nodes {
+        raft.shutdown().await.unwrap();
+    }
+    net.0.lock().up.clear();
+    let snapshot = std::fs::metadata(tmp.path().join("n1/snapshot"));
+    assert!(snapshot.is_ok(), "no snapshot was written");
+
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(start_on_disk(id, &tmp.path().join(format!("n{id}")), &net).await);
+    }
+    write_topic(&nodes, 21).await;
+    for _ in 0..100 {
+        let applied: BTreeSet<_> = nodes.iter().map(|(_, r)| r.last_applied()).collect();
+        if applied.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (id, (_, reader)) in ids.iter().zip(&nodes) {
+        let image = reader.image();
+        for k in 1..=21u128 {
+            assert!(
+                image.topic_by_id(&Uuid::from_u128(k)).is_some(),
+                "node {id} lost topic t{k}"
+            );
+        }
+    }
+}
