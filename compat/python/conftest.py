@@ -40,6 +40,23 @@ def wait_for_port(host, port, timeout, proc=None):
     raise RuntimeError(f"broker did not accept connections on {host}:{port} within {timeout}s")
 
 
+# Every harness-started broker, so a failing test can show what the brokers logged.
+LIVE_BROKERS = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for b in LIVE_BROKERS:
+        if b.log_path and os.path.exists(b.log_path):
+            with open(b.log_path, "rb") as f:
+                tail = f.read()[-6000:].decode(errors="replace")
+            report.sections.append((f"broker {b.bootstrap} log (tail)", tail))
+
+
 class Broker:
     """A broker under test. `managed` is True when this harness owns the process."""
 
@@ -55,6 +72,7 @@ class Broker:
             self.bootstrap = f"127.0.0.1:{self.port}"
             self.data_dir = tempfile.mkdtemp(prefix="fjord-compat-")
             self.log_path = os.path.join(self.data_dir + ".log")
+            LIVE_BROKERS.append(self)
         else:
             self.managed = False
             self.bootstrap = bootstrap
@@ -100,6 +118,8 @@ class Broker:
         self.start()
 
     def cleanup(self):
+        if self in LIVE_BROKERS:
+            LIVE_BROKERS.remove(self)
         self.stop()
         if self.data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
