@@ -17,35 +17,8 @@ if ! command -v kcat >/dev/null 2>&1; then
   fi
 fi
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/kcat-compat.XXXXXX")"
-server_pid=""
-cleanup() {
-  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-    kill "$server_pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.2; done
-    kill -9 "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-if [[ -n "${FJORD_BIN:-}" ]]; then
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-  BS="127.0.0.1:$port"
-  mkdir -p "$work/data"
-  "$FJORD_BIN" server --listen "$BS" --data-dir "$work/data" > "$work/server.log" 2>&1 &
-  server_pid=$!
-  deadline=$((SECONDS + 20))
-  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-      echo "fjord exited during startup:" >&2; tail -20 "$work/server.log" >&2; exit 1
-    fi
-    (( SECONDS < deadline )) || { echo "fjord did not listen on $BS within 20 s" >&2; exit 1; }
-    sleep 0.1
-  done
-else
-  BS="$KAFKA_BOOTSTRAP"
-fi
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../broker.sh"
+broker_start kcat
 
 passed=0
 failed=0
