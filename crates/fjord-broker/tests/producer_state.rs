@@ -4,16 +4,14 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
-use common::{s, values, Client, TestBroker};
+use bytes::Bytes;
+use common::{producer_batch, s, values, Client, TestBroker};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::*;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 
 const TOPIC: &str = "idempotent";
 const PID: i64 = 4000;
@@ -21,37 +19,15 @@ const PID: i64 = 4000;
 /// One batch from an idempotent producer, as a client encodes it: one record per value,
 /// sequences counting up from `first_seq`.
 fn idempotent_batch(epoch: i16, first_seq: i32, vals: &[&str]) -> Bytes {
-    let records: Vec<Record> = vals
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: PID,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: first_seq + i as i32,
-            // Now, so that producer.id.expiration.ms cannot expire the producer mid-test.
-            timestamp: now_ms(),
-            key: None,
-            value: Some(Bytes::copy_from_slice(v.as_bytes())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::Snappy,
-        },
+    let vals: Vec<&[u8]> = vals.iter().map(|v| v.as_bytes()).collect();
+    // Now, so that producer.id.expiration.ms cannot expire the producer mid-test.
+    producer_batch(
+        &vals,
+        None,
+        now_ms(),
+        Compression::Snappy,
+        Some((PID, epoch, first_seq)),
     )
-    .expect("encode batch");
-    buf.freeze()
 }
 
 fn now_ms() -> i64 {

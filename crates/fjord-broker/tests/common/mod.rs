@@ -169,6 +169,19 @@ impl Client {
 
 /// A v2 record batch as a client would build it.
 pub fn batch(values: &[&[u8]], key: Option<&[u8]>, ts: i64, compression: Compression) -> Bytes {
+    producer_batch(values, key, ts, compression, None)
+}
+
+/// A v2 record batch, from an idempotent producer when `producer` is `(producer id, epoch,
+/// first sequence)`: sequences then count up from the first, one per record.
+pub fn producer_batch(
+    values: &[&[u8]],
+    key: Option<&[u8]>,
+    ts: i64,
+    compression: Compression,
+    producer: Option<(i64, i16, i32)>,
+) -> Bytes {
+    let (producer_id, producer_epoch, first_seq) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -177,11 +190,15 @@ pub fn batch(values: &[&[u8]], key: Option<&[u8]>, ts: i64, compression: Compres
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            sequence: if producer.is_some() {
+                first_seq + i as i32
+            } else {
+                -1
+            },
             timestamp: ts + i as i64,
             key: key.map(Bytes::copy_from_slice),
             value: Some(Bytes::copy_from_slice(v)),

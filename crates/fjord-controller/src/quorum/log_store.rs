@@ -396,6 +396,17 @@ mod tests {
         LogStore::open(Arc::new(FsDir::open(path).unwrap()))
     }
 
+    /// A store at `path` holding entries 1..=n of term 1.
+    fn store_with(path: &Path, n: u64) -> LogStore {
+        let store = open(path).unwrap();
+        store
+            .inner
+            .lock()
+            .append((1..=n).map(|i| entry(1, i)).collect())
+            .unwrap();
+        store
+    }
+
     fn indexes(store: &LogStore) -> Vec<u64> {
         store.entries().iter().map(|e| e.log_id.index).collect()
     }
@@ -403,12 +414,7 @@ mod tests {
     #[test]
     fn entries_vote_and_committed_survive_reopen() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = open(tmp.path()).unwrap();
-        store
-            .inner
-            .lock()
-            .append((1..=3).map(|i| entry(1, i)).collect())
-            .unwrap();
+        let store = store_with(tmp.path(), 3);
         let vote = Vote::new(2, 7);
         let mut state = store.inner.lock().state.clone();
         state.vote = Some(vote);
@@ -425,12 +431,7 @@ mod tests {
     #[test]
     fn torn_tail_is_cut_and_appends_resume() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = open(tmp.path()).unwrap();
-        store
-            .inner
-            .lock()
-            .append((1..=2).map(|i| entry(1, i)).collect())
-            .unwrap();
+        let store = store_with(tmp.path(), 2);
         drop(store);
         let path = tmp.path().join(LOG_FILE);
         let whole = std::fs::read(&path).unwrap();
@@ -450,12 +451,7 @@ mod tests {
     #[test]
     fn damage_in_the_middle_fails_closed() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = open(tmp.path()).unwrap();
-        store
-            .inner
-            .lock()
-            .append((1..=3).map(|i| entry(1, i)).collect())
-            .unwrap();
+        let store = store_with(tmp.path(), 3);
         let second = store.inner.lock().entries[&2].offset as usize;
         drop(store);
         let path = tmp.path().join(LOG_FILE);
@@ -481,12 +477,7 @@ mod tests {
     #[test]
     fn truncate_and_purge_survive_reopen() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = open(tmp.path()).unwrap();
-        store
-            .inner
-            .lock()
-            .append((1..=6).map(|i| entry(1, i)).collect())
-            .unwrap();
+        let store = store_with(tmp.path(), 6);
         // A new leader's log diverged at 5: entries from 5 on go.
         store.inner.lock().truncate(5).unwrap();
         store.inner.lock().append(vec![entry(2, 5)]).unwrap();
