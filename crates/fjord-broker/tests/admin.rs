@@ -7,80 +7,32 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use bytes::Bytes;
-use common::{batch, s, values, Client, TestBroker};
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use common::{batch, fetch_req, name, produce_req, s, values, Client, TestBroker};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::records::Compression;
 
-fn name(v: &str) -> TopicName {
-    TopicName(s(v))
-}
-
+/// A topic with replication factor 1.
 async fn create_with(
     c: &mut Client,
     topic: &str,
     partitions: i32,
     configs: &[(&str, &str)],
 ) -> CreateTopicsResponse {
-    let t = CreatableTopic::default()
-        .with_name(name(topic))
-        .with_num_partitions(partitions)
-        .with_replication_factor(1)
-        .with_configs(
-            configs
-                .iter()
-                .map(|(k, v)| {
-                    CreatableTopicConfig::default()
-                        .with_name(s(k))
-                        .with_value(Some(s(v)))
-                })
-                .collect(),
-        );
-    c.request(
-        CreateTopicsRequest::default()
-            .with_topics(vec![t])
-            .with_timeout_ms(5000),
-        7,
-    )
-    .await
+    common::create_with(c, topic, partitions, 1, configs).await
 }
 
+/// acks=all; the partition's error code and base offset.
 async fn produce(c: &mut Client, topic: &str, partition: i32, records: Bytes) -> (i16, i64) {
     let r = c
-        .request(
-            ProduceRequest::default()
-                .with_acks(-1)
-                .with_timeout_ms(5000)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(name(topic))
-                    .with_partition_data(vec![PartitionProduceData::default()
-                        .with_index(partition)
-                        .with_records(Some(records))])]),
-            9,
-        )
+        .request(produce_req(topic, partition, records, -1), 9)
         .await;
     let p = &r.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
 }
 
 async fn fetch_values(c: &mut Client, topic: &str, partition: i32) -> Vec<Vec<u8>> {
-    let f = c
-        .request(
-            FetchRequest::default()
-                .with_max_wait_ms(0)
-                .with_min_bytes(1)
-                .with_max_bytes(1 << 20)
-                .with_topics(vec![FetchTopic::default()
-                    .with_topic(name(topic))
-                    .with_partitions(vec![FetchPartition::default()
-                        .with_partition(partition)
-                        .with_fetch_offset(0)
-                        .with_partition_max_bytes(1 << 20)])]),
-            12,
-        )
-        .await;
+    let f = c.request(fetch_req(topic, partition, 0, 0), 12).await;
     let p = &f.responses[0].partitions[0];
     assert_eq!(p.error_code, 0, "fetch {topic}-{partition}");
     values(p.records.clone().unwrap_or_default())
@@ -391,19 +343,12 @@ async fn clients_cannot_write_delete_or_repartition_consumer_offsets() {
 
     let r = c
         .request(
-            ProduceRequest::default()
-                .with_acks(-1)
-                .with_timeout_ms(5000)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(name("__consumer_offsets"))
-                    .with_partition_data(vec![PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(batch(
-                            &[b"forged"],
-                            Some(b"k"),
-                            0,
-                            Compression::None,
-                        )))])]),
+            produce_req(
+                "__consumer_offsets",
+                0,
+                batch(&[b"forged"], Some(b"k"), 0, Compression::None),
+                -1,
+            ),
             9,
         )
         .await;

@@ -7,17 +7,16 @@ mod common;
 use std::io::Write;
 
 use bytes::Bytes;
-use common::{batch, s, values, wait_for_coordinator, Client, TestBroker};
+use common::{
+    batch, create, fetch_req, produce_req, s, values, wait_for_coordinator, Client, TestBroker,
+};
 use fjord_log::{Log, LogConfig};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopics,
 };
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::records::Compression;
 
@@ -112,19 +111,8 @@ fn bad_deltas() -> Vec<u8> {
     gzip_batch(0, &gzip(&plain), 2, 1000)
 }
 
-fn produce_req(topic: &str, records: Bytes) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(s(topic)))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])])
-}
-
 async fn produce(c: &mut Client, topic: &str, records: Bytes) -> (i16, Option<String>) {
-    let r = c.request(produce_req(topic, records), 9).await;
+    let r = c.request(produce_req(topic, 0, records, 1), 9).await;
     let p = &r.responses[0].partition_responses[0];
     (
         p.error_code,
@@ -133,18 +121,7 @@ async fn produce(c: &mut Client, topic: &str, records: Bytes) -> (i16, Option<St
 }
 
 async fn create_topic(c: &mut Client, topic: &str) {
-    let r = c
-        .request(
-            CreateTopicsRequest::default()
-                .with_topics(vec![CreatableTopic::default()
-                    .with_name(TopicName(s(topic)))
-                    .with_num_partitions(1)
-                    .with_replication_factor(1)])
-                .with_timeout_ms(5000),
-            7,
-        )
-        .await;
-    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(create(c, topic, 1, 1).await.topics[0].error_code, 0);
 }
 
 #[tokio::test]
@@ -168,20 +145,7 @@ async fn produce_refuses_bombs_and_malformed_records_and_keeps_serving() {
     // Nothing of either was stored, and the same connection goes on working.
     let good = batch(&[b"a", b"b"], None, 1000, Compression::Gzip);
     assert_eq!(produce(&mut c, "t", good).await.0, 0);
-    let fetched = c
-        .request(
-            FetchRequest::default()
-                .with_max_wait_ms(0)
-                .with_max_bytes(1 << 20)
-                .with_topics(vec![FetchTopic::default()
-                    .with_topic(TopicName(s("t")))
-                    .with_partitions(vec![FetchPartition::default()
-                        .with_partition(0)
-                        .with_fetch_offset(0)
-                        .with_partition_max_bytes(1 << 20)])]),
-            12,
-        )
-        .await;
+    let fetched = c.request(fetch_req("t", 0, 0, 0), 12).await;
     let p = &fetched.responses[0].partitions[0];
     assert_eq!((p.error_code, p.high_watermark), (0, 2));
     let records = p.records.clone().unwrap_or_default();

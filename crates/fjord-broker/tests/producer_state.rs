@@ -5,12 +5,8 @@
 mod common;
 
 use bytes::Bytes;
-use common::{producer_batch, s, values, Client, TestBroker};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use common::{create, fetch_req, produce_req, producer_batch, values, Client, TestBroker};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
-use kafka_protocol::messages::*;
 use kafka_protocol::records::Compression;
 
 const TOPIC: &str = "idempotent";
@@ -38,15 +34,7 @@ fn now_ms() -> i64 {
 }
 
 async fn produce(c: &mut Client, records: Bytes) -> PartitionProduceResponse {
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(s(TOPIC)))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])]);
-    let mut r = c.request(req, 9).await;
+    let mut r = c.request(produce_req(TOPIC, 0, records, -1), 9).await;
     r.responses.remove(0).partition_responses.remove(0)
 }
 
@@ -58,32 +46,11 @@ async fn produce_ok(c: &mut Client, records: Bytes) -> i64 {
 }
 
 async fn create_topic(c: &mut Client) {
-    let created = c
-        .request(
-            CreateTopicsRequest::default()
-                .with_topics(vec![CreatableTopic::default()
-                    .with_name(TopicName(s(TOPIC)))
-                    .with_num_partitions(1)
-                    .with_replication_factor(1)])
-                .with_timeout_ms(5000),
-            7,
-        )
-        .await;
-    assert_eq!(created.topics[0].error_code, 0);
+    assert_eq!(create(c, TOPIC, 1, 1).await.topics[0].error_code, 0);
 }
 
 async fn all_values(c: &mut Client) -> Vec<String> {
-    let req = FetchRequest::default()
-        .with_max_wait_ms(0)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(s(TOPIC)))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(0)
-                .with_partition_max_bytes(1 << 20)])]);
-    let r = c.request(req, 12).await;
+    let r = c.request(fetch_req(TOPIC, 0, 0, 0), 12).await;
     let records = r.responses[0].partitions[0]
         .records
         .clone()
