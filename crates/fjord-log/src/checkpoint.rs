@@ -17,7 +17,7 @@ pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 /// a write that a crash interrupted.
 pub(crate) const ATOMIC_FILES: [&str; 3] = [LOG_START_FILE, RECOVERY_POINT_FILE, LEADER_EPOCH_FILE];
 
-const TMP_SUFFIX: &str = ".tmp";
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
 const VERSION: &str = "0";
 
 /// Whether `name` is the temporary file of an interrupted [`write_atomic`].
@@ -38,14 +38,14 @@ pub(crate) fn write_atomic(
     fs: &Fs,
     dir: &Path,
     name: &str,
-    contents: &str,
+    contents: &[u8],
 ) -> Result<(), LogError> {
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let dst = dir.join(name);
     let f = fs
         .open(&tmp, OpenMode::Truncate)
         .ctx(|| format!("creating {}", tmp.display()))?;
-    f.write_all_at(contents.as_bytes(), 0)
+    f.write_all_at(contents, 0)
         .and_then(|()| f.sync_data())
         .ctx(|| format!("writing {}", tmp.display()))?;
     drop(f);
@@ -56,7 +56,7 @@ pub(crate) fn write_atomic(
 
 /// Writes a single-offset checkpoint: version line, then the offset.
 pub(crate) fn write_offset(fs: &Fs, dir: &Path, name: &str, offset: i64) -> Result<(), LogError> {
-    write_atomic(fs, dir, name, &format!("{VERSION}\n{offset}\n"))
+    write_atomic(fs, dir, name, format!("{VERSION}\n{offset}\n").as_bytes())
 }
 
 /// Reads a single-offset checkpoint; a missing or unreadable one counts as absent, because the
@@ -119,7 +119,7 @@ impl EpochCache {
         for (e, o) in &self.entries {
             text.push_str(&format!("{e} {o}\n"));
         }
-        write_atomic(fs, dir, LEADER_EPOCH_FILE, &text)
+        write_atomic(fs, dir, LEADER_EPOCH_FILE, text.as_bytes())
     }
 
     pub fn latest(&self) -> Option<i32> {

@@ -297,6 +297,13 @@ fn parse_segment_name(name: &str) -> Option<(i64, FileKind)> {
     Some((base, kind))
 }
 
+/// Whether `name` is the temporary file of an interrupted producer-snapshot write.
+fn is_snapshot_temp(name: &str) -> bool {
+    name.strip_suffix(checkpoint::TMP_SUFFIX)
+        .and_then(parse_segment_name)
+        .is_some_and(|(_, kind)| kind == FileKind::Snapshot)
+}
+
 /// What [`scan_dir`] found.
 struct Listing {
     /// Base offsets of the well-formed `.log` files, ascending.
@@ -331,7 +338,7 @@ fn scan_dir(fs: &Fs, dir: &Path) -> Result<Listing, LogError> {
         {
             continue;
         }
-        if checkpoint::is_atomic_temp(name) {
+        if checkpoint::is_atomic_temp(name) || is_snapshot_temp(name) {
             tracing::info!(dir = %dir.display(), file = name, "removing temp file of an interrupted checkpoint write");
             remove_if_exists(fs, &dir.join(name))?;
             continue;

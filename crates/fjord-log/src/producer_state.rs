@@ -18,8 +18,6 @@
 //! ```
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::batch::BatchHeader;
@@ -416,7 +414,7 @@ impl ProducerStateManager {
     }
 }
 
-/// Writes one snapshot file atomically: temp file, fsync, rename, directory fsync. Runs
+/// Writes one snapshot file atomically (temp file, fsync, rename, directory fsync). Runs
 /// without the log's lock: it is only I/O.
 pub(crate) fn write_snapshot_file(
     fs: &Fs,
@@ -424,22 +422,8 @@ pub(crate) fn write_snapshot_file(
     offset: i64,
     bytes: &[u8],
 ) -> Result<(), LogError> {
-    let dst = snapshot_path(dir, offset);
-    // Ends in `.tmp` so that the log's directory scan clears it after a crash.
-    let tmp = dir.join(format!("{offset:020}.{SNAPSHOT_EXT}.tmp"));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .ctx(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .ctx(|| format!("writing {}", tmp.display()))?;
-    drop(f);
-    fs.rename(&tmp, &dst)
-        .ctx(|| format!("renaming {}", tmp.display()))?;
-    checkpoint::sync_dir(fs, dir)
+    // Its temp file is cleared by the log's directory scan after a crash.
+    checkpoint::write_atomic(fs, dir, &format!("{offset:020}.{SNAPSHOT_EXT}"), bytes)
 }
 
 fn check_sequence(pid: i64, e: &ProducerEntry, h: &BatchHeader) -> Result<(), LogError> {

@@ -332,3 +332,27 @@ fn racing_retries_are_stored_once() {
     }
     assert_eq!(log.log_end_offset(), 40);
 }
+
+/// A snapshot write cut short by a crash leaves its temp file; the next open removes it
+/// and the log and its producers are as before.
+#[test]
+fn an_interrupted_snapshot_write_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    append(&log, 7, 0, 0, 3).unwrap();
+    log.close().unwrap();
+    drop(log);
+    let tmp = dir.path().join("00000000000000000003.snapshot.tmp");
+    std::fs::write(&tmp, b"half a snapshot").unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert!(
+        !tmp.exists(),
+        "the temp file of an interrupted write is cleared"
+    );
+    assert!(log.recovery_summary().ignored_files.is_empty());
+    assert_eq!(
+        append(&log, 7, 0, 0, 3).unwrap(),
+        0,
+        "a retry keeps its offset"
+    );
+}
