@@ -262,44 +262,44 @@ impl ByteGauge {
 /// Raises the soft open-file limit to the hard limit: a broker holds a descriptor per
 /// connection and per active segment, and the common soft default (1024) is far too low.
 pub fn raise_descriptor_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let Some(mut lim) = open_file_limit() else {
+        return;
     };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let before = lim.rlim_cur;
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-                tracing::debug!(
-                    from = before,
-                    to = lim.rlim_max,
-                    "raised the open-file limit"
-                );
-            }
+    if lim.rlim_cur < lim.rlim_max {
+        let before = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+            tracing::debug!(
+                from = before,
+                to = lim.rlim_max,
+                "raised the open-file limit"
+            );
         }
     }
 }
 
-/// Descriptors the broker may spend on client connections: the open-file limit less a
-/// share kept for logs, indexes and the broker's own files.
-fn descriptor_budget() -> usize {
+/// The process's open-file limit (soft and hard), if it can be read.
+fn open_file_limit() -> Option<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit only writes the struct we pass.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
-    if !ok || lim.rlim_cur == libc::RLIM_INFINITY {
-        return usize::MAX;
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
+}
+
+/// Descriptors the broker may spend on client connections: the open-file limit less a
+/// share kept for logs, indexes and the broker's own files.
+fn descriptor_budget() -> usize {
+    match open_file_limit() {
+        Some(lim) if lim.rlim_cur != libc::RLIM_INFINITY => {
+            let limit = lim.rlim_cur as usize;
+            // Keep a quarter (at least 256) for storage, so connections never starve the logs.
+            limit.saturating_sub((limit / 4).max(256)).max(16)
+        }
+        _ => usize::MAX,
     }
-    let limit = lim.rlim_cur as usize;
-    // Keep a quarter (at least 256) for storage, so connections can never starve the logs.
-    limit.saturating_sub((limit / 4).max(256)).max(16)
 }
 
 #[cfg(test)]
