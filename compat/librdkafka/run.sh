@@ -13,7 +13,9 @@
 #
 # Environment:
 #   LIBRDKAFKA_MODES     group protocols to run (default "classic consumer")
-#   LIBRDKAFKA_PARALLEL  tests run at once by test-runner (default 4)
+#   LIBRDKAFKA_PARALLEL  tests run at once by test-runner (default 2: with 4 on two cores,
+#                        timing-bound tests such as 0088 or an admin call in 0091 sometimes
+#                        ran out of time, and one test timing out aborts the whole run)
 #   LIBRDKAFKA_TESTS     run only these test numbers, e.g. "0001,0030" (default: allow-list)
 #   LIBRDKAFKA_KEEP_LOGS a directory to copy test-runner's output (and fjord's log) into
 # A broker given by KAFKA_BOOTSTRAP needs librdkafka's default test cluster settings:
@@ -131,7 +133,7 @@ done
 # --- run each mode, then check the allow-list -------------------------------------------
 allow="$here/allow-list.txt"
 modes="${LIBRDKAFKA_MODES:-classic consumer}"
-parallel="${LIBRDKAFKA_PARALLEL:-4}"
+parallel="${LIBRDKAFKA_PARALLEL:-2}"
 bad=0
 for mode in $modes; do
   tests="${LIBRDKAFKA_TESTS:-$(python3 "$here/allow_list.py" numbers "$allow" "$mode")}"
