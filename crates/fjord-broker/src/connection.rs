@@ -269,6 +269,9 @@ async fn read_requests(
         tokio::spawn(async move {
             // Whether the predecessor finished or failed, it no longer holds the turn.
             let _ = wait_for.await;
+            let turn_at = Instant::now();
+            let api_version = header.request_api_version;
+            let correlation_id = header.correlation_id;
             let reply = run_one(
                 &state,
                 &budget,
@@ -279,6 +282,19 @@ async fn read_requests(
                 Turn(turn_tx),
             )
             .await;
+            // Kafka's request log, in brief: enough to tell a slow handler from a request
+            // that waited for the one before it.
+            tracing::debug!(
+                target: "fjord::request",
+                %peer,
+                api = ?api_key,
+                version = api_version,
+                correlation_id,
+                waited_ms = (turn_at - started).as_millis() as u64,
+                handled_ms = turn_at.elapsed().as_millis() as u64,
+                bytes = reply.counted,
+                "request answered"
+            );
             drop(counted);
             let _ = reply_tx.send(reply);
         });

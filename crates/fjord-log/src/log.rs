@@ -84,12 +84,14 @@ pub struct RecoverySummary {
     pub ignored_files: Vec<String>,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+    /// The directory held no segment yet: the log was created, nothing was recovered.
+    pub created: bool,
 }
 
 impl RecoverySummary {
     /// Whether recovery ran at all (no clean-shutdown marker).
     pub fn recovery_ran(&self) -> bool {
-        !self.clean_shutdown
+        !self.clean_shutdown && !self.created
     }
 }
 
@@ -379,6 +381,7 @@ impl Log {
         fs.create_dir_all(&dir)
             .ctx(|| format!("creating {}", dir.display()))?;
         let listing = scan_dir(&fs, &dir)?;
+        let fresh = listing.bases.is_empty();
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = fs.exists(&marker);
         // A clean close sets the recovery point to the log end; it is read either way.
@@ -391,6 +394,7 @@ impl Log {
         };
         let mut summary = RecoverySummary {
             clean_shutdown: clean,
+            created: fresh,
             recovery_point: if clean { None } else { rp_checkpoint },
             ignored_files: listing.ignored,
             ..RecoverySummary::default()
@@ -554,7 +558,11 @@ impl Log {
         if epochs_changed {
             epochs.store(&fs, &dir)?;
         }
-        checkpoint::write_offset(&fs, &dir, RECOVERY_POINT_FILE, leo)?;
+        // The recovery point moves to the log end; rewriting an unchanged one (or writing a
+        // first one for an empty log, whose recovery scans nothing) would only cost fsyncs.
+        if rp_checkpoint != Some(leo) && !(rp_checkpoint.is_none() && leo == 0) {
+            checkpoint::write_offset(&fs, &dir, RECOVERY_POINT_FILE, leo)?;
+        }
         // Idempotent producers' state, from the newest snapshot and the batch headers after
         // it; the directory sync below makes any stale snapshot's removal durable.
         let mut producers = ProducerStateManager::new(&fs, &dir);
@@ -568,7 +576,9 @@ impl Log {
         summary.segments = segments.len();
         summary.log_start_offset = log_start;
         summary.log_end_offset = leo;
-        if clean {
+        if fresh {
+            tracing::debug!(dir = %dir.display(), "created an empty log");
+        } else if clean {
             tracing::debug!(dir = %dir.display(), log_start, leo, segments = segments.len(), "log opened after a clean shutdown");
         } else {
             tracing::info!(
