@@ -9,6 +9,8 @@ to pass with). `#` starts a comment; excluded tests are comment lines with their
     allow_list.py check ALLOW MODE LOG [TESTS]
         reads test-runner's summary table from LOG; exits 1 if an allow-listed test (of
         the numbers in TESTS, default all) did not pass
+    allow_list.py failed ALLOW MODE LOG [TESTS]
+        the numbers of the allow-listed tests that did not pass, comma-separated
 """
 import re
 import sys
@@ -64,13 +66,17 @@ def main():
         names = read_allow(sys.argv[2], sys.argv[3])
         print(",".join(sorted({n[:4] for n in names})))
         return 0
-    if len(sys.argv) in (5, 6) and sys.argv[1] == "check":
+    if len(sys.argv) in (5, 6) and sys.argv[1] in ("check", "failed"):
         allow_path, mode, log_path = sys.argv[2:5]
         names = read_allow(allow_path, mode)
         if len(sys.argv) == 6:
             wanted = set(sys.argv[5].split(","))
             names = [n for n in names if n[:4] in wanted]
         got = summary(log_path)
+        if sys.argv[1] == "failed":
+            bad = {n[:4] for n in names if got.get(n, ("NOT RUN",))[0] != "PASSED"}
+            print(",".join(sorted(bad)))
+            return 0
         if not got:
             print(f"no test summary in the test-runner output; its last lines:")
             with open(log_path, errors="replace") as f:

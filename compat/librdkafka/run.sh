@@ -10,6 +10,8 @@
 # allow-list.txt names the tests expected to pass, per group protocol. Only their test
 # numbers are run; an allow-listed test that does not pass fails the suite. Other tests
 # that share a number with an allow-listed one run too and are reported, but never fail it.
+# When at most three allow-listed tests fail, each gets one more run, alone (the output
+# says so); one that fails again fails the suite.
 #
 # Environment:
 #   LIBRDKAFKA_MODES     group protocols to run (default "classic consumer")
@@ -134,15 +136,11 @@ done
 allow="$here/allow-list.txt"
 modes="${LIBRDKAFKA_MODES:-classic consumer}"
 parallel="${LIBRDKAFKA_PARALLEL:-2}"
-bad=0
-for mode in $modes; do
-  tests="${LIBRDKAFKA_TESTS:-$(python3 "$here/allow_list.py" numbers "$allow" "$mode")}"
-  tests_arg="${LIBRDKAFKA_TESTS:-}"
-  if [[ -z "$tests" ]]; then
-    echo "no tests allow-listed for $mode" >&2; bad=1; continue
-  fi
-  echo "=== librdkafka $lib_ver tests, group protocol $mode, against $BS"
-  start=$SECONDS
+
+# run_tests MODE TESTS PARALLEL SECONDS LOG: test-runner on test numbers TESTS; its exit
+# code is reported, the verdict comes from the allow-list check of LOG.
+run_tests() {
+  local start=$SECONDS rc
   set +e
   (
     cd "$build/tests"
@@ -152,19 +150,43 @@ for mode in $modes; do
     # -Q: the suite's quick mode (fewer messages and iterations), as librdkafka's CI runs it.
     # stdbuf: test-runner prints its summary table to stdout and may abort() right after
     # (e.g. on leaked client threads); line buffering keeps the table.
-    env TESTS="$tests" TEST_KAFKA_VERSION=4.1.1 TEST_CONSUMER_GROUP_PROTOCOL="$mode" \
+    env TESTS="$2" TEST_KAFKA_VERSION=4.1.1 TEST_CONSUMER_GROUP_PROTOCOL="$1" \
       RDKAFKA_TEST_CONF="$work/test.conf" BROKERS="$BS" KAFKA_PATH="$work/kafka" \
       LD_LIBRARY_PATH="../src:../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-      timeout --kill-after=10 900 stdbuf -oL ./test-runner -Q -p"$parallel"
-  ) > "$work/$mode.log" 2>&1
+      timeout --kill-after=10 "$4" stdbuf -oL ./test-runner -Q -p"$3"
+  ) > "$5" 2>&1
   rc=$?
   set -e
   echo "test-runner exited $rc after $((SECONDS - start)) s"
   if [[ -n "${LIBRDKAFKA_KEEP_LOGS:-}" ]]; then
     mkdir -p "$LIBRDKAFKA_KEEP_LOGS"
-    cp "$work/$mode.log" "$LIBRDKAFKA_KEEP_LOGS/"
+    cp "$5" "$LIBRDKAFKA_KEEP_LOGS/"
   fi
-  python3 "$here/allow_list.py" check "$allow" "$mode" "$work/$mode.log" $tests_arg || bad=1
+}
+
+bad=0
+for mode in $modes; do
+  tests="${LIBRDKAFKA_TESTS:-$(python3 "$here/allow_list.py" numbers "$allow" "$mode")}"
+  tests_arg="${LIBRDKAFKA_TESTS:-}"
+  if [[ -z "$tests" ]]; then
+    echo "no tests allow-listed for $mode" >&2; bad=1; continue
+  fi
+  echo "=== librdkafka $lib_ver tests, group protocol $mode, against $BS"
+  run_tests "$mode" "$tests" "$parallel" 900 "$work/$mode.log"
+  if python3 "$here/allow_list.py" check "$allow" "$mode" "$work/$mode.log" $tests_arg; then
+    continue
+  fi
+  # Many of these tests assert timings (a poll within 10 s, a result within its timeout)
+  # that two tests at a time on two loaded cores occasionally miss. A few failures get one
+  # more run each, alone; a test that fails again fails the suite, and so does a run
+  # where more than a few failed, which is a real breakage rather than timing.
+  again="$(python3 "$here/allow_list.py" failed "$allow" "$mode" "$work/$mode.log" $tests_arg)"
+  if [[ -z "$again" || "$(tr ',' '\n' <<<"$again" | wc -l)" -gt 3 ]]; then
+    bad=1; continue
+  fi
+  echo "=== retrying $again alone, group protocol $mode"
+  run_tests "$mode" "$again" 1 300 "$work/$mode-retry.log"
+  python3 "$here/allow_list.py" check "$allow" "$mode" "$work/$mode-retry.log" "$again" || bad=1
 done
 if [[ -n "${LIBRDKAFKA_KEEP_LOGS:-}" && -f "$work/server.log" ]]; then
   cp "$work/server.log" "$LIBRDKAFKA_KEEP_LOGS/"
