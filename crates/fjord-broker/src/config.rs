@@ -6,6 +6,7 @@
 //! `server.properties` starts Fjord. Any other name is an error rather than a silent no-op:
 //! a typo in a retention setting should stop the server, not quietly keep data for a week.
 
+mod cluster;
 mod kafka_names;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 
 use fjord_log::{LogConfig, TimestampType};
 
+pub use cluster::{ClusterConfig, Roles};
 pub use kafka_names::is_kafka_broker_property;
 
 /// The kinds a property value can take; also the `config_type` DescribeConfigs reports.
@@ -50,6 +52,21 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
     ("process.roles", "broker,controller", PropType::List),
     ("listeners", "PLAINTEXT://127.0.0.1:9092", PropType::List),
     ("advertised.listeners", "", PropType::List),
+    ("controller.listener.names", "", PropType::List),
+    (
+        "listener.security.protocol.map",
+        "SASL_SSL:SASL_SSL,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        PropType::List,
+    ),
+    ("inter.broker.listener.name", "", PropType::String),
+    ("controller.quorum.voters", "", PropType::List),
+    (
+        "controller.quorum.election.timeout.ms",
+        "1000",
+        PropType::Int,
+    ),
+    ("broker.heartbeat.interval.ms", "2000", PropType::Int),
+    ("broker.session.timeout.ms", "9000", PropType::Int),
     ("log.dirs", "./fjord-data", PropType::String),
     ("log.dir", "", PropType::String),
     ("broker.rack", "", PropType::String),
@@ -181,6 +198,14 @@ pub struct BrokerConfig {
     pub listener: Endpoint,
     /// What clients are told to connect to; defaults to the listener.
     pub advertised: Endpoint,
+    /// Roles, the controller listener and the quorum's voters.
+    pub cluster: ClusterConfig,
+    /// `controller.quorum.election.timeout.ms`.
+    pub election_timeout_ms: u64,
+    /// How often a cluster member tells the active controller it is alive.
+    pub broker_heartbeat_interval_ms: u64,
+    /// A broker silent this long is fenced.
+    pub broker_session_timeout_ms: u64,
     pub rack: Option<String>,
     pub data_dir: PathBuf,
     pub num_partitions: i32,
@@ -309,11 +334,7 @@ impl BrokerConfig {
         if node_id < 0 {
             return Err(r.invalid("node.id", "must be 0 or greater"));
         }
-        let listener = parse_listener("listeners", &r.string("listeners"))?;
-        let advertised = match r.string("advertised.listeners") {
-            s if s.is_empty() => listener.clone(),
-            s => parse_listener("advertised.listeners", &s)?,
-        };
+        let cluster = cluster::parse(&r, node_id)?;
         let data_dir = match r.string("log.dir") {
             d if !d.is_empty() && !props.contains_key("log.dirs") => d,
             _ => r.string("log.dirs"),
@@ -430,8 +451,12 @@ impl BrokerConfig {
         }
         Ok(BrokerConfig {
             node_id,
-            listener,
-            advertised,
+            listener: cluster.listener.clone(),
+            advertised: cluster.advertised.clone(),
+            election_timeout_ms: positive("controller.quorum.election.timeout.ms")? as u64,
+            broker_heartbeat_interval_ms: positive("broker.heartbeat.interval.ms")? as u64,
+            broker_session_timeout_ms: positive("broker.session.timeout.ms")? as u64,
+            cluster,
             rack: Some(r.string("broker.rack")).filter(|s| !s.is_empty()),
             data_dir: PathBuf::from(data_dir),
             num_partitions: positive("num.partitions")? as i32,
@@ -543,23 +568,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Accepts `PLAINTEXT://host:port`, `host:port`, and the first of a comma list.
-fn parse_listener(name: &str, value: &str) -> Result<Endpoint, ConfigError> {
+/// One `HOST:PORT` of a listener-like property (`[v6]:port` too; an empty host means all
+/// interfaces).
+fn parse_endpoint(name: &str, value: &str, addr: &str) -> Result<Endpoint, ConfigError> {
     let invalid = |reason: &str| ConfigError::Invalid {
         name: name.into(),
         value: value.into(),
         reason: reason.into(),
     };
-    let first = value.split(',').next().unwrap_or("").trim();
-    let addr = match first.split_once("://") {
-        Some((proto, rest)) => {
-            if !proto.eq_ignore_ascii_case("PLAINTEXT") {
-                return Err(invalid("only PLAINTEXT listeners are supported so far"));
-            }
-            rest
-        }
-        None => first,
-    };
     let (host, port) = addr
+        .trim()
         .rsplit_once(':')
         .ok_or_else(|| invalid("expected HOST:PORT"))?;
     let port: u16 = port

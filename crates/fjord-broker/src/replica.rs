@@ -323,7 +323,10 @@ impl ReplicaManager {
             if let Err(e) = sync_dir(&self.data_dir) {
                 failure = Some(BrokerError::Kafka(
                     code::KAFKA_STORAGE_ERROR,
-                    format!("Cannot create topic {topic} on broker {}: {e}", self.node_id),
+                    format!(
+                        "Cannot create topic {topic} on broker {}: {e}",
+                        self.node_id
+                    ),
                 ));
             }
         }
@@ -902,6 +905,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 9092,
             rack: None,
+            incarnation: None,
         });
         let mut new = old.clone();
         let topic_id = Uuid::new_v4();

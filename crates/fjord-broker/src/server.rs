@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use fjord_controller::quorum::{QuorumMember, QuorumTiming};
 use fjord_controller::Controller;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
@@ -39,12 +40,16 @@ impl Server {
         fs::create_dir_all(&dir)
             .map_err(|e| BrokerError::io(format!("create data directory {}", dir.display()), e))?;
         let lock = lock_data_dir(&dir)?;
-        let cluster_id = load_identity(&dir, config.node_id)?;
+        let metadata_dir = dir.join("__cluster_metadata-0");
+        let quorum_mode = !config.cluster.voters.is_empty();
+        check_metadata_kind(&metadata_dir, quorum_mode)?;
+        let cluster_id = load_identity(&dir, config.node_id, quorum_cluster_id(&config))?;
 
-        let controller = Arc::new(Controller::open(
-            &dir.join("__cluster_metadata-0"),
-            config.node_id,
-        )?);
+        let controller = if quorum_mode {
+            start_quorum(&config, &metadata_dir).await?
+        } else {
+            Arc::new(Controller::open(&metadata_dir, config.node_id)?)
+        };
         let listener = TcpListener::bind(config.bind_addr()?)
             .await
             .map_err(|e| BrokerError::io(format!("bind {}", config.listen_addr()), e))?;
@@ -62,12 +67,7 @@ impl Server {
         } else {
             config.advertised.host.clone()
         };
-        controller.register_broker(
-            config.node_id,
-            &host,
-            advertised_port as i32,
-            config.rack.clone(),
-        )?;
+        register(&controller, &config, host, advertised_port as i32).await?;
 
         let replicas = ReplicaManager::new(&config);
         replicas.reconcile(&controller.image())?;
@@ -113,6 +113,8 @@ impl Server {
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let maintenance = tokio::spawn(maintenance(self.state.clone()));
         let groups = tokio::spawn(crate::group::run(self.state.clone()));
+        let follower = tokio::spawn(follow_metadata(self.state.clone()));
+        let liveness = tokio::spawn(liveness(self.state.clone()));
         tracing::info!(addr = %self.local_addr()?, "listening");
 
         let accept = async {
@@ -160,6 +162,11 @@ impl Server {
         }
         maintenance.abort();
         groups.abort();
+        follower.abort();
+        liveness.abort();
+        if let Some(q) = self.state.controller.quorum() {
+            q.shutdown().await;
+        }
         let state = self.state.clone();
         tokio::task::spawn_blocking(move || state.replicas.shutdown())
             .await
@@ -199,6 +206,58 @@ async fn maintenance(state: Arc<BrokerState>) {
     }
 }
 
+/// Applies every metadata change to the hosted partitions. In a cluster, changes made
+/// through other nodes arrive only this way; alone, it is a cheap no-op after the
+/// handler that made the change already reconciled.
+async fn follow_metadata(state: Arc<BrokerState>) {
+    let mut changed = state.controller.subscribe();
+    while changed.changed().await.is_ok() {
+        let s = state.clone();
+        match tokio::task::spawn_blocking(move || s.reconcile()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("applying a metadata change to this broker failed: {e}"),
+            Err(e) => tracing::error!("metadata change task failed: {e}"),
+        }
+    }
+}
+
+/// In a cluster: heartbeats to the active controller every `broker.heartbeat.interval.ms`
+/// and, on the active controller, fences brokers whose heartbeats stopped.
+async fn liveness(state: Arc<BrokerState>) {
+    if state.controller.quorum().is_none() {
+        return;
+    }
+    let every = Duration::from_millis(state.config.broker_heartbeat_interval_ms);
+    let mut ticks = tokio::time::interval(every.min(Duration::from_secs(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_beat: Option<tokio::time::Instant> = None;
+    loop {
+        ticks.tick().await;
+        let s = state.clone();
+        let beat = last_beat.is_none_or(|t| t.elapsed() >= every);
+        let done = tokio::task::spawn_blocking(move || {
+            let beat = beat.then(|| s.controller.heartbeat(s.node_id()));
+            (beat, s.controller.fence_expired())
+        })
+        .await;
+        let Ok((beat, fenced)) = done else { continue };
+        match beat {
+            Some(Ok(())) => last_beat = Some(tokio::time::Instant::now()),
+            Some(Err(e)) => tracing::debug!("heartbeat to the active controller failed: {e}"),
+            None => {}
+        }
+        match fenced {
+            Ok(ids) if !ids.is_empty() => tracing::warn!(
+                brokers = ?ids,
+                timeout_ms = state.config.broker_session_timeout_ms,
+                "fenced brokers that stopped heartbeating (broker.session.timeout.ms)"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("fencing silent brokers failed: {e}"),
+        }
+    }
+}
+
 /// Takes an exclusive lock on `<data>/.lock`, refusing to share the directory with a
 /// second server: two writers on one log would corrupt it.
 fn lock_data_dir(dir: &Path) -> Result<File, BrokerError> {
@@ -217,8 +276,128 @@ fn lock_data_dir(dir: &Path) -> Result<File, BrokerError> {
     Ok(file)
 }
 
-/// Reads `meta.properties` (cluster id, node id) or writes it on first start.
-fn load_identity(dir: &Path, node_id: i32) -> Result<String, BrokerError> {
+/// The cluster id of a quorum member: derived from the voter set, so that the nodes of
+/// one cluster agree on it without being told, and a node restarted with a different
+/// voter list is refused by its own `meta.properties`.
+fn quorum_cluster_id(config: &BrokerConfig) -> Option<String> {
+    if config.cluster.voters.is_empty() {
+        return None;
+    }
+    let voters: Vec<String> = config
+        .cluster
+        .voters
+        .iter()
+        .map(|(id, e)| format!("{id}@{}:{}", e.host, e.port))
+        .collect();
+    let digest = crc32c::crc32c(voters.join(",").as_bytes());
+    let spread = crc32c::crc32c_append(digest, b"fjord-cluster");
+    let mut bytes = [0u8; 16];
+    bytes[..4].copy_from_slice(&digest.to_be_bytes());
+    bytes[4..8].copy_from_slice(&spread.to_be_bytes());
+    bytes[8..12].copy_from_slice(&(!digest).to_be_bytes());
+    bytes[12..].copy_from_slice(&(!spread).to_be_bytes());
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// A one-node metadata log and a quorum member's log share `__cluster_metadata-0`; a
+/// directory of one kind is never started as the other, which would read it as empty
+/// and hide every topic.
+fn check_metadata_kind(dir: &Path, quorum_mode: bool) -> Result<(), BrokerError> {
+    let has = |name: &str| fs::metadata(dir.join(name)).is_ok_and(|m| m.len() > 0);
+    if quorum_mode && has("metadata.log") {
+        return Err(BrokerError::Startup(format!(
+            "{} holds a one-node Fjord's metadata; this data directory cannot join a quorum              (controller.quorum.voters is set). Start it without controller.quorum.voters.",
+            dir.display()
+        )));
+    }
+    if !quorum_mode && (has("raft.log") || has("raft.state")) {
+        return Err(BrokerError::Startup(format!(
+            "{} belongs to a member of a metadata quorum; start this node with its              controller.quorum.voters",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Opens this node's quorum member: binds the controller listener and starts raft.
+async fn start_quorum(
+    config: &BrokerConfig,
+    metadata_dir: &Path,
+) -> Result<Arc<Controller>, BrokerError> {
+    let endpoint = config.cluster.controller_listener.as_ref().ok_or_else(|| {
+        BrokerError::Startup("a quorum member needs a controller listener".into())
+    })?;
+    let addr = format!("{}:{}", endpoint.host, endpoint.port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|e| BrokerError::io(format!("bind controller listener {addr}"), e))?;
+    let voters = config
+        .cluster
+        .voters
+        .iter()
+        .map(|(id, e)| (*id, format!("{}:{}", e.host, e.port)))
+        .collect();
+    let timing = QuorumTiming {
+        election_timeout_ms: config.election_timeout_ms,
+    };
+    let member =
+        QuorumMember::start(config.node_id, &voters, metadata_dir, listener, &timing).await?;
+    let controller = Arc::new(Controller::with_quorum(
+        member.clone(),
+        config.node_id,
+        config.broker_session_timeout_ms as i64,
+    ));
+    member.serve_controller(&controller);
+    tracing::info!(node_id = config.node_id, controller_listener = %addr, voters = ?config.cluster.voters.keys().collect::<Vec<_>>(), "metadata quorum member started");
+    Ok(controller)
+}
+
+/// Registers this broker with the active controller. A quorum member waits for the
+/// quorum to form (nodes start in any order); once registered, its image holds every
+/// change committed before, so the first reconcile never mistakes a partition for a
+/// stray.
+async fn register(
+    controller: &Arc<Controller>,
+    config: &BrokerConfig,
+    host: String,
+    port: i32,
+) -> Result<(), BrokerError> {
+    let started = std::time::Instant::now();
+    let mut reported = std::time::Instant::now();
+    loop {
+        let c = controller.clone();
+        let (id, rack, host) = (config.node_id, config.rack.clone(), host.clone());
+        let result =
+            tokio::task::spawn_blocking(move || c.register_broker(id, &host, port, rack)).await;
+        match result {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) if controller.quorum().is_some() => {
+                if reported.elapsed() >= Duration::from_secs(5) {
+                    tracing::info!(
+                        waited_s = started.elapsed().as_secs(),
+                        "waiting for the metadata quorum: {e}"
+                    );
+                    reported = std::time::Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => {
+                return Err(BrokerError::Startup(format!(
+                    "broker registration failed: {e}"
+                )))
+            }
+        }
+    }
+}
+
+/// Reads `meta.properties` (cluster id, node id) or writes it on first start. A quorum
+/// member's cluster id is given (`expected`); a directory of another cluster is refused.
+fn load_identity(
+    dir: &Path,
+    node_id: i32,
+    expected: Option<String>,
+) -> Result<String, BrokerError> {
     let path = dir.join("meta.properties");
     match fs::read_to_string(&path) {
         Ok(text) => {
@@ -231,13 +410,22 @@ fn load_identity(dir: &Path, node_id: i32) -> Result<String, BrokerError> {
                     stored.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
                 )));
             }
-            props.get("cluster.id").cloned().ok_or_else(|| {
+            let stored = props.get("cluster.id").cloned().ok_or_else(|| {
                 BrokerError::Startup(format!("{} has no cluster.id", path.display()))
-            })
+            })?;
+            match expected {
+                Some(id) if id != stored => Err(BrokerError::Startup(format!(
+                    "{} belongs to cluster {stored}, but controller.quorum.voters makes this                      node a member of cluster {id}: the voter list differs from the one this                      data directory was started with",
+                    path.display()
+                ))),
+                _ => Ok(stored),
+            }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(uuid::Uuid::new_v4().as_bytes());
+            let id = expected.unwrap_or_else(|| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(uuid::Uuid::new_v4().as_bytes())
+            });
             let text = format!("# Fjord node identity; do not edit\nversion=1\ncluster.id={id}\nnode.id={node_id}\n");
             let tmp = dir.join("meta.properties.tmp");
             fs::write(&tmp, text)

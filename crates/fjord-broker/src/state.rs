@@ -24,6 +24,22 @@ impl BrokerState {
         self.config.node_id
     }
 
+    /// The error for a request about a partition this broker does not host: in a cluster
+    /// it may live on another broker (NOT_LEADER_OR_FOLLOWER sends the client to refresh
+    /// its metadata and go there); otherwise it does not exist.
+    pub fn missing_partition_code(&self, topic: &str, partition: i32) -> i16 {
+        let exists = self
+            .controller
+            .image()
+            .topic(topic)
+            .is_some_and(|t| t.partitions.iter().any(|p| p.partition == partition));
+        if exists {
+            crate::error::code::NOT_LEADER_OR_FOLLOWER
+        } else {
+            crate::error::code::UNKNOWN_TOPIC_OR_PARTITION
+        }
+    }
+
     /// Applies the controller's latest image to the hosted partitions. Called after every
     /// metadata change this broker makes, so a client that created a topic can produce to
     /// it in its very next request.

@@ -144,8 +144,11 @@ fn build_config(args: &ServerArgs) -> Result<BrokerConfig, String> {
 }
 
 fn init_logging() {
+    // openraft reports every failed message to an unreachable peer, twice a second, at
+    // WARN and ERROR; Fjord logs what an operator needs of the quorum itself (who leads,
+    // who is unreachable), so openraft's own lines are opt-in (FJORD_LOG=openraft=warn).
     let filter = tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

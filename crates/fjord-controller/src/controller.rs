@@ -6,12 +6,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::ControllerError;
-use crate::image::{MetadataImage, TopicImage};
+use crate::image::{BrokerImage, MetadataImage, TopicImage};
+use crate::liveness::{Liveness, Verdict};
 use crate::log::MetadataLog;
+use crate::ops::{ControllerOp, OpOutput};
+use crate::quorum::QuorumMember;
 use crate::record::{ConfigResource, MetadataRecord};
 
 /// Kafka's limit: a partition directory name `<topic>-<partition>` must fit in 255 bytes.
@@ -20,7 +24,7 @@ const MAX_TOPIC_NAME_LEN: usize = 249;
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// A request to create one topic.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateTopicSpec {
     pub name: String,
     pub num_partitions: i32,
@@ -32,7 +36,7 @@ pub struct CreateTopicSpec {
 }
 
 /// A request to grow a topic to `total` partitions.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreatePartitionsSpec {
     pub name: String,
     pub total: i32,
@@ -41,13 +45,24 @@ pub struct CreatePartitionsSpec {
 
 pub struct Controller {
     node_id: i32,
-    /// Serialises writers: validate against the image, append, apply, publish — as one step,
-    /// so two concurrent creates of the same topic cannot both pass validation.
-    log: Mutex<MetadataLog>,
-    image: RwLock<Arc<MetadataImage>>,
-    /// Producer ids already handed out from the current persisted block.
+    backend: Backend,
+    /// Producer ids this broker may still hand out: `start..end` of its reserved block.
     producer_ids: Mutex<(i64, i64)>,
-    changed: watch::Sender<u64>,
+    /// Brokers' heartbeats, as the active controller has heard them.
+    liveness: Mutex<Liveness>,
+}
+
+/// Where metadata lives: a local log (one node), or the replicated quorum.
+enum Backend {
+    Local {
+        /// Serialises writers: validate against the image, append, apply, publish — as
+        /// one step, so two concurrent creates of the same topic cannot both pass
+        /// validation.
+        log: Mutex<MetadataLog>,
+        image: RwLock<Arc<MetadataImage>>,
+        changed: watch::Sender<u64>,
+    },
+    Quorum(Arc<QuorumMember>),
 }
 
 impl Controller {
@@ -60,38 +75,84 @@ impl Controller {
                 image.apply(record);
             }
         }
-        let next = image.next_producer_id;
         let (changed, _) = watch::channel(image.offset);
         Ok(Controller {
             node_id,
-            log: Mutex::new(log),
-            image: RwLock::new(Arc::new(image)),
-            // The block recorded in the log is fully reserved, so after a restart new ids
-            // start from its end: an id is never handed out twice.
-            producer_ids: Mutex::new((next, next)),
-            changed,
+            backend: Backend::Local {
+                log: Mutex::new(log),
+                image: RwLock::new(Arc::new(image)),
+                changed,
+            },
+            producer_ids: Mutex::new((0, 0)),
+            liveness: Mutex::new(Liveness::new(i64::MAX)),
         })
+    }
+
+    /// A controller over a member of the replicated metadata quorum; a broker silent for
+    /// `session_timeout_ms` is fenced.
+    pub fn with_quorum(
+        member: Arc<QuorumMember>,
+        node_id: i32,
+        session_timeout_ms: i64,
+    ) -> Controller {
+        Controller {
+            node_id,
+            backend: Backend::Quorum(member),
+            producer_ids: Mutex::new((0, 0)),
+            liveness: Mutex::new(Liveness::new(session_timeout_ms)),
+        }
     }
 
     pub fn node_id(&self) -> i32 {
         self.node_id
     }
 
+    /// The quorum member, when metadata is replicated.
+    pub fn quorum(&self) -> Option<&Arc<QuorumMember>> {
+        match &self.backend {
+            Backend::Quorum(q) => Some(q),
+            Backend::Local { .. } => None,
+        }
+    }
+
+    /// The active controller's node id, if one is known: this node when it runs alone.
+    pub fn active_controller(&self) -> Option<i32> {
+        match &self.backend {
+            Backend::Local { .. } => Some(self.node_id),
+            Backend::Quorum(q) => q.leader(),
+        }
+    }
+
     /// The current image. Cheap: a shared snapshot that later changes do not alter.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.read().clone()
+        match &self.backend {
+            Backend::Local { image, .. } => image.read().clone(),
+            Backend::Quorum(q) => q.image(),
+        }
     }
 
-    /// Notified with the image offset after every committed change.
+    /// Notified after every change applied to the image.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
+        match &self.backend {
+            Backend::Local { changed, .. } => changed.subscribe(),
+            Backend::Quorum(q) => q.subscribe(),
+        }
     }
 
-    /// Commits `build(image)`'s records, if any, while holding the writer lock.
+    /// The member to send ops to the active controller through, when that is not us.
+    fn forwarder(&self) -> Option<&QuorumMember> {
+        match &self.backend {
+            Backend::Quorum(q) if !q.is_leader() => Some(q),
+            _ => None,
+        }
+    }
+
+    /// Commits `build(image)`'s records, if any, while holding the writer lock. Returns
+    /// the output and the log index of the change (0 when nothing changed).
     fn commit<T>(
         &self,
         build: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ControllerError>,
-    ) -> Result<T, ControllerError> {
+    ) -> Result<(T, u64), ControllerError> {
         self.commit_prepared(build, |_| Ok::<(), ControllerError>(()))
     }
 
@@ -103,26 +164,135 @@ impl Controller {
         &self,
         build: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ControllerError>,
         prepare: impl FnOnce(&[MetadataRecord]) -> Result<(), E>,
-    ) -> Result<T, E> {
-        let mut log = self.log.lock();
-        let current = self.image();
-        let (records, out) = build(&current)?;
-        if records.is_empty() {
-            return Ok(out);
+    ) -> Result<(T, u64), E> {
+        match &self.backend {
+            Backend::Local {
+                log,
+                image,
+                changed,
+            } => {
+                let mut log = log.lock();
+                let current = image.read().clone();
+                let (records, out) = build(&current)?;
+                if records.is_empty() {
+                    return Ok((out, 0));
+                }
+                prepare(&records)?;
+                log.append(&records)?;
+                let mut next = (*current).clone();
+                for r in &records {
+                    next.apply(r);
+                }
+                let offset = next.offset;
+                *image.write() = Arc::new(next);
+                changed.send_replace(offset);
+                Ok((out, offset))
+            }
+            Backend::Quorum(q) => {
+                // Planning and proposing happen as one step on the active controller, so
+                // each plan sees every change proposed before it.
+                let _writer = q.writer.lock();
+                let current = q.image();
+                let (records, out) = build(&current)?;
+                if records.is_empty() {
+                    return Ok((out, 0));
+                }
+                prepare(&records)?;
+                let index = q.write(records)?;
+                Ok((out, index))
+            }
         }
-        prepare(&records)?;
-        log.append(&records)?;
-        let mut next = (*current).clone();
-        for r in &records {
-            next.apply(r);
-        }
-        let offset = next.offset;
-        *self.image.write() = Arc::new(next);
-        self.changed.send_replace(offset);
-        Ok(out)
     }
 
-    /// Records this broker's endpoint; a no-op when nothing changed since last start.
+    /// Runs `op` here, or on the active controller when that is another node; in the
+    /// second case waits until this node's image includes the change.
+    pub fn submit(&self, op: ControllerOp) -> Result<OpOutput, ControllerError> {
+        match self.forwarder() {
+            Some(q) => {
+                let reply = q.forward(&op)?;
+                let index = reply.log_index;
+                let out = reply.into_result()?;
+                q.wait_applied(index)?;
+                Ok(out)
+            }
+            None => self.execute(&op).map(|(out, _)| out),
+        }
+    }
+
+    /// Runs `op` on this node, as the active controller (or the only node): plans it
+    /// against the image and commits it. Returns its output and log index.
+    pub fn execute(&self, op: &ControllerOp) -> Result<(OpOutput, u64), ControllerError> {
+        let done = |(_, index): ((), u64)| (OpOutput::Done, index);
+        match op {
+            ControllerOp::RegisterBroker {
+                node_id,
+                host,
+                port,
+                rack,
+                incarnation,
+            } => self
+                .commit(|image| {
+                    let b = BrokerImage {
+                        node_id: *node_id,
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                        incarnation: *incarnation,
+                        fenced: false,
+                    };
+                    Ok((plan_registration(image, b), ()))
+                })
+                .map(done),
+            ControllerOp::CreateTopic(spec) => self
+                .commit(|image| Ok((plan_topic(image, spec)?, ())))
+                .map(done),
+            ControllerOp::DeleteTopic(name) => self
+                .commit(|image| plan_delete(image, name))
+                .map(|(id, index)| (OpOutput::TopicId(id), index)),
+            ControllerOp::CreatePartitions(spec) => self
+                .commit(|image| Ok((plan_partitions(image, spec)?, ())))
+                .map(done),
+            ControllerOp::AlterTopicConfigs { name, changes } => self
+                .commit(|image| Ok((plan_topic_configs(image, name, changes)?, ())))
+                .map(done),
+            ControllerOp::AlterConfigs {
+                resource,
+                name,
+                changes,
+            } => self
+                .commit(|image| Ok((plan_configs(image, *resource, name, changes), ())))
+                .map(done),
+            ControllerOp::BrokerHeartbeat { node_id } => {
+                let verdict = {
+                    let mut live = self.liveness.lock();
+                    if let Some(q) = self.quorum() {
+                        live.lead(q.term(), now_ms());
+                    }
+                    live.heartbeat(&self.image(), *node_id, now_ms())
+                };
+                match verdict {
+                    Some(Verdict::Unfence(id)) => self
+                        .commit(|image| Ok((fencing(image, id, false), ())))
+                        .map(done),
+                    _ => Ok((OpOutput::Done, 0)),
+                }
+            }
+            ControllerOp::ProducerIdBlock => self
+                .commit(|image| {
+                    let start = image.next_producer_id;
+                    let end = start + PRODUCER_ID_BLOCK;
+                    Ok((
+                        vec![MetadataRecord::ProducerIds { next: end }],
+                        (start, end),
+                    ))
+                })
+                .map(|((start, end), index)| (OpOutput::ProducerIds { start, end }, index)),
+        }
+    }
+
+    /// Records this broker's endpoint; a no-op when nothing changed since last start. In
+    /// a quorum every start registers anew (with a new incarnation id), and returns once
+    /// this node's image holds everything committed up to the registration.
     pub fn register_broker(
         &self,
         node_id: i32,
@@ -130,26 +300,48 @@ impl Controller {
         port: i32,
         rack: Option<String>,
     ) -> Result<(), ControllerError> {
-        self.commit(|image| {
-            let same = image
-                .brokers
-                .get(&node_id)
-                .is_some_and(|b| b.host == host && b.port == port && b.rack == rack);
-            let records = if same {
-                vec![]
-            } else {
-                vec![MetadataRecord::RegisterBroker {
-                    node_id,
-                    host: host.to_string(),
-                    port,
-                    rack: rack.clone(),
-                }]
-            };
-            Ok((records, ()))
+        let incarnation = self.quorum().map(|q| q.incarnation());
+        self.submit(ControllerOp::RegisterBroker {
+            node_id,
+            host: host.to_string(),
+            port,
+            rack,
+            incarnation,
         })
+        .map(|_| ())
     }
 
-    /// Checks a create without committing it (CreateTopics with validate_only).
+    /// Tells the active controller this broker is alive.
+    pub fn heartbeat(&self, node_id: i32) -> Result<(), ControllerError> {
+        self.submit(ControllerOp::BrokerHeartbeat { node_id })
+            .map(|_| ())
+    }
+
+    /// On the active controller: fences the brokers whose heartbeats stopped. Returns
+    /// their ids. Elsewhere it only forgets what it heard while it led.
+    pub fn fence_expired(&self) -> Result<Vec<i32>, ControllerError> {
+        let Some(q) = self.quorum() else {
+            return Ok(vec![]);
+        };
+        let expired = {
+            let mut live = self.liveness.lock();
+            if !q.is_leader() {
+                live.follow();
+                return Ok(vec![]);
+            }
+            live.lead(q.term(), now_ms());
+            live.expired(&self.image(), now_ms())
+        };
+        let mut fenced = Vec::new();
+        for v in expired {
+            if let Verdict::Fence(id) = v {
+                self.commit(|image| Ok((fencing(image, id, true), ())))?;
+                fenced.push(id);
+            }
+        }
+        Ok(fenced)
+    }
+
     pub fn validate_create_topic(&self, spec: &CreateTopicSpec) -> Result<(), ControllerError> {
         plan_topic(&self.image(), spec).map(|_| ())
     }
@@ -158,19 +350,18 @@ impl Controller {
         self.create_topic_prepared(spec, |_| Ok::<(), ControllerError>(()))
     }
 
-    /// Creates a topic once `prepare` has accepted its records (see `commit_prepared`).
+    /// Creates a topic; `prepare` runs first when this node commits the change itself.
+    /// Partitions placed on other brokers are created by those brokers as they apply it.
     pub fn create_topic_prepared<E: From<ControllerError>>(
         &self,
         spec: &CreateTopicSpec,
         prepare: impl FnOnce(&[MetadataRecord]) -> Result<(), E>,
     ) -> Result<TopicImage, E> {
-        self.commit_prepared(
-            |image| {
-                let records = plan_topic(image, spec)?;
-                Ok((records, ()))
-            },
-            prepare,
-        )?;
+        if self.forwarder().is_some() {
+            self.submit(ControllerOp::CreateTopic(spec.clone()))?;
+        } else {
+            self.commit_prepared(|image| Ok((plan_topic(image, spec)?, ())), prepare)?;
+        }
         Ok(self
             .image()
             .topic(&spec.name)
@@ -179,17 +370,10 @@ impl Controller {
     }
 
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, ControllerError> {
-        self.commit(|image| {
-            let topic = image
-                .topic(name)
-                .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
-            Ok((
-                vec![MetadataRecord::RemoveTopic {
-                    topic_id: topic.topic_id,
-                }],
-                topic.topic_id,
-            ))
-        })
+        match self.submit(ControllerOp::DeleteTopic(name.to_string()))? {
+            OpOutput::TopicId(id) => Ok(id),
+            other => Err(unexpected(other)),
+        }
     }
 
     pub fn validate_create_partitions(
@@ -203,71 +387,55 @@ impl Controller {
         self.create_partitions_prepared(spec, |_| Ok::<(), ControllerError>(()))
     }
 
-    /// Adds partitions once `prepare` has accepted their records (see `commit_prepared`).
     pub fn create_partitions_prepared<E: From<ControllerError>>(
         &self,
         spec: &CreatePartitionsSpec,
         prepare: impl FnOnce(&[MetadataRecord]) -> Result<(), E>,
     ) -> Result<(), E> {
+        if self.forwarder().is_some() {
+            self.submit(ControllerOp::CreatePartitions(spec.clone()))?;
+            return Ok(());
+        }
         self.commit_prepared(|image| Ok((plan_partitions(image, spec)?, ())), prepare)
+            .map(|_| ())
     }
 
-    /// Sets (`Some`) or removes (`None`) topic configs, all in one committed change.
     pub fn alter_topic_configs(
         &self,
         name: &str,
         changes: &[(String, Option<String>)],
     ) -> Result<(), ControllerError> {
-        self.commit(|image| {
-            let topic = image
-                .topic(name)
-                .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
-            let records = changes
-                .iter()
-                .filter(|(k, v)| topic.configs.get(k) != v.as_ref())
-                .map(|(k, v)| MetadataRecord::TopicConfig {
-                    topic_id: topic.topic_id,
-                    key: k.clone(),
-                    value: v.clone(),
-                })
-                .collect();
-            Ok((records, ()))
+        self.submit(ControllerOp::AlterTopicConfigs {
+            name: name.to_string(),
+            changes: changes.to_vec(),
         })
+        .map(|_| ())
     }
 
-    /// Sets (`Some`) or removes (`None`) dynamic configs of a broker, the cluster-wide
-    /// broker default (empty name) or a group, all in one committed change.
     pub fn alter_configs(
         &self,
         resource: ConfigResource,
         name: &str,
         changes: &[(String, Option<String>)],
     ) -> Result<(), ControllerError> {
-        self.commit(|image| {
-            let current = image.configs(resource, name);
-            let records = changes
-                .iter()
-                .filter(|(k, v)| current.and_then(|c| c.get(k)) != v.as_ref())
-                .map(|(k, v)| MetadataRecord::Config {
-                    resource,
-                    name: name.to_string(),
-                    key: k.clone(),
-                    value: v.clone(),
-                })
-                .collect();
-            Ok((records, ()))
+        self.submit(ControllerOp::AlterConfigs {
+            resource,
+            name: name.to_string(),
+            changes: changes.to_vec(),
         })
+        .map(|_| ())
     }
 
-    /// Hands out a fresh producer id (InitProducerId). Ids survive restarts: a block is
-    /// reserved in the metadata log before any id from it is used.
+    /// A producer id no broker has handed out before. Ids are reserved a block at a time
+    /// in the metadata log, so handing one out usually costs nothing; after a restart new
+    /// ids start past every reserved block, so an id is never handed out twice.
     pub fn allocate_producer_id(&self) -> Result<i64, ControllerError> {
         let mut ids = self.producer_ids.lock();
         if ids.0 >= ids.1 {
-            let start = ids.1;
-            let end = start + PRODUCER_ID_BLOCK;
-            self.commit(|_| Ok((vec![MetadataRecord::ProducerIds { next: end }], ())))?;
-            *ids = (start, end);
+            match self.submit(ControllerOp::ProducerIdBlock)? {
+                OpOutput::ProducerIds { start, end } => *ids = (start, end),
+                other => return Err(unexpected(other)),
+            }
         }
         let id = ids.0;
         ids.0 += 1;
@@ -275,7 +443,92 @@ impl Controller {
     }
 }
 
-/// Kafka's rules for topic names, with Kafka's messages.
+/// An op answered with the wrong kind of output: a bug, reported rather than unwrapped.
+fn unexpected(out: OpOutput) -> ControllerError {
+    ControllerError::Corrupt(format!("unexpected controller answer {out:?}"))
+}
+
+fn plan_registration(image: &MetadataImage, broker: BrokerImage) -> Vec<MetadataRecord> {
+    if image.brokers.get(&broker.node_id) == Some(&broker) {
+        return vec![];
+    }
+    vec![MetadataRecord::RegisterBroker {
+        node_id: broker.node_id,
+        host: broker.host,
+        port: broker.port,
+        rack: broker.rack,
+        incarnation: broker.incarnation,
+    }]
+}
+
+/// The record that fences or unfences `node_id`, unless it is already so.
+fn fencing(image: &MetadataImage, node_id: i32, fenced: bool) -> Vec<MetadataRecord> {
+    match image.brokers.get(&node_id) {
+        Some(b) if b.fenced != fenced => vec![MetadataRecord::BrokerFencing { node_id, fenced }],
+        _ => vec![],
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn plan_delete(
+    image: &MetadataImage,
+    name: &str,
+) -> Result<(Vec<MetadataRecord>, Uuid), ControllerError> {
+    let topic = image
+        .topic(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    Ok((
+        vec![MetadataRecord::RemoveTopic {
+            topic_id: topic.topic_id,
+        }],
+        topic.topic_id,
+    ))
+}
+
+fn plan_topic_configs(
+    image: &MetadataImage,
+    name: &str,
+    changes: &[(String, Option<String>)],
+) -> Result<Vec<MetadataRecord>, ControllerError> {
+    let topic = image
+        .topic(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    Ok(changes
+        .iter()
+        .filter(|(k, v)| topic.configs.get(k) != v.as_ref())
+        .map(|(k, v)| MetadataRecord::TopicConfig {
+            topic_id: topic.topic_id,
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect())
+}
+
+fn plan_configs(
+    image: &MetadataImage,
+    resource: ConfigResource,
+    name: &str,
+    changes: &[(String, Option<String>)],
+) -> Vec<MetadataRecord> {
+    let current = image.configs(resource, name);
+    changes
+        .iter()
+        .filter(|(k, v)| current.and_then(|c| c.get(k)) != v.as_ref())
+        .map(|(k, v)| MetadataRecord::Config {
+            resource,
+            name: name.to_string(),
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect()
+}
+
 pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
     if name.is_empty() {
         return Err(ControllerError::InvalidTopic(
@@ -407,7 +660,8 @@ fn place_replicas(
     count: i32,
     replication_factor: i16,
 ) -> Result<Vec<Vec<i32>>, ControllerError> {
-    let brokers: Vec<i32> = image.brokers.keys().copied().collect();
+    // Fenced brokers are down or cut off: nothing new is placed on them.
+    let brokers: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
     if replication_factor as usize > brokers.len() {
         return Err(ControllerError::InvalidReplicationFactor(format!(
             "Replication factor: {replication_factor} larger than available brokers: {}.",

@@ -24,6 +24,13 @@ pub enum ControllerError {
     },
     #[error("metadata log is corrupt: {0}")]
     Corrupt(String),
+    /// This node is not the active controller and could not reach it (none elected yet,
+    /// or it is unreachable): retriable once the quorum has a leader.
+    #[error("{0}")]
+    NotController(String),
+    /// The active controller refused the change; its code and message, as it sent them.
+    #[error("{message}")]
+    Remote { code: i16, message: String },
 }
 
 impl ControllerError {
@@ -38,6 +45,8 @@ impl ControllerError {
             ControllerError::UnknownTopic(_) => 3,
             // KAFKA_STORAGE_ERROR: the request may be retried once the disk is healthy.
             ControllerError::Io { .. } | ControllerError::Corrupt(_) => 56,
+            ControllerError::NotController(_) => 41,
+            ControllerError::Remote { code, .. } => *code,
         }
     }
 

@@ -13,6 +13,11 @@ pub struct BrokerImage {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    #[serde(default)]
+    pub incarnation: Option<Uuid>,
+    /// Missed its heartbeats: not offered to clients, not given partitions.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +67,11 @@ impl MetadataImage {
         self.topics.get(name)
     }
 
+    /// Brokers that are registered and not fenced: what clients are offered.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerImage> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
     /// The dynamic configs of one resource (empty when none are set).
     pub fn configs(
         &self,
@@ -88,6 +98,7 @@ impl MetadataImage {
                 host,
                 port,
                 rack,
+                incarnation,
             } => {
                 self.brokers.insert(
                     *node_id,
@@ -96,8 +107,15 @@ impl MetadataImage {
                         host: host.clone(),
                         port: *port,
                         rack: rack.clone(),
+                        incarnation: *incarnation,
+                        fenced: false,
                     },
                 );
+            }
+            MetadataRecord::BrokerFencing { node_id, fenced } => {
+                if let Some(b) = self.brokers.get_mut(node_id) {
+                    b.fenced = *fenced;
+                }
             }
             MetadataRecord::Topic {
                 name,

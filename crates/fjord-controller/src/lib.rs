@@ -7,7 +7,9 @@
 mod controller;
 mod error;
 mod image;
+pub mod liveness;
 mod log;
+mod ops;
 pub mod quorum;
 mod record;
 
@@ -15,4 +17,5 @@ pub use controller::{validate_topic_name, Controller, CreatePartitionsSpec, Crea
 pub use error::ControllerError;
 pub use image::{BrokerImage, MetadataImage, PartitionImage, TopicImage};
 pub use log::MetadataLog;
+pub use ops::{ControllerOp, OpOutput, OpReply};
 pub use record::{ConfigResource, MetadataRecord};

@@ -14,7 +14,14 @@ pub enum MetadataRecord {
         host: String,
         port: i32,
         rack: Option<String>,
+        /// A new id at every start of a cluster member's process, so each start is a new
+        /// registration (absent in one-node logs, which never needed it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        incarnation: Option<Uuid>,
     },
+    /// A broker stopped heartbeating (`fenced`), or heartbeats again. A fenced broker is
+    /// left out of Metadata and gets no new partitions.
+    BrokerFencing { node_id: i32, fenced: bool },
     /// A topic was created; its partitions follow as `Partition` records.
     Topic {
         name: String,

@@ -117,7 +117,13 @@ impl GroupCoordinator {
     pub fn coordinator_node(&self, state: &BrokerState, group: &str) -> i32 {
         let image = state.controller.image();
         let Some(topic) = image.topic(TOPIC) else {
-            return state.node_id();
+            // Alone, this broker coordinates every group and creates the topic on first
+            // use; in a cluster no broker does until the topic places the group.
+            return if state.controller.quorum().is_some() {
+                -1
+            } else {
+                state.node_id()
+            };
         };
         let index = offsets::partition_for(group, topic.partitions.len() as i32);
         topic
@@ -142,6 +148,19 @@ impl GroupCoordinator {
             return Err(code::NOT_COORDINATOR);
         }
         Ok(())
+    }
+
+    /// [`GroupCoordinator::ensure_topic`] for handlers on the async workers. In a cluster
+    /// creating the topic waits for the active controller, so only FindCoordinator and
+    /// Metadata (on the blocking pool) create it; here a missing topic means "not yet".
+    fn ensure_topic_async(&self, state: &BrokerState) -> Result<(), i16> {
+        if state.controller.quorum().is_some() {
+            return match state.controller.image().topic(TOPIC) {
+                Some(_) => Ok(()),
+                None => Err(code::COORDINATOR_NOT_AVAILABLE),
+            };
+        }
+        self.ensure_topic(state)
     }
 
     /// Creates `__consumer_offsets` on first use and opens its partitions here.
@@ -269,7 +288,7 @@ impl GroupCoordinator {
         if p.protocol_type.is_empty() || p.protocols.is_empty() {
             return JoinResult::error(code::INCONSISTENT_GROUP_PROTOCOL, &p.member_id);
         }
-        if let Err(e) = self.ensure_topic(state) {
+        if let Err(e) = self.ensure_topic_async(state) {
             return JoinResult::error(e, &p.member_id);
         }
         let member_id = p.member_id.clone();
@@ -422,7 +441,7 @@ impl GroupCoordinator {
         entries: &[CommitEntry],
     ) -> Result<Vec<i16>, i16> {
         self.check(state, group)?;
-        self.ensure_topic(state)?;
+        self.ensure_topic_async(state)?;
         let image = state.controller.image();
         let now = now_ms();
         let mut codes = vec![code::NONE; entries.len()];
@@ -729,7 +748,7 @@ impl GroupCoordinator {
         }
         if epoch == consumer::JOIN_EPOCH {
             // Offsets of the group will go to __consumer_offsets: have it ready.
-            if let Err(e) = self.ensure_topic(state) {
+            if let Err(e) = self.ensure_topic_async(state) {
                 return refuse(e, String::new());
             }
         }

@@ -20,8 +20,7 @@ pub fn describe(state: &BrokerState, req: DescribeClusterRequest) -> DescribeClu
     let brokers = state
         .controller
         .image()
-        .brokers
-        .values()
+        .live_brokers()
         .map(|b| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.node_id))
@@ -37,6 +36,6 @@ pub fn describe(state: &BrokerState, req: DescribeClusterRequest) -> DescribeClu
     resp.with_error_code(code::NONE)
         .with_endpoint_type(BROKERS)
         .with_cluster_id(str(state.cluster_id.clone()))
-        .with_controller_id(BrokerId(state.node_id()))
+        .with_controller_id(BrokerId(super::controller_id(state)))
         .with_brokers(brokers)
 }

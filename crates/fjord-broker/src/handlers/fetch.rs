@@ -122,7 +122,7 @@ fn read_once(
             let data = match &w.resolved {
                 Err(c) => error(index, *c),
                 Ok(name) => match state.replicas.get(name, index) {
-                    None => error(index, code::UNKNOWN_TOPIC_OR_PARTITION),
+                    None => error(index, state.missing_partition_code(name, index)),
                     Some(p) => {
                         let hw = p.high_watermark();
                         let start = p.log.log_start_offset();

@@ -92,6 +92,11 @@ pub fn find_coordinator(
     } else {
         vec![req.key]
     };
+    // In a cluster the offsets topic places groups on brokers, so it must exist before
+    // any coordinator can be named (Kafka creates it here too).
+    if req.key_type == KEY_TYPE_GROUP && state.controller.quorum().is_some() {
+        let _ = state.groups.ensure_topic(state);
+    }
     let image = state.controller.image();
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {

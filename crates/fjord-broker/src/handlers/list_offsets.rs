@@ -29,7 +29,7 @@ pub fn handle(state: &BrokerState, req: ListOffsetsRequest, version: i16) -> Lis
                         .with_partition_index(p.partition_index);
                     let Some(partition) = state.replicas.get(&name, p.partition_index) else {
                         return base
-                            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_error_code(state.missing_partition_code(&name, p.partition_index))
                             .with_offset(-1)
                             .with_timestamp(-1);
                     };

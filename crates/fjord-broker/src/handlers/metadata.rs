@@ -142,9 +142,9 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
     }
 
     let image = state.controller.image();
+    // A fenced broker stopped heartbeating: clients are not sent to it.
     let brokers = image
-        .brokers
-        .values()
+        .live_brokers()
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.node_id))
@@ -155,7 +155,7 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
         .collect();
     let mut resp = MetadataResponse::default()
         .with_brokers(brokers)
-        .with_controller_id(BrokerId(state.node_id()))
+        .with_controller_id(BrokerId(super::controller_id(state)))
         .with_topics(topics);
     if version >= 2 {
         resp = resp.with_cluster_id(Some(str(state.cluster_id.clone())));

@@ -110,6 +110,16 @@ pub async fn handle(
     route(state, header, peer, kind, v, turn).await
 }
 
+/// The controller id clients are told: the active controller when it is a broker they
+/// can reach (admin requests then go straight to it), otherwise this broker, which
+/// forwards them.
+pub fn controller_id(state: &BrokerState) -> i32 {
+    match state.controller.active_controller() {
+        Some(id) if state.controller.image().brokers.contains_key(&id) => id,
+        _ => state.node_id(),
+    }
+}
+
 /// Fetch's response budget: what the client asked for (v3+), never more than
 /// `fetch.max.bytes`. A non-positive request means as little as possible: the first batch.
 pub fn fetch_response_limit(state: &BrokerState, requested: i32) -> usize {

@@ -107,10 +107,21 @@ fn append_all(
                 ))
             } else {
                 match state.replicas.get(&name, index) {
-                    None => Err(BrokerError::Kafka(
-                        code::UNKNOWN_TOPIC_OR_PARTITION,
-                        format!("This server does not host this topic-partition: {name}-{index}"),
-                    )),
+                    None => match state.missing_partition_code(&name, index) {
+                        code::NOT_LEADER_OR_FOLLOWER => Err(BrokerError::Kafka(
+                            code::NOT_LEADER_OR_FOLLOWER,
+                            format!(
+                                "Broker {} is not the leader of {name}-{index}",
+                                state.node_id()
+                            ),
+                        )),
+                        c => Err(BrokerError::Kafka(
+                            c,
+                            format!(
+                                "This server does not host this topic-partition: {name}-{index}"
+                            ),
+                        )),
+                    },
                     Some(p) if acks == -1 && p.isr.read().len() < min_isr => {
                         Err(BrokerError::Kafka(
                             code::NOT_ENOUGH_REPLICAS,

@@ -25,7 +25,7 @@ pub fn delete(state: &BrokerState, req: DeleteRecordsRequest) -> DeleteRecordsRe
                 DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
             let result = match state.replicas.get(&name, p.partition_index) {
                 None => base
-                    .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
+                    .with_error_code(state.missing_partition_code(&name, p.partition_index))
                     .with_low_watermark(-1),
                 Some(partition) => match state.replicas.delete_records(&partition, p.offset) {
                     Ok(start) => base.with_error_code(code::NONE).with_low_watermark(start),
@@ -62,7 +62,7 @@ pub fn offset_for_leader_epoch(
                     let base = EpochEndOffset::default().with_partition(p.partition);
                     let Some(partition) = state.replicas.get(&name, p.partition) else {
                         return base
-                            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_error_code(state.missing_partition_code(&name, p.partition))
                             .with_leader_epoch(-1)
                             .with_end_offset(-1);
                     };

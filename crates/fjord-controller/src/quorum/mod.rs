@@ -7,20 +7,29 @@
 //! - `raft.state`: vote, committed and purged log ids, replaced atomically;
 //! - `snapshot`: the last snapshot (serialized image and its meta), replaced atomically.
 //!
-//! Not yet wired into the server: the single-node `Controller` still owns the metadata
-//! log there.
+//! Members talk over the CONTROLLER listener with the TCP transport in `tcp.rs`
+//! ([`TcpTransport`] and [`serve`]), which also carries the controller operations that a
+//! non-leader forwards to the leader. [`QuorumMember`] runs one member in a server; a
+//! node without `controller.quorum.voters` keeps the one-node metadata log instead.
 
 mod dir;
 mod frame;
 mod log_store;
+mod member;
 mod network;
 #[cfg(test)]
 mod sim;
 mod state_machine;
+mod tcp;
 mod types;
 
 pub use dir::{DurableDir, FsDir, MemDir};
 pub use log_store::LogStore;
+pub use member::{QuorumMember, QuorumTiming};
 pub use network::{BoxFuture, Network, Peer, QuorumTransport, Rpc, TransportError};
 pub use state_machine::{Applied, ApplyObserver, ImageReader, StateMachine};
+pub use tcp::{
+    serve, ForwardHandler, QuorumRequest, QuorumResponse, TcpTransport, CONNECT_TIMEOUT,
+    IDLE_TIMEOUT, LONG_RPC_TIMEOUT, MAX_CONNECTIONS, MAX_FRAME, RPC_TIMEOUT,
+};
 pub use types::{BatchApplied, MetadataBatch, MetadataRaft, Node, NodeId, Raft};

@@ -3,7 +3,7 @@
 //! openraft wants a [`RaftNetworkFactory`]; Fjord implements it once, here, over the
 //! object-safe [`QuorumTransport`]. A transport only moves a request to a node and its
 //! answer back: the simulation's lossy in-memory network is one, and the CONTROLLER
-//! listener's TCP transport will be another, with no change to this file.
+//! listener's TCP transport ([`super::tcp`]) is another, with no change to this file.
 
 use std::future::Future;
 use std::pin::Pin;

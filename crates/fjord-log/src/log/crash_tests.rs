@@ -786,15 +786,23 @@ fn trace_one_seed() {
 fn creating_a_log_costs_one_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let sim = SimFs::new(6);
-    let log = Log::open_with(Fs::simulated(sim.clone()), dir.path().to_path_buf(), config())
-        .unwrap();
+    let log = Log::open_with(
+        Fs::simulated(sim.clone()),
+        dir.path().to_path_buf(),
+        config(),
+    )
+    .unwrap();
     assert_eq!(sim.syncs(), 1);
     assert!(log.recovery_summary().created);
     assert!(!log.recovery_summary().recovery_ran());
     drop(log);
     sim.crash();
-    let log = Log::open_with(Fs::simulated(sim.clone()), dir.path().to_path_buf(), config())
-        .unwrap();
+    let log = Log::open_with(
+        Fs::simulated(sim.clone()),
+        dir.path().to_path_buf(),
+        config(),
+    )
+    .unwrap();
     assert_eq!(log.log_end_offset(), 0);
     append_n(&log, 3);
     log.flush_until(log.log_end_offset()).unwrap();

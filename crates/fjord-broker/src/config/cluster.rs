@@ -1,0 +1,257 @@
+//! The cluster part of the configuration, in Kafka's KRaft names: `process.roles`,
+//! `listeners` with their names, `controller.listener.names`,
+//! `listener.security.protocol.map`, `inter.broker.listener.name` and
+//! `controller.quorum.voters`.
+//!
+//! Without `controller.quorum.voters` a node is a one-node cluster with a local metadata
+//! log, as Fjord always was. With it, the node is a voter of a replicated metadata quorum.
+
+use std::collections::BTreeMap;
+
+use super::{ConfigError, Endpoint, Reader};
+
+/// What a node does (`process.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+/// The listener and quorum settings, checked against each other.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub roles: Roles,
+    /// Where clients connect.
+    pub listener: Endpoint,
+    pub listener_name: String,
+    /// What clients are told to connect to; defaults to the client listener.
+    pub advertised: Endpoint,
+    /// Where quorum peers connect, on a node with the controller role in a quorum.
+    pub controller_listener: Option<Endpoint>,
+    /// Voter id to CONTROLLER endpoint; empty for a one-node cluster.
+    pub voters: BTreeMap<i32, Endpoint>,
+}
+
+/// One entry of `listeners`: its name and where it binds.
+struct Listener {
+    name: String,
+    endpoint: Endpoint,
+}
+
+pub(super) fn parse(r: &Reader, node_id: i32) -> Result<ClusterConfig, ConfigError> {
+    let roles = parse_roles(r)?;
+    let controller_names: Vec<String> = list(&r.string("controller.listener.names"))
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let protocols = parse_protocol_map(r)?;
+    let listeners = parse_listeners(r, "listeners", &controller_names, &protocols)?;
+    let client_names: Vec<&Listener> = listeners
+        .iter()
+        .filter(|l| !controller_names.contains(&l.name))
+        .collect();
+    let inter_broker = r.string("inter.broker.listener.name").to_ascii_uppercase();
+    let client = match inter_broker.as_str() {
+        "" => client_names.first().copied(),
+        name => Some(
+            client_names
+                .iter()
+                .copied()
+                .find(|l| l.name == name)
+                .ok_or_else(|| {
+                    r.invalid(
+                        "inter.broker.listener.name",
+                        "must name one of the listeners that is not a controller listener",
+                    )
+                })?,
+        ),
+    };
+    let Some(client) = client else {
+        return Err(r.invalid(
+            "listeners",
+            "needs a listener for clients besides the controller listeners",
+        ));
+    };
+    let advertised = match r.string("advertised.listeners") {
+        s if s.is_empty() => client.endpoint.clone(),
+        _ => {
+            let all = parse_listeners(r, "advertised.listeners", &controller_names, &protocols)?;
+            let found = all
+                .iter()
+                .find(|l| l.name == client.name)
+                .or_else(|| all.first())
+                .map(|l| l.endpoint.clone());
+            found.ok_or_else(|| r.invalid("advertised.listeners", "names no listener"))?
+        }
+    };
+    let voters = parse_voters(r)?;
+    let controller_listener = controller_names
+        .iter()
+        .find_map(|n| listeners.iter().find(|l| &l.name == n))
+        .map(|l| l.endpoint.clone());
+
+    if !voters.is_empty() {
+        let ids = || {
+            voters
+                .keys()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !roles.broker {
+            return Err(r.invalid(
+                "process.roles",
+                "controller-only nodes are not supported yet; use broker,controller",
+            ));
+        }
+        if !roles.controller {
+            return Err(r.invalid(
+                "process.roles",
+                "broker-only nodes are not supported yet; use broker,controller",
+            ));
+        }
+        let Some(own) = voters.get(&node_id) else {
+            return Err(ConfigError::Invalid {
+                name: "node.id".into(),
+                value: node_id.to_string(),
+                reason: format!(
+                    "this node has the controller role but is not one of the voters in \
+                     controller.quorum.voters ({})",
+                    ids()
+                ),
+            });
+        };
+        let Some(listener) = &controller_listener else {
+            return Err(r.invalid(
+                "controller.listener.names",
+                "must name a listener in listeners (e.g. CONTROLLER://127.0.0.1:9093) on a \
+                 node with the controller role",
+            ));
+        };
+        if listener.port != own.port && listener.port != 0 {
+            return Err(ConfigError::Invalid {
+                name: "controller.quorum.voters".into(),
+                value: r.string("controller.quorum.voters"),
+                reason: format!(
+                    "gives node {node_id} port {}, but its controller listener is on port {}",
+                    own.port, listener.port
+                ),
+            });
+        }
+    }
+    Ok(ClusterConfig {
+        roles,
+        listener: client.endpoint.clone(),
+        listener_name: client.name.clone(),
+        advertised,
+        controller_listener,
+        voters,
+    })
+}
+
+fn list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_roles(r: &Reader) -> Result<Roles, ConfigError> {
+    let mut roles = Roles {
+        broker: false,
+        controller: false,
+    };
+    for role in list(&r.string("process.roles")) {
+        match role {
+            "broker" => roles.broker = true,
+            "controller" => roles.controller = true,
+            _ => return Err(r.invalid("process.roles", "each role must be broker or controller")),
+        }
+    }
+    if !roles.broker && !roles.controller {
+        return Err(r.invalid("process.roles", "must name broker, controller or both"));
+    }
+    Ok(roles)
+}
+
+/// `listener.security.protocol.map`: listener name to security protocol.
+fn parse_protocol_map(r: &Reader) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut map = BTreeMap::new();
+    for entry in list(&r.string("listener.security.protocol.map")) {
+        let (name, protocol) = entry.split_once(':').ok_or_else(|| {
+            r.invalid(
+                "listener.security.protocol.map",
+                "expected NAME:PROTOCOL entries",
+            )
+        })?;
+        map.insert(
+            name.trim().to_ascii_uppercase(),
+            protocol.trim().to_ascii_uppercase(),
+        );
+    }
+    Ok(map)
+}
+
+fn parse_listeners(
+    r: &Reader,
+    key: &str,
+    controller_names: &[String],
+    protocols: &BTreeMap<String, String>,
+) -> Result<Vec<Listener>, ConfigError> {
+    let value = r.string(key);
+    let mut out: Vec<Listener> = Vec::new();
+    for entry in list(&value) {
+        let (name, addr) = match entry.split_once("://") {
+            Some((name, rest)) => (name.to_ascii_uppercase(), rest),
+            None => ("PLAINTEXT".to_string(), entry),
+        };
+        // As Kafka 4: a controller listener missing from the map is PLAINTEXT.
+        let protocol = match protocols.get(&name) {
+            Some(p) => p.clone(),
+            None if controller_names.contains(&name) => "PLAINTEXT".into(),
+            None => name.clone(),
+        };
+        if protocol != "PLAINTEXT" {
+            return Err(r.invalid(
+                key,
+                &format!(
+                    "listener {name} uses {protocol}; only PLAINTEXT listeners are supported so far"
+                ),
+            ));
+        }
+        if out.iter().any(|l| l.name == name) {
+            return Err(r.invalid(key, &format!("listener name {name} appears twice")));
+        }
+        out.push(Listener {
+            name,
+            endpoint: super::parse_endpoint(key, &value, addr)?,
+        });
+    }
+    if out.is_empty() {
+        return Err(r.invalid(key, "expected NAME://HOST:PORT"));
+    }
+    Ok(out)
+}
+
+/// `controller.quorum.voters`: `id@host:port` entries.
+fn parse_voters(r: &Reader) -> Result<BTreeMap<i32, Endpoint>, ConfigError> {
+    let value = r.string("controller.quorum.voters");
+    let mut voters = BTreeMap::new();
+    for entry in list(&value) {
+        let bad = |why: &str| r.invalid("controller.quorum.voters", why);
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| bad("expected id@host:port entries"))?;
+        let id: i32 = id
+            .trim()
+            .parse()
+            .map_err(|_| bad("a voter id is not a number"))?;
+        if id < 0 {
+            return Err(bad("voter ids must be 0 or greater"));
+        }
+        let endpoint = super::parse_endpoint("controller.quorum.voters", &value, addr)?;
+        if endpoint.port == 0 {
+            return Err(bad("a voter needs a fixed port"));
+        }
+        if voters.insert(id, endpoint).is_some() {
+            return Err(bad(&format!("voter {id} appears twice")));
+        }
+    }
+    Ok(voters)
+}

@@ -1,0 +1,81 @@
+//! Metadata changes as values: what a broker asks the active controller to do.
+//!
+//! Every write the [`Controller`](crate::Controller) offers is one [`ControllerOp`]. On the
+//! active controller (or a single node) the op is planned against the current image and
+//! committed; anywhere else it is sent to the active controller, which runs it and
+//! answers with its outcome and the log index that holds it, so the asking node can wait
+//! until its own image includes the change before answering its client.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::controller::{CreatePartitionsSpec, CreateTopicSpec};
+use crate::error::ControllerError;
+use crate::record::ConfigResource;
+
+/// Config changes: a key set to `Some` value, or returned to its default with `None`.
+pub type ConfigChanges = Vec<(String, Option<String>)>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerOp {
+    RegisterBroker {
+        node_id: i32,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+        /// Set by cluster members: new at every process start.
+        incarnation: Option<Uuid>,
+    },
+    CreateTopic(CreateTopicSpec),
+    DeleteTopic(String),
+    CreatePartitions(CreatePartitionsSpec),
+    AlterTopicConfigs {
+        name: String,
+        changes: ConfigChanges,
+    },
+    AlterConfigs {
+        resource: ConfigResource,
+        name: String,
+        changes: ConfigChanges,
+    },
+    /// A broker is alive (every `broker.heartbeat.interval.ms`).
+    BrokerHeartbeat {
+        node_id: i32,
+    },
+    /// Reserves the next block of producer ids for the asking broker.
+    ProducerIdBlock,
+}
+
+/// What an op produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpOutput {
+    Done,
+    TopicId(Uuid),
+    /// Producer ids `start..end`, reserved for one broker.
+    ProducerIds {
+        start: i64,
+        end: i64,
+    },
+}
+
+/// An op's outcome as it crosses the network: the output, or the error's Kafka code and
+/// message; and the log index the change was committed at (0 when nothing changed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpReply {
+    pub result: Result<OpOutput, (i16, String)>,
+    pub log_index: u64,
+}
+
+impl OpReply {
+    pub fn new(result: Result<OpOutput, ControllerError>, log_index: u64) -> OpReply {
+        OpReply {
+            result: result.map_err(|e| (e.kafka_code(), e.to_string())),
+            log_index,
+        }
+    }
+
+    pub fn into_result(self) -> Result<OpOutput, ControllerError> {
+        self.result
+            .map_err(|(code, message)| ControllerError::Remote { code, message })
+    }
+}

@@ -1,0 +1,367 @@
+//! One running member of the metadata quorum: its durable log and state machine, its
+//! openraft instance, and the CONTROLLER listener that peers reach it on.
+//!
+//! The controller's write path is synchronous (it runs on the blocking pool), so the
+//! methods here that wait for the quorum block on the runtime handle captured at start;
+//! they must never be called from an async task.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{Config, ServerState, SnapshotPolicy};
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::dir::{DurableDir, FsDir};
+use super::log_store::LogStore;
+use super::network::{BoxFuture, Network};
+use super::state_machine::{ImageReader, StateMachine};
+use super::tcp::{self, ForwardHandler, TcpTransport};
+use super::types::{MetadataBatch, Node, NodeId, Raft};
+use crate::controller::Controller;
+use crate::error::ControllerError;
+use crate::image::MetadataImage;
+use crate::ops::{ControllerOp, OpReply};
+use crate::record::MetadataRecord;
+
+/// How long a write may wait for the quorum to commit it before the client is told to
+/// retry: as long as an election takes, several times over.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a node waits for a change the active controller committed to reach its
+/// own image.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Timing of the quorum, from Kafka's `controller.quorum.*` settings.
+#[derive(Debug, Clone)]
+pub struct QuorumTiming {
+    /// `controller.quorum.election.timeout.ms`: a follower that hears nothing from a
+    /// leader for between this and twice this starts an election.
+    pub election_timeout_ms: u64,
+}
+
+impl Default for QuorumTiming {
+    fn default() -> Self {
+        QuorumTiming {
+            election_timeout_ms: 1000,
+        }
+    }
+}
+
+pub struct QuorumMember {
+    node_id: NodeId,
+    raft: Raft,
+    reader: ImageReader,
+    transport: Arc<TcpTransport>,
+    /// The voters and their CONTROLLER endpoints (`host:port`).
+    voters: BTreeMap<NodeId, Node>,
+    runtime: tokio::runtime::Handle,
+    /// Held while the active controller plans and proposes a change.
+    pub(crate) writer: Mutex<()>,
+    /// Who runs ops that other nodes forward here.
+    controller: Arc<ControllerSlot>,
+    stop: watch::Sender<bool>,
+    /// New at every start: the broker registration of this process.
+    incarnation: uuid::Uuid,
+}
+
+/// The controller that forwarded ops run on; set once it exists (it owns this member).
+#[derive(Default)]
+struct ControllerSlot(OnceLock<Weak<Controller>>);
+
+impl ForwardHandler for ControllerSlot {
+    fn handle(&self, op: Vec<u8>) -> BoxFuture<Vec<u8>> {
+        let controller = self.0.get().and_then(Weak::upgrade);
+        Box::pin(async move {
+            let reply = match (controller, serde_json::from_slice::<ControllerOp>(&op)) {
+                (None, _) => OpReply::new(
+                    Err(ControllerError::NotController(
+                        "the controller is starting".into(),
+                    )),
+                    0,
+                ),
+                (_, Err(e)) => OpReply::new(
+                    Err(ControllerError::Corrupt(format!(
+                        "undecodable forwarded op: {e}"
+                    ))),
+                    0,
+                ),
+                // Committing waits for the quorum: off the async workers.
+                (Some(c), Ok(op)) => {
+                    match tokio::task::spawn_blocking(move || c.execute(&op)).await {
+                        Ok(Ok((out, index))) => OpReply::new(Ok(out), index),
+                        Ok(Err(e)) => OpReply::new(Err(e), 0),
+                        Err(e) => OpReply::new(
+                            Err(ControllerError::NotController(format!(
+                                "forwarded op failed: {e}"
+                            ))),
+                            0,
+                        ),
+                    }
+                }
+            };
+            serde_json::to_vec(&reply).unwrap_or_default()
+        })
+    }
+}
+
+/// Logs each change of active controller as this node sees it: the quorum's one line of
+/// news for an operator.
+fn spawn_leader_log(raft: Raft, id: NodeId) {
+    let mut metrics = raft.metrics();
+    tokio::spawn(async move {
+        let mut last: Option<(Option<NodeId>, u64)> = None;
+        loop {
+            let now = {
+                let m = metrics.borrow_and_update();
+                (m.current_leader, m.current_term)
+            };
+            if last.map(|l| l.0) != Some(now.0) {
+                match now.0 {
+                    Some(l) if l == id => {
+                        tracing::info!(term = now.1, "this node is now the active controller")
+                    }
+                    Some(l) => {
+                        tracing::info!(term = now.1, leader = l, "active controller elected")
+                    }
+                    None if last.is_some() => {
+                        tracing::info!(term = now.1, "no active controller: electing one")
+                    }
+                    None => {}
+                }
+                last = Some(now);
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+impl QuorumMember {
+    /// Opens the member's durable state under `dir`, starts raft and serves peers on
+    /// `listener`. On a first start every voter proposes the same initial membership;
+    /// openraft accepts it once and refuses it harmlessly afterwards.
+    pub async fn start(
+        node_id: i32,
+        voters: &BTreeMap<i32, String>,
+        dir: &Path,
+        listener: TcpListener,
+        timing: &QuorumTiming,
+    ) -> Result<Arc<QuorumMember>, ControllerError> {
+        let id = node_id as NodeId;
+        let durable: Arc<dyn DurableDir> = Arc::new(
+            FsDir::open(dir)
+                .map_err(|e| ControllerError::io(format!("open {}", dir.display()), e))?,
+        );
+        let log = LogStore::open(durable.clone())?;
+        let sm = StateMachine::open(durable, None)?;
+        let reader = sm.reader();
+        let election = timing.election_timeout_ms.max(100);
+        let config = Config {
+            cluster_name: "fjord-metadata".into(),
+            heartbeat_interval: (election / 5).max(20),
+            election_timeout_min: election,
+            election_timeout_max: election * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ControllerError::NotController(format!("quorum settings: {e}")))?;
+        let transport = Arc::new(TcpTransport::new());
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            Network::new(transport.clone()),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| ControllerError::NotController(format!("starting raft: {e}")))?;
+        let nodes: BTreeMap<NodeId, Node> = voters
+            .iter()
+            .map(|(&v, addr)| (v as NodeId, Node::new(addr.clone())))
+            .collect();
+        let controller = Arc::new(ControllerSlot::default());
+        let (stop, mut stopped) = watch::channel(false);
+        {
+            let raft = raft.clone();
+            let handler: Arc<dyn ForwardHandler> = controller.clone();
+            tokio::spawn(async move {
+                let stopping = async move {
+                    let _ = stopped.wait_for(|&s| s).await;
+                };
+                tcp::serve(listener, raft, handler, stopping).await
+            });
+        }
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ControllerError::NotController(format!("starting raft: {e}")))?;
+        if !initialized && nodes.contains_key(&id) {
+            match raft.initialize(nodes.clone()).await {
+                Ok(()) => {}
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => {
+                    return Err(ControllerError::NotController(format!(
+                        "initializing the metadata quorum: {e}"
+                    )))
+                }
+            }
+        }
+        spawn_leader_log(raft.clone(), id);
+        Ok(Arc::new(QuorumMember {
+            node_id: id,
+            raft,
+            reader,
+            transport,
+            voters: nodes,
+            runtime: tokio::runtime::Handle::current(),
+            writer: Mutex::new(()),
+            controller,
+            stop,
+            incarnation: uuid::Uuid::new_v4(),
+        }))
+    }
+
+    /// Lets peers' forwarded ops run on `controller`.
+    pub fn serve_controller(&self, controller: &Arc<Controller>) {
+        let _ = self.controller.0.set(Arc::downgrade(controller));
+    }
+
+    pub fn incarnation(&self) -> uuid::Uuid {
+        self.incarnation
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.reader.image()
+    }
+
+    /// Notified with the last applied log index after every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.reader.subscribe()
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn voters(&self) -> BTreeSet<i32> {
+        self.voters.keys().map(|&v| v as i32).collect()
+    }
+
+    /// The active controller, if the quorum has elected one that this node knows of.
+    pub fn leader(&self) -> Option<i32> {
+        self.raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .map(|l| l as i32)
+    }
+
+    /// The current raft term.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+    }
+
+    /// Proposes `records` as one batch and waits until it is committed and applied here.
+    /// Returns its log index.
+    pub(crate) fn write(&self, records: Vec<MetadataRecord>) -> Result<u64, ControllerError> {
+        let raft = self.raft.clone();
+        let result = self.block(async move {
+            tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(MetadataBatch { records })).await
+        });
+        match result {
+            Ok(Ok(resp)) => Ok(resp.log_id.index),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ControllerError::NotController(match f.leader_id {
+                    Some(l) => format!("node {l} is now the active controller"),
+                    None => "the metadata quorum is electing a new active controller".into(),
+                }))
+            }
+            Ok(Err(e)) => Err(ControllerError::NotController(format!(
+                "the metadata quorum refused the change: {e}"
+            ))),
+            Err(_) => Err(ControllerError::NotController(format!(
+                "the metadata quorum did not commit the change within {} s",
+                WRITE_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Sends `op` to the active controller and returns its reply.
+    pub(crate) fn forward(&self, op: &ControllerOp) -> Result<OpReply, ControllerError> {
+        let Some(leader) = self.leader() else {
+            return Err(ControllerError::NotController(
+                "the metadata quorum has no active controller yet".into(),
+            ));
+        };
+        let Some(node) = self.voters.get(&(leader as NodeId)) else {
+            return Err(ControllerError::NotController(format!(
+                "active controller {leader} is not a configured voter"
+            )));
+        };
+        let bytes = serde_json::to_vec(op)
+            .map_err(|e| ControllerError::Corrupt(format!("encoding a controller op: {e}")))?;
+        let transport = self.transport.clone();
+        let addr = node.addr.clone();
+        let answer = self
+            .block(async move { transport.forward(leader as NodeId, &addr, bytes).await })
+            .map_err(|e| {
+                ControllerError::NotController(format!(
+                    "active controller {leader} could not be reached: {e}"
+                ))
+            })?;
+        serde_json::from_slice(&answer).map_err(|e| {
+            ControllerError::NotController(format!(
+                "undecodable answer from active controller {leader}: {e}"
+            ))
+        })
+    }
+
+    /// Waits until this node has applied the log up to `index`.
+    pub(crate) fn wait_applied(&self, index: u64) -> Result<(), ControllerError> {
+        let mut applied = self.reader.subscribe();
+        let waited = self.block(async move {
+            tokio::time::timeout(APPLY_TIMEOUT, applied.wait_for(|&i| i >= index))
+                .await
+                .map(|r| r.is_ok())
+        });
+        match waited {
+            Ok(true) => Ok(()),
+            _ => Err(ControllerError::NotController(format!(
+                "this node did not apply metadata change {index} within {} s",
+                APPLY_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Waits for `f` on the runtime from synchronous code. On the blocking pool this is a
+    /// plain `block_on`; should a caller on an async worker slip through, the worker is
+    /// handed over first instead of panicking the request.
+    fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.runtime.block_on(f))
+            }
+            _ => self.runtime.block_on(f),
+        }
+    }
+
+    /// Stops raft and the CONTROLLER listener.
+    pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "metadata quorum did not shut down cleanly");
+        }
+    }
+}
