@@ -1,8 +1,10 @@
 //! The `fjord` binary: `fjord server` runs a broker; `topics`, `console-producer`,
-//! `console-consumer`, `configs` and `consumer-groups` are the Kafka-style tools, and
-//! `perf` the load generators for benchmarks.
+//! `console-consumer`, `configs`, `consumer-groups` and `metadata-quorum` are the
+//! Kafka-style tools, `cluster` starts a local cluster, and `perf` the load generators for
+//! benchmarks.
 
 mod clean_shutdown;
+mod cluster;
 mod output;
 mod perf;
 mod server;
@@ -29,6 +31,8 @@ struct Cli {
 enum Command {
     /// Run a broker (with its controller) until SIGTERM or Ctrl-C.
     Server(server::ServerArgs),
+    /// Start a local cluster of several nodes on loopback until Ctrl-C.
+    Cluster(cluster::ClusterArgs),
     /// Create, list, describe, alter and delete topics (like kafka-topics.sh).
     Topics(tools::topics::TopicsArgs),
     /// Write stdin lines to a topic, one record per line (like kafka-console-producer.sh).
@@ -39,6 +43,8 @@ enum Command {
     Configs(tools::configs::ConfigsArgs),
     /// List, describe, reset and delete consumer groups (like kafka-consumer-groups.sh).
     ConsumerGroups(tools::consumer_groups::GroupsArgs),
+    /// Describe the metadata quorum (like kafka-metadata-quorum.sh).
+    MetadataQuorum(tools::metadata_quorum::MetadataQuorumArgs),
     /// Load generators like kafka-producer-perf-test and kafka-consumer-perf-test.
     Perf {
         #[command(subcommand)]
@@ -47,14 +53,16 @@ enum Command {
 }
 
 /// Subcommand names, so a usage line can point at the right `--help`.
-const TOOLS: [&str; 7] = [
+const TOOLS: [&str; 9] = [
     "server",
+    "cluster",
     "perf",
     "topics",
     "console-producer",
     "console-consumer",
     "configs",
     "consumer-groups",
+    "metadata-quorum",
 ];
 
 fn main() -> ExitCode {
@@ -72,20 +80,24 @@ fn main() -> ExitCode {
     };
     let tool = match &cli.command {
         Command::Server(_) => "server",
+        Command::Cluster(_) => "cluster",
         Command::Topics(_) => "topics",
         Command::ConsoleProducer(_) => "console-producer",
         Command::ConsoleConsumer(_) => "console-consumer",
         Command::Configs(_) => "configs",
         Command::ConsumerGroups(_) => "consumer-groups",
+        Command::MetadataQuorum(_) => "metadata-quorum",
         Command::Perf { .. } => "perf",
     };
     let result = match cli.command {
         Command::Server(args) => return server::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Topics(args) => tools::topics::run(args),
         Command::ConsoleProducer(args) => tools::console_producer::run(args),
         Command::ConsoleConsumer(args) => tools::console_consumer::run(args),
         Command::Configs(args) => tools::configs::run(args),
         Command::ConsumerGroups(args) => tools::consumer_groups::run(args),
+        Command::MetadataQuorum(args) => tools::metadata_quorum::run(args),
         Command::Perf { command } => perf::run(command).map(|()| ExitCode::SUCCESS),
     };
     match result {

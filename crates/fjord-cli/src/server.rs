@@ -160,7 +160,7 @@ fn init_logging() {
 /// either. Installed before the server starts, so that a signal arriving during start-up
 /// (recovery can take a while) leads to a clean shutdown right after it, instead of the
 /// default action ending the process without a flush.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

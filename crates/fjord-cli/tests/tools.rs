@@ -1174,3 +1174,65 @@ fn configs_alters_and_describes_brokers_and_groups() {
         "{text}"
     );
 }
+
+/// `metadata-quorum describe` on one node: it is the leader of its quorum of one, and
+/// the two views are shaped like kafka-metadata-quorum.sh's.
+#[test]
+fn metadata_quorum_describes_a_single_node() {
+    let server = Server::start();
+    let status = run(
+        &[
+            "metadata-quorum",
+            "--bootstrap-server",
+            &server.addr,
+            "describe",
+            "--status",
+        ],
+        "",
+    );
+    assert_ok(&status, "describe --status");
+    let out = stdout(&status);
+    for line in [
+        "LeaderId:               1",
+        "CurrentVoters:",
+        "MaxFollowerLag:         0",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+    let cluster = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ClusterId:"))
+        .map(str::trim)
+        .unwrap_or_default();
+    assert!(cluster.len() >= 20, "{out}");
+    let replication = run(
+        &[
+            "metadata-quorum",
+            "--bootstrap-server",
+            &server.addr,
+            "describe",
+            "--replication",
+        ],
+        "",
+    );
+    assert_ok(&replication, "describe --replication");
+    let out = stdout(&replication);
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows[0].starts_with("NodeId"), "{out}");
+    assert!(
+        rows[1].starts_with('1') && rows[1].ends_with("Leader"),
+        "{out}"
+    );
+
+    let neither = run(
+        &[
+            "metadata-quorum",
+            "--bootstrap-server",
+            &server.addr,
+            "describe",
+        ],
+        "",
+    );
+    assert_one_line_error(&neither, 2, "describe without a view");
+}

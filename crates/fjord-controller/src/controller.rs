@@ -14,7 +14,7 @@ use crate::error::ControllerError;
 use crate::image::{BrokerImage, MetadataImage, TopicImage};
 use crate::liveness::{Liveness, Verdict};
 use crate::log::MetadataLog;
-use crate::ops::{ControllerOp, OpOutput};
+use crate::ops::{ControllerOp, OpOutput, QuorumStatus, ReplicaStatus};
 use crate::quorum::QuorumMember;
 use crate::record::{ConfigResource, MetadataRecord};
 
@@ -277,6 +277,9 @@ impl Controller {
                     _ => Ok((OpOutput::Done, 0)),
                 }
             }
+            ControllerOp::DescribeQuorum => self
+                .describe_quorum_here()
+                .map(|status| (OpOutput::Quorum(status), 0)),
             ControllerOp::ProducerIdBlock => self
                 .commit(|image| {
                     let start = image.next_producer_id;
@@ -309,6 +312,37 @@ impl Controller {
             incarnation,
         })
         .map(|_| ())
+    }
+
+    /// The metadata quorum: its leader, epoch, high watermark and how far each voter is.
+    pub fn describe_quorum(&self) -> Result<QuorumStatus, ControllerError> {
+        match self.submit(ControllerOp::DescribeQuorum)? {
+            OpOutput::Quorum(status) => Ok(status),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// [`Controller::describe_quorum`] answered by this node: the only node, or the leader.
+    fn describe_quorum_here(&self) -> Result<QuorumStatus, ControllerError> {
+        let now = now_ms();
+        match &self.backend {
+            Backend::Local { .. } => {
+                let end = self.image().offset as i64;
+                Ok(QuorumStatus {
+                    leader_id: self.node_id,
+                    leader_epoch: 1,
+                    high_watermark: end,
+                    voters: vec![ReplicaStatus {
+                        replica_id: self.node_id,
+                        log_end_offset: end,
+                        last_fetch_ms: now,
+                        last_caught_up_ms: now,
+                    }],
+                    endpoints: vec![],
+                })
+            }
+            Backend::Quorum(q) => q.status(now),
+        }
     }
 
     /// Tells the active controller this broker is alive.

@@ -17,5 +17,5 @@ pub use controller::{validate_topic_name, Controller, CreatePartitionsSpec, Crea
 pub use error::ControllerError;
 pub use image::{BrokerImage, MetadataImage, PartitionImage, TopicImage};
 pub use log::MetadataLog;
-pub use ops::{ControllerOp, OpOutput, OpReply};
+pub use ops::{ControllerOp, OpOutput, OpReply, QuorumStatus, ReplicaStatus};
 pub use record::{ConfigResource, MetadataRecord};

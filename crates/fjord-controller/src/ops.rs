@@ -44,6 +44,8 @@ pub enum ControllerOp {
     },
     /// Reserves the next block of producer ids for the asking broker.
     ProducerIdBlock,
+    /// The quorum as the active controller sees it (DescribeQuorum).
+    DescribeQuorum,
 }
 
 /// What an op produced.
@@ -56,6 +58,31 @@ pub enum OpOutput {
         start: i64,
         end: i64,
     },
+    Quorum(QuorumStatus),
+}
+
+/// The metadata quorum as its leader sees it, in the terms of Kafka's DescribeQuorum:
+/// offsets are "next offset" positions in the metadata log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumStatus {
+    pub leader_id: i32,
+    /// The raft term: the controller epoch.
+    pub leader_epoch: i32,
+    pub high_watermark: i64,
+    pub voters: Vec<ReplicaStatus>,
+    /// Each voter's CONTROLLER endpoint, `host:port`.
+    pub endpoints: Vec<(i32, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    pub replica_id: i32,
+    /// -1 when the leader has not heard from the replica in this term.
+    pub log_end_offset: i64,
+    /// When the leader last heard from it; -1 when unknown.
+    pub last_fetch_ms: i64,
+    /// When it last held everything committed; -1 when unknown.
+    pub last_caught_up_ms: i64,
 }
 
 /// An op's outcome as it crosses the network: the output, or the error's Kafka code and

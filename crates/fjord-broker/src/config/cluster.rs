@@ -255,3 +255,125 @@ fn parse_voters(r: &Reader) -> Result<BTreeMap<i32, Endpoint>, ConfigError> {
     }
     Ok(voters)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::config::{BrokerConfig, ConfigError};
+
+    fn config(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
+        let props: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        BrokerConfig::from_props(&props)
+    }
+
+    const VOTERS: &str = "1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293";
+
+    fn member(id: &str, listeners: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("node.id", id.to_string()),
+            ("listeners", listeners.to_string()),
+            ("controller.listener.names", "CONTROLLER".into()),
+            ("controller.quorum.voters", VOTERS.into()),
+        ]
+    }
+
+    fn parse(pairs: Vec<(&'static str, String)>) -> Result<BrokerConfig, ConfigError> {
+        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        config(&refs)
+    }
+
+    #[test]
+    fn a_voter_with_kafkas_settings() {
+        let c = parse(member(
+            "2",
+            "PLAINTEXT://127.0.0.1:9192,CONTROLLER://127.0.0.1:9193",
+        ))
+        .unwrap();
+        assert_eq!(c.listener.port, 9192);
+        assert_eq!(c.advertised.port, 9192);
+        assert_eq!(
+            c.cluster.controller_listener.as_ref().map(|e| e.port),
+            Some(9193)
+        );
+        assert_eq!(c.cluster.voters.len(), 3);
+        assert!(c.cluster.roles.broker && c.cluster.roles.controller);
+    }
+
+    #[test]
+    fn defaults_stay_a_single_node() {
+        let c = config(&[]).unwrap();
+        assert!(c.cluster.voters.is_empty());
+        assert_eq!(c.listen_addr(), "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn refusals_name_the_setting() {
+        let cases: Vec<(Vec<(&'static str, String)>, &str)> = vec![
+            (
+                member(
+                    "4",
+                    "PLAINTEXT://127.0.0.1:9392,CONTROLLER://127.0.0.1:9393",
+                ),
+                "not one of the voters",
+            ),
+            (
+                member(
+                    "1",
+                    "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9999",
+                ),
+                "gives node 1 port 9093",
+            ),
+            (
+                member("1", "PLAINTEXT://127.0.0.1:9092"),
+                "must name a listener",
+            ),
+            (
+                member("1", "PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9093"),
+                "only PLAINTEXT",
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let err = parse(pairs).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+        let mut dup = member(
+            "1",
+            "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        );
+        dup[3].1 = "1@127.0.0.1:9093,1@127.0.0.1:9193".into();
+        assert!(parse(dup)
+            .unwrap_err()
+            .to_string()
+            .contains("appears twice"));
+        let mut roles = member(
+            "1",
+            "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        );
+        roles.push(("process.roles", "broker,zookeeper".into()));
+        assert!(parse(roles)
+            .unwrap_err()
+            .to_string()
+            .contains("process.roles"));
+    }
+
+    #[test]
+    fn a_controller_listener_is_plaintext_unless_mapped() {
+        let mut pairs = member(
+            "1",
+            "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+        );
+        assert!(parse(pairs.clone()).is_ok());
+        pairs.push((
+            "listener.security.protocol.map",
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL".into(),
+        ));
+        assert!(parse(pairs)
+            .unwrap_err()
+            .to_string()
+            .contains("CONTROLLER uses SSL"));
+    }
+}

@@ -1,7 +1,15 @@
-//! DescribeCluster: the brokers, the controller and the cluster id.
+//! DescribeCluster (the brokers, the controller and the cluster id) and DescribeQuorum
+//! (the metadata quorum).
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::messages::describe_quorum_response::{
+    Listener as QuorumListener, Node as QuorumNode, PartitionData as QuorumPartition, ReplicaState,
+    TopicData as QuorumTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest,
+    DescribeQuorumResponse, TopicName,
+};
 
 use super::str;
 use crate::error::code;
@@ -38,4 +46,82 @@ pub fn describe(state: &BrokerState, req: DescribeClusterRequest) -> DescribeClu
         .with_cluster_id(str(state.cluster_id.clone()))
         .with_controller_id(BrokerId(super::controller_id(state)))
         .with_brokers(brokers)
+}
+
+/// The metadata log's name in DescribeQuorum, as in KRaft.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum: the metadata quorum as the active controller sees it (asked of it
+/// through this broker). Blocking: run on the blocking pool.
+pub fn describe_quorum(
+    state: &BrokerState,
+    req: DescribeQuorumRequest,
+    version: i16,
+) -> DescribeQuorumResponse {
+    let asks_for_metadata = req.topics.iter().any(|t| {
+        t.topic_name.0.as_str() == METADATA_TOPIC
+            && t.partitions.iter().any(|p| p.partition_index == 0)
+    });
+    if !asks_for_metadata {
+        return DescribeQuorumResponse::default()
+            .with_error_code(code::INVALID_REQUEST)
+            .with_error_message(Some(str(format!(
+                "DescribeQuorum only describes {METADATA_TOPIC} partition 0"
+            ))));
+    }
+    let status = match state.controller.describe_quorum() {
+        Ok(s) => s,
+        Err(e) => {
+            let partition = QuorumPartition::default()
+                .with_partition_index(0)
+                .with_error_code(e.kafka_code())
+                .with_error_message(Some(str(e.to_string())))
+                .with_leader_id(BrokerId(-1))
+                .with_leader_epoch(-1)
+                .with_high_watermark(-1);
+            return DescribeQuorumResponse::default().with_topics(vec![QuorumTopic::default()
+                .with_topic_name(TopicName(str(METADATA_TOPIC)))
+                .with_partitions(vec![partition])]);
+        }
+    };
+    let voters = status
+        .voters
+        .iter()
+        .map(|r| {
+            ReplicaState::default()
+                .with_replica_id(BrokerId(r.replica_id))
+                .with_log_end_offset(r.log_end_offset)
+                .with_last_fetch_timestamp(r.last_fetch_ms)
+                .with_last_caught_up_timestamp(r.last_caught_up_ms)
+        })
+        .collect();
+    let partition = QuorumPartition::default()
+        .with_partition_index(0)
+        .with_error_code(code::NONE)
+        .with_leader_id(BrokerId(status.leader_id))
+        .with_leader_epoch(status.leader_epoch)
+        .with_high_watermark(status.high_watermark)
+        .with_current_voters(voters);
+    let mut resp = DescribeQuorumResponse::default().with_topics(vec![QuorumTopic::default()
+        .with_topic_name(TopicName(str(METADATA_TOPIC)))
+        .with_partitions(vec![partition])]);
+    if version >= 2 {
+        let nodes = status
+            .endpoints
+            .iter()
+            .filter_map(|(id, addr)| {
+                let (host, port) = addr.rsplit_once(':')?;
+                Some(
+                    QuorumNode::default()
+                        .with_node_id(BrokerId(*id))
+                        .with_listeners(vec![QuorumListener::default()
+                            .with_name(str("CONTROLLER"))
+                            .with_host(str(host))
+                            .with_port(port.parse().ok()?)]),
+                )
+            })
+            .collect();
+        resp = resp.with_nodes(nodes);
+    }
+    resp
 }

@@ -41,6 +41,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -169,6 +170,10 @@ async fn route(
         }
         RequestKind::DescribeCluster(r) => {
             respond(ResponseKind::DescribeCluster(cluster::describe(state, r)))
+        }
+        // Asks the active controller, which may be another node.
+        RequestKind::DescribeQuorum(r) => {
+            off_runtime(state, v, move |s| cluster::describe_quorum(s, r, v)).await
         }
         // Allocating a producer-id block commits metadata.
         RequestKind::InitProducerId(r) => {

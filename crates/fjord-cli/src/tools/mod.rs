@@ -1,5 +1,6 @@
-//! The Kafka-style command-line tools of the `fjord` binary, one module per tool, all using
-//! librdkafka (through the rdkafka crate) as their client.
+//! The Kafka-style command-line tools of the `fjord` binary, one module per tool, using
+//! librdkafka (through the rdkafka crate) as their client; `metadata-quorum` speaks
+//! DescribeQuorum itself, which librdkafka lacks.
 
 pub mod admin;
 pub mod common;
@@ -7,4 +8,5 @@ pub mod configs;
 pub mod console_consumer;
 pub mod console_producer;
 pub mod consumer_groups;
+pub mod metadata_quorum;
 pub mod topics;

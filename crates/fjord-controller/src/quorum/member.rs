@@ -25,7 +25,7 @@ use super::types::{MetadataBatch, Node, NodeId, Raft};
 use crate::controller::Controller;
 use crate::error::ControllerError;
 use crate::image::MetadataImage;
-use crate::ops::{ControllerOp, OpReply};
+use crate::ops::{ControllerOp, OpReply, QuorumStatus, ReplicaStatus};
 use crate::record::MetadataRecord;
 
 /// How long a write may wait for the quorum to commit it before the client is told to
@@ -260,6 +260,52 @@ impl QuorumMember {
             .borrow()
             .current_leader
             .map(|l| l as i32)
+    }
+
+    /// The quorum as this node, its leader, sees it.
+    pub(crate) fn status(&self, now_ms: i64) -> Result<QuorumStatus, ControllerError> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        if m.state != ServerState::Leader {
+            return Err(ControllerError::NotController(
+                "this node is no longer the active controller".into(),
+            ));
+        }
+        // Raft indexes count from 0; Kafka's offsets are "next offset" positions.
+        let end = m.last_log_index.map_or(0, |i| i as i64 + 1);
+        let high_watermark = m.last_applied.map_or(0, |l| l.index as i64 + 1);
+        let voters = self
+            .voters
+            .keys()
+            .map(|&id| {
+                let matched = if id == self.node_id {
+                    Some(end)
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).copied().flatten())
+                        .map(|l| l.index as i64 + 1)
+                };
+                let caught_up = matched.is_some_and(|e| e >= high_watermark);
+                ReplicaStatus {
+                    replica_id: id as i32,
+                    log_end_offset: matched.unwrap_or(-1),
+                    last_fetch_ms: if id == self.node_id { now_ms } else { -1 },
+                    last_caught_up_ms: if caught_up { now_ms } else { -1 },
+                }
+            })
+            .collect();
+        Ok(QuorumStatus {
+            leader_id: self.node_id as i32,
+            leader_epoch: m.current_term.min(i32::MAX as u64) as i32,
+            high_watermark,
+            voters,
+            endpoints: self
+                .voters
+                .iter()
+                .map(|(&id, n)| (id as i32, n.addr.clone()))
+                .collect(),
+        })
     }
 
     /// The current raft term.
