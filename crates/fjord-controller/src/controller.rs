@@ -702,6 +702,7 @@ fn place_replicas(
             brokers.len()
         )));
     }
+    check_single_replica(replication_factor as usize)?;
     let n = brokers.len();
     Ok((first..first + count)
         .map(|p| {
@@ -712,11 +713,25 @@ fn place_replicas(
         .collect())
 }
 
+/// Partition data is not replicated between brokers yet: a second replica would be
+/// listed in the ISR without holding the data, and acks=all would promise a copy that
+/// does not exist. So more than one replica is refused rather than pretended.
+fn check_single_replica(replication_factor: usize) -> Result<(), ControllerError> {
+    if replication_factor > 1 {
+        return Err(ControllerError::InvalidReplicationFactor(format!(
+            "Replication factor: {replication_factor} is not supported yet: Fjord does not \
+             replicate partition data between brokers, so each partition has one replica."
+        )));
+    }
+    Ok(())
+}
+
 fn validate_assignments(
     image: &MetadataImage,
     assignments: &[Vec<i32>],
 ) -> Result<(), ControllerError> {
     let rf = assignments[0].len();
+    check_single_replica(rf)?;
     for (i, replicas) in assignments.iter().enumerate() {
         if replicas.is_empty() {
             return Err(ControllerError::InvalidReplicationFactor(format!(
@@ -843,6 +858,32 @@ mod tests {
         );
         assert_eq!(t.partitions[4].leader, 1);
         assert_eq!(t.partitions[4].isr, vec![1]);
+    }
+
+    #[test]
+    fn partitions_spread_over_live_brokers_with_one_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = controller(dir.path());
+        for b in [2, 3] {
+            c.register_broker(b, "127.0.0.1", 9092 + b, None).unwrap();
+        }
+        let t = c.create_topic(&spec("spread", 6, 1)).unwrap();
+        let leaders: Vec<i32> = t.partitions.iter().map(|p| p.leader).collect();
+        assert_eq!(leaders, vec![1, 2, 3, 1, 2, 3]);
+        let err = c.create_topic(&spec("four", 1, 4)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Replication factor: 4 larger than available brokers: 3."
+        );
+        let err = c.create_topic(&spec("two", 1, 2)).unwrap_err();
+        assert_eq!(err.kafka_code(), 38);
+        assert!(err.to_string().contains("not supported yet"), "{err}");
+        // A fenced broker gets nothing new.
+        c.commit(|image| Ok((fencing(image, 2, true), ()))).unwrap();
+        let t = c.create_topic(&spec("after", 4, 1)).unwrap();
+        assert!(t.partitions.iter().all(|p| p.leader != 2), "{t:?}");
+        let err = c.create_topic(&spec("three", 1, 3)).unwrap_err();
+        assert!(err.to_string().contains("available brokers: 2"), "{err}");
     }
 
     #[test]
