@@ -82,6 +82,10 @@ pub enum BrokerError {
     Controller(#[from] fjord_controller::ControllerError),
     #[error("{0}")]
     Startup(String),
+    /// The data directory belongs to another node, cluster or kind of metadata than the
+    /// configuration says: a setting to fix, like a bad property (exit code 2).
+    #[error("{0}")]
+    WrongDirectory(String),
 }
 
 impl BrokerError {
@@ -100,7 +104,7 @@ impl BrokerError {
             BrokerError::Controller(e) => e.kafka_code(),
             BrokerError::Io { .. } => code::KAFKA_STORAGE_ERROR,
             BrokerError::Config(_) => code::INVALID_CONFIG,
-            BrokerError::Startup(_) => code::UNKNOWN_SERVER_ERROR,
+            BrokerError::Startup(_) | BrokerError::WrongDirectory(_) => code::UNKNOWN_SERVER_ERROR,
         }
     }
 }

@@ -305,13 +305,13 @@ fn quorum_cluster_id(config: &BrokerConfig) -> Option<String> {
 fn check_metadata_kind(dir: &Path, quorum_mode: bool) -> Result<(), BrokerError> {
     let has = |name: &str| fs::metadata(dir.join(name)).is_ok_and(|m| m.len() > 0);
     if quorum_mode && has("metadata.log") {
-        return Err(BrokerError::Startup(format!(
+        return Err(BrokerError::WrongDirectory(format!(
             "{} holds a one-node Fjord's metadata; this data directory cannot join a quorum              (controller.quorum.voters is set). Start it without controller.quorum.voters.",
             dir.display()
         )));
     }
     if !quorum_mode && (has("raft.log") || has("raft.state")) {
-        return Err(BrokerError::Startup(format!(
+        return Err(BrokerError::WrongDirectory(format!(
             "{} belongs to a member of a metadata quorum; start this node with its              controller.quorum.voters",
             dir.display()
         )));
@@ -404,7 +404,7 @@ fn load_identity(
             let props = crate::config::parse_properties(&text)?;
             let stored: Option<i32> = props.get("node.id").and_then(|v| v.parse().ok());
             if stored != Some(node_id) {
-                return Err(BrokerError::Startup(format!(
+                return Err(BrokerError::WrongDirectory(format!(
                     "{} belongs to node.id {}, but this server is node.id {node_id}",
                     path.display(),
                     stored.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
@@ -414,7 +414,7 @@ fn load_identity(
                 BrokerError::Startup(format!("{} has no cluster.id", path.display()))
             })?;
             match expected {
-                Some(id) if id != stored => Err(BrokerError::Startup(format!(
+                Some(id) if id != stored => Err(BrokerError::WrongDirectory(format!(
                     "{} belongs to cluster {stored}, but controller.quorum.voters makes this                      node a member of cluster {id}: the voter list differs from the one this                      data directory was started with",
                     path.display()
                 ))),

@@ -76,6 +76,12 @@ pub fn run(args: ServerArgs) -> ExitCode {
     let ran_before = clean_shutdown::has_run_before(&dir);
     let server = match runtime.block_on(Server::start(config)) {
         Ok(s) => s,
+        // A directory that is not this node's is fixed in the configuration, like a bad
+        // property: the same exit code.
+        Err(e @ fjord_broker::BrokerError::WrongDirectory(_)) => {
+            errln!("fjord: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             errln!("fjord: {e}");
             return ExitCode::FAILURE;

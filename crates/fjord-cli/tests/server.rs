@@ -251,3 +251,116 @@ fn start_log_names_the_version_and_how_the_previous_run_ended() {
     assert!(log.contains("previous shutdown was not clean"), "{log}");
     assert!(!log.contains("previous shutdown was clean"), "{log}");
 }
+
+/// Copies a directory tree (the fixtures are small: a few dozen files).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A data directory written by Fjord 0.1.0 (before cluster mode) starts under this
+/// release with everything in it: the topic, its config, its 30 records and the group's
+/// committed offsets. The fixture was made with that release's `fjord server
+/// --override offsets.topic.num.partitions=1`: `fjord topics --create --topic legacy
+/// --partitions 3 --config retention.ms=86400000`, 30 keyed records from kcat, the group
+/// `legacy-group` consuming them all with auto-commit, then SIGTERM. Started with
+/// controller.quorum.voters, the same directory is refused rather than read as empty.
+#[test]
+fn a_data_directory_of_the_previous_release_starts_with_everything() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/data-0.1.0-single-node");
+    copy_tree(&fixture, &data);
+
+    let (server, port) = start_in(&data);
+    let bootstrap = format!("127.0.0.1:{port}");
+    let described = fjord()
+        .args([
+            "topics",
+            "--bootstrap-server",
+            &bootstrap,
+            "--describe",
+            "--topic",
+            "legacy",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&described.stdout);
+    assert!(text.contains("PartitionCount: 3"), "{text}");
+    assert!(text.contains("retention.ms=86400000"), "{text}");
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "legacy-group")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut wanted = TopicPartitionList::new();
+    for p in 0..3 {
+        wanted.add_partition("legacy", p);
+    }
+    let committed = consumer
+        .committed_offsets(wanted, Duration::from_secs(20))
+        .unwrap();
+    let offsets: Vec<Offset> = committed.elements().iter().map(|e| e.offset()).collect();
+    assert_eq!(
+        offsets,
+        vec![Offset::Offset(9), Offset::Offset(10), Offset::Offset(11)]
+    );
+
+    let mut all = TopicPartitionList::new();
+    for p in 0..3 {
+        all.add_partition_offset("legacy", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&all).unwrap();
+    let mut values = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while values.len() < 30 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            assert_eq!(value, key.replace("key", "value"));
+            values.push(value);
+        }
+    }
+    values.sort_by_key(|v| v.trim_start_matches("value").parse::<u32>().unwrap_or(0));
+    let expected: Vec<String> = (1..=30).map(|i| format!("value{i}")).collect();
+    assert_eq!(values, expected);
+    drop(consumer);
+    let (code, log) = stop(server);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("stray"), "{log}");
+
+    let refused = fjord()
+        .args(["server", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--override",
+            "listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:19999",
+            "--override",
+            "controller.listener.names=CONTROLLER",
+            "--override",
+            "controller.quorum.voters=1@127.0.0.1:19999",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    // After the start line, one line says why.
+    let why: Vec<&str> = err.lines().filter(|l| l.starts_with("fjord: ")).collect();
+    assert_eq!(why.len(), 1, "{err}");
+    assert!(why[0].contains("one-node"), "{err}");
+}
