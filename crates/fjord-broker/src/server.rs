@@ -306,13 +306,15 @@ fn check_metadata_kind(dir: &Path, quorum_mode: bool) -> Result<(), BrokerError>
     let has = |name: &str| fs::metadata(dir.join(name)).is_ok_and(|m| m.len() > 0);
     if quorum_mode && has("metadata.log") {
         return Err(BrokerError::WrongDirectory(format!(
-            "{} holds a one-node Fjord's metadata; this data directory cannot join a quorum              (controller.quorum.voters is set). Start it without controller.quorum.voters.",
+            "{} holds a one-node Fjord's metadata; this data directory cannot join a quorum \
+             (controller.quorum.voters is set). Start it without controller.quorum.voters.",
             dir.display()
         )));
     }
     if !quorum_mode && (has("raft.log") || has("raft.state")) {
         return Err(BrokerError::WrongDirectory(format!(
-            "{} belongs to a member of a metadata quorum; start this node with its              controller.quorum.voters",
+            "{} belongs to a member of a metadata quorum; start this node with its \
+             controller.quorum.voters",
             dir.display()
         )));
     }
@@ -371,6 +373,9 @@ async fn register(
             tokio::task::spawn_blocking(move || c.register_broker(id, &host, port, rack)).await;
         match result {
             Ok(Ok(())) => return Ok(()),
+            Ok(Err(e @ fjord_controller::ControllerError::QuorumStopped(_))) => {
+                return Err(e.into())
+            }
             Ok(Err(e)) if controller.quorum().is_some() => {
                 if reported.elapsed() >= Duration::from_secs(5) {
                     tracing::info!(
@@ -415,7 +420,9 @@ fn load_identity(
             })?;
             match expected {
                 Some(id) if id != stored => Err(BrokerError::WrongDirectory(format!(
-                    "{} belongs to cluster {stored}, but controller.quorum.voters makes this                      node a member of cluster {id}: the voter list differs from the one this                      data directory was started with",
+                    "{} belongs to cluster {stored}, but controller.quorum.voters makes this \
+                     node a member of cluster {id}: the voter list differs from the one this \
+                     data directory was started with",
                     path.display()
                 ))),
                 _ => Ok(stored),

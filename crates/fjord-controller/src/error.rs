@@ -28,6 +28,10 @@ pub enum ControllerError {
     /// or it is unreachable): retriable once the quorum has a leader.
     #[error("{0}")]
     NotController(String),
+    /// This node's raft stopped for good (a bug or a storage failure): the node must be
+    /// restarted.
+    #[error("{0}")]
+    QuorumStopped(String),
     /// The active controller refused the change; its code and message, as it sent them.
     #[error("{message}")]
     Remote { code: i16, message: String },
@@ -46,6 +50,8 @@ impl ControllerError {
             // KAFKA_STORAGE_ERROR: the request may be retried once the disk is healthy.
             ControllerError::Io { .. } | ControllerError::Corrupt(_) => 56,
             ControllerError::NotController(_) => 41,
+            // KAFKA_STORAGE_ERROR, as for a metadata log that failed.
+            ControllerError::QuorumStopped(_) => 56,
             ControllerError::Remote { code, .. } => *code,
         }
     }

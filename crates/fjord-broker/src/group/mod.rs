@@ -147,6 +147,15 @@ impl GroupCoordinator {
         if self.coordinator_node(state, group) != state.node_id() {
             return Err(code::NOT_COORDINATOR);
         }
+        // In a cluster the image can name this broker before it has opened the
+        // partition (another node created the topic a moment ago): the client retries
+        // until it is open, instead of a write failing after it was accepted.
+        if state.controller.image().topic(TOPIC).is_some() {
+            let index = offsets::partition_for(group, self.partition_count(state));
+            if state.replicas.get(TOPIC, index).is_none() {
+                return Err(code::COORDINATOR_LOAD_IN_PROGRESS);
+            }
+        }
         Ok(())
     }
 

@@ -111,12 +111,13 @@ pub async fn handle(
     route(state, header, peer, kind, v, turn).await
 }
 
-/// The controller id clients are told: the active controller when it is a broker they
-/// can reach (admin requests then go straight to it), otherwise this broker, which
-/// forwards them.
+/// The controller id clients are told: the active controller, where admin requests go.
+/// While a cluster elects one there is none (-1), and clients wait for the next
+/// Metadata rather than chase a node that may not win.
 pub fn controller_id(state: &BrokerState) -> i32 {
     match state.controller.active_controller() {
         Some(id) if state.controller.image().brokers.contains_key(&id) => id,
+        _ if state.controller.quorum().is_some() => -1,
         _ => state.node_id(),
     }
 }

@@ -115,10 +115,20 @@ fn spawn_leader_log(raft: Raft, id: NodeId) {
     tokio::spawn(async move {
         let mut last: Option<(Option<NodeId>, u64)> = None;
         loop {
-            let now = {
+            let (now, stopped) = {
                 let m = metrics.borrow_and_update();
-                (m.current_leader, m.current_term)
+                (
+                    (m.current_leader, m.current_term),
+                    m.running_state.clone().err(),
+                )
             };
+            if let Some(fatal) = stopped {
+                // Nothing recovers a stopped raft core in this process: say so once, loudly.
+                tracing::error!(
+                    "this node's metadata quorum member stopped ({fatal}); restart the node"
+                );
+                return;
+            }
             if last.map(|l| l.0) != Some(now.0) {
                 match now.0 {
                     Some(l) if l == id => {
@@ -334,6 +344,9 @@ impl QuorumMember {
                     None => "the metadata quorum is electing a new active controller".into(),
                 }))
             }
+            Ok(Err(RaftError::Fatal(f))) => Err(ControllerError::QuorumStopped(format!(
+                "this node's metadata quorum member stopped: {f}"
+            ))),
             Ok(Err(e)) => Err(ControllerError::NotController(format!(
                 "the metadata quorum refused the change: {e}"
             ))),
