@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::ControllerError;
-use crate::image::{BrokerImage, MetadataImage, TopicImage};
+use crate::image::{MetadataImage, TopicImage};
 use crate::liveness::{Liveness, Verdict};
 use crate::log::MetadataLog;
 use crate::ops::{ControllerOp, OpOutput, QuorumStatus, ReplicaStatus};
@@ -232,15 +232,14 @@ impl Controller {
                 incarnation,
             } => self
                 .commit(|image| {
-                    let b = BrokerImage {
+                    let record = MetadataRecord::RegisterBroker {
                         node_id: *node_id,
                         host: host.clone(),
                         port: *port,
                         rack: rack.clone(),
                         incarnation: *incarnation,
-                        fenced: false,
                     };
-                    Ok((plan_registration(image, b), ()))
+                    Ok((plan_registration(image, record), ()))
                 })
                 .map(done),
             ControllerOp::CreateTopic(spec) => self
@@ -482,17 +481,23 @@ fn unexpected(out: OpOutput) -> ControllerError {
     ControllerError::Corrupt(format!("unexpected controller answer {out:?}"))
 }
 
-fn plan_registration(image: &MetadataImage, broker: BrokerImage) -> Vec<MetadataRecord> {
-    if image.brokers.get(&broker.node_id) == Some(&broker) {
+/// The registration record, unless the image already holds exactly it (a restart of a
+/// one-node cluster with the same endpoint changes nothing).
+fn plan_registration(image: &MetadataImage, record: MetadataRecord) -> Vec<MetadataRecord> {
+    let MetadataRecord::RegisterBroker { node_id, .. } = &record else {
+        return vec![record];
+    };
+    // Applied to an image of this broker alone: the same `apply` decides what changes.
+    let before = image.brokers.get(node_id).cloned();
+    let mut probe = MetadataImage::default();
+    if let Some(b) = &before {
+        probe.brokers.insert(*node_id, b.clone());
+    }
+    probe.apply(&record);
+    if probe.brokers.get(node_id) == before.as_ref() {
         return vec![];
     }
-    vec![MetadataRecord::RegisterBroker {
-        node_id: broker.node_id,
-        host: broker.host,
-        port: broker.port,
-        rack: broker.rack,
-        incarnation: broker.incarnation,
-    }]
+    vec![record]
 }
 
 /// The record that fences or unfences `node_id`, unless it is already so.

@@ -102,25 +102,21 @@ fn describe(server: &str, timeout: Duration) -> Result<(String, Quorum)> {
         .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
     let version = 2;
     let resp: DescribeQuorumResponse = call(&mut stream, 2, request, version)?;
-    if resp.error_code != 0 {
-        bail!(
-            "DescribeQuorum failed (error {}): {}",
-            resp.error_code,
-            resp.error_message.as_deref().unwrap_or("")
-        );
-    }
+    refused(
+        "DescribeQuorum failed",
+        resp.error_code,
+        &resp.error_message,
+    )?;
     let partition = resp
         .topics
         .first()
         .and_then(|t| t.partitions.first())
         .ok_or_else(|| anyhow!("DescribeQuorum answered without the metadata partition"))?;
-    if partition.error_code != 0 {
-        bail!(
-            "the metadata quorum could not be described (error {}): {}",
-            partition.error_code,
-            partition.error_message.as_deref().unwrap_or("")
-        );
-    }
+    refused(
+        "the metadata quorum could not be described",
+        partition.error_code,
+        &partition.error_message,
+    )?;
     let endpoints = resp
         .nodes
         .iter()
@@ -141,6 +137,17 @@ fn describe(server: &str, timeout: Duration) -> Result<(String, Quorum)> {
             endpoints,
         },
     ))
+}
+
+/// An error code other than 0 as an error naming `what`, the code and the message.
+fn refused(what: &str, code: i16, message: &Option<StrBytes>) -> Result<()> {
+    if code != 0 {
+        bail!(
+            "{what} (error {code}): {}",
+            message.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
 }
 
 /// Sends one request and reads its answer.
