@@ -5,7 +5,9 @@
 # sets `work` (a temporary directory, removed at exit) and `BS` (the bootstrap address).
 # With FJORD_BIN it starts `fjord server` on a free loopback port with its data and log
 # (`$work/server.log`) under `work`, waits up to 20 s for the port, and stops the server at
-# exit (SIGTERM, then SIGKILL after 10 s). With KAFKA_BOOTSTRAP it uses that broker as is.
+# exit (SIGTERM, then SIGKILL after 10 s). With FJORD_CLUSTER_NODES=N it starts
+# `fjord cluster --nodes N` instead, and `BS` lists every broker. With KAFKA_BOOTSTRAP it
+# uses that broker as is.
 
 broker_cleanup() {
   if [[ -n "${server_pid:-}" ]] && kill -0 "$server_pid" 2>/dev/null; then
@@ -25,18 +27,50 @@ broker_start() {
     BS="$KAFKA_BOOTSTRAP"
     return
   fi
-  local port deadline
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-  BS="127.0.0.1:$port"
-  mkdir -p "$work/data"
-  "$FJORD_BIN" server --listen "$BS" --data-dir "$work/data" "$@" > "$work/server.log" 2>&1 &
+  local port deadline ports=()
+  if [[ -n "${FJORD_CLUSTER_NODES:-}" ]]; then
+    local n="$FJORD_CLUSTER_NODES" base
+    # A base port whose N client ports and N controller ports (base+100...) are all free.
+    base="$(python3 - "$n" <<'PY'
+import random, socket, sys
+n = int(sys.argv[1])
+for _ in range(200):
+    base = random.randrange(20000, 40000)
+    socks = []
+    try:
+        for p in [base + i for i in range(n)] + [base + 100 + i for i in range(n)]:
+            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
+        print(base); break
+    except OSError:
+        pass
+    finally:
+        for s in socks: s.close()
+PY
+)"
+    [[ -n "$base" ]] || { echo "no free ports for a $n-node cluster" >&2; exit 1; }
+    for ((i = 0; i < n; i++)); do ports+=($((base + i))); done
+    BS="$(printf '127.0.0.1:%s,' "${ports[@]}")"; BS="${BS%,}"
+    "$FJORD_BIN" cluster --nodes "$n" --base-port "$base" --data-dir "$work/cluster" "$@" \
+      > "$work/server.log" 2>&1 &
+  else
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    ports=("$port")
+    BS="127.0.0.1:$port"
+    mkdir -p "$work/data"
+    "$FJORD_BIN" server --listen "$BS" --data-dir "$work/data" "$@" > "$work/server.log" 2>&1 &
+  fi
   server_pid=$!
-  deadline=$((SECONDS + 20))
-  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-      echo "fjord exited during startup:" >&2; tail -20 "$work/server.log" >&2; exit 1
-    fi
-    (( SECONDS < deadline )) || { echo "fjord did not listen on $BS within 20 s" >&2; exit 1; }
-    sleep 0.1
+  # A cluster's nodes listen once the quorum has formed and they are registered.
+  deadline=$((SECONDS + 30))
+  for port in "${ports[@]}"; do
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+      if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "fjord exited during startup:" >&2; tail -20 "$work/server.log" >&2
+        tail -20 "$work"/cluster/node-*.log >&2 2>/dev/null || true
+        exit 1
+      fi
+      (( SECONDS < deadline )) || { echo "fjord did not listen on $port within 30 s" >&2; exit 1; }
+      sleep 0.1
+    done
   done
 }

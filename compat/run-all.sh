@@ -24,6 +24,17 @@ for suite in python kcat java librdkafka franz-go; do
     failed_suites+=("$suite")
   fi
 done
+# The kcat suite once more against a 3-node cluster: any broker bootstraps, and partitions
+# live on all of them.
+if [[ -n "${FJORD_BIN:-}" ]]; then
+  echo "=== compat/kcat on a 3-node cluster ==="
+  if FJORD_CLUSTER_NODES=3 "$here/kcat/run.sh"; then
+    ok=$((ok + 1))
+  else
+    bad=$((bad + 1))
+    failed_suites+=("kcat-3-nodes")
+  fi
+fi
 if (( bad > 0 )); then
   echo "failed suites: ${failed_suites[*]}"
 fi

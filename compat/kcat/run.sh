@@ -60,20 +60,22 @@ t_metadata() {
   local topic; topic="$(uniq kc-meta)"
   echo "x" | produce "$topic"
   local json; json="$(K -L -J -t "$topic")"
-  python3 - "$topic" "$json" <<'PY'
+  python3 - "$topic" "$json" "$BS" <<'PY'
 import json, sys
-topic, md = sys.argv[1], json.loads(sys.argv[2])
-assert len(md["brokers"]) == 1, md["brokers"]
-bid = md["brokers"][0]["id"]
+topic, md, bootstrap = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+# Every broker of the cluster (all of them given as the bootstrap list), each once.
+listed = sorted(b["name"] for b in md["brokers"])
+assert listed == sorted(bootstrap.split(",")), (listed, bootstrap)
+ids = {b["id"] for b in md["brokers"]}
 ts = [t for t in md["topics"] if t["topic"] == topic]
 assert len(ts) == 1, md["topics"]
 t = ts[0]
 assert "error" not in t or not t["error"], t
 assert len(t["partitions"]) == 1, t
 p = t["partitions"][0]
-assert p["partition"] == 0 and p["leader"] == bid, p
-assert [r["id"] for r in p["replicas"]] == [bid], p
-assert [r["id"] for r in p["isrs"]] == [bid], p
+assert p["partition"] == 0 and p["leader"] in ids, p
+assert [r["id"] for r in p["replicas"]] == [p["leader"]], p
+assert [r["id"] for r in p["isrs"]] == [p["leader"]], p
 PY
   # the full listing includes it too
   K -L | grep -q "topic \"$topic\" with 1 partitions"
