@@ -50,17 +50,22 @@ impl Server {
         } else {
             Arc::new(Controller::open(&metadata_dir, config.node_id)?)
         };
-        let listener = TcpListener::bind(config.bind_addr()?)
-            .await
-            .map_err(|e| BrokerError::io(format!("bind {}", config.listen_addr()), e))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| BrokerError::io("read listener address", e))?;
-        // With port 0 the advertised port is whatever the OS picked.
-        let advertised_port = if config.advertised.port == 0 {
-            local.port()
+        // Clients are let in only once the broker is registered, so that a cluster member
+        // waiting for its quorum refuses connections (clients try another bootstrap
+        // broker) rather than leaving them unanswered; with port 0 the port must be known
+        // before registering, so that listener is bound first.
+        let early = if config.listener.port == 0 || config.advertised.port == 0 {
+            Some(bind(&config).await?)
         } else {
-            config.advertised.port
+            None
+        };
+        // With port 0 the advertised port is whatever the OS picked.
+        let advertised_port = match &early {
+            Some(l) if config.advertised.port == 0 => l
+                .local_addr()
+                .map_err(|e| BrokerError::io("read listener address", e))?
+                .port(),
+            _ => config.advertised.port,
         };
         let host = if config.advertised.host == "0.0.0.0" {
             "127.0.0.1".to_string()
@@ -68,6 +73,10 @@ impl Server {
             config.advertised.host.clone()
         };
         register(&controller, &config, host, advertised_port as i32).await?;
+        let listener = match early {
+            Some(l) => l,
+            None => bind(&config).await?,
+        };
 
         let replicas = ReplicaManager::new(&config);
         replicas.reconcile(&controller.image())?;
@@ -204,6 +213,12 @@ async fn maintenance(state: Arc<BrokerState>) {
             }
         }
     }
+}
+
+async fn bind(config: &BrokerConfig) -> Result<TcpListener, BrokerError> {
+    TcpListener::bind(config.bind_addr()?)
+        .await
+        .map_err(|e| BrokerError::io(format!("bind {}", config.listen_addr()), e))
 }
 
 /// Applies every metadata change to the hosted partitions. In a cluster, changes made

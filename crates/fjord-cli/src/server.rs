@@ -74,7 +74,20 @@ pub fn run(args: ServerArgs) -> ExitCode {
     };
     let dir = config.data_dir.clone();
     let ran_before = clean_shutdown::has_run_before(&dir);
-    let server = match runtime.block_on(Server::start(config)) {
+    let mut shutdown = Box::pin(shutdown);
+    // A cluster member waits in start-up until the quorum has formed; a signal then
+    // stops it there (nothing was served, so there is nothing to flush).
+    let started = runtime.block_on(async {
+        tokio::select! {
+            started = Server::start(config) => Some(started),
+            () = &mut shutdown => None,
+        }
+    });
+    let Some(started) = started else {
+        tracing::info!("stopped while starting");
+        return ExitCode::SUCCESS;
+    };
+    let server = match started {
         Ok(s) => s,
         // A directory that is not this node's is fixed in the configuration, like a bad
         // property: the same exit code.

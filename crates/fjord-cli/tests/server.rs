@@ -364,3 +364,36 @@ fn a_data_directory_of_the_previous_release_starts_with_everything() {
     assert_eq!(why.len(), 1, "{err}");
     assert!(why[0].contains("one-node"), "{err}");
 }
+
+/// A cluster member alone waits for its quorum; SIGTERM stops it there at once, as it
+/// stops a running broker.
+#[test]
+fn sigterm_stops_a_node_waiting_for_its_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, c1, c2) = (free_port(), free_port(), free_port());
+    let child = fjord()
+        .args(["server", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--override",
+            &format!("listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{c1}"),
+            "--override",
+            "controller.listener.names=CONTROLLER",
+            "--override",
+            &format!("controller.quorum.voters=1@127.0.0.1:{c1},2@127.0.0.1:{c2}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server = Running(child);
+    // Its controller listener is up, its client listener is not: no quorum yet.
+    wait_for_port(c1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    let started = Instant::now();
+    let (code, log) = stop(server);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{log}");
+    assert!(log.contains("stopped while starting"), "{log}");
+}
