@@ -10,7 +10,8 @@ to pass with). `#` starts a comment; excluded tests are comment lines with their
         reads test-runner's summary table from LOG; exits 1 if an allow-listed test (of
         the numbers in TESTS, default all) did not pass
     allow_list.py failed ALLOW MODE LOG [TESTS]
-        the numbers of the allow-listed tests that did not pass, comma-separated
+        two words: the numbers of the allow-listed tests that failed (or were running when
+        test-runner stopped), and of those that never ran; each comma-separated, `-` if none
 """
 import re
 import sys
@@ -74,8 +75,11 @@ def main():
             names = [n for n in names if n[:4] in wanted]
         got = summary(log_path)
         if sys.argv[1] == "failed":
-            bad = {n[:4] for n in names if got.get(n, ("NOT RUN",))[0] != "PASSED"}
-            print(",".join(sorted(bad)))
+            states = {n: got.get(n, ("NOT RUN",))[0] for n in names}
+            ran = {n[:4] for n, st in states.items() if st in ("FAILED", "RUNNING")}
+            never = {n[:4] for n, st in states.items() if st not in ("PASSED", "FAILED", "RUNNING")}
+            never -= ran
+            print(",".join(sorted(ran)) or "-", ",".join(sorted(never)) or "-")
             return 0
         if not got:
             print(f"no test summary in the test-runner output; its last lines:")
