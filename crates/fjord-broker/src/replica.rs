@@ -179,10 +179,13 @@ impl ReplicaManager {
     /// partitions, applies config and leadership changes, deletes logs of removed topics.
     pub fn reconcile(&self, image: &MetadataImage) -> Result<(), BrokerError> {
         let mut reconciled = self.reconcile_lock.lock();
-        if reconciled.is_some_and(|newest| image.offset < newest) {
+        // An image no newer than the last one applied changes nothing: the broker's own
+        // reconcile after a change and the metadata follower's for the same change do the
+        // work once.
+        if reconciled.is_some_and(|newest| image.offset <= newest) {
             tracing::debug!(
                 offset = image.offset,
-                "skipping a reconcile with an image older than one already applied"
+                "skipping a reconcile with an image already applied"
             );
             return Ok(());
         }

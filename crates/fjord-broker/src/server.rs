@@ -222,8 +222,8 @@ async fn bind(config: &BrokerConfig) -> Result<TcpListener, BrokerError> {
 }
 
 /// Applies every metadata change to the hosted partitions. In a cluster, changes made
-/// through other nodes arrive only this way; alone, it is a cheap no-op after the
-/// handler that made the change already reconciled.
+/// through other nodes arrive only this way; alone, the handler that made the change has
+/// usually reconciled it already, and reconcile skips an image it has applied.
 async fn follow_metadata(state: Arc<BrokerState>) {
     let mut changed = state.controller.subscribe();
     while changed.changed().await.is_ok() {
