@@ -67,6 +67,16 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
     ),
     ("broker.heartbeat.interval.ms", "2000", PropType::Int),
     ("broker.session.timeout.ms", "9000", PropType::Int),
+    ("replica.lag.time.max.ms", "30000", PropType::Int),
+    ("replica.fetch.wait.max.ms", "500", PropType::Int),
+    ("replica.fetch.max.bytes", "1048576", PropType::Int),
+    ("replica.fetch.response.max.bytes", "10485760", PropType::Int),
+    ("replica.fetch.backoff.ms", "1000", PropType::Int),
+    ("replica.high.watermark.checkpoint.interval.ms", "5000", PropType::Int),
+    ("num.replica.fetchers", "1", PropType::Int),
+    // Fjord's own: a follower fsyncs what it copied before it asks for more, and so
+    // before the leader counts it towards acks=all.
+    ("replica.fsync.enable", "true", PropType::Boolean),
     ("log.dirs", "./fjord-data", PropType::String),
     ("log.dir", "", PropType::String),
     ("broker.rack", "", PropType::String),
@@ -192,6 +202,25 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+/// How partitions are replicated between brokers, in Kafka's `replica.*` names.
+#[derive(Debug, Clone)]
+pub struct ReplicationConfig {
+    /// A follower that has not caught up for this long leaves the ISR.
+    pub lag_time_max_ms: i64,
+    pub fetch_wait_max_ms: i32,
+    /// Per partition, per follower fetch.
+    pub fetch_max_bytes: i32,
+    pub fetch_response_max_bytes: i32,
+    /// The pause after a failed follower fetch.
+    pub fetch_backoff_ms: u64,
+    /// How often high watermarks are checkpointed.
+    pub checkpoint_interval_ms: u64,
+    /// Fetchers per source broker; partitions are spread over them.
+    pub fetchers: u32,
+    /// Whether a follower fsyncs before counting towards acks=all.
+    pub fsync: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
@@ -206,6 +235,8 @@ pub struct BrokerConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// A broker silent this long is fenced.
     pub broker_session_timeout_ms: u64,
+    /// Partition replication: how followers fetch and when they count as in sync.
+    pub replication: ReplicationConfig,
     pub rack: Option<String>,
     pub data_dir: PathBuf,
     pub num_partitions: i32,
@@ -456,6 +487,17 @@ impl BrokerConfig {
             election_timeout_ms: positive("controller.quorum.election.timeout.ms")? as u64,
             broker_heartbeat_interval_ms: positive("broker.heartbeat.interval.ms")? as u64,
             broker_session_timeout_ms: positive("broker.session.timeout.ms")? as u64,
+            replication: ReplicationConfig {
+                lag_time_max_ms: positive("replica.lag.time.max.ms")?,
+                fetch_wait_max_ms: positive("replica.fetch.wait.max.ms")? as i32,
+                fetch_max_bytes: positive("replica.fetch.max.bytes")? as i32,
+                fetch_response_max_bytes: positive("replica.fetch.response.max.bytes")? as i32,
+                fetch_backoff_ms: positive("replica.fetch.backoff.ms")? as u64,
+                checkpoint_interval_ms: positive("replica.high.watermark.checkpoint.interval.ms")?
+                    as u64,
+                fetchers: positive("num.replica.fetchers")?.min(64) as u32,
+                fsync: r.boolean("replica.fsync.enable")?,
+            },
             cluster,
             rack: Some(r.string("broker.rack")).filter(|s| !s.is_empty()),
             data_dir: PathBuf::from(data_dir),

@@ -3,7 +3,8 @@
 //! The path of a request, top to bottom: [`server`] accepts connections →
 //! [`connection`] reads size-prefixed frames and keeps responses in request order →
 //! [`handlers`] routes by API key to one module per Kafka API family → the
-//! [`replica`] manager (partition logs) and the controller (cluster metadata).
+//! [`replica`] manager (partition logs) and the controller (cluster metadata). Partitions
+//! are copied between brokers by [`replication`].
 
 pub mod alloc;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod group;
 pub mod handlers;
 pub mod limits;
 pub mod replica;
+pub mod replication;
 pub mod server;
 pub mod state;
 pub mod topic_config;

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use fjord_controller::{MetadataImage, MetadataRecord};
@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::replication::state::{Assignment, ReplicaState};
 use crate::error::{code, BrokerError};
 use crate::topic_config;
 
@@ -32,56 +33,200 @@ pub struct Partition {
     pub topic_id: Uuid,
     pub index: i32,
     pub log: Arc<Log>,
-    pub leader: AtomicI32,
-    pub leader_epoch: AtomicI32,
-    pub replicas: RwLock<Vec<i32>>,
-    pub isr: RwLock<Vec<i32>>,
-    /// Offsets below this are replicated to the whole ISR and visible to consumers.
+    /// Leadership, ISR and follower positions: one lock for all of it. Appends hold it
+    /// shared for their whole duration, so a leadership change (which takes it
+    /// exclusively) never interleaves with an append stamped with the old epoch.
+    replication: RwLock<ReplicaState>,
+    /// The high watermark, published for lock-free reads: offsets below it are on every
+    /// ISR member and visible to consumers. Written only under `replication`.
     high_watermark: AtomicI64,
+    /// Bumped whenever the high watermark or the leadership changes: acks=all waits on
+    /// it.
+    changed: watch::Sender<u64>,
     /// Whether `cleanup.policy` includes `delete`: a compact-only topic (such as
     /// `__consumer_offsets`) is never trimmed by time or size, as in Kafka.
     delete_retention: AtomicBool,
 }
 
 impl Partition {
+    fn new(
+        topic: &str,
+        topic_id: Uuid,
+        index: i32,
+        log: Log,
+        state: ReplicaState,
+        delete_retention: bool,
+    ) -> Partition {
+        let hw = state.high_watermark();
+        Partition {
+            topic: topic.to_string(),
+            topic_id,
+            index,
+            log: Arc::new(log),
+            replication: RwLock::new(state),
+            high_watermark: AtomicI64::new(hw),
+            changed: watch::channel(0).0,
+            delete_retention: AtomicBool::new(delete_retention),
+        }
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// The partition's leader, leader epoch, replicas and ISR as this broker knows them.
+    pub fn assignment(&self) -> Assignment {
+        self.replication.read().assignment.clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.replication.read().is_leader()
     }
 
     /// The current leader epoch, after checking the one a client believes in (KIP-320):
     /// newer than ours means our metadata lags (UNKNOWN_LEADER_EPOCH, retry), older means
     /// the client's does (FENCED_LEADER_EPOCH, refresh metadata). -1 skips the check.
+    /// Only the leader serves clients: elsewhere NOT_LEADER_OR_FOLLOWER.
     pub fn check_leader_epoch(&self, client_epoch: i32) -> Result<i32, i16> {
-        let current = self.leader_epoch.load(Ordering::Acquire);
-        if client_epoch < 0 || client_epoch == current {
-            Ok(current)
-        } else if client_epoch > current {
+        let state = self.replication.read();
+        let current = state.assignment.leader_epoch;
+        if client_epoch >= 0 && client_epoch > current {
             Err(code::UNKNOWN_LEADER_EPOCH)
-        } else {
+        } else if client_epoch >= 0 && client_epoch < current {
             Err(code::FENCED_LEADER_EPOCH)
+        } else if !state.is_leader() {
+            Err(code::NOT_LEADER_OR_FOLLOWER)
+        } else {
+            Ok(current)
         }
     }
 
-    /// Validates and appends a producer's batches; returns where they landed. Idempotent
-    /// producers' sequences are checked by the log under its append lock, so a retry is
-    /// answered with the batch's original offsets (also after a restart) and never written
-    /// twice, however appends race.
+    /// Validates and appends a producer's batches as the leader; returns where they
+    /// landed. Idempotent producers' sequences are checked by the log under its append
+    /// lock, so a retry is answered with the batch's original offsets (also after a
+    /// restart, or on a new leader that copied the batch) and never written twice.
     pub fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo, BrokerError> {
-        let leader_epoch = self.leader_epoch.load(Ordering::Acquire);
-        let info = self.log.append(records, leader_epoch, now_ms)?;
-        // One replica: everything appended is fully replicated at once. With followers this
-        // becomes the minimum log end offset across the ISR.
-        if self.isr.read().len() <= 1 {
-            self.high_watermark
-                .fetch_max(self.log.log_end_offset(), Ordering::AcqRel);
+        let info = {
+            let state = self.replication.read();
+            if !state.is_leader() {
+                return Err(BrokerError::Kafka(
+                    code::NOT_LEADER_OR_FOLLOWER,
+                    format!(
+                        "This broker is not the leader of {}-{} (leader {})",
+                        self.topic, self.index, state.assignment.leader
+                    ),
+                ));
+            }
+            self.log
+                .append(records, state.assignment.leader_epoch, now_ms)?
+        };
+        let mut state = self.replication.write();
+        if state.appended(self.log.log_end_offset()) {
+            self.publish(&state);
         }
         Ok(info)
     }
 
-    /// Re-reads the high watermark after the log shrank or grew outside `append`.
-    fn refresh_high_watermark(&self) {
+    /// The ISR is below `min_isr`: acks=all is refused before the append (by the
+    /// leader; anywhere else the answer is NOT_LEADER_OR_FOLLOWER).
+    pub fn check_min_isr(&self, min_isr: usize) -> Result<(), BrokerError> {
+        let (isr, leads) = {
+            let s = self.replication.read();
+            (s.assignment.isr.len(), s.is_leader())
+        };
+        if !leads {
+            return Err(BrokerError::Kafka(
+                code::NOT_LEADER_OR_FOLLOWER,
+                format!("This broker is not the leader of {}-{}", self.topic, self.index),
+            ));
+        }
+        if isr < min_isr {
+            return Err(BrokerError::Kafka(
+                code::NOT_ENOUGH_REPLICAS,
+                format!(
+                    "The size of the current ISR {isr} is insufficient to satisfy the min.isr \
+                     requirement of {min_isr} for partition {}-{}",
+                    self.topic, self.index
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits until everything below `offset` is on every ISR member (the high watermark
+    /// reached it), until `deadline`. The answer is then checked as Kafka does: an
+    /// ISR shrunk below `min_isr` meanwhile is NOT_ENOUGH_REPLICAS_AFTER_APPEND, a lost
+    /// leadership NOT_LEADER_OR_FOLLOWER, and a timeout REQUEST_TIMED_OUT.
+    pub async fn wait_replicated(
+        &self,
+        offset: i64,
+        leader_epoch: i32,
+        min_isr: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), BrokerError> {
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            {
+                let state = self.replication.read();
+                if !state.is_leader() || state.assignment.leader_epoch != leader_epoch {
+                    return Err(BrokerError::Kafka(
+                        code::NOT_LEADER_OR_FOLLOWER,
+                        format!(
+                            "Leadership of {}-{} changed before the write was replicated",
+                            self.topic, self.index
+                        ),
+                    ));
+                }
+                if state.high_watermark() >= offset {
+                    let isr = state.assignment.isr.len();
+                    if isr < min_isr {
+                        return Err(BrokerError::Kafka(
+                            code::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                            format!(
+                                "The size of the current ISR {isr} is insufficient to satisfy \
+                                 the min.isr requirement of {min_isr} for partition {}-{}",
+                                self.topic, self.index
+                            ),
+                        ));
+                    }
+                    return Ok(());
+                }
+            }
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return Err(BrokerError::Kafka(code::NOT_LEADER_OR_FOLLOWER, "partition closed".into())) },
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(BrokerError::Kafka(
+                        code::REQUEST_TIMED_OUT,
+                        format!(
+                            "Not every in-sync replica of {}-{} had the write within the produce timeout",
+                            self.topic, self.index
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on the replication state and publishes what it changed.
+    pub(crate) fn update<T>(&self, f: impl FnOnce(&mut ReplicaState) -> T) -> T {
+        let mut state = self.replication.write();
+        let out = f(&mut state);
+        self.publish(&state);
+        out
+    }
+
+    /// Mirrors the high watermark and wakes acks=all waiters (called under the lock).
+    fn publish(&self, state: &ReplicaState) {
         self.high_watermark
-            .store(self.log.log_end_offset(), Ordering::Release);
+            .store(state.high_watermark(), Ordering::Release);
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Re-reads the high watermark after DeleteRecords moved the log start past it.
+    fn refresh_high_watermark(&self) {
+        let start = self.log.log_start_offset();
+        self.update(|s| s.raise_high_watermark(start));
     }
 }
 
@@ -104,6 +249,22 @@ pub struct ReplicaManager {
     prepared: Mutex<HashMap<(String, i32), (Uuid, Log)>>,
     /// Bumped after every append; long-polling fetches wait on it.
     appended: watch::Sender<u64>,
+    /// Bumped when a partition here changes leader or role: fetchers re-plan.
+    followers_changed: watch::Sender<u64>,
+    /// High watermarks read from the checkpoint at start, for partitions not yet opened.
+    checkpoint: Mutex<HashMap<(String, i32), i64>>,
+    /// What the checkpoint file holds now.
+    checkpoint_written: Mutex<Option<Vec<(String, i32, i64)>>>,
+}
+
+fn assignment_of(p: &fjord_controller::PartitionImage) -> Assignment {
+    Assignment {
+        leader: p.leader,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        replicas: p.replicas.clone(),
+        isr: p.isr.clone(),
+    }
 }
 
 pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -122,6 +283,9 @@ impl ReplicaManager {
             reconcile_lock: Mutex::new(None),
             prepared: Mutex::new(HashMap::new()),
             appended,
+            followers_changed: watch::channel(0).0,
+            checkpoint: Mutex::new(crate::replication::checkpoint::read(&config.data_dir)),
+            checkpoint_written: Mutex::new(None),
         }
     }
 
@@ -170,6 +334,38 @@ impl ReplicaManager {
         self.appended.subscribe()
     }
 
+    pub fn subscribe_followers(&self) -> watch::Receiver<u64> {
+        self.followers_changed.subscribe()
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    fn checkpointed_high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.checkpoint
+            .lock()
+            .get(&(topic.to_string(), partition))
+            .copied()
+    }
+
+    /// Writes every partition's high watermark to the checkpoint file, atomically.
+    pub fn checkpoint_high_watermarks(&self) -> Result<(), BrokerError> {
+        let entries: Vec<(String, i32, i64)> = self
+            .all()
+            .iter()
+            .map(|p| (p.topic.clone(), p.index, p.high_watermark()))
+            .collect();
+        // Written only when something moved: an idle broker costs no fsyncs.
+        let mut written = self.checkpoint_written.lock();
+        if written.as_ref() == Some(&entries) {
+            return Ok(());
+        }
+        crate::replication::checkpoint::write(&self.data_dir, &entries)?;
+        *written = Some(entries);
+        Ok(())
+    }
+
     /// Wakes every fetch waiting for data.
     pub fn notify_append(&self) {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
@@ -216,6 +412,7 @@ impl ReplicaManager {
         }
 
         let mut opened = RecoveryTotals::default();
+        let mut leadership_changed = false;
         for ((name, index), (topic, p)) in &wanted {
             let log_config = topic_config::log_config(&config, &topic.configs);
             let delete_retention = topic_config::has_delete_policy(&config, &topic.configs);
@@ -226,12 +423,15 @@ impl ReplicaManager {
                 existing
                     .delete_retention
                     .store(delete_retention, Ordering::Release);
-                existing.leader.store(p.leader, Ordering::Release);
-                existing
-                    .leader_epoch
-                    .store(p.leader_epoch, Ordering::Release);
-                *existing.replicas.write() = p.replicas.clone();
-                *existing.isr.write() = p.isr.clone();
+                let leo = existing.log.log_end_offset();
+                let became = existing.update(|state| {
+                    state.apply(assignment_of(p), leo, crate::state::now_ms())
+                });
+                if became {
+                    let role = if p.leader == self.node_id { "leader" } else { "follower" };
+                    tracing::info!(topic = %name, partition = index, leader = p.leader, leader_epoch = p.leader_epoch, "now {role}");
+                    leadership_changed = true;
+                }
                 continue;
             }
             let prepared = self.prepared.lock().remove(&(name.clone(), *index));
@@ -247,18 +447,25 @@ impl ReplicaManager {
             };
             opened.add(log.recovery_summary());
             let leo = log.log_end_offset();
-            let partition = Arc::new(Partition {
-                topic: name.clone(),
-                topic_id: topic.topic_id,
-                index: *index,
-                log: Arc::new(log),
-                leader: AtomicI32::new(p.leader),
-                leader_epoch: AtomicI32::new(p.leader_epoch),
-                replicas: RwLock::new(p.replicas.clone()),
-                isr: RwLock::new(p.isr.clone()),
-                high_watermark: AtomicI64::new(leo),
-                delete_retention: AtomicBool::new(delete_retention),
-            });
+            // One replica: everything in its log was acknowledged. Several: only what
+            // the checkpoint proves committed, until the followers show more.
+            let hw = if p.replicas.len() <= 1 {
+                leo
+            } else {
+                self.checkpointed_high_watermark(name, *index)
+                    .unwrap_or(log.log_start_offset())
+                    .clamp(log.log_start_offset(), leo)
+            };
+            let state = ReplicaState::new(self.node_id, assignment_of(p), hw, leo, crate::state::now_ms());
+            leadership_changed = true;
+            let partition = Arc::new(Partition::new(
+                name,
+                topic.topic_id,
+                *index,
+                log,
+                state,
+                delete_retention,
+            ));
             self.partitions
                 .write()
                 .insert((name.clone(), *index), partition);
@@ -266,6 +473,10 @@ impl ReplicaManager {
         opened.report();
         self.remove_strays(&wanted)?;
         *reconciled = Some(image.offset);
+        if leadership_changed {
+            // Fetchers re-read which partitions they copy, and from whom.
+            self.followers_changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
         Ok(())
     }
 
@@ -440,6 +651,9 @@ impl ReplicaManager {
             if let Err(e) = p.log.close() {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush at shutdown failed");
             }
+        }
+        if let Err(e) = self.checkpoint_high_watermarks() {
+            tracing::error!(error = %e, "high watermark checkpoint at shutdown failed");
         }
     }
 
@@ -617,7 +831,7 @@ fn temp_path(path: &Path) -> PathBuf {
 /// Replaces `path` so that a crash leaves either the old or the new content, never a torn
 /// or empty file: temp file, fsync, rename over. The rename is durable once the caller
 /// fsyncs the directory.
-fn write_replacing(path: &Path, content: &[u8]) -> Result<(), BrokerError> {
+pub(crate) fn write_replacing(path: &Path, content: &[u8]) -> Result<(), BrokerError> {
     use std::io::Write;
     let tmp = temp_path(path);
     let write = || -> std::io::Result<()> {
@@ -629,7 +843,7 @@ fn write_replacing(path: &Path, content: &[u8]) -> Result<(), BrokerError> {
     write().map_err(|e| BrokerError::io(format!("write {}", path.display()), e))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), BrokerError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), BrokerError> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| BrokerError::io(format!("fsync {}", dir.display()), e))
@@ -751,18 +965,16 @@ mod tests {
     };
 
     fn partition(dir: &Path) -> Partition {
-        Partition {
-            topic: "t".into(),
-            topic_id: Uuid::new_v4(),
-            index: 0,
-            log: Arc::new(Log::open(dir, LogConfig::default()).unwrap()),
-            leader: AtomicI32::new(1),
-            leader_epoch: AtomicI32::new(3),
-            replicas: RwLock::new(vec![1]),
-            isr: RwLock::new(vec![1]),
-            high_watermark: AtomicI64::new(0),
-            delete_retention: AtomicBool::new(true),
-        }
+        let assignment = Assignment {
+            leader: 1,
+            leader_epoch: 3,
+            partition_epoch: 0,
+            replicas: vec![1],
+            isr: vec![1],
+        };
+        let state = ReplicaState::new(1, assignment, 0, 0, 0);
+        let log = Log::open(dir, LogConfig::default()).unwrap();
+        Partition::new("t", Uuid::new_v4(), 0, log, state, true)
     }
 
     /// A batch of `n` records from an idempotent producer, as a client encodes it.
@@ -854,6 +1066,24 @@ mod tests {
         assert_eq!(p.check_leader_epoch(3), Ok(3));
         assert_eq!(p.check_leader_epoch(4), Err(code::UNKNOWN_LEADER_EPOCH));
         assert_eq!(p.check_leader_epoch(2), Err(code::FENCED_LEADER_EPOCH));
+        // A follower serves no client, whatever epoch it is asked at.
+        p.update(|s| {
+            s.apply(
+                Assignment {
+                    leader: 2,
+                    leader_epoch: 4,
+                    partition_epoch: 1,
+                    replicas: vec![1, 2],
+                    isr: vec![1, 2],
+                },
+                0,
+                0,
+            )
+        });
+        assert_eq!(p.check_leader_epoch(4), Err(code::NOT_LEADER_OR_FOLLOWER));
+        assert_eq!(p.check_leader_epoch(-1), Err(code::NOT_LEADER_OR_FOLLOWER));
+        let err = p.append(&mut idempotent_batch(7, 0, 0, 1), 0).unwrap_err();
+        assert_eq!(err.kafka_code(), code::NOT_LEADER_OR_FOLLOWER);
     }
 
     #[test]
@@ -924,6 +1154,7 @@ mod tests {
             isr: vec![config.node_id],
             leader: config.node_id,
             leader_epoch: 0,
+            partition_epoch: 0,
         });
         replicas.reconcile(&new).unwrap();
         assert!(replicas.get("fresh", 0).is_some());

@@ -124,6 +124,8 @@ impl Server {
         let groups = tokio::spawn(crate::group::run(self.state.clone()));
         let follower = tokio::spawn(follow_metadata(self.state.clone()));
         let liveness = tokio::spawn(liveness(self.state.clone()));
+        let fetchers = tokio::spawn(crate::replication::fetcher::run(self.state.clone()));
+        let isr = tokio::spawn(crate::replication::shrink_lagging(self.state.clone()));
         tracing::info!(addr = %self.local_addr()?, "listening");
 
         let accept = async {
@@ -161,6 +163,13 @@ impl Server {
             _ = accept => {}
             _ = shutdown => tracing::info!("shutting down: no new connections"),
         }
+        // Controlled shutdown: heartbeats stop, and the controller moves this broker's
+        // leaderships to other in-sync replicas before it goes, so producers move on at
+        // once instead of after a session timeout.
+        liveness.abort();
+        if self.state.controller.quorum().is_some() {
+            controlled_shutdown(&self.state).await;
+        }
         drop(notify_shutdown);
         drop(done_tx);
         if tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv())
@@ -172,7 +181,8 @@ impl Server {
         maintenance.abort();
         groups.abort();
         follower.abort();
-        liveness.abort();
+        fetchers.abort();
+        isr.abort();
         if let Some(q) = self.state.controller.quorum() {
             q.shutdown().await;
         }
@@ -182,6 +192,30 @@ impl Server {
             .map_err(|e| BrokerError::Startup(format!("shutdown flush task failed: {e}")))?;
         tracing::info!("all logs flushed; bye");
         Ok(())
+    }
+}
+
+/// How long a stopping broker waits for the controller to move its leaderships.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks the active controller to fence this broker now, electing new leaders for the
+/// partitions it leads; then applies the result here, so that requests still in flight
+/// are answered NOT_LEADER_OR_FOLLOWER and their clients go to the new leaders. Without
+/// a quorum majority this cannot commit: the broker then stops anyway, and is fenced a
+/// session timeout later.
+async fn controlled_shutdown(state: &Arc<BrokerState>) {
+    let st = state.clone();
+    let node = state.node_id();
+    let call = tokio::task::spawn_blocking(move || {
+        st.controller.controlled_shutdown(node)?;
+        st.reconcile()
+            .map_err(|e| fjord_controller::ControllerError::Corrupt(e.to_string()))
+    });
+    match tokio::time::timeout(CONTROLLED_SHUTDOWN_TIMEOUT, call).await {
+        Ok(Ok(Ok(()))) => tracing::info!("controlled shutdown: leaderships moved"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "controlled shutdown failed; stopping anyway"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "controlled shutdown task failed; stopping anyway"),
+        Err(_) => tracing::warn!("controlled shutdown timed out; stopping anyway"),
     }
 }
 
@@ -197,8 +231,18 @@ async fn maintenance(state: Arc<BrokerState>) {
     let mut producers = tokio::time::interval(Duration::from_millis(
         state.config.producer_id_expiration_check_interval_ms,
     ));
+    let mut checkpoint = tokio::time::interval(Duration::from_millis(
+        state.config.replication.checkpoint_interval_ms,
+    ));
     loop {
         tokio::select! {
+            _ = checkpoint.tick() => {
+                let s = state.clone();
+                let done = tokio::task::spawn_blocking(move || s.replicas.checkpoint_high_watermarks()).await;
+                if let Ok(Err(e)) = done {
+                    tracing::error!(error = %e, "high watermark checkpoint failed");
+                }
+            }
             _ = retention.tick() => {
                 let s = state.clone();
                 let _ = tokio::task::spawn_blocking(move || s.replicas.apply_retention(now_ms())).await;

@@ -15,6 +15,7 @@ use crate::image::{MetadataImage, TopicImage};
 use crate::liveness::{Liveness, Verdict};
 use crate::log::MetadataLog;
 use crate::ops::{ControllerOp, OpOutput, QuorumStatus, ReplicaStatus};
+use crate::partitions::{self, AlterPartitionRequest};
 use crate::quorum::QuorumMember;
 use crate::record::{ConfigResource, MetadataRecord};
 
@@ -276,6 +277,30 @@ impl Controller {
                     _ => Ok((OpOutput::Done, 0)),
                 }
             }
+            ControllerOp::AlterPartition(req) => {
+                let mut refused = None;
+                let (state, index) = self.commit(|image| {
+                    match partitions::alter_partition(image, req) {
+                        Ok((records, state)) => Ok((records, Some(state))),
+                        Err(why) => {
+                            refused = Some(why);
+                            Ok((vec![], None))
+                        }
+                    }
+                })?;
+                match (state, refused) {
+                    (Some(state), _) => Ok((OpOutput::Partition(state), index)),
+                    (None, Some((code, message))) => {
+                        Err(ControllerError::Refused { code, message })
+                    }
+                    (None, None) => Err(ControllerError::Corrupt(
+                        "AlterPartition planned nothing".into(),
+                    )),
+                }
+            }
+            ControllerOp::ControlledShutdown { node_id } => self
+                .commit(|image| Ok((fencing(image, *node_id, true), ())))
+                .map(done),
             ControllerOp::DescribeQuorum => self
                 .describe_quorum_here()
                 .map(|status| (OpOutput::Quorum(status), 0)),
@@ -342,6 +367,26 @@ impl Controller {
             }
             Backend::Quorum(q) => q.status(now),
         }
+    }
+
+    /// Asks the active controller for a new ISR of a partition this broker leads. Returns
+    /// the partition's state once committed and applied here.
+    pub fn alter_partition(
+        &self,
+        req: AlterPartitionRequest,
+    ) -> Result<crate::image::PartitionImage, ControllerError> {
+        match self.submit(ControllerOp::AlterPartition(req))? {
+            OpOutput::Partition(state) => Ok(state),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A broker about to stop: it is fenced at once, so its partitions get new leaders
+    /// before it goes rather than a session timeout later. Its next heartbeat (a restart)
+    /// unfences it.
+    pub fn controlled_shutdown(&self, node_id: i32) -> Result<(), ControllerError> {
+        self.submit(ControllerOp::ControlledShutdown { node_id })
+            .map(|_| ())
     }
 
     /// Tells the active controller this broker is alive.
@@ -497,13 +542,34 @@ fn plan_registration(image: &MetadataImage, record: MetadataRecord) -> Vec<Metad
     if probe.brokers.get(node_id) == before.as_ref() {
         return vec![];
     }
-    vec![record]
+    // Registering unfences: partitions waiting for this broker get it back as leader.
+    let node_id = *node_id;
+    let mut after = image.clone();
+    after.apply(&record);
+    let mut records = vec![record];
+    if before.is_some_and(|b| b.fenced) {
+        records.extend(partitions::on_unfenced(&after, node_id));
+    }
+    records
 }
 
-/// The record that fences or unfences `node_id`, unless it is already so.
+/// The record that fences or unfences `node_id`, unless it is already so, followed by
+/// the leadership and ISR changes that follow from it (judged on the image with the
+/// fencing applied, so the broker counts as gone or back).
 fn fencing(image: &MetadataImage, node_id: i32, fenced: bool) -> Vec<MetadataRecord> {
     match image.brokers.get(&node_id) {
-        Some(b) if b.fenced != fenced => vec![MetadataRecord::BrokerFencing { node_id, fenced }],
+        Some(b) if b.fenced != fenced => {
+            let record = MetadataRecord::BrokerFencing { node_id, fenced };
+            let mut after = image.clone();
+            after.apply(&record);
+            let mut records = vec![record];
+            if fenced {
+                records.extend(partitions::on_fenced(&after, node_id));
+            } else {
+                records.extend(partitions::on_unfenced(&after, node_id));
+            }
+            records
+        }
         _ => vec![],
     }
 }
@@ -626,7 +692,7 @@ fn plan_topic(
                 "Replication factor must be larger than 0.".into(),
             ));
         }
-        place_replicas(image, 0, spec.num_partitions, spec.replication_factor)?
+        partitions::place(image, 0, spec.num_partitions, spec.replication_factor)?
     } else {
         validate_assignments(image, &spec.assignments)?;
         spec.assignments.clone()
@@ -662,7 +728,7 @@ fn plan_partitions(
     }
     let added = spec.total - current;
     let assignments = if spec.assignments.is_empty() {
-        place_replicas(image, current, added, topic.replication_factor())?
+        partitions::place(image, current, added, topic.replication_factor())?
     } else {
         if spec.assignments.len() as i32 != added {
             return Err(ControllerError::InvalidPartitions(format!(
@@ -687,48 +753,9 @@ fn partition_records(topic_id: Uuid, first: i32, assignments: &[Vec<i32>]) -> Ve
             isr: replicas.clone(),
             leader: replicas[0],
             leader_epoch: 0,
+            partition_epoch: 0,
         })
         .collect()
-}
-
-/// Spreads partitions round-robin over the registered brokers, each partition's replicas
-/// on distinct brokers, leaders rotating so that no broker leads everything.
-fn place_replicas(
-    image: &MetadataImage,
-    first: i32,
-    count: i32,
-    replication_factor: i16,
-) -> Result<Vec<Vec<i32>>, ControllerError> {
-    // Fenced brokers are down or cut off: nothing new is placed on them.
-    let brokers: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
-    if replication_factor as usize > brokers.len() {
-        return Err(ControllerError::InvalidReplicationFactor(format!(
-            "Replication factor: {replication_factor} larger than available brokers: {}.",
-            brokers.len()
-        )));
-    }
-    check_single_replica(replication_factor as usize)?;
-    let n = brokers.len();
-    Ok((first..first + count)
-        .map(|p| {
-            (0..replication_factor as usize)
-                .map(|r| brokers[(p as usize + r) % n])
-                .collect()
-        })
-        .collect())
-}
-
-/// Partition data is not replicated between brokers yet: a second replica would be
-/// listed in the ISR without holding the data, and acks=all would promise a copy that
-/// does not exist. So more than one replica is refused rather than pretended.
-fn check_single_replica(replication_factor: usize) -> Result<(), ControllerError> {
-    if replication_factor > 1 {
-        return Err(ControllerError::InvalidReplicationFactor(format!(
-            "Replication factor: {replication_factor} is not supported yet: Fjord does not \
-             replicate partition data between brokers, so each partition has one replica."
-        )));
-    }
-    Ok(())
 }
 
 fn validate_assignments(
@@ -736,7 +763,6 @@ fn validate_assignments(
     assignments: &[Vec<i32>],
 ) -> Result<(), ControllerError> {
     let rf = assignments[0].len();
-    check_single_replica(rf)?;
     for (i, replicas) in assignments.iter().enumerate() {
         if replicas.is_empty() {
             return Err(ControllerError::InvalidReplicationFactor(format!(
@@ -866,7 +892,7 @@ mod tests {
     }
 
     #[test]
-    fn partitions_spread_over_live_brokers_with_one_replica() {
+    fn partitions_spread_over_live_brokers() {
         let dir = tempfile::tempdir().unwrap();
         let c = controller(dir.path());
         for b in [2, 3] {
@@ -880,11 +906,17 @@ mod tests {
             err.to_string(),
             "Replication factor: 4 larger than available brokers: 3."
         );
-        let err = c.create_topic(&spec("two", 1, 2)).unwrap_err();
-        assert_eq!(err.kafka_code(), 38);
-        assert!(err.to_string().contains("not supported yet"), "{err}");
+        let t = c.create_topic(&spec("two", 3, 2)).unwrap();
+        let replicas: Vec<Vec<i32>> = t.partitions.iter().map(|p| p.replicas.clone()).collect();
+        assert_eq!(replicas, vec![vec![1, 2], vec![2, 3], vec![3, 1]]);
+        assert!(t.partitions.iter().all(|p| p.isr == p.replicas));
         // A fenced broker gets nothing new.
         c.commit(|image| Ok((fencing(image, 2, true), ()))).unwrap();
+        // ... and leaves the ISRs, its leaderships taken over by the next in-sync replica.
+        let two = c.image().topic("two").unwrap().clone();
+        assert_eq!(two.partitions[1].leader, 3);
+        assert_eq!(two.partitions[1].leader_epoch, 1);
+        assert!(two.partitions.iter().all(|p| !p.isr.contains(&2)), "{two:?}");
         let t = c.create_topic(&spec("after", 4, 1)).unwrap();
         assert!(t.partitions.iter().all(|p| p.leader != 2), "{t:?}");
         let err = c.create_topic(&spec("three", 1, 3)).unwrap_err();

@@ -32,6 +32,10 @@ pub enum ControllerError {
     /// restarted.
     #[error("{0}")]
     QuorumStopped(String),
+    /// A change refused with a specific Kafka code (an AlterPartition from a stale
+    /// leader, for instance).
+    #[error("{message}")]
+    Refused { code: i16, message: String },
     /// The active controller refused the change; its code and message, as it sent them.
     #[error("{message}")]
     Remote { code: i16, message: String },
@@ -52,7 +56,7 @@ impl ControllerError {
             ControllerError::NotController(_) => 41,
             // KAFKA_STORAGE_ERROR, as for a metadata log that failed.
             ControllerError::QuorumStopped(_) => 56,
-            ControllerError::Remote { code, .. } => *code,
+            ControllerError::Remote { code, .. } | ControllerError::Refused { code, .. } => *code,
         }
     }
 

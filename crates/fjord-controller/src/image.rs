@@ -27,6 +27,8 @@ pub struct PartitionImage {
     pub isr: Vec<i32>,
     pub leader: i32,
     pub leader_epoch: i32,
+    #[serde(default)]
+    pub partition_epoch: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +142,7 @@ impl MetadataImage {
                 isr,
                 leader,
                 leader_epoch,
+                partition_epoch,
             } => {
                 let Some(name) = self.topic_names.get(topic_id) else {
                     return;
@@ -153,6 +156,7 @@ impl MetadataImage {
                     isr: isr.clone(),
                     leader: *leader,
                     leader_epoch: *leader_epoch,
+                    partition_epoch: *partition_epoch,
                 };
                 match topic
                     .partitions

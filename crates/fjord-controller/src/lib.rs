@@ -10,6 +10,7 @@ mod image;
 pub mod liveness;
 mod log;
 mod ops;
+pub mod partitions;
 pub mod quorum;
 mod record;
 

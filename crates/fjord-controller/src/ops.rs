@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 use crate::controller::{CreatePartitionsSpec, CreateTopicSpec};
 use crate::error::ControllerError;
+use crate::image::PartitionImage;
+use crate::partitions::AlterPartitionRequest;
 use crate::record::ConfigResource;
 
 /// Config changes: a key set to `Some` value, or returned to its default with `None`.
@@ -42,6 +44,12 @@ pub enum ControllerOp {
     BrokerHeartbeat {
         node_id: i32,
     },
+    /// A partition leader asks for a new ISR (Kafka's AlterPartition).
+    AlterPartition(AlterPartitionRequest),
+    /// A broker is shutting down: move its leaderships away now.
+    ControlledShutdown {
+        node_id: i32,
+    },
     /// Reserves the next block of producer ids for the asking broker.
     ProducerIdBlock,
     /// The quorum as the active controller sees it (DescribeQuorum).
@@ -59,6 +67,8 @@ pub enum OpOutput {
         end: i64,
     },
     Quorum(QuorumStatus),
+    /// A partition's state after an AlterPartition.
+    Partition(PartitionImage),
 }
 
 /// The metadata quorum as its leader sees it, in the terms of Kafka's DescribeQuorum:

@@ -36,6 +36,11 @@ pub enum MetadataRecord {
         isr: Vec<i32>,
         leader: i32,
         leader_epoch: i32,
+        /// Bumped by every change to the partition (leader or ISR), so that a leader's
+        /// AlterPartition based on an older state is refused. Absent in logs written
+        /// before partitions were replicated.
+        #[serde(default)]
+        partition_epoch: i32,
     },
     /// A topic and all its partitions were deleted.
     RemoveTopic { topic_id: Uuid },

@@ -5,16 +5,20 @@
 //! Fetch sessions (KIP-227) are answered as full fetches: session id 0 tells the client
 //! that no session was created, and it keeps sending full requests.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    EpochEndOffset, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::error::code;
-use crate::state::BrokerState;
+use crate::state::{now_ms, BrokerState};
 
 /// A fetch from a client that sent a session id we never handed out.
 const INVALID_SESSION: i32 = 0;
@@ -24,10 +28,27 @@ struct Wanted {
     topic_id: Uuid,
     /// Resolved name, or the error every partition of this topic gets.
     resolved: Result<String, i16>,
-    partitions: Vec<(i32, i64, i32, i32)>, // (partition, fetch offset, max bytes, leader epoch)
+    partitions: Vec<WantedPartition>,
 }
 
-pub async fn handle(state: &BrokerState, req: FetchRequest, version: i16) -> FetchResponse {
+struct WantedPartition {
+    index: i32,
+    fetch_offset: i64,
+    max_bytes: i32,
+    leader_epoch: i32,
+    /// A follower's epoch of its last fetched batch (KIP-320), -1 from consumers.
+    last_fetched_epoch: i32,
+}
+
+/// Where a follower's log departs from the leader's: the largest epoch both have, and
+/// where the leader's copy of it ends.
+#[derive(Clone, Copy)]
+struct Divergence {
+    epoch: i32,
+    end_offset: i64,
+}
+
+pub async fn handle(state: &Arc<BrokerState>, req: FetchRequest, version: i16) -> FetchResponse {
     if req.session_id != INVALID_SESSION {
         return FetchResponse::default()
             .with_error_code(code::FETCH_SESSION_ID_NOT_FOUND)
@@ -58,13 +79,16 @@ pub async fn handle(state: &BrokerState, req: FetchRequest, version: i16) -> Fet
                     .partitions
                     .iter()
                     .filter(|p| seen.insert((t.topic_id, key.clone(), p.partition)))
-                    .map(|p| {
-                        (
-                            p.partition,
-                            p.fetch_offset,
-                            p.partition_max_bytes,
-                            p.current_leader_epoch,
-                        )
+                    .map(|p| WantedPartition {
+                        index: p.partition,
+                        fetch_offset: p.fetch_offset,
+                        max_bytes: p.partition_max_bytes,
+                        leader_epoch: p.current_leader_epoch,
+                        last_fetched_epoch: if version >= 12 {
+                            p.last_fetched_epoch
+                        } else {
+                            -1
+                        },
                     })
                     .collect(),
             }
@@ -76,12 +100,28 @@ pub async fn handle(state: &BrokerState, req: FetchRequest, version: i16) -> Fet
     let max_bytes = super::fetch_response_limit(state, req.max_bytes);
     let min_bytes = req.min_bytes.max(0) as usize;
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    // A follower (Kafka's replica id, in the body before v15 and in ReplicaState after)
+    // reads up to the log end, and its fetch offset tells the leader how far it is.
+    let replica_id = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let divergent = if replica_id >= 0 {
+        record_follower(state, &wanted, replica_id)
+    } else {
+        HashMap::new()
+    };
+    let reader = Reader {
+        replica: replica_id >= 0,
+        divergent: &divergent,
+    };
     let mut appended = state.replicas.subscribe();
     loop {
         // Mark the current state as seen before reading, so an append that lands between
         // the read and the wait still wakes us.
         appended.borrow_and_update();
-        let (responses, bytes, errors) = read_once(state, &wanted, max_bytes, version);
+        let (responses, bytes, errors) = read_once(state, &wanted, max_bytes, version, &reader);
         if bytes >= min_bytes || errors {
             return response(responses);
         }
@@ -92,7 +132,7 @@ pub async fn handle(state: &BrokerState, req: FetchRequest, version: i16) -> Fet
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                let (responses, _, _) = read_once(state, &wanted, max_bytes, version);
+                let (responses, _, _) = read_once(state, &wanted, max_bytes, version, &reader);
                 return response(responses);
             }
         }
@@ -106,19 +146,84 @@ fn response(responses: Vec<FetchableTopicResponse>) -> FetchResponse {
         .with_responses(responses)
 }
 
+/// How one fetch reads: a follower's reads go to the log end, and partitions where its
+/// log diverged get the diverging epoch instead of records.
+struct Reader<'a> {
+    replica: bool,
+    divergent: &'a HashMap<(String, i32), Divergence>,
+}
+
+/// On the leader, before a follower's fetch is served: checks each partition's log
+/// against the follower's (its last fetched epoch must end at or after its fetch
+/// offset here, KIP-320) and, where it agrees, records the follower's position, which
+/// may advance the high watermark or bring it back into the ISR. Returns the partitions
+/// where it diverges.
+fn record_follower(
+    state: &Arc<BrokerState>,
+    wanted: &[Wanted],
+    replica_id: i32,
+) -> HashMap<(String, i32), Divergence> {
+    let mut divergent = HashMap::new();
+    let mut moved = false;
+    for w in wanted {
+        let Ok(name) = &w.resolved else { continue };
+        for wp in &w.partitions {
+            let Some(p) = state.replicas.get(name, wp.index) else {
+                continue;
+            };
+            if p.check_leader_epoch(wp.leader_epoch).is_err() {
+                continue;
+            }
+            if wp.last_fetched_epoch >= 0 {
+                if let Some((epoch, end)) = p.log.end_offset_for_epoch(wp.last_fetched_epoch) {
+                    if epoch != wp.last_fetched_epoch || end < wp.fetch_offset {
+                        divergent.insert(
+                            (name.clone(), wp.index),
+                            Divergence {
+                                epoch,
+                                end_offset: end,
+                            },
+                        );
+                        continue;
+                    }
+                }
+            }
+            let leo = p.log.log_end_offset();
+            if wp.fetch_offset > leo {
+                // Answered OFFSET_OUT_OF_RANGE by the read; it says nothing of the ISR.
+                continue;
+            }
+            let (hw_moved, proposal) =
+                p.update(|s| s.follower_fetched(replica_id, wp.fetch_offset, leo, now_ms()));
+            moved |= hw_moved;
+            if let Some(proposal) = proposal {
+                crate::replication::propose(state, &p, proposal);
+            }
+        }
+    }
+    if moved {
+        // Consumers long-polling for data below the new high watermark.
+        state.replicas.notify_append();
+    }
+    divergent
+}
+
 /// One pass over the requested partitions: (responses, bytes returned, any error).
 fn read_once(
     state: &BrokerState,
     wanted: &[Wanted],
     max_bytes: usize,
     version: i16,
+    reader: &Reader,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
     let mut out = Vec::with_capacity(wanted.len());
     for w in wanted {
         let mut partitions = Vec::with_capacity(w.partitions.len());
-        for &(index, offset, partition_max, leader_epoch) in &w.partitions {
+        for wp in &w.partitions {
+            let (index, offset, partition_max, leader_epoch) =
+                (wp.index, wp.fetch_offset, wp.max_bytes, wp.leader_epoch);
             let data = match &w.resolved {
                 Err(c) => error(index, *c),
                 Ok(name) => match state.replicas.get(name, index) {
@@ -132,15 +237,30 @@ fn read_once(
                             .with_last_stable_offset(hw)
                             .with_log_start_offset(start)
                             .with_aborted_transactions(None);
+                        let divergence = reader.divergent.get(&(name.clone(), index));
                         if let Err(c) = p.check_leader_epoch(leader_epoch) {
                             base.with_error_code(c).with_records(Some(Bytes::new()))
+                        } else if let Some(d) = divergence {
+                            base.with_error_code(code::NONE)
+                                .with_diverging_epoch(
+                                    EpochEndOffset::default()
+                                        .with_epoch(d.epoch)
+                                        .with_end_offset(d.end_offset),
+                                )
+                                .with_records(Some(Bytes::new()))
                         } else {
+                            // Consumers read what is committed; followers copy everything.
+                            let upto = if reader.replica {
+                                p.log.log_end_offset()
+                            } else {
+                                hw
+                            };
                             let budget = (partition_max.max(0) as usize)
                                 .min(max_bytes.saturating_sub(total));
                             // KIP-74: the first batch returned is whole even when larger than
                             // the limits, so one big batch can never stall a consumer.
                             let min_one = total == 0;
-                            match p.log.read(offset, budget, hw, min_one) {
+                            match p.log.read(offset, budget, upto, min_one) {
                                 Ok(read) => {
                                     total += read.bytes.len();
                                     base.with_error_code(code::NONE)

@@ -20,6 +20,8 @@ use crate::state::{now_ms, BrokerState};
 struct Appended {
     partition: Arc<Partition>,
     next_offset: i64,
+    leader_epoch: i32,
+    min_isr: usize,
 }
 
 pub async fn handle(
@@ -29,6 +31,9 @@ pub async fn handle(
     turn: Option<Turn>,
 ) -> Result<Option<ProduceResponse>, String> {
     let acks = req.acks;
+    // One deadline for the whole request, however many partitions it waits on.
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     // Appends write files (and fsync when flush.messages says so, or when a segment rolls):
     // they run on the blocking pool, never on an async worker.
     let st = state.clone();
@@ -47,18 +52,31 @@ pub async fn handle(
         let Appended {
             partition,
             next_offset,
+            leader_epoch,
+            min_isr,
         } = appended;
         let log = partition.log.clone();
         let synced = tokio::task::spawn_blocking(move || log.flush_until(next_offset)).await;
         let failure = match synced {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(format!("flush task failed: {e}")),
+            Ok(Err(e)) => Some((code::KAFKA_STORAGE_ERROR, e.to_string())),
+            Err(e) => Some((code::KAFKA_STORAGE_ERROR, format!("flush task failed: {e}"))),
         };
-        if let Some(why) = failure {
+        if let Some((_, why)) = &failure {
             tracing::error!(topic = %partition.topic, partition = partition.index, "acks=all flush failed: {why}");
+        }
+        // Then every in-sync replica must have it (and, by default, have fsynced it).
+        let failure = match failure {
+            Some(f) => Some(f),
+            None => partition
+                .wait_replicated(next_offset, leader_epoch, min_isr, deadline)
+                .await
+                .err()
+                .map(|e| (e.kafka_code(), e.to_string())),
+        };
+        if let Some((c, why)) = failure {
             let r = &mut responses[ti].partition_responses[pi];
-            r.error_code = code::KAFKA_STORAGE_ERROR;
+            r.error_code = c;
             if version >= 8 {
                 r.error_message = Some(str(why));
             }
@@ -122,33 +140,34 @@ fn append_all(
                             ),
                         )),
                     },
-                    Some(p) if acks == -1 && p.isr.read().len() < min_isr => {
-                        Err(BrokerError::Kafka(
-                            code::NOT_ENOUGH_REPLICAS,
-                            format!(
-                                "The size of the current ISR {} is insufficient to satisfy the min.isr requirement of {min_isr} for partition {name}-{index}",
-                                p.isr.read().len()
-                            ),
-                        ))
-                    }
                     Some(p) => {
                         let mut records = match data.records {
                             Some(r) => BytesMut::from(&r[..]),
                             None => BytesMut::new(),
                         };
-                        p.append(&mut records, now).map(|info| (p, info))
+                        let checked = if acks == -1 {
+                            p.check_min_isr(min_isr)
+                        } else {
+                            Ok(())
+                        };
+                        checked
+                            .and_then(|_| p.append(&mut records, now))
+                            .map(|info| (p, info))
                     }
                 }
             };
             let response = match result {
                 Ok((p, info)) => {
                     if acks == -1 {
+                        let leader_epoch = p.assignment().leader_epoch;
                         to_sync.push((
                             ti,
                             pi,
                             Appended {
                                 partition: p,
                                 next_offset: info.last_offset + 1,
+                                leader_epoch,
+                                min_isr,
                             },
                         ));
                     }

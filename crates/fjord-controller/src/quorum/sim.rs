@@ -433,6 +433,7 @@ impl Sim {
                 isr: vec![1],
                 leader: 1,
                 leader_epoch: 0,
+                partition_epoch: 0,
             });
         }
         let batch = MetadataBatch { records };

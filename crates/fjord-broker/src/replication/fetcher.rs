@@ -1,0 +1,327 @@
+//! Follower fetchers: for each broker this one follows, `num.replica.fetchers` tasks, each
+//! copying its share of the partitions led there with one long-polling Fetch at a time,
+//! as Kafka's ReplicaFetcherThread does. The follower appends the leader's batches with
+//! their offsets and epochs, fsyncs them (unless `replica.fsync.enable=false`) before it
+//! asks for more, and so before the leader counts them for acks=all; it truncates a
+//! divergent tail when the leader answers with a diverging epoch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use crate::error::code;
+use crate::replica::Partition;
+use crate::state::BrokerState;
+
+/// Fetch v12: topic names, the last fetched epoch and diverging epochs (KIP-320), the
+/// replica id in the request body.
+const FETCH_VERSION: i16 = 12;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keeps one fetcher task per (leader, slot) that has partitions to copy; a task whose
+/// partitions all moved away ends by itself.
+pub async fn run(state: Arc<BrokerState>) {
+    let mut changed = state.replicas.subscribe_followers();
+    let mut tasks: HashMap<(i32, u32), JoinHandle<()>> = HashMap::new();
+    loop {
+        changed.borrow_and_update();
+        tasks.retain(|_, t| !t.is_finished());
+        let slots = state.config.replication.fetchers.max(1);
+        for p in state.replicas.all() {
+            let Some(leader) = source(&state, &p) else {
+                continue;
+            };
+            let key = (leader, slot(&p, slots));
+            tasks
+                .entry(key)
+                .or_insert_with(|| tokio::spawn(fetch_from(state.clone(), key.0, key.1)));
+        }
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            // Also a periodic look: a fetcher that ended on an error is restarted.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// The broker `p` copies from, if this broker follows it.
+fn source(state: &BrokerState, p: &Partition) -> Option<i32> {
+    if p.is_leader() || p.log.is_offline() {
+        return None;
+    }
+    let a = p.assignment();
+    (a.leader >= 0 && a.leader != state.node_id() && a.replicas.contains(&state.node_id()))
+        .then_some(a.leader)
+}
+
+fn slot(p: &Partition, slots: u32) -> u32 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&p.topic, p.index).hash(&mut h);
+    (h.finish() % slots as u64) as u32
+}
+
+/// One fetcher: copies the partitions of `slot` led by `leader` until there are none.
+async fn fetch_from(state: Arc<BrokerState>, leader: i32, slot_no: u32) {
+    let cfg = state.config.replication.clone();
+    let backoff = Duration::from_millis(cfg.fetch_backoff_ms);
+    let mut conn: Option<TcpStream> = None;
+    let mut correlation: i32 = 0;
+    tracing::debug!(leader, slot = slot_no, "fetcher started");
+    loop {
+        let slots = state.config.replication.fetchers.max(1);
+        let partitions: Vec<Arc<Partition>> = state
+            .replicas
+            .all()
+            .into_iter()
+            .filter(|p| source(&state, p) == Some(leader) && slot(p, slots) == slot_no)
+            .collect();
+        if partitions.is_empty() {
+            tracing::debug!(leader, slot = slot_no, "fetcher stopped: nothing left to copy");
+            return;
+        }
+        let stream = match &mut conn {
+            Some(s) => s,
+            None => match connect(&state, leader).await {
+                Ok(s) => conn.insert(s),
+                Err(e) => {
+                    tracing::debug!(leader, error = %e, "cannot reach the leader");
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            },
+        };
+        let request = build_request(&state, &partitions);
+        correlation = correlation.wrapping_add(1);
+        let wait = Duration::from_millis(cfg.fetch_wait_max_ms.max(0) as u64);
+        let limit = state.config.socket_request_max_bytes;
+        let answer = tokio::time::timeout(
+            wait + Duration::from_secs(30),
+            call(stream, correlation, request, limit),
+        )
+        .await;
+        let response = match answer {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(leader, error = %e, "fetch from the leader failed");
+                conn = None;
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!(leader, "fetch from the leader timed out");
+                conn = None;
+                continue;
+            }
+        };
+        let st = state.clone();
+        let applied =
+            tokio::task::spawn_blocking(move || apply_response(&st, partitions, response)).await;
+        match applied {
+            Ok(true) => {}
+            // Something needs newer metadata or a moment: do not spin.
+            Ok(false) => tokio::time::sleep(backoff.min(Duration::from_millis(200))).await,
+            Err(e) => {
+                tracing::error!(error = %e, "applying fetched data failed");
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+async fn connect(state: &BrokerState, leader: i32) -> Result<TcpStream, String> {
+    let image = state.controller.image();
+    let b = image
+        .brokers
+        .get(&leader)
+        .ok_or_else(|| format!("broker {leader} is not registered"))?;
+    let addr = format!("{}:{}", b.host, b.port);
+    let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+        .await
+        .map_err(|_| format!("connecting to {addr} timed out"))?
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+fn build_request(state: &BrokerState, partitions: &[Arc<Partition>]) -> FetchRequest {
+    let cfg = &state.config.replication;
+    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    for p in partitions {
+        let a = p.assignment();
+        topics.entry(&p.topic).or_default().push(
+            FetchPartition::default()
+                .with_partition(p.index)
+                .with_current_leader_epoch(a.leader_epoch)
+                .with_fetch_offset(p.log.log_end_offset())
+                .with_last_fetched_epoch(p.log.latest_epoch().unwrap_or(-1))
+                .with_log_start_offset(p.log.log_start_offset())
+                .with_partition_max_bytes(cfg.fetch_max_bytes),
+        );
+    }
+    FetchRequest::default()
+        .with_replica_id(BrokerId(state.node_id()))
+        .with_max_wait_ms(cfg.fetch_wait_max_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(cfg.fetch_response_max_bytes)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(name.to_string())))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        )
+}
+
+/// Appends (or truncates) what the leader sent. Returns false when some partition needs
+/// newer metadata or hit an error, so the fetcher pauses before the next round.
+fn apply_response(
+    state: &BrokerState,
+    partitions: Vec<Arc<Partition>>,
+    response: FetchResponse,
+) -> bool {
+    if response.error_code != code::NONE {
+        tracing::debug!(code = response.error_code, "the leader refused the fetch");
+        return false;
+    }
+    let by_key: HashMap<(&str, i32), &Arc<Partition>> = partitions
+        .iter()
+        .map(|p| ((p.topic.as_str(), p.index), p))
+        .collect();
+    let mut smooth = true;
+    for topic in &response.responses {
+        for data in &topic.partitions {
+            let Some(p) = by_key.get(&(topic.topic.0.as_str(), data.partition_index)) else {
+                continue;
+            };
+            if let Err(e) = apply_partition(state, p, data) {
+                tracing::warn!(topic = %p.topic, partition = p.index, "replication: {e}");
+                smooth = false;
+            }
+        }
+    }
+    smooth
+}
+
+fn apply_partition(state: &BrokerState, p: &Partition, data: &PartitionData) -> Result<(), String> {
+    match data.error_code {
+        code::NONE => {}
+        code::NOT_LEADER_OR_FOLLOWER | code::FENCED_LEADER_EPOCH | code::UNKNOWN_LEADER_EPOCH => {
+            // The leader moved, or one of us has older metadata: the image will tell.
+            return Err(format!("the leader answered code {}; waiting for metadata", data.error_code));
+        }
+        c => return Err(format!("the leader answered error code {c}")),
+    }
+    if data.diverging_epoch.epoch >= 0 {
+        return truncate(p, data.diverging_epoch.epoch, data.diverging_epoch.end_offset);
+    }
+    let records = data.records.clone().unwrap_or_default();
+    if !records.is_empty() {
+        p.log
+            .append_as_follower(&records)
+            .map_err(|e| format!("appending the leader's batches failed: {e}"))?;
+        if state.config.replication.fsync {
+            p.log
+                .flush()
+                .map_err(|e| format!("fsync of copied batches failed: {e}"))?;
+        }
+    }
+    let leo = p.log.log_end_offset();
+    p.update(|s| s.follower_high_watermark(data.high_watermark, leo));
+    Ok(())
+}
+
+/// The leader's log diverges from ours after `end_offset` of `epoch` (KIP-320): cut our
+/// tail back to where both agree. Only uncommitted records are ever above that point.
+fn truncate(p: &Partition, epoch: i32, end_offset: i64) -> Result<(), String> {
+    let ours = p.log.end_offset_for_epoch(epoch);
+    let target = match ours {
+        Some((_, end)) => end.min(end_offset),
+        None => p.log.log_start_offset(),
+    };
+    let leo = p.log.log_end_offset();
+    if target >= leo {
+        return Ok(());
+    }
+    if target < p.high_watermark() {
+        // Kafka would truncate anyway; a committed record being cut means an earlier
+        // election went wrong. Say so loudly, but follow the leader.
+        tracing::error!(topic = %p.topic, partition = p.index, target, high_watermark = p.high_watermark(), "truncating below the high watermark");
+    }
+    tracing::info!(topic = %p.topic, partition = p.index, from = leo, to = target, epoch, "truncating a divergent tail");
+    p.log
+        .truncate_to(target)
+        .map_err(|e| format!("truncation to {target} failed: {e}"))?;
+    p.update(|s| s.truncated(target));
+    Ok(())
+}
+
+/// Sends one request and reads its answer, refusing frames over `limit` bytes.
+async fn call(
+    stream: &mut TcpStream,
+    correlation_id: i32,
+    request: FetchRequest,
+    limit: usize,
+) -> Result<FetchResponse, String> {
+    let header = RequestHeader::default()
+        .with_request_api_key(FetchRequest::KEY)
+        .with_request_api_version(FETCH_VERSION)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("fjord-replica-fetcher")));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, FetchRequest::header_version(FETCH_VERSION))
+        .map_err(|e| format!("encoding the request header: {e}"))?;
+    request
+        .encode(&mut body, FETCH_VERSION)
+        .map_err(|e| format!("encoding the request: {e}"))?;
+    let mut frame = BytesMut::with_capacity(body.len() + 4);
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    stream
+        .write_all(&frame)
+        .await
+        .map_err(|e| format!("sending: {e}"))?;
+    let size = stream
+        .read_i32()
+        .await
+        .map_err(|e| format!("reading: {e}"))?;
+    if size < 0 || size as usize > limit {
+        return Err(format!("the leader answered with a frame of {size} bytes"));
+    }
+    let mut buf = vec![0u8; size as usize];
+    stream
+        .read_exact(&mut buf)
+        .await
+        .map_err(|e| format!("reading: {e}"))?;
+    let mut buf = Bytes::from(buf);
+    let version = ApiKey::Fetch.response_header_version(FETCH_VERSION);
+    let header =
+        ResponseHeader::decode(&mut buf, version).map_err(|e| format!("decoding: {e}"))?;
+    if header.correlation_id != correlation_id {
+        return Err("the leader answered another request".into());
+    }
+    let response =
+        FetchResponse::decode(&mut buf, FETCH_VERSION).map_err(|e| format!("decoding: {e}"))?;
+    if buf.has_remaining() {
+        tracing::debug!(extra = buf.remaining(), "fetch response had trailing bytes");
+    }
+    Ok(response)
+}
