@@ -187,6 +187,14 @@ impl Cluster {
         format!("127.0.0.1:{}", self.node(id).port)
     }
 
+    /// A bootstrap list naming every broker of `ids`, so a client survives losing one.
+    pub fn bootstrap_of(&self, ids: &[i32]) -> String {
+        ids.iter()
+            .map(|&id| self.bootstrap(id))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     pub fn command(&self, id: i32) -> Command {
         self.command_in(id, &self.node(id).data_dir())
     }
