@@ -545,30 +545,16 @@ fn killing_a_leader_under_acks_all_loses_nothing() {
     c.kill(victim);
 
     // The partitions it led get a leader from the ISR, and it leaves every ISR.
-    let after = c.wait_view(
-        survivors[0],
-        &format!("new leaders for partitions {led:?} of killed broker {victim}"),
-        |v| {
-            let ps = v.partitions(topic);
-            ps.len() == 3
-                && ps
-                    .values()
-                    .all(|p| survivors.contains(&p.leader) && !p.isr.contains(&victim))
-        },
-    );
+    let after = wait_isr(&c, survivors[0], topic, &survivors);
     eprintln!(
-        "leader {victim} killed: partitions {led:?} led by survivors after {:?}",
+        "leader {victim} killed: partitions {led:?} led by survivors {survivors:?} after {:?}",
         killed.elapsed()
     );
-    for (id, p) in after.partitions(topic) {
+    for (id, p) in &after {
         assert_eq!(
             p.replica_set(),
             BTreeSet::from([1, 2, 3]),
             "partition {id}: the replica set does not change: {p:?}"
-        );
-        assert!(
-            p.isr.len() >= 2,
-            "partition {id}: the surviving replicas stay in sync: {p:?}"
         );
     }
 
@@ -717,7 +703,7 @@ fn five_nodes_survive_losing_two() {
     );
 
     let count = 3000;
-    let producer = Background::start(c.bootstrap_of(&all), topic, count, Duration::from_millis(3));
+    let producer = Background::start(c.bootstrap_of(&all), topic, count, Duration::from_millis(5));
     producer.wait_acked(count as usize / 4);
 
     // The leader of partition 0 first; once the cluster has moved on, the leader of
