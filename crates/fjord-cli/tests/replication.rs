@@ -76,7 +76,7 @@ fn wait_isr(c: &Cluster, via: i32, topic: &str, isr: &[i32]) -> BTreeMap<i32, Pa
     v.partitions(topic)
 }
 
-/// Partition id to leader, for the partitions `node` leads.
+/// The ids of the partitions `node` leads.
 fn led_by(partitions: &BTreeMap<i32, PartitionView>, node: i32) -> BTreeSet<i32> {
     partitions
         .iter()
