@@ -70,9 +70,17 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
     ("replica.lag.time.max.ms", "30000", PropType::Int),
     ("replica.fetch.wait.max.ms", "500", PropType::Int),
     ("replica.fetch.max.bytes", "1048576", PropType::Int),
-    ("replica.fetch.response.max.bytes", "10485760", PropType::Int),
+    (
+        "replica.fetch.response.max.bytes",
+        "10485760",
+        PropType::Int,
+    ),
     ("replica.fetch.backoff.ms", "1000", PropType::Int),
-    ("replica.high.watermark.checkpoint.interval.ms", "5000", PropType::Int),
+    (
+        "replica.high.watermark.checkpoint.interval.ms",
+        "5000",
+        PropType::Int,
+    ),
     ("num.replica.fetchers", "1", PropType::Int),
     // Fjord's own: a follower fsyncs what it copied before it asks for more, and so
     // before the leader counts it towards acks=all.
@@ -126,7 +134,7 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
         PropType::Int,
     ),
     ("offsets.topic.num.partitions", "50", PropType::Int),
-    ("offsets.topic.replication.factor", "1", PropType::Int),
+    ("offsets.topic.replication.factor", "3", PropType::Int),
     ("offsets.retention.minutes", "10080", PropType::Int),
     ("group.initial.rebalance.delay.ms", "3000", PropType::Int),
     ("group.min.session.timeout.ms", "6000", PropType::Int),

@@ -751,9 +751,6 @@ fn offsets_partition(group: &str, partitions: i32) -> i32 {
 }
 
 #[test]
-#[ignore = "needs __consumer_offsets replicated (offsets.topic.replication.factor=3) and the \
-            new leader of a group's partition to take over as its coordinator, loading the \
-            group from its replica"]
 fn consumer_group_offsets_survive_coordinator_kill() {
     let mut c = Cluster::started(&[
         REPLICA_LAG,

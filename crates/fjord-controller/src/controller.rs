@@ -279,15 +279,14 @@ impl Controller {
             }
             ControllerOp::AlterPartition(req) => {
                 let mut refused = None;
-                let (state, index) = self.commit(|image| {
-                    match partitions::alter_partition(image, req) {
+                let (state, index) =
+                    self.commit(|image| match partitions::alter_partition(image, req) {
                         Ok((records, state)) => Ok((records, Some(state))),
                         Err(why) => {
                             refused = Some(why);
                             Ok((vec![], None))
                         }
-                    }
-                })?;
+                    })?;
                 match (state, refused) {
                     (Some(state), _) => Ok((OpOutput::Partition(state), index)),
                     (None, Some((code, message))) => {
@@ -916,7 +915,10 @@ mod tests {
         let two = c.image().topic("two").unwrap().clone();
         assert_eq!(two.partitions[1].leader, 3);
         assert_eq!(two.partitions[1].leader_epoch, 1);
-        assert!(two.partitions.iter().all(|p| !p.isr.contains(&2)), "{two:?}");
+        assert!(
+            two.partitions.iter().all(|p| !p.isr.contains(&2)),
+            "{two:?}"
+        );
         let t = c.create_topic(&spec("after", 4, 1)).unwrap();
         assert!(t.partitions.iter().all(|p| p.leader != 2), "{t:?}");
         let err = c.create_topic(&spec("three", 1, 3)).unwrap_err();

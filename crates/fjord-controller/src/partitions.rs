@@ -109,7 +109,11 @@ fn unclean_allowed(image: &MetadataImage, topic: &TopicImage) -> bool {
     topic
         .configs
         .get(KEY)
-        .or_else(|| image.configs(ConfigResource::Broker, "").and_then(|c| c.get(KEY)))
+        .or_else(|| {
+            image
+                .configs(ConfigResource::Broker, "")
+                .and_then(|c| c.get(KEY))
+        })
         .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
@@ -297,7 +301,10 @@ pub fn alter_partition(
 mod tests {
     use super::*;
 
-    fn image(brokers: &[(i32, Option<&str>)], partitions: &[(Vec<i32>, Vec<i32>, i32)]) -> MetadataImage {
+    fn image(
+        brokers: &[(i32, Option<&str>)],
+        partitions: &[(Vec<i32>, Vec<i32>, i32)],
+    ) -> MetadataImage {
         let mut image = MetadataImage::default();
         for (id, rack) in brokers {
             image.apply(&MetadataRecord::RegisterBroker {
@@ -359,7 +366,12 @@ mod tests {
         let placed = place(&img, 0, 3, 3).unwrap();
         assert_eq!(placed, vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2]]);
         let racks = image(
-            &[(1, Some("a")), (2, Some("a")), (3, Some("b")), (4, Some("b"))],
+            &[
+                (1, Some("a")),
+                (2, Some("a")),
+                (3, Some("b")),
+                (4, Some("b")),
+            ],
             &[],
         );
         for replicas in place(&racks, 0, 4, 2).unwrap() {
@@ -380,11 +392,17 @@ mod tests {
     fn a_fenced_leader_is_replaced_from_the_isr_with_a_new_epoch() {
         let mut img = image(
             &[(1, None), (2, None), (3, None)],
-            &[(vec![1, 2, 3], vec![1, 2, 3], 1), (vec![2, 3, 1], vec![2, 3], 2)],
+            &[
+                (vec![1, 2, 3], vec![1, 2, 3], 1),
+                (vec![2, 3, 1], vec![2, 3], 2),
+            ],
         );
         fence(&mut img, 1, true);
         let a = p(&img, 0);
-        assert_eq!((a.leader, a.leader_epoch, a.isr.clone()), (2, 1, vec![2, 3]));
+        assert_eq!(
+            (a.leader, a.leader_epoch, a.isr.clone()),
+            (2, 1, vec![2, 3])
+        );
         assert_eq!(a.partition_epoch, 1);
         // A follower outside the ISR changes nothing.
         let b = p(&img, 1);
@@ -458,14 +476,18 @@ mod tests {
         fence(&mut img, 2, true);
         let pe = p(&img, 0).partition_epoch;
         assert_eq!(
-            alter_partition(&img, &req(1, 0, pe, &[1, 2, 3])).unwrap_err().0,
+            alter_partition(&img, &req(1, 0, pe, &[1, 2, 3]))
+                .unwrap_err()
+                .0,
             alter_code::INELIGIBLE_REPLICA
         );
         fence(&mut img, 1, true);
         // The old leader, replaced, is fenced by its epoch.
         let pe = p(&img, 0).partition_epoch;
         assert_eq!(
-            alter_partition(&img, &req(1, 0, pe, &[1, 3])).unwrap_err().0,
+            alter_partition(&img, &req(1, 0, pe, &[1, 3]))
+                .unwrap_err()
+                .0,
             alter_code::FENCED_LEADER_EPOCH
         );
     }

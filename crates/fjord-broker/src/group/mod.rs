@@ -38,6 +38,8 @@ const MAX_METADATA_BYTES: usize = 4096;
 const RETENTION_CHECK_MS: i64 = 60_000;
 /// The timer never sleeps longer than this, so a missed wake-up costs at most a second.
 const MAX_TIMER_SLEEP_MS: i64 = 1000;
+/// How long an offset commit waits for the offsets partition's in-sync replicas.
+const COMMIT_REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One partition's offset to commit, as a request carries it.
 #[derive(Debug, Clone)]
@@ -65,6 +67,10 @@ pub struct GroupCoordinator {
     consumers: Mutex<HashMap<String, ConsumerGroup>>,
     consumer_timeouts: ConsumerTimeouts,
     loaded: AtomicBool,
+    /// The `__consumer_offsets` partitions whose groups are in memory here, with the
+    /// leader epoch they were loaded in: this broker coordinates a group only while it
+    /// leads the group's partition in that same epoch.
+    owned: Mutex<HashMap<i32, i32>>,
     wake: Notify,
     timeouts: Timeouts,
     retention_ms: i64,
@@ -84,6 +90,7 @@ impl GroupCoordinator {
                 max_size: config.group_consumer_max_size.max(1) as usize,
             },
             loaded: AtomicBool::new(false),
+            owned: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             timeouts: Timeouts {
                 min_session_ms: config.group_min_session_timeout_ms,
@@ -152,8 +159,17 @@ impl GroupCoordinator {
         // until it is open, instead of a write failing after it was accepted.
         if state.controller.image().topic(TOPIC).is_some() {
             let index = offsets::partition_for(group, self.partition_count(state));
-            if state.replicas.get(TOPIC, index).is_none() {
+            let Some(p) = state.replicas.get(TOPIC, index) else {
                 return Err(code::COORDINATOR_LOAD_IN_PROGRESS);
+            };
+            // Led here, but its groups are not (yet) loaded in this leader epoch.
+            let epoch = p.assignment().leader_epoch;
+            if self.owned.lock().get(&index) != Some(&epoch) {
+                return Err(if p.is_leader() {
+                    code::COORDINATOR_LOAD_IN_PROGRESS
+                } else {
+                    code::NOT_COORDINATOR
+                });
             }
         }
         Ok(())
@@ -180,7 +196,11 @@ impl GroupCoordinator {
         let spec = CreateTopicSpec {
             name: TOPIC.into(),
             num_partitions: self.default_partitions,
-            replication_factor: self.replication_factor,
+            // Capped at the brokers alive now, so a small or starting cluster still gets
+            // its coordinator; the cap is logged below.
+            replication_factor: self
+                .replication_factor
+                .min(state.controller.image().live_brokers().count().max(1) as i16),
             configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
             ..Default::default()
         };
@@ -195,7 +215,11 @@ impl GroupCoordinator {
             state.replicas.discard_prepared(TOPIC);
         }
         match created {
-            Ok(_) => tracing::info!(partitions = spec.num_partitions, "created {TOPIC}"),
+            Ok(_) => tracing::info!(
+                partitions = spec.num_partitions,
+                replication_factor = spec.replication_factor,
+                "created {TOPIC}"
+            ),
             Err(e) if e.kafka_code() == code::TOPIC_ALREADY_EXISTS => {}
             Err(e) => {
                 tracing::error!(error = %e, "cannot create {TOPIC}");
@@ -206,7 +230,11 @@ impl GroupCoordinator {
         state.reconcile().map_err(|e| {
             tracing::error!(error = %e, "cannot open {TOPIC} partitions");
             code::COORDINATOR_NOT_AVAILABLE
-        })
+        })?;
+        // Take up the new partitions this broker leads now, not when the coordinator's
+        // task next looks: the request that created the topic is served by it.
+        self.sync_ownership(state);
+        Ok(())
     }
 
     /// Appends records for `group` to its partition; returns the partition and the
@@ -553,9 +581,28 @@ impl GroupCoordinator {
                 true
             }
         };
-        if failed {
+        // As Kafka writes commits with acks=all: answered once every in-sync replica of
+        // the offsets partition has them, so a new coordinator cannot lack them.
+        let replicated = if failed {
+            Some(code::KAFKA_STORAGE_ERROR)
+        } else {
+            let deadline = tokio::time::Instant::now() + COMMIT_REPLICATION_TIMEOUT;
+            let epoch = partition.assignment().leader_epoch;
+            partition
+                .wait_replicated(next_offset, epoch, 1, deadline)
+                .await
+                .err()
+                .map(|e| {
+                    tracing::warn!(group, error = %e, "offset commit not replicated");
+                    match e.kafka_code() {
+                        code::NOT_LEADER_OR_FOLLOWER => code::NOT_COORDINATOR,
+                        c => c,
+                    }
+                })
+        };
+        if let Some(c) = replicated {
             for (i, _, _) in &accepted {
-                codes[*i] = code::KAFKA_STORAGE_ERROR;
+                codes[*i] = c;
             }
         }
         Ok(codes)
@@ -912,22 +959,77 @@ impl GroupCoordinator {
         next
     }
 
-    /// Replays every hosted partition of `__consumer_offsets` into memory, then opens
-    /// the coordinator for requests. Blocking: run it off the async threads.
-    pub fn load(&self, state: &BrokerState) {
-        let started = std::time::Instant::now();
-        let now = now_ms();
-        let mut metadata: HashMap<String, Option<GroupValue>> = HashMap::new();
-        let mut committed: HashMap<String, BTreeMap<(String, i32), CommittedOffset>> =
-            HashMap::new();
-        let mut partitions: Vec<Arc<Partition>> = state
+    /// Follows leadership of `__consumer_offsets`: loads the groups of every partition
+    /// this broker now leads (replaying its log), and drops from memory those of every
+    /// partition it no longer leads, whose clients then get NOT_COORDINATOR and find the
+    /// new coordinator. Blocking: run it off the async threads.
+    pub fn sync_ownership(&self, state: &BrokerState) {
+        let hosted: Vec<Arc<Partition>> = state
             .replicas
             .all()
             .into_iter()
             .filter(|p| p.topic == TOPIC)
             .collect();
-        partitions.sort_by_key(|p| p.index);
-        for p in &partitions {
+        let count = self.partition_count(state);
+        let mut to_load = Vec::new();
+        let mut lost = Vec::new();
+        {
+            let owned = self.owned.lock();
+            for p in &hosted {
+                let a = p.assignment();
+                let held = owned.get(&p.index);
+                if p.is_leader() {
+                    if held != Some(&a.leader_epoch) {
+                        to_load.push((p.clone(), a.leader_epoch));
+                    }
+                } else if held.is_some() {
+                    lost.push(p.index);
+                }
+            }
+            for &index in owned.keys() {
+                if !hosted.iter().any(|p| p.index == index) {
+                    lost.push(index);
+                }
+            }
+        }
+        if !lost.is_empty() {
+            let mut groups = self.groups.lock();
+            let mut consumers = self.consumers.lock();
+            groups.retain(|id, _| !lost.contains(&offsets::partition_for(id, count)));
+            consumers.retain(|id, _| !lost.contains(&offsets::partition_for(id, count)));
+            let mut owned = self.owned.lock();
+            for index in &lost {
+                owned.remove(index);
+                tracing::info!(
+                    partition = index,
+                    "no longer coordinating the groups of {TOPIC}-{index}"
+                );
+            }
+        }
+        if !to_load.is_empty() {
+            // Groups of a partition lost earlier were dropped above, so what is in memory
+            // for these partitions was made after their log was opened (a one-node
+            // coordinator serves requests while it creates the topic) and is kept.
+            let partitions: Vec<Arc<Partition>> = to_load.iter().map(|(p, _)| p.clone()).collect();
+            self.load(&partitions);
+            let mut owned = self.owned.lock();
+            for (p, epoch) in to_load {
+                owned.insert(p.index, epoch);
+            }
+        }
+        if !self.loaded.swap(true, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Replays the given partitions of `__consumer_offsets` into memory.
+    fn load(&self, partitions: &[Arc<Partition>]) {
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let mut metadata: HashMap<String, Option<GroupValue>> = HashMap::new();
+        let mut committed: HashMap<String, BTreeMap<(String, i32), CommittedOffset>> =
+            HashMap::new();
+        for p in partitions {
             let records = match offsets::read_all(&p.log) {
                 Ok(r) => r,
                 Err(e) => {
@@ -983,8 +1085,11 @@ impl GroupCoordinator {
                 .offsets = offsets;
         }
         let count = loaded.len();
-        self.groups.lock().extend(loaded);
-        self.loaded.store(true, Ordering::Release);
+        let mut groups = self.groups.lock();
+        for (id, g) in loaded {
+            groups.entry(id).or_insert(g);
+        }
+        drop(groups);
         self.wake.notify_one();
         tracing::info!(
             groups = count,
@@ -995,13 +1100,12 @@ impl GroupCoordinator {
     }
 }
 
-/// Loads the groups, then runs the coordinator's timers until the task is aborted.
+/// Loads the groups of the offsets partitions led here, then runs the coordinator's
+/// timers until the task is aborted, following leadership changes as they come.
 pub async fn run(state: Arc<BrokerState>) {
-    let loader = state.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || loader.groups.load(&loader)).await {
-        tracing::error!(error = %e, "group coordinator load task failed");
-        state.groups.loaded.store(true, Ordering::Release);
-    }
+    let mut leadership = state.replicas.subscribe_followers();
+    leadership.borrow_and_update();
+    sync_groups(&state).await;
     loop {
         let next = state.groups.tick(&state, now_ms());
         // Measured after the pass: a slow pass must not push the next deadline back.
@@ -1012,6 +1116,20 @@ pub async fn run(state: Arc<BrokerState>) {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
             _ = state.groups.wake.notified() => {}
+            changed = leadership.changed() => {
+                if changed.is_ok() {
+                    sync_groups(&state).await;
+                }
+            }
         }
+    }
+}
+
+async fn sync_groups(state: &Arc<BrokerState>) {
+    let loader = state.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || loader.groups.sync_ownership(&loader)).await
+    {
+        tracing::error!(error = %e, "group coordinator load task failed");
+        state.groups.loaded.store(true, Ordering::Release);
     }
 }
