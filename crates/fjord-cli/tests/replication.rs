@@ -981,6 +981,14 @@ fn rolling_restart_under_acks_all_surfaces_no_error() {
         let exited = stopped.elapsed();
         wait_not_led_by(&c, other, topic, id);
         let moved = stopped.elapsed();
+        // Fenced by a missed session instead, it would lose its leaderships no sooner than
+        // a session timeout after its last heartbeat, which is at most a heartbeat interval
+        // (500 ms) before SIGTERM.
+        assert!(
+            moved < SESSION_TIMEOUT - Duration::from_millis(500),
+            "broker {id} still led some of {led:?} {moved:?} after SIGTERM: its \
+             leaderships did not move in a controlled shutdown"
+        );
         // Fenced: out of every ISR.
         wait_isr(&c, other, topic, &survivors);
         let shrunk = stopped.elapsed();
@@ -1032,6 +1040,7 @@ fn a_paused_leader_is_replaced_and_loses_nothing_when_resumed() {
     let all = [1, 2, 3];
     let before = create_replicated(&c, 1, &all, topic, 3, 3, &[("min.insync.replicas", "2")]);
     let victim = before[&0].leader;
+    assert_eq!(victim, before[&0].replicas[0], "{before:?}");
     let others: Vec<i32> = all.iter().copied().filter(|&i| i != victim).collect();
 
     let producer = Background::until_stopped(
@@ -1088,12 +1097,17 @@ fn a_paused_leader_is_replaced_and_loses_nothing_when_resumed() {
     // replica (the resumed broker, if the election follows replica order) serves it, and
     // read everything again.
     let leader = c.view_via(others[0]).partitions(topic)[&0].leader;
+    assert_ne!(
+        leader, victim,
+        "nothing moved partition 0 back to broker {victim}"
+    );
     assert_eq!(c.stop(&[leader]), vec![Some(0)], "broker {leader} exits 0");
     let live: Vec<i32> = all.iter().copied().filter(|&i| i != leader).collect();
     let after = wait_not_led_by(&c, live[0], topic, leader);
-    eprintln!(
-        "broker {leader} stopped: partition 0 now led by {}",
-        after[&0].leader
+    assert_eq!(
+        after[&0].leader, victim,
+        "partition 0 goes to the first in-sync replica in replica order {:?}",
+        before[&0].replicas
     );
     let again = read_all(&c.bootstrap_of(&live), topic, &[0, 1, 2], &expected);
     assert_acked_once_in_order(&again, &acked, sent);
@@ -1102,6 +1116,13 @@ fn a_paused_leader_is_replaced_and_loses_nothing_when_resumed() {
         read.len(),
         "the same records from the other replicas"
     );
+    let truncations: Vec<String> = std::fs::read_to_string(c.node(victim).log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("truncating"))
+        .map(str::to_string)
+        .collect();
+    eprintln!("broker {victim}'s truncations: {truncations:#?}");
 }
 
 #[test]
