@@ -1033,14 +1033,25 @@ fn rolling_restart_under_acks_all_surfaces_no_error() {
     assert_acked_once_in_order(&read, &acked, sent);
 }
 
-#[test]
-fn a_paused_leader_is_replaced_and_loses_nothing_when_resumed() {
+/// A broker frozen (SIGSTOP) past its session timeout while it leads a partition, then
+/// resumed: a new leader takes over, and once resumed the broker drops whatever divergent
+/// tail it has, catches up and rejoins every ISR; no acknowledged record is lost or
+/// duplicated. With `controller`, the frozen broker is also the active controller, so the
+/// others must elect a new one, which then fences it; otherwise it is not.
+fn pause_a_leader(controller: bool) {
     let mut c = Cluster::started(&[REPLICA_LAG]);
     let topic = "paused";
     let all = [1, 2, 3];
     let before = create_replicated(&c, 1, &all, topic, 3, 3, &[("min.insync.replicas", "2")]);
-    let victim = before[&0].leader;
-    assert_eq!(victim, before[&0].replicas[0], "{before:?}");
+    let active = c.view_via(1).controller;
+    // Each broker leads one partition (the first replica leads at creation).
+    let partition = *before
+        .iter()
+        .find(|(_, p)| (p.leader == active) == controller)
+        .unwrap_or_else(|| panic!("controller {active}: {before:?}"))
+        .0;
+    let victim = before[&partition].leader;
+    assert_eq!(victim, before[&partition].replicas[0], "{before:?}");
     let others: Vec<i32> = all.iter().copied().filter(|&i| i != victim).collect();
 
     let producer = Background::until_stopped(
@@ -1051,23 +1062,32 @@ fn a_paused_leader_is_replaced_and_loses_nothing_when_resumed() {
     );
     producer.wait_acked(300);
 
-    // Frozen past its session timeout: fenced, and partition 0 gets a new leader, while
+    // Frozen past its session timeout: fenced, and the partition gets a new leader, while
     // the frozen process still believes it leads and holds whatever reached its sockets.
     let paused = Instant::now();
     c.pause(victim);
     let during = c.wait_view(
         others[0],
-        &format!("partition 0 led by one of {others:?} without {victim} in its ISR"),
+        &format!("partition {partition} led by one of {others:?} without {victim} in its ISR"),
         |v| {
             v.partitions(topic)
-                .get(&0)
+                .get(&partition)
                 .is_some_and(|p| others.contains(&p.leader) && !p.isr.contains(&victim))
         },
     );
+    let replaced = paused.elapsed();
     eprintln!(
-        "broker {victim} paused: partition 0 led by {} after {:?}",
-        during.partitions(topic)[&0].leader,
-        paused.elapsed()
+        "broker {victim} (controller: {controller}) paused: partition {partition} led by {} \
+         after {replaced:?}",
+        during.partitions(topic)[&partition].leader,
+    );
+    // A session timeout, plus the election of a new controller and the session it grants
+    // every broker, plus slack for a loaded machine.
+    let bound = 3 * SESSION_TIMEOUT;
+    assert!(
+        replaced < bound,
+        "broker {victim} (active controller: {controller}) was paused {replaced:?} before \
+         it lost partition {partition}; the session timeout is {SESSION_TIMEOUT:?}"
     );
     let hold = 2 * SESSION_TIMEOUT;
     if let Some(rest) = hold.checked_sub(paused.elapsed()) {
@@ -1093,21 +1113,20 @@ fn a_paused_leader_is_replaced_and_loses_nothing_when_resumed() {
     let read = read_all(&c.bootstrap_of(&all), topic, &[0, 1, 2], &expected);
     assert_acked_once_in_order(&read, &acked, sent);
 
-    // The resumed broker's copy: stop partition 0's current leader so another in-sync
-    // replica (the resumed broker, if the election follows replica order) serves it, and
-    // read everything again.
-    let leader = c.view_via(others[0]).partitions(topic)[&0].leader;
+    // The resumed broker's copy: stop the partition's current leader so the first in-sync
+    // replica in replica order, the resumed broker, serves it; read everything again.
+    let leader = c.view_via(others[0]).partitions(topic)[&partition].leader;
     assert_ne!(
         leader, victim,
-        "nothing moved partition 0 back to broker {victim}"
+        "nothing moved partition {partition} back to broker {victim}"
     );
     assert_eq!(c.stop(&[leader]), vec![Some(0)], "broker {leader} exits 0");
     let live: Vec<i32> = all.iter().copied().filter(|&i| i != leader).collect();
     let after = wait_not_led_by(&c, live[0], topic, leader);
     assert_eq!(
-        after[&0].leader, victim,
-        "partition 0 goes to the first in-sync replica in replica order {:?}",
-        before[&0].replicas
+        after[&partition].leader, victim,
+        "partition {partition} goes to the first in-sync replica in replica order {:?}",
+        before[&partition].replicas
     );
     let again = read_all(&c.bootstrap_of(&live), topic, &[0, 1, 2], &expected);
     assert_acked_once_in_order(&again, &acked, sent);
@@ -1123,6 +1142,20 @@ fn a_paused_leader_is_replaced_and_loses_nothing_when_resumed() {
         .map(str::to_string)
         .collect();
     eprintln!("broker {victim}'s truncations: {truncations:#?}");
+}
+
+#[test]
+fn a_paused_leader_is_replaced_and_loses_nothing_when_resumed() {
+    pause_a_leader(false);
+}
+
+#[test]
+#[ignore = "the other brokers' heartbeats forwarded to the paused controller wait up to \
+            30 s for an answer, and the broker that becomes the active controller runs its \
+            fencing check only after its heartbeat returns, so the paused broker keeps its \
+            leaderships for about 30 s instead of a session timeout"]
+fn a_paused_controller_and_leader_is_replaced_and_loses_nothing_when_resumed() {
+    pause_a_leader(true);
 }
 
 #[test]
