@@ -125,10 +125,15 @@ impl SimLog {
 
     fn append(&mut self, e: Entry) {
         assert!(e.offset >= self.leo(), "append below the log end");
-        if self.latest_epoch().is_none_or(|l| e.epoch > l) {
-            self.epochs.push((e.epoch, e.offset));
-        }
+        self.assign_epoch(e.epoch, e.offset);
         self.entries.push(e);
+    }
+
+    /// As `EpochCache::assign`: only a newer epoch is recorded.
+    fn assign_epoch(&mut self, epoch: i32, start: i64) {
+        if epoch >= 0 && self.latest_epoch().is_none_or(|l| epoch > l) {
+            self.epochs.push((epoch, start));
+        }
     }
 
     fn truncate_to(&mut self, offset: i64) {
@@ -277,16 +282,35 @@ struct Pending {
     deadline: u64,
 }
 
-/// Whether the fetcher ignores an answer that arrives after the partition stopped
-/// following that leader in that epoch. Kafka's fetcher does (it checks the partition's
-/// fetch state against the request's epoch); Fjord's `apply_partition` does not.
+/// Where the shell may differ from Kafka's, so each difference can be simulated on its
+/// own.
 #[derive(Clone, Copy)]
 struct Model {
+    /// A new leader records its leader epoch as starting at its log end in its epoch
+    /// cache, before any append (Kafka's `Partition.makeLeader` does). Without it, a
+    /// leader that has not yet written in its epoch answers a follower whose last
+    /// fetched epoch is newer than any it has with no divergence at all. With it, as in
+    /// Kafka's `Log.truncateTo`, a truncation to (or past) the log end still drops epochs
+    /// starting there: a leader deposed before it appended would otherwise keep
+    /// announcing an epoch it holds nothing of, and be answered the same divergence
+    /// forever.
+    leader_records_epoch: bool,
+    /// The fetcher ignores an answer that arrives after the partition stopped following
+    /// that leader in that epoch. Kafka's fetcher does (it checks the partition's fetch
+    /// state against the request's epoch); Fjord's `apply_partition` does not.
     ignore_stale_fetch_answers: bool,
 }
 
+/// The shell as it is.
 const SHELL: Model = Model {
+    leader_records_epoch: false,
     ignore_stale_fetch_answers: false,
+};
+
+/// The shell with a new leader recording its epoch, as Kafka.
+const EPOCH_ON_ELECTION: Model = Model {
+    leader_records_epoch: true,
+    ..SHELL
 };
 
 struct Sim {
@@ -692,18 +716,17 @@ impl Sim {
     /// A starting broker builds its state once its registration is in the image.
     fn apply_image(&mut self, id: i32, image: Rc<MetadataImage>) {
         let now_ms = self.now_ms();
+        let records_epoch = self.model.leader_records_epoch;
         let b = self.b(id);
         if b.state.is_none() {
             if image.offset >= b.image.offset && b.registered(&image) {
                 let leo = b.log.leo();
                 let hw = b.checkpoint.clamp(0, leo);
-                b.state = Some(ReplicaState::new(
-                    id,
-                    assignment_of(partition(&image)),
-                    hw,
-                    leo,
-                    now_ms,
-                ));
+                let a = assignment_of(partition(&image));
+                if a.leader == id && records_epoch {
+                    b.log.assign_epoch(a.leader_epoch, leo);
+                }
+                b.state = Some(ReplicaState::new(id, a, hw, leo, now_ms));
                 b.image = image;
                 b.last_hw = b.state.as_ref().unwrap().high_watermark();
                 trace!(self, "{id} starts with hw {hw}, leo {leo}");
@@ -720,6 +743,9 @@ impl Sim {
         b.image = image;
         let s = b.state.as_mut().unwrap();
         if s.apply(a.clone(), leo, now_ms) {
+            if s.is_leader() && records_epoch {
+                b.log.assign_epoch(a.leader_epoch, leo);
+            }
             trace!(self, "{id} now sees leader {} at epoch {} (leo {leo})", a.leader, a.leader_epoch);
         }
     }
@@ -884,6 +910,9 @@ impl Sim {
                     None => 0,
                 };
                 let leo = b.log.leo();
+                if target >= leo && model.leader_records_epoch {
+                    b.log.truncate_to(leo);
+                }
                 if target < leo {
                     let hw = s.high_watermark();
                     b.log.truncate_to(target);
@@ -909,6 +938,7 @@ impl Sim {
                     if first > leo {
                         trace!(self, "{id} appends {first} from {leader} past its end {leo}");
                     }
+                    trace!(self, "{id} copies {first}..={} from {leader}", records.last().unwrap().offset);
                     let b = self.b(id);
                     for r in records {
                         b.log.append(r);
@@ -964,6 +994,7 @@ impl Sim {
             deadline,
         };
         self.pending.push(pending);
+        trace!(self, "{id} appends {entry:?}");
     }
 
     /// As `Partition::wait_replicated`: acknowledged once the high watermark passes the
@@ -1151,11 +1182,21 @@ fn run_seeds(count: u64, steps: u64, model: Model) {
 
 #[test]
 fn replication_survives_crashes_partitions_and_loss() {
-    run_seeds(300, 2000, SHELL);
+    run_seeds(300, 2000, EPOCH_ON_ELECTION);
 }
 
 #[test]
 #[ignore = "long: thousands of seeds"]
 fn replication_survives_crashes_partitions_and_loss_long() {
-    run_seeds(5000, 5000, SHELL);
+    run_seeds(5000, 5000, EPOCH_ON_ELECTION);
+}
+
+/// A leader that has not yet appended in its epoch has no entry for it in its epoch
+/// cache, so a follower whose last fetched epoch is newer than any the leader wrote gets
+/// no diverging epoch, is counted caught up, and takes the leader's high watermark over
+/// its own uncommitted record: a record committed at that offset on the leader differs.
+#[test]
+#[ignore = "the shell's leader does not record its epoch on election (fetch divergence check misses)"]
+fn seed_29_divergence_missed_before_the_leader_writes_in_its_epoch() {
+    run(29, 2000, SHELL, false);
 }
