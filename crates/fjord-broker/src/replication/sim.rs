@@ -33,7 +33,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use fjord_controller::partitions::{self, AlterPartitionRequest, NO_LEADER};
+use fjord_controller::partitions::{self, alter_code, AlterPartitionRequest, NO_LEADER};
 use fjord_controller::{MetadataImage, MetadataRecord, PartitionImage};
 use uuid::Uuid;
 
@@ -185,7 +185,11 @@ enum Msg {
     Heartbeat,
     Register { incarnation: u64 },
     AlterPartition { id: u64, req: AlterPartitionRequest },
-    AlterPartitionReply { id: u64, ok: bool, image: Rc<MetadataImage> },
+    AlterPartitionReply {
+        id: u64,
+        refused: Option<i16>,
+        image: Rc<MetadataImage>,
+    },
     /// The controller's image, as brokers follow the metadata log.
     Metadata(Rc<MetadataImage>),
 }
@@ -217,8 +221,8 @@ struct Broker {
     /// epoch it was sent in).
     fetching: BTreeMap<i32, (u64, u64, i32)>,
     fetch_not_before: u64,
-    /// AlterPartitions awaiting an answer: (id, deadline).
-    proposals: Vec<(u64, u64)>,
+    /// AlterPartitions awaiting an answer: (id, deadline, request).
+    proposals: Vec<(u64, u64, AlterPartitionRequest)>,
     /// When a failed proposal's backoff ends and `proposal_failed` is called.
     fail_at: Vec<u64>,
     /// Invariant bookkeeping: the high watermark last seen in this process, and how far
@@ -299,17 +303,33 @@ struct Model {
     /// that leader in that epoch. Kafka's fetcher does (it checks the partition's fetch
     /// state against the request's epoch); Fjord's `apply_partition` does not.
     ignore_stale_fetch_answers: bool,
+    /// A leader forgets an ISR change it proposed (`proposal_failed`) only when the
+    /// controller's answer proves it was not applied (INELIGIBLE_REPLICA,
+    /// INVALID_REQUEST), as Kafka's `handleAlterPartitionError`; an unanswered request
+    /// is sent again, and after any other refusal it waits for newer metadata. Fjord's
+    /// `propose` calls `proposal_failed` on any error, a timeout included, though an
+    /// earlier try (or this one) may have been committed: the leader then computes its
+    /// high watermark without a member that the controller has in the ISR.
+    keep_isr_on_unknown_outcome: bool,
 }
 
 /// The shell as it is.
 const SHELL: Model = Model {
     leader_records_epoch: false,
     ignore_stale_fetch_answers: false,
+    keep_isr_on_unknown_outcome: false,
 };
 
 /// The shell with a new leader recording its epoch, as Kafka.
 const EPOCH_ON_ELECTION: Model = Model {
     leader_records_epoch: true,
+    ..SHELL
+};
+
+/// And with an ISR change forgotten only when it surely was not applied, as Kafka.
+const KAFKA_LIKE: Model = Model {
+    leader_records_epoch: true,
+    keep_isr_on_unknown_outcome: true,
     ..SHELL
 };
 
@@ -644,18 +664,18 @@ impl Sim {
                 }
             }
             Msg::AlterPartition { id, req } => {
-                let ok = match partitions::alter_partition(&self.image, &req) {
+                let refused = match partitions::alter_partition(&self.image, &req) {
                     Ok((records, _)) => {
                         self.commit(records);
-                        true
+                        None
                     }
                     Err((code, why)) => {
                         trace!(self, "controller refuses {:?} from {from}: {code} {why}", req.isr);
-                        false
+                        Some(code)
                     }
                 };
                 let image = self.image.clone();
-                self.send(CONTROLLER, from, Msg::AlterPartitionReply { id, ok, image });
+                self.send(CONTROLLER, from, Msg::AlterPartitionReply { id, refused, image });
             }
             other => unreachable!("the controller got {other:?}"),
         }
@@ -682,17 +702,28 @@ impl Sim {
     fn broker_receive(&mut self, id: i32, from: i32, msg: Msg) {
         match msg {
             Msg::Metadata(image) => self.apply_image(id, image),
-            Msg::AlterPartitionReply { id: pid, ok, image } => {
+            Msg::AlterPartitionReply {
+                id: pid,
+                refused,
+                image,
+            } => {
                 let now = self.now;
+                let keep = self.model.keep_isr_on_unknown_outcome;
                 let b = self.b(id);
-                let Some(i) = b.proposals.iter().position(|(p, _)| *p == pid) else {
+                let Some(i) = b.proposals.iter().position(|(p, _, _)| *p == pid) else {
                     return;
                 };
                 b.proposals.remove(i);
-                if ok {
-                    self.apply_image(id, image);
-                } else {
-                    b.fail_at.push(now + PROPOSAL_BACKOFF);
+                match refused {
+                    None => self.apply_image(id, image),
+                    // Only a refusal that says the request was not applied, and could not
+                    // have been by an earlier try, lets the leader forget it.
+                    Some(alter_code::INELIGIBLE_REPLICA | alter_code::INVALID_REQUEST) => {
+                        b.fail_at.push(now + PROPOSAL_BACKOFF)
+                    }
+                    // Otherwise an earlier try may have been committed: wait for metadata.
+                    Some(_) if keep => {}
+                    Some(_) => b.fail_at.push(now + PROPOSAL_BACKOFF),
                 }
             }
             Msg::Fetch {
@@ -752,10 +783,6 @@ impl Sim {
 
     fn propose(&mut self, id: i32, p: IsrProposal) {
         trace!(self, "{id} proposes isr {:?} at epochs {}/{}", p.isr, p.leader_epoch, p.partition_epoch);
-        self.seq += 1;
-        let pid = self.seq;
-        let deadline = self.now + PROPOSAL_TIMEOUT;
-        self.b(id).proposals.push((pid, deadline));
         let req = AlterPartitionRequest {
             topic_id: TOPIC_ID,
             partition: 0,
@@ -764,12 +791,21 @@ impl Sim {
             partition_epoch: p.partition_epoch,
             isr: p.isr,
         };
+        self.send_proposal(id, req);
+    }
+
+    fn send_proposal(&mut self, id: i32, req: AlterPartitionRequest) {
+        self.seq += 1;
+        let pid = self.seq;
+        let deadline = self.now + PROPOSAL_TIMEOUT;
+        self.b(id).proposals.push((pid, deadline, req.clone()));
         self.send(id, CONTROLLER, Msg::AlterPartition { id: pid, req });
     }
 
     fn broker_tick(&mut self, id: i32) {
         let now = self.now;
         let now_ms = self.now_ms();
+        let keep = self.model.keep_isr_on_unknown_outcome;
         let b = self.b(id);
         if !b.up {
             return;
@@ -782,10 +818,19 @@ impl Sim {
             }
             return;
         };
-        // Timers: AlterPartitions that got no answer fail, and failures end their backoff.
-        let expired = b.proposals.iter().filter(|(_, d)| *d < now).count();
-        b.proposals.retain(|(_, d)| *d >= now);
-        b.fail_at.extend(std::iter::repeat_n(now + PROPOSAL_BACKOFF, expired));
+        // Timers: AlterPartitions that got no answer fail (or, where the outcome is
+        // kept unknown, are sent again), and failures end their backoff.
+        let (expired, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut b.proposals).into_iter().partition(|(_, d, _)| *d < now);
+        b.proposals = waiting;
+        let mut retry = vec![];
+        for (_, _, req) in expired {
+            if keep {
+                retry.push(req);
+            } else {
+                b.fail_at.push(now + PROPOSAL_BACKOFF);
+            }
+        }
         let failing = b.fail_at.iter().filter(|&&t| t <= now).count();
         b.fail_at.retain(|&t| t > now);
         for _ in 0..failing {
@@ -826,6 +871,9 @@ impl Sim {
         }
         if let Some(p) = proposal {
             self.propose(id, p);
+        }
+        for req in retry {
+            self.send_proposal(id, req);
         }
         if let Some((leader, msg)) = fetch {
             self.send(id, leader, msg);
@@ -1080,6 +1128,9 @@ impl Sim {
                     b.id
                 ));
             }
+            if hw != b.last_hw {
+                trace!(self, "{} hw {} -> {hw}", b.id, b.last_hw);
+            }
             let b = &mut self.brokers[i];
             b.last_hw = hw;
             b.verified_upto = b.verified_upto.max(hw);
@@ -1182,13 +1233,13 @@ fn run_seeds(count: u64, steps: u64, model: Model) {
 
 #[test]
 fn replication_survives_crashes_partitions_and_loss() {
-    run_seeds(300, 2000, EPOCH_ON_ELECTION);
+    run_seeds(300, 2000, KAFKA_LIKE);
 }
 
 #[test]
 #[ignore = "long: thousands of seeds"]
 fn replication_survives_crashes_partitions_and_loss_long() {
-    run_seeds(5000, 5000, EPOCH_ON_ELECTION);
+    run_seeds(5000, 5000, KAFKA_LIKE);
 }
 
 /// A leader that has not yet appended in its epoch has no entry for it in its epoch
@@ -1199,4 +1250,16 @@ fn replication_survives_crashes_partitions_and_loss_long() {
 #[ignore = "the shell's leader does not record its epoch on election (fetch divergence check misses)"]
 fn seed_29_divergence_missed_before_the_leader_writes_in_its_epoch() {
     run(29, 2000, SHELL, false);
+}
+
+/// Leader 1 proposes adding 3 to its ISR; the controller commits it, then is cut off
+/// before its answer and the new image reach 1. The proposal times out, `proposal_failed`
+/// drops 3 from what holds the high watermark back, and 1 commits records 3 lacks. The
+/// controller, fencing the silent brokers one by one, is left with 3 as the last ISR
+/// member and elects it: 3 truncates its followers below their high watermark and the
+/// committed record at offset 92 is lost.
+#[test]
+#[ignore = "state.rs: proposal_failed forgets an ISR expansion that may have been committed"]
+fn seed_37_expansion_committed_but_forgotten_by_the_leader() {
+    run(37, 2000, EPOCH_ON_ELECTION, false);
 }
