@@ -70,9 +70,17 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
     ("replica.lag.time.max.ms", "30000", PropType::Int),
     ("replica.fetch.wait.max.ms", "500", PropType::Int),
     ("replica.fetch.max.bytes", "1048576", PropType::Int),
-    ("replica.fetch.response.max.bytes", "10485760", PropType::Int),
+    (
+        "replica.fetch.response.max.bytes",
+        "10485760",
+        PropType::Int,
+    ),
     ("replica.fetch.backoff.ms", "1000", PropType::Int),
-    ("replica.high.watermark.checkpoint.interval.ms", "5000", PropType::Int),
+    (
+        "replica.high.watermark.checkpoint.interval.ms",
+        "5000",
+        PropType::Int,
+    ),
     ("num.replica.fetchers", "1", PropType::Int),
     // Fjord's own: a follower fsyncs what it copied before it asks for more, and so
     // before the leader counts it towards acks=all.

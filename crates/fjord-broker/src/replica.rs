@@ -20,8 +20,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
-use crate::replication::state::{Assignment, ReplicaState};
 use crate::error::{code, BrokerError};
+use crate::replication::state::{Assignment, ReplicaState};
 use crate::topic_config;
 
 /// Written in each partition directory so a directory can never be mistaken for the
@@ -137,7 +137,10 @@ impl Partition {
         if !leads {
             return Err(BrokerError::Kafka(
                 code::NOT_LEADER_OR_FOLLOWER,
-                format!("This broker is not the leader of {}-{}", self.topic, self.index),
+                format!(
+                    "This broker is not the leader of {}-{}",
+                    self.topic, self.index
+                ),
             ));
         }
         if isr < min_isr {
@@ -424,11 +427,14 @@ impl ReplicaManager {
                     .delete_retention
                     .store(delete_retention, Ordering::Release);
                 let leo = existing.log.log_end_offset();
-                let became = existing.update(|state| {
-                    state.apply(assignment_of(p), leo, crate::state::now_ms())
-                });
+                let became = existing
+                    .update(|state| state.apply(assignment_of(p), leo, crate::state::now_ms()));
                 if became {
-                    let role = if p.leader == self.node_id { "leader" } else { "follower" };
+                    let role = if p.leader == self.node_id {
+                        "leader"
+                    } else {
+                        "follower"
+                    };
                     tracing::info!(topic = %name, partition = index, leader = p.leader, leader_epoch = p.leader_epoch, "now {role}");
                     leadership_changed = true;
                 }
@@ -456,7 +462,13 @@ impl ReplicaManager {
                     .unwrap_or(log.log_start_offset())
                     .clamp(log.log_start_offset(), leo)
             };
-            let state = ReplicaState::new(self.node_id, assignment_of(p), hw, leo, crate::state::now_ms());
+            let state = ReplicaState::new(
+                self.node_id,
+                assignment_of(p),
+                hw,
+                leo,
+                crate::state::now_ms(),
+            );
             leadership_changed = true;
             let partition = Arc::new(Partition::new(
                 name,
@@ -475,7 +487,8 @@ impl ReplicaManager {
         *reconciled = Some(image.offset);
         if leadership_changed {
             // Fetchers re-read which partitions they copy, and from whom.
-            self.followers_changed.send_modify(|n| *n = n.wrapping_add(1));
+            self.followers_changed
+                .send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(())
     }

@@ -214,7 +214,9 @@ async fn controlled_shutdown(state: &Arc<BrokerState>) {
     match tokio::time::timeout(CONTROLLED_SHUTDOWN_TIMEOUT, call).await {
         Ok(Ok(Ok(()))) => tracing::info!("controlled shutdown: leaderships moved"),
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "controlled shutdown failed; stopping anyway"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "controlled shutdown task failed; stopping anyway"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "controlled shutdown task failed; stopping anyway")
+        }
         Err(_) => tracing::warn!("controlled shutdown timed out; stopping anyway"),
     }
 }

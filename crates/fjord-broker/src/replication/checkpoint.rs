@@ -42,7 +42,8 @@ fn parse(text: &str) -> Option<HashMap<(String, i32), i64>> {
     let mut out = HashMap::with_capacity(count.min(1 << 16));
     for line in lines.by_ref().take(count) {
         let mut f = line.split_whitespace();
-        let (topic, partition, offset) = (f.next()?, f.next()?.parse().ok()?, f.next()?.parse().ok()?);
+        let (topic, partition, offset) =
+            (f.next()?, f.next()?.parse().ok()?, f.next()?.parse().ok()?);
         out.insert((topic.to_string(), partition), offset);
     }
     (out.len() == count).then_some(out)

@@ -88,7 +88,11 @@ async fn fetch_from(state: Arc<BrokerState>, leader: i32, slot_no: u32) {
             .filter(|p| source(&state, p) == Some(leader) && slot(p, slots) == slot_no)
             .collect();
         if partitions.is_empty() {
-            tracing::debug!(leader, slot = slot_no, "fetcher stopped: nothing left to copy");
+            tracing::debug!(
+                leader,
+                slot = slot_no,
+                "fetcher stopped: nothing left to copy"
+            );
             return;
         }
         let stream = match &mut conn {
@@ -225,12 +229,19 @@ fn apply_partition(state: &BrokerState, p: &Partition, data: &PartitionData) -> 
         code::NONE => {}
         code::NOT_LEADER_OR_FOLLOWER | code::FENCED_LEADER_EPOCH | code::UNKNOWN_LEADER_EPOCH => {
             // The leader moved, or one of us has older metadata: the image will tell.
-            return Err(format!("the leader answered code {}; waiting for metadata", data.error_code));
+            return Err(format!(
+                "the leader answered code {}; waiting for metadata",
+                data.error_code
+            ));
         }
         c => return Err(format!("the leader answered error code {c}")),
     }
     if data.diverging_epoch.epoch >= 0 {
-        return truncate(p, data.diverging_epoch.epoch, data.diverging_epoch.end_offset);
+        return truncate(
+            p,
+            data.diverging_epoch.epoch,
+            data.diverging_epoch.end_offset,
+        );
     }
     let records = data.records.clone().unwrap_or_default();
     if !records.is_empty() {
@@ -313,8 +324,7 @@ async fn call(
         .map_err(|e| format!("reading: {e}"))?;
     let mut buf = Bytes::from(buf);
     let version = ApiKey::Fetch.response_header_version(FETCH_VERSION);
-    let header =
-        ResponseHeader::decode(&mut buf, version).map_err(|e| format!("decoding: {e}"))?;
+    let header = ResponseHeader::decode(&mut buf, version).map_err(|e| format!("decoding: {e}"))?;
     if header.correlation_id != correlation_id {
         return Err("the leader answered another request".into());
     }

@@ -57,7 +57,13 @@ pub struct ReplicaState {
 
 impl ReplicaState {
     /// A replica opened with `high_watermark` (its checkpoint, at most its log end).
-    pub fn new(node_id: i32, assignment: Assignment, high_watermark: i64, leo: i64, now_ms: i64) -> Self {
+    pub fn new(
+        node_id: i32,
+        assignment: Assignment,
+        high_watermark: i64,
+        leo: i64,
+        now_ms: i64,
+    ) -> Self {
         let mut s = ReplicaState {
             node_id,
             assignment: Assignment {
@@ -233,7 +239,12 @@ impl ReplicaState {
         let p = IsrProposal {
             leader_epoch: a.leader_epoch,
             partition_epoch: a.partition_epoch,
-            isr: a.isr.iter().copied().filter(|r| !lagging.contains(r)).collect(),
+            isr: a
+                .isr
+                .iter()
+                .copied()
+                .filter(|r| !lagging.contains(r))
+                .collect(),
         };
         l.in_flight = Some(p.clone());
         Some(p)
@@ -277,7 +288,11 @@ impl ReplicaState {
             return false;
         };
         let a = &self.assignment;
-        let pending = l.in_flight.as_ref().map(|p| p.isr.as_slice()).unwrap_or(&[]);
+        let pending = l
+            .in_flight
+            .as_ref()
+            .map(|p| p.isr.as_slice())
+            .unwrap_or(&[]);
         let mut hw = leo;
         for r in a.isr.iter().chain(pending) {
             if *r == self.node_id {
@@ -334,7 +349,11 @@ mod tests {
         assert_eq!(s.check_lagging(30_000, 30_000), None, "3 within its grace");
         let out = s.check_lagging(30_001, 30_000).expect("3 lags");
         assert_eq!(out.isr, vec![1, 2]);
-        assert_eq!(s.check_lagging(40_000, 30_000), None, "one change at a time");
+        assert_eq!(
+            s.check_lagging(40_000, 30_000),
+            None,
+            "one change at a time"
+        );
         s.apply(
             Assignment {
                 partition_epoch: 1,
@@ -354,7 +373,11 @@ mod tests {
     fn a_follower_below_the_leaders_epoch_start_does_not_rejoin() {
         // Became leader with 20 records, of which only 15 are known committed.
         let mut s = ReplicaState::new(1, assignment(1, 3, &[1]), 15, 20, 0);
-        assert_eq!(s.high_watermark(), 20, "alone in the ISR, everything is committed");
+        assert_eq!(
+            s.high_watermark(),
+            20,
+            "alone in the ISR, everything is committed"
+        );
         let (_, p) = s.follower_fetched(2, 18, 20, 1);
         assert_eq!(p, None);
     }
