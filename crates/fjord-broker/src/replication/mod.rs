@@ -8,6 +8,8 @@
 
 pub mod checkpoint;
 pub mod fetcher;
+#[cfg(test)]
+mod sim;
 pub mod state;
 
 use std::sync::Arc;

@@ -254,6 +254,32 @@ impl Cluster {
         let _ = child.wait();
     }
 
+    /// The process id of a running node.
+    pub fn pid(&self, id: i32) -> libc::pid_t {
+        let child = self.node(id).child.as_ref().expect("node running");
+        child.id() as libc::pid_t
+    }
+
+    /// Sends `signal` to a running node.
+    pub fn signal(&self, id: i32, signal: libc::c_int) {
+        let pid = self.pid(id);
+        // SAFETY: kill(2) on the id of a child this harness spawned and has not reaped yet.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill -{signal} {pid} (node {id})");
+    }
+
+    /// SIGSTOP: the node stays up but does nothing (no heartbeats, no answers) until
+    /// [`Cluster::resume`], like a process stuck in a long pause. Dropping the cluster
+    /// still kills it.
+    pub fn pause(&self, id: i32) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Cluster::pause`].
+    pub fn resume(&self, id: i32) {
+        self.signal(id, libc::SIGCONT);
+    }
+
     /// SIGTERM to the given nodes at once, then waits for each; returns their exit codes.
     pub fn stop(&mut self, ids: &[i32]) -> Vec<Option<i32>> {
         for &id in ids {
