@@ -6,7 +6,8 @@
 # With FJORD_BIN it starts `fjord server` on a free loopback port with its data and log
 # (`$work/server.log`) under `work`, waits up to 20 s for the port, and stops the server at
 # exit (SIGTERM, then SIGKILL after 10 s). With FJORD_CLUSTER_NODES=N it starts
-# `fjord cluster --nodes N` instead, and `BS` lists every broker. With KAFKA_BOOTSTRAP it
+# `fjord cluster --nodes N` instead, with default.replication.factor 3 (or N when
+# smaller), and `BS` lists every broker. With KAFKA_BOOTSTRAP it
 # uses that broker as is.
 
 broker_cleanup() {
@@ -50,7 +51,12 @@ PY
     [[ -n "$base" ]] || { echo "no free ports for a $n-node cluster" >&2; exit 1; }
     for ((i = 0; i < n; i++)); do ports+=($((base + i))); done
     BS="$(printf '127.0.0.1:%s,' "${ports[@]}")"; BS="${BS%,}"
-    "$FJORD_BIN" cluster --nodes "$n" --base-port "$base" --data-dir "$work/cluster" "$@" \
+    # Replicated as a production cluster would be: topics created without an explicit
+    # replication factor (and auto-created ones) get up to 3 replicas. min.insync.replicas
+    # stays Kafka's default, 1, since the suites also create one-replica topics.
+    local rf=$(( n < 3 ? n : 3 ))
+    "$FJORD_BIN" cluster --nodes "$n" --base-port "$base" --data-dir "$work/cluster" \
+      --override "default.replication.factor=$rf" "$@" \
       > "$work/server.log" 2>&1 &
   else
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"

@@ -211,6 +211,24 @@ impl Partition {
         }
     }
 
+    /// Runs `f` (a follower's append or truncation) only while this broker still follows
+    /// `leader` at `leader_epoch`, holding the state so that leadership cannot change
+    /// meanwhile: an answer from a leader this partition no longer follows is dropped,
+    /// never written into the log of a new term.
+    pub(crate) fn as_follower_of<T>(
+        &self,
+        leader: i32,
+        leader_epoch: i32,
+        f: impl FnOnce() -> T,
+    ) -> Option<T> {
+        let state = self.replication.read();
+        let a = &state.assignment;
+        if state.is_leader() || a.leader != leader || a.leader_epoch != leader_epoch {
+            return None;
+        }
+        Some(f())
+    }
+
     /// Runs `f` on the replication state and publishes what it changed.
     pub(crate) fn update<T>(&self, f: impl FnOnce(&mut ReplicaState) -> T) -> T {
         let mut state = self.replication.write();
@@ -427,8 +445,14 @@ impl ReplicaManager {
                     .delete_retention
                     .store(delete_retention, Ordering::Release);
                 let leo = existing.log.log_end_offset();
-                let became = existing
-                    .update(|state| state.apply(assignment_of(p), leo, crate::state::now_ms()));
+                let became = existing.update(|state| {
+                    let became = state.apply(assignment_of(p), leo, crate::state::now_ms());
+                    // Under the lock, so no append of the new term comes first.
+                    if became && state.is_leader() {
+                        existing.log.start_epoch(p.leader_epoch);
+                    }
+                    became
+                });
                 if became {
                     let role = if p.leader == self.node_id {
                         "leader"
@@ -469,6 +493,9 @@ impl ReplicaManager {
                 leo,
                 crate::state::now_ms(),
             );
+            if state.is_leader() {
+                log.start_epoch(p.leader_epoch);
+            }
             leadership_changed = true;
             let partition = Arc::new(Partition::new(
                 name,

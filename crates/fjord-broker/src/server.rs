@@ -296,12 +296,15 @@ async fn liveness(state: Arc<BrokerState>) {
         ticks.tick().await;
         let s = state.clone();
         let beat = last_beat.is_none_or(|t| t.elapsed() >= every);
-        let done = tokio::task::spawn_blocking(move || {
-            let beat = beat.then(|| s.controller.heartbeat(s.node_id()));
-            (beat, s.controller.fence_expired())
-        })
-        .await;
-        let Ok((beat, fenced)) = done else { continue };
+        // Side by side: a heartbeat waiting on an unreachable controller must not hold
+        // up this node's own fencing of silent brokers once it is the controller.
+        let f = s.clone();
+        let beat =
+            tokio::task::spawn_blocking(move || beat.then(|| s.controller.heartbeat(s.node_id())));
+        let fence = tokio::task::spawn_blocking(move || f.controller.fence_expired());
+        let (Ok(beat), Ok(fenced)) = tokio::join!(beat, fence) else {
+            continue;
+        };
         match beat {
             Some(Ok(())) => last_beat = Some(tokio::time::Instant::now()),
             Some(Err(e)) => tracing::debug!("heartbeat to the active controller failed: {e}"),

@@ -1147,10 +1147,6 @@ fn a_paused_leader_is_replaced_and_loses_nothing_when_resumed() {
 }
 
 #[test]
-#[ignore = "the other brokers' heartbeats forwarded to the paused controller wait up to \
-            30 s for an answer, and the broker that becomes the active controller runs its \
-            fencing check only after its heartbeat returns, so the paused broker keeps its \
-            leaderships for about 30 s instead of a session timeout"]
 fn a_paused_controller_and_leader_is_replaced_and_loses_nothing_when_resumed() {
     pause_a_leader(true);
 }

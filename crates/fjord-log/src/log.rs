@@ -1419,6 +1419,13 @@ impl Log {
             (inner.leo(), inner.persisted_rp, floor)
         };
         if offset >= leo {
+            // Nothing to cut, but epochs that start at the end hold no record: a replica
+            // that led in an epoch without writing must stop announcing it, or its new
+            // leader would answer the same divergence forever.
+            let mut inner = self.inner.lock();
+            if inner.epochs.truncate_from_end(leo) {
+                inner.epochs_dirty = true;
+            }
             return Ok(());
         }
         // Lower the recovery point first: from here on a crash rescans what follows, and the
@@ -1534,6 +1541,17 @@ impl Log {
             .lock()
             .producers
             .remove_expired(now_ms, expiration_ms)
+    }
+
+    /// Records that `epoch` starts at the log end, before anything is written in it: a
+    /// new leader does this at once (as Kafka's does), so that followers whose last epoch
+    /// it never wrote in are answered the true divergence rather than none.
+    pub fn start_epoch(&self, epoch: i32) {
+        let mut inner = self.inner.lock();
+        let leo = inner.leo();
+        if inner.epochs.assign(epoch, leo) {
+            inner.epochs_dirty = true;
+        }
     }
 
     /// Latest leader epoch recorded in the leader-epoch cache.

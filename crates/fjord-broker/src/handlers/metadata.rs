@@ -1,7 +1,7 @@
 //! Metadata: the brokers, the controller, and topics with their partitions' leaders,
 //! replicas and ISR. Creates missing topics when auto-creation is on and the client asks.
 
-use fjord_controller::{CreateTopicSpec, TopicImage};
+use fjord_controller::{CreateTopicSpec, MetadataImage, TopicImage};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -34,7 +34,7 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
     match wanted {
         None => {
             for t in image.topics.values() {
-                topics.push(topic_entry(t, version, with_ops));
+                topics.push(topic_entry(&image, t, version, with_ops));
             }
         }
         Some(list) => {
@@ -49,7 +49,7 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
                     None => image.topic_by_id(&id).cloned(),
                 };
                 if let Some(t) = found {
-                    topics.push(topic_entry(&t, version, with_ops));
+                    topics.push(topic_entry(&image, &t, version, with_ops));
                     continue;
                 }
                 let Some(name) = name else {
@@ -72,7 +72,7 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
                             .controller
                             .image()
                             .topic(&name)
-                            .map(|t| topic_entry(t, version, with_ops)),
+                            .map(|t| topic_entry(&image, t, version, with_ops)),
                         Err(_) => None,
                     };
                     created |= entry.is_some();
@@ -109,12 +109,12 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
                     Ok(t) => {
                         tracing::info!(topic = %name, partitions = spec.num_partitions, "auto-created topic");
                         created = true;
-                        topics.push(topic_entry(&t, version, with_ops));
+                        topics.push(topic_entry(&image, &t, version, with_ops));
                     }
                     // Lost a race with another creator: report what exists now.
                     Err(e) if e.kafka_code() == code::TOPIC_ALREADY_EXISTS => {
                         match state.controller.image().topic(&name) {
-                            Some(t) => topics.push(topic_entry(t, version, with_ops)),
+                            Some(t) => topics.push(topic_entry(&image, t, version, with_ops)),
                             None => topics.push(error_entry(
                                 Some(name),
                                 Uuid::nil(),
@@ -177,17 +177,38 @@ pub const TOPIC_OPERATIONS: i32 =
 pub const CLUSTER_OPERATIONS: i32 =
     (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
-fn topic_entry(t: &TopicImage, version: i16, with_ops: bool) -> MetadataResponseTopic {
+fn topic_entry(
+    image: &MetadataImage,
+    t: &TopicImage,
+    version: i16,
+    with_ops: bool,
+) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
         .map(|p| {
+            // A partition whose in-sync replicas are all gone has no leader: clients are
+            // told LEADER_NOT_AVAILABLE and retry, as with Kafka.
+            let error = if p.leader < 0 {
+                code::LEADER_NOT_AVAILABLE
+            } else {
+                code::NONE
+            };
+            let offline = p
+                .replicas
+                .iter()
+                .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
+                .map(|r| BrokerId(*r))
+                .collect();
             let mut entry = MetadataResponsePartition::default()
-                .with_error_code(code::NONE)
+                .with_error_code(error)
                 .with_partition_index(p.partition)
                 .with_leader_id(BrokerId(p.leader))
                 .with_replica_nodes(p.replicas.iter().map(|r| BrokerId(*r)).collect())
                 .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect());
+            if version >= 5 {
+                entry = entry.with_offline_replicas(offline);
+            }
             if version >= 7 {
                 entry = entry.with_leader_epoch(p.leader_epoch);
             }

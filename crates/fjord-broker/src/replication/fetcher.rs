@@ -106,7 +106,13 @@ async fn fetch_from(state: Arc<BrokerState>, leader: i32, slot_no: u32) {
                 }
             },
         };
-        let request = build_request(&state, &partitions);
+        // The epoch each partition is fetched in: an answer is applied only if the
+        // partition still follows this leader in it when the answer arrives.
+        let epochs: Vec<i32> = partitions
+            .iter()
+            .map(|p| p.assignment().leader_epoch)
+            .collect();
+        let request = build_request(&state, &partitions, &epochs);
         correlation = correlation.wrapping_add(1);
         let wait = Duration::from_millis(cfg.fetch_wait_max_ms.max(0) as u64);
         let limit = state.config.socket_request_max_bytes;
@@ -130,8 +136,10 @@ async fn fetch_from(state: Arc<BrokerState>, leader: i32, slot_no: u32) {
             }
         };
         let st = state.clone();
-        let applied =
-            tokio::task::spawn_blocking(move || apply_response(&st, partitions, response)).await;
+        let applied = tokio::task::spawn_blocking(move || {
+            apply_response(&st, leader, partitions, &epochs, response)
+        })
+        .await;
         match applied {
             Ok(true) => {}
             // Something needs newer metadata or a moment: do not spin.
@@ -159,15 +167,18 @@ async fn connect(state: &BrokerState, leader: i32) -> Result<TcpStream, String> 
     Ok(s)
 }
 
-fn build_request(state: &BrokerState, partitions: &[Arc<Partition>]) -> FetchRequest {
+fn build_request(
+    state: &BrokerState,
+    partitions: &[Arc<Partition>],
+    epochs: &[i32],
+) -> FetchRequest {
     let cfg = &state.config.replication;
     let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
-    for p in partitions {
-        let a = p.assignment();
+    for (p, &epoch) in partitions.iter().zip(epochs) {
         topics.entry(&p.topic).or_default().push(
             FetchPartition::default()
                 .with_partition(p.index)
-                .with_current_leader_epoch(a.leader_epoch)
+                .with_current_leader_epoch(epoch)
                 .with_fetch_offset(p.log.log_end_offset())
                 .with_last_fetched_epoch(p.log.latest_epoch().unwrap_or(-1))
                 .with_log_start_offset(p.log.log_start_offset())
@@ -198,33 +209,54 @@ fn build_request(state: &BrokerState, partitions: &[Arc<Partition>]) -> FetchReq
 /// newer metadata or hit an error, so the fetcher pauses before the next round.
 fn apply_response(
     state: &BrokerState,
+    leader: i32,
     partitions: Vec<Arc<Partition>>,
+    epochs: &[i32],
     response: FetchResponse,
 ) -> bool {
     if response.error_code != code::NONE {
         tracing::debug!(code = response.error_code, "the leader refused the fetch");
         return false;
     }
-    let by_key: HashMap<(&str, i32), &Arc<Partition>> = partitions
+    let by_key: HashMap<(&str, i32), (&Arc<Partition>, i32)> = partitions
         .iter()
-        .map(|p| ((p.topic.as_str(), p.index), p))
+        .zip(epochs)
+        .map(|(p, &epoch)| ((p.topic.as_str(), p.index), (p, epoch)))
         .collect();
     let mut smooth = true;
     for topic in &response.responses {
         for data in &topic.partitions {
-            let Some(p) = by_key.get(&(topic.topic.0.as_str(), data.partition_index)) else {
+            let Some(&(p, epoch)) = by_key.get(&(topic.topic.0.as_str(), data.partition_index))
+            else {
                 continue;
             };
-            if let Err(e) = apply_partition(state, p, data) {
-                tracing::warn!(topic = %p.topic, partition = p.index, "replication: {e}");
-                smooth = false;
+            let applied = p.as_follower_of(leader, epoch, || apply_partition(state, p, data));
+            match applied {
+                None => {
+                    tracing::debug!(topic = %p.topic, partition = p.index, "dropped a fetch answer from a former leader");
+                }
+                Some(Ok(Some(truncated_to))) => p.update(|s| s.truncated(truncated_to)),
+                Some(Ok(None)) => {
+                    let leo = p.log.log_end_offset();
+                    p.update(|s| s.follower_high_watermark(data.high_watermark, leo));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(topic = %p.topic, partition = p.index, "replication: {e}");
+                    smooth = false;
+                }
             }
         }
     }
     smooth
 }
 
-fn apply_partition(state: &BrokerState, p: &Partition, data: &PartitionData) -> Result<(), String> {
+/// Appends one partition's records, or truncates it on a diverging epoch (returning
+/// where it now ends). Runs with the partition's leadership held still.
+fn apply_partition(
+    state: &BrokerState,
+    p: &Partition,
+    data: &PartitionData,
+) -> Result<Option<i64>, String> {
     match data.error_code {
         code::NONE => {}
         code::NOT_LEADER_OR_FOLLOWER | code::FENCED_LEADER_EPOCH | code::UNKNOWN_LEADER_EPOCH => {
@@ -241,7 +273,8 @@ fn apply_partition(state: &BrokerState, p: &Partition, data: &PartitionData) -> 
             p,
             data.diverging_epoch.epoch,
             data.diverging_epoch.end_offset,
-        );
+        )
+        .map(Some);
     }
     let records = data.records.clone().unwrap_or_default();
     if !records.is_empty() {
@@ -254,34 +287,30 @@ fn apply_partition(state: &BrokerState, p: &Partition, data: &PartitionData) -> 
                 .map_err(|e| format!("fsync of copied batches failed: {e}"))?;
         }
     }
-    let leo = p.log.log_end_offset();
-    p.update(|s| s.follower_high_watermark(data.high_watermark, leo));
-    Ok(())
+    Ok(None)
 }
 
 /// The leader's log diverges from ours after `end_offset` of `epoch` (KIP-320): cut our
-/// tail back to where both agree. Only uncommitted records are ever above that point.
-fn truncate(p: &Partition, epoch: i32, end_offset: i64) -> Result<(), String> {
-    let ours = p.log.end_offset_for_epoch(epoch);
-    let target = match ours {
+/// tail back to where both agree, and drop epochs we announced without writing in them.
+/// Only uncommitted records are ever above that point. Returns the new log end.
+fn truncate(p: &Partition, epoch: i32, end_offset: i64) -> Result<i64, String> {
+    let target = match p.log.end_offset_for_epoch(epoch) {
         Some((_, end)) => end.min(end_offset),
         None => p.log.log_start_offset(),
     };
     let leo = p.log.log_end_offset();
-    if target >= leo {
-        return Ok(());
+    if target < leo {
+        if target < p.high_watermark() {
+            // Committed records are never above a divergence; if they are, an election
+            // went wrong. Say so loudly, but follow the leader, as Kafka does.
+            tracing::error!(topic = %p.topic, partition = p.index, target, high_watermark = p.high_watermark(), "truncating below the high watermark");
+        }
+        tracing::info!(topic = %p.topic, partition = p.index, from = leo, to = target, epoch, "truncating a divergent tail");
     }
-    if target < p.high_watermark() {
-        // Kafka would truncate anyway; a committed record being cut means an earlier
-        // election went wrong. Say so loudly, but follow the leader.
-        tracing::error!(topic = %p.topic, partition = p.index, target, high_watermark = p.high_watermark(), "truncating below the high watermark");
-    }
-    tracing::info!(topic = %p.topic, partition = p.index, from = leo, to = target, epoch, "truncating a divergent tail");
     p.log
-        .truncate_to(target)
+        .truncate_to(target.min(leo))
         .map_err(|e| format!("truncation to {target} failed: {e}"))?;
-    p.update(|s| s.truncated(target));
-    Ok(())
+    Ok(p.log.log_end_offset())
 }
 
 /// Sends one request and reads its answer, refusing frames over `limit` bytes.

@@ -15,7 +15,7 @@ pub mod state;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fjord_controller::partitions::AlterPartitionRequest;
+use fjord_controller::partitions::{alter_code, AlterPartitionRequest};
 
 use crate::replica::Partition;
 use crate::state::{now_ms, BrokerState};
@@ -27,8 +27,16 @@ use state::IsrProposal;
 const PROPOSAL_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Sends an ISR change to the active controller, off the async workers (the call waits
-/// for the commit). On success the new ISR is applied here before returning; on failure
-/// the leader may propose again after a pause.
+/// for the commit). On success the new ISR is applied here before returning.
+///
+/// A failure does not always mean the change was not made: the controller may have
+/// committed it and then been cut off before answering. Forgetting the proposal then would
+/// let this leader compute its high watermark without a member the controller counts in
+/// the ISR, and commit records that member lacks. So, as Kafka does, the proposal is
+/// forgotten only on a refusal that proves it was not applied (INELIGIBLE_REPLICA,
+/// INVALID_REQUEST); an unanswered one is sent again while this broker still leads in
+/// the same epochs; after any other refusal the leader waits for newer metadata, which
+/// clears it.
 pub fn propose(state: &Arc<BrokerState>, partition: &Arc<Partition>, proposal: IsrProposal) {
     let st = state.clone();
     let p = partition.clone();
@@ -38,25 +46,44 @@ pub fn propose(state: &Arc<BrokerState>, partition: &Arc<Partition>, proposal: I
         isr = ?proposal.isr,
         "proposing a new ISR"
     );
-    tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || loop {
         let req = AlterPartitionRequest {
             topic_id: p.topic_id,
             partition: p.index,
             leader: st.node_id(),
             leader_epoch: proposal.leader_epoch,
             partition_epoch: proposal.partition_epoch,
-            isr: proposal.isr,
+            isr: proposal.isr.clone(),
         };
-        match st.controller.alter_partition(req) {
+        let refusal = match st.controller.alter_partition(req) {
             Ok(_) => {
                 if let Err(e) = st.reconcile() {
                     tracing::error!(error = %e, "applying metadata after an ISR change failed");
                 }
+                return;
             }
-            Err(e) => {
-                tracing::info!(topic = %p.topic, partition = p.index, error = %e, "ISR change refused");
+            Err(e) => e,
+        };
+        let code = refusal.kafka_code();
+        tracing::info!(topic = %p.topic, partition = p.index, code, error = %refusal, "ISR change not made");
+        match code {
+            alter_code::INELIGIBLE_REPLICA | alter_code::INVALID_REQUEST => {
                 std::thread::sleep(PROPOSAL_BACKOFF);
                 p.update(|s| s.proposal_failed());
+                return;
+            }
+            // The partition moved on (new leader, new ISR, deleted): metadata will say.
+            alter_code::FENCED_LEADER_EPOCH
+            | alter_code::INVALID_UPDATE_VERSION
+            | alter_code::NOT_LEADER_OR_FOLLOWER
+            | alter_code::UNKNOWN_TOPIC_OR_PARTITION => return,
+            // No answer (no controller, a timeout, a storage error): try again, unless
+            // newer metadata has settled it meanwhile.
+            _ => {
+                std::thread::sleep(PROPOSAL_BACKOFF);
+                if !p.update(|s| s.proposal_pending(&proposal)) {
+                    return;
+                }
             }
         }
     });

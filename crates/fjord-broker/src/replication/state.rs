@@ -250,8 +250,15 @@ impl ReplicaState {
         Some(p)
     }
 
-    /// The controller refused or never answered the proposal in flight: forget it, so
-    /// the next event may propose again.
+    /// Whether `proposal` is still the one in flight (no newer metadata has settled it).
+    pub fn proposal_pending(&self, proposal: &IsrProposal) -> bool {
+        self.leading
+            .as_ref()
+            .is_some_and(|l| l.in_flight.as_ref() == Some(proposal))
+    }
+
+    /// The controller refused the proposal in flight in a way that proves it was not
+    /// applied: forget it, so the next event may propose again.
     pub fn proposal_failed(&mut self) {
         if let Some(l) = &mut self.leading {
             l.in_flight = None;

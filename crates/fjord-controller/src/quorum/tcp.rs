@@ -164,8 +164,21 @@ impl TcpTransport {
         addr: &str,
         op: Vec<u8>,
     ) -> Result<Vec<u8>, TransportError> {
+        self.forward_within(target, addr, op, LONG_RPC_TIMEOUT)
+            .await
+    }
+
+    /// [`TcpTransport::forward`] with its own time limit, for operations that are
+    /// worthless late (a heartbeat) and must not wait out a frozen controller.
+    pub async fn forward_within(
+        &self,
+        target: NodeId,
+        addr: &str,
+        op: Vec<u8>,
+        limit: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
         let req = QuorumRequest::Forward(op);
-        match self.call(target, addr, &req, LONG_RPC_TIMEOUT).await? {
+        match self.call(target, addr, &req, limit).await? {
             QuorumResponse::Forward(answer) => Ok(answer),
             other => Err(mismatch(target, &other)),
         }

@@ -366,6 +366,23 @@ fn delete_records_before_persists_across_reopen() {
 }
 
 #[test]
+fn a_started_epoch_counts_before_its_first_write_and_goes_with_a_truncation_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let mut b = build_batch(0, &[1, 2], Codec::None);
+    log.append(&mut b, 1, 0).unwrap();
+    log.start_epoch(4);
+    assert_eq!(log.latest_epoch(), Some(4));
+    // A follower that last fetched in epoch 3 learns epoch 1 ends at 2.
+    assert_eq!(log.end_offset_for_epoch(3), Some((1, 2)));
+    assert_eq!(log.end_offset_for_epoch(4), Some((4, 2)));
+    // Deposed without writing: the empty epoch goes, the records stay.
+    log.truncate_to(2).unwrap();
+    assert_eq!(log.latest_epoch(), Some(1));
+    assert_eq!(log.log_end_offset(), 2);
+}
+
+#[test]
 fn truncate_to_and_leader_epochs() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config()).unwrap();
