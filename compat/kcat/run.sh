@@ -74,8 +74,12 @@ assert "error" not in t or not t["error"], t
 assert len(t["partitions"]) == 1, t
 p = t["partitions"][0]
 assert p["partition"] == 0 and p["leader"] in ids, p
-assert [r["id"] for r in p["replicas"]] == [p["leader"]], p
-assert [r["id"] for r in p["isrs"]] == [p["leader"]], p
+# Auto-created with the default replication factor: 1 on one node, 3 on the 3-node
+# cluster. The leader is the first replica, and every replica is in sync.
+replicas = [r["id"] for r in p["replicas"]]
+assert len(replicas) == min(3, len(ids)) and len(set(replicas)) == len(replicas), p
+assert set(replicas) <= ids and replicas[0] == p["leader"], p
+assert sorted(r["id"] for r in p["isrs"]) == sorted(replicas), p
 PY
   # the full listing includes it too
   K -L | grep -q "topic \"$topic\" with 1 partitions"
