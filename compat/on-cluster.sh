@@ -16,8 +16,13 @@ broker_start "$suite-cluster"
 status=0
 # One broker is enough to bootstrap into the whole cluster (and some clients take only
 # one address).
-env -u FJORD_BIN KAFKA_BOOTSTRAP="${BS%%,*}" "$here/$suite/run.sh" "$@" || status=$?
+# KAFKA_BOOTSTRAP_IS_FJORD tells the suites to expect Fjord's answers (its error
+# messages), not Apache Kafka's, from this external broker.
+env -u FJORD_BIN KAFKA_BOOTSTRAP="${BS%%,*}" KAFKA_BOOTSTRAP_IS_FJORD=1 \
+  "$here/$suite/run.sh" "$@" || status=$?
 if (( status != 0 )); then
-  echo "--- cluster log tail ---"; tail -30 "$work"/cluster/node-*.log 2>/dev/null || tail -30 "$work/server.log"
+  for f in "$work"/cluster/node-*.log; do
+    [[ -f "$f" ]] && { echo "--- tail of $f"; tail -40 "$f"; }
+  done
 fi
 exit "$status"

@@ -24,8 +24,8 @@ for suite in python kcat java librdkafka franz-go; do
     failed_suites+=("$suite")
   fi
 done
-# The kcat suite once more against a 3-node cluster: any broker bootstraps, and partitions
-# live on all of them.
+# The kcat and Java suites once more against a 3-node cluster whose topics are replicated
+# 3 times by default: any broker bootstraps, and partitions live on all of them.
 if [[ -n "${FJORD_BIN:-}" ]]; then
   echo "=== compat/kcat on a 3-node cluster ==="
   if FJORD_CLUSTER_NODES=3 "$here/kcat/run.sh"; then
@@ -34,6 +34,15 @@ if [[ -n "${FJORD_BIN:-}" ]]; then
     bad=$((bad + 1))
     failed_suites+=("kcat-3-nodes")
   fi
+  for suite in java; do
+    echo "=== compat/$suite on a 3-node cluster ==="
+    if "$here/on-cluster.sh" "$suite"; then
+      ok=$((ok + 1))
+    else
+      bad=$((bad + 1))
+      failed_suites+=("$suite-3-nodes")
+    fi
+  done
 fi
 if (( bad > 0 )); then
   echo "failed suites: ${failed_suites[*]}"
