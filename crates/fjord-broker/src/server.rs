@@ -292,6 +292,10 @@ async fn liveness(state: Arc<BrokerState>) {
     let mut ticks = tokio::time::interval(every.min(Duration::from_secs(1)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_beat: Option<tokio::time::Instant> = None;
+    // A third of the session: a heartbeat lost to a frozen controller leaves time for
+    // two more to reach its successor before the session there runs out.
+    let patience = Duration::from_millis(state.config.broker_session_timeout_ms / 3)
+        .max(Duration::from_millis(100));
     loop {
         ticks.tick().await;
         let s = state.clone();
@@ -299,8 +303,9 @@ async fn liveness(state: Arc<BrokerState>) {
         // Side by side: a heartbeat waiting on an unreachable controller must not hold
         // up this node's own fencing of silent brokers once it is the controller.
         let f = s.clone();
-        let beat =
-            tokio::task::spawn_blocking(move || beat.then(|| s.controller.heartbeat(s.node_id())));
+        let beat = tokio::task::spawn_blocking(move || {
+            beat.then(|| s.controller.heartbeat(s.node_id(), patience))
+        });
         let fence = tokio::task::spawn_blocking(move || f.controller.fence_expired());
         let (Ok(beat), Ok(fenced)) = tokio::join!(beat, fence) else {
             continue;

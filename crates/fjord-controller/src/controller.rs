@@ -208,9 +208,18 @@ impl Controller {
     /// Runs `op` here, or on the active controller when that is another node; in the
     /// second case waits until this node's image includes the change.
     pub fn submit(&self, op: ControllerOp) -> Result<OpOutput, ControllerError> {
+        self.submit_within(op, None)
+    }
+
+    /// [`Controller::submit`], giving up on the active controller's answer after `limit`.
+    fn submit_within(
+        &self,
+        op: ControllerOp,
+        limit: Option<std::time::Duration>,
+    ) -> Result<OpOutput, ControllerError> {
         match self.forwarder() {
             Some(q) => {
-                let reply = q.forward(&op)?;
+                let reply = q.forward(&op, limit)?;
                 let index = reply.log_index;
                 let out = reply.into_result()?;
                 q.wait_applied(index)?;
@@ -389,8 +398,16 @@ impl Controller {
     }
 
     /// Tells the active controller this broker is alive.
-    pub fn heartbeat(&self, node_id: i32) -> Result<(), ControllerError> {
-        self.submit(ControllerOp::BrokerHeartbeat { node_id })
+    ///
+    /// A heartbeat is worthless late: one stuck on a frozen (SIGSTOP) controller must not
+    /// keep this broker from reaching the next active controller before its session
+    /// there ends, so the broker bounds the wait with `limit`.
+    pub fn heartbeat(
+        &self,
+        node_id: i32,
+        limit: std::time::Duration,
+    ) -> Result<(), ControllerError> {
+        self.submit_within(ControllerOp::BrokerHeartbeat { node_id }, Some(limit))
             .map(|_| ())
     }
 

@@ -28,9 +28,6 @@ use crate::image::MetadataImage;
 use crate::ops::{ControllerOp, OpReply, QuorumStatus, ReplicaStatus};
 use crate::record::MetadataRecord;
 
-/// How long a forwarded heartbeat waits for the active controller.
-const HEARTBEAT_FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
-
 /// How long a write may wait for the quorum to commit it before the client is told to
 /// retry: as long as an election takes, several times over.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -360,10 +357,13 @@ impl QuorumMember {
         }
     }
 
-    /// Sends `op` to the active controller and returns its reply.
-    ///
-    /// Waits for an answer up to a limit that depends on the op.
-    pub(crate) fn forward(&self, op: &ControllerOp) -> Result<OpReply, ControllerError> {
+    /// Sends `op` to the active controller and returns its reply, waiting up to `limit`
+    /// (by default long enough for any op).
+    pub(crate) fn forward(
+        &self,
+        op: &ControllerOp,
+        limit: Option<Duration>,
+    ) -> Result<OpReply, ControllerError> {
         let Some(leader) = self.leader() else {
             return Err(ControllerError::NotController(
                 "the metadata quorum has no active controller yet".into(),
@@ -378,12 +378,7 @@ impl QuorumMember {
             .map_err(|e| ControllerError::Corrupt(format!("encoding a controller op: {e}")))?;
         let transport = self.transport.clone();
         let addr = node.addr.clone();
-        // A heartbeat is worthless late, and one stuck on a frozen (SIGSTOP) controller
-        // must not keep this broker from reaching the next one before its session ends.
-        let limit = match op {
-            ControllerOp::BrokerHeartbeat { .. } => HEARTBEAT_FORWARD_TIMEOUT,
-            _ => tcp::LONG_RPC_TIMEOUT,
-        };
+        let limit = limit.unwrap_or(tcp::LONG_RPC_TIMEOUT);
         let answer = self
             .block(async move {
                 transport
