@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rdkafka::admin::AdminOptions;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message};
@@ -1235,4 +1236,53 @@ fn acks_1_works_with_a_single_live_replica() {
     let again = read_all(&c.bootstrap_of(&followers), topic, &[0], &expected);
     let values: Vec<u64> = again.iter().map(|r| r.2.parse().unwrap()).collect();
     assert_eq!(values, (0..150).collect::<Vec<_>>(), "read from a follower");
+}
+
+#[test]
+fn delete_records_reaches_every_replica() {
+    let mut c = Cluster::started(&[REPLICA_LAG]);
+    let topic = "trimmed";
+    let before = create_replicated(
+        &c,
+        1,
+        &[1, 2, 3],
+        topic,
+        1,
+        3,
+        &[("min.insync.replicas", "2")],
+    );
+    let leader = before[&0].leader;
+    let reports = produce_values(&c.bootstrap(leader), topic, 0, 100);
+    assert_eq!(reports.failed(), vec![], "acks=all on a full ISR");
+
+    // Everything below offset 60 goes, through the leader.
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(60))
+        .expect("partition offset");
+    let deleted = runtime()
+        .block_on(c.admin(leader).delete_records(&tpl, &AdminOptions::new()))
+        .expect("DeleteRecords");
+    let low = deleted.elements()[0].offset();
+    assert_eq!(low, Offset::Offset(60), "{deleted:?}");
+
+    // A follower learns the new log start from its next fetch. Once the leader is gone,
+    // the new leader (one of those followers) must not serve what was deleted.
+    let follower = before[&0]
+        .replicas
+        .iter()
+        .copied()
+        .find(|&r| r != leader)
+        .unwrap();
+    produce_values(&c.bootstrap(leader), topic, 100, 101);
+    std::thread::sleep(Duration::from_secs(1));
+    c.kill(leader);
+    let survivors: Vec<i32> = (1..=3).filter(|&i| i != leader).collect();
+    wait_isr(&c, follower, topic, &survivors);
+    let consumer = assign_consumer(&c.bootstrap(follower), "trimmed-reader");
+    let (low, high) = wait_until("watermarks from the new leader", || {
+        consumer
+            .fetch_watermarks(topic, 0, Duration::from_secs(5))
+            .map_err(|e| e.to_string())
+    });
+    assert_eq!((low, high), (60, 101), "the deletion was replicated");
 }

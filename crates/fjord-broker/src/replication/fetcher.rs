@@ -287,6 +287,14 @@ fn apply_partition(
                 .map_err(|e| format!("fsync of copied batches failed: {e}"))?;
         }
     }
+    // Records the leader deleted (DeleteRecords) go here too, as far as this copy has
+    // them; retention by time and size each replica applies on its own.
+    let leader_start = data.log_start_offset.min(p.log.log_end_offset());
+    if leader_start > p.log.log_start_offset() {
+        p.log
+            .delete_records_before(leader_start)
+            .map_err(|e| format!("following the leader's log start {leader_start} failed: {e}"))?;
+    }
     Ok(None)
 }
 
