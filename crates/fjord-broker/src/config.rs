@@ -82,6 +82,17 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
         PropType::Int,
     ),
     ("num.replica.fetchers", "1", PropType::Int),
+    ("auto.leader.rebalance.enable", "true", PropType::Boolean),
+    (
+        "leader.imbalance.check.interval.seconds",
+        "300",
+        PropType::Int,
+    ),
+    (
+        "leader.imbalance.per.broker.percentage",
+        "10",
+        PropType::Int,
+    ),
     // Fjord's own: a follower fsyncs what it copied before it asks for more, and so
     // before the leader counts it towards acks=all.
     ("replica.fsync.enable", "true", PropType::Boolean),
@@ -227,6 +238,12 @@ pub struct ReplicationConfig {
     pub fetchers: u32,
     /// Whether a follower fsyncs before counting towards acks=all.
     pub fsync: bool,
+    /// `auto.leader.rebalance.enable`: the active controller moves leadership back to
+    /// preferred replicas every `leader.imbalance.check.interval.seconds` when a broker
+    /// leads fewer than `leader.imbalance.per.broker.percentage` of its preferred ones.
+    pub auto_leader_rebalance: bool,
+    pub imbalance_check_interval_s: u64,
+    pub imbalance_percentage: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -505,6 +522,12 @@ impl BrokerConfig {
                     as u64,
                 fetchers: positive("num.replica.fetchers")?.min(64) as u32,
                 fsync: r.boolean("replica.fsync.enable")?,
+                auto_leader_rebalance: r.boolean("auto.leader.rebalance.enable")?,
+                imbalance_check_interval_s: positive("leader.imbalance.check.interval.seconds")?
+                    as u64,
+                imbalance_percentage: r
+                    .long("leader.imbalance.per.broker.percentage")?
+                    .clamp(0, 100) as u32,
             },
             cluster,
             rack: Some(r.string("broker.rack")).filter(|s| !s.is_empty()),

@@ -126,6 +126,7 @@ impl Server {
         let liveness = tokio::spawn(liveness(self.state.clone()));
         let fetchers = tokio::spawn(crate::replication::fetcher::run(self.state.clone()));
         let isr = tokio::spawn(crate::replication::shrink_lagging(self.state.clone()));
+        let rebalance = tokio::spawn(rebalance_leaders(self.state.clone()));
         tracing::info!(addr = %self.local_addr()?, "listening");
 
         let accept = async {
@@ -183,6 +184,7 @@ impl Server {
         follower.abort();
         fetchers.abort();
         isr.abort();
+        rebalance.abort();
         if let Some(q) = self.state.controller.quorum() {
             q.shutdown().await;
         }
@@ -192,6 +194,32 @@ impl Server {
             .map_err(|e| BrokerError::Startup(format!("shutdown flush task failed: {e}")))?;
         tracing::info!("all logs flushed; bye");
         Ok(())
+    }
+}
+
+/// `auto.leader.rebalance.enable`: on the active controller, every
+/// `leader.imbalance.check.interval.seconds`, leadership goes back to preferred replicas
+/// when it has drifted (after failures and restarts, leaders pile up on the survivors).
+async fn rebalance_leaders(state: Arc<BrokerState>) {
+    let cfg = state.config.replication.clone();
+    if !cfg.auto_leader_rebalance || state.controller.quorum().is_none() {
+        return;
+    }
+    let mut every = tokio::time::interval(Duration::from_secs(cfg.imbalance_check_interval_s));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let s = state.clone();
+        let percent = cfg.imbalance_percentage;
+        match tokio::task::spawn_blocking(move || s.controller.rebalance_leaders(percent)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(
+                partitions = n,
+                "moved leadership back to preferred replicas"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "preferred leader election failed"),
+            Err(e) => tracing::warn!(error = %e, "preferred leader election task failed"),
+        }
     }
 }
 

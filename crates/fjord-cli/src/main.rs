@@ -45,6 +45,8 @@ enum Command {
     ConsumerGroups(tools::consumer_groups::GroupsArgs),
     /// Describe the metadata quorum (like kafka-metadata-quorum.sh).
     MetadataQuorum(tools::metadata_quorum::MetadataQuorumArgs),
+    /// Move leadership to preferred replicas, or elect one unclean (like kafka-leader-election.sh).
+    LeaderElection(tools::leader_election::LeaderElectionArgs),
     /// Load generators like kafka-producer-perf-test and kafka-consumer-perf-test.
     Perf {
         #[command(subcommand)]
@@ -53,7 +55,7 @@ enum Command {
 }
 
 /// Subcommand names, so a usage line can point at the right `--help`.
-const TOOLS: [&str; 9] = [
+const TOOLS: [&str; 10] = [
     "server",
     "cluster",
     "perf",
@@ -63,6 +65,7 @@ const TOOLS: [&str; 9] = [
     "configs",
     "consumer-groups",
     "metadata-quorum",
+    "leader-election",
 ];
 
 fn main() -> ExitCode {
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Configs(_) => "configs",
         Command::ConsumerGroups(_) => "consumer-groups",
         Command::MetadataQuorum(_) => "metadata-quorum",
+        Command::LeaderElection(_) => "leader-election",
         Command::Perf { .. } => "perf",
     };
     let result = match cli.command {
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
         Command::Configs(args) => tools::configs::run(args),
         Command::ConsumerGroups(args) => tools::consumer_groups::run(args),
         Command::MetadataQuorum(args) => tools::metadata_quorum::run(args),
+        Command::LeaderElection(args) => tools::leader_election::run(args),
         Command::Perf { command } => perf::run(command).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -1286,3 +1286,97 @@ fn delete_records_reaches_every_replica() {
     });
     assert_eq!((low, high), (60, 101), "the deletion was replicated");
 }
+
+/// Kills `node`, restarts it, and waits until it is back in every ISR of `topic`:
+/// afterwards it leads nothing, since its partitions were taken over meanwhile.
+fn bounce_out_of_leadership(c: &mut Cluster, topic: &str, node: i32) {
+    let others: Vec<i32> = (1..=3).filter(|&i| i != node).collect();
+    c.kill(node);
+    wait_isr(c, others[0], topic, &others);
+    c.start(node);
+    let after = wait_isr(c, others[0], topic, &[1, 2, 3]);
+    assert!(led_by(&after, node).is_empty(), "{after:?}");
+}
+
+#[test]
+fn preferred_leader_election_by_hand_gives_leadership_back() {
+    let mut c = Cluster::started(&[REPLICA_LAG, "auto.leader.rebalance.enable=false"]);
+    let topic = "preferred";
+    create_replicated(&c, 1, &[1, 2, 3], topic, 6, 3, &[]);
+    bounce_out_of_leadership(&mut c, topic, 1);
+
+    let elect = |args: &[&str]| {
+        let out = fjord()
+            .args(["leader-election", "--bootstrap-server", &c.bootstrap(2)])
+            .args(args)
+            .output()
+            .expect("run fjord leader-election");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // One partition by name, then all of them.
+    let (code, out, err) = elect(&[
+        "--election-type",
+        "PREFERRED",
+        "--topic",
+        topic,
+        "--partition",
+        "0",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "Successfully completed leader election (PREFERRED) for partitions {topic}-0"
+        )),
+        "{out}"
+    );
+    let (code, out, err) = elect(&["--election-type", "preferred", "--all-topic-partitions"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(&format!("{topic}-3")), "{out}");
+    let v = c.wait_view(2, "every partition led by its preferred replica", |v| {
+        v.partitions(topic)
+            .values()
+            .all(|p| p.leader == p.replicas[0])
+    });
+    assert_eq!(leader_counts(&v.partitions(topic)).get(&1), Some(&2));
+    // Asked again for a partition already led by its preferred replica.
+    let (code, out, _) = elect(&[
+        "--election-type",
+        "PREFERRED",
+        "--topic",
+        topic,
+        "--partition",
+        "0",
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains(&format!(
+            "Valid replica already elected for partitions {topic}-0"
+        )),
+        "{out}"
+    );
+    // A usage error is one line and exit 2.
+    let (code, _, err) = elect(&["--election-type", "PREFERRED"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn leadership_returns_to_preferred_replicas_on_its_own() {
+    let mut c = Cluster::started(&[REPLICA_LAG, "leader.imbalance.check.interval.seconds=1"]);
+    let topic = "rebalanced";
+    create_replicated(&c, 1, &[1, 2, 3], topic, 6, 3, &[]);
+    bounce_out_of_leadership(&mut c, topic, 3);
+    let v = c.wait_view(
+        1,
+        "every partition led by its preferred replica again",
+        |v| {
+            let ps = v.partitions(topic);
+            !ps.is_empty() && ps.values().all(|p| p.leader == p.replicas[0])
+        },
+    );
+    assert_eq!(leader_counts(&v.partitions(topic)).get(&3), Some(&2));
+}

@@ -14,8 +14,8 @@ use crate::error::ControllerError;
 use crate::image::{MetadataImage, TopicImage};
 use crate::liveness::{Liveness, Verdict};
 use crate::log::MetadataLog;
-use crate::ops::{ControllerOp, OpOutput, QuorumStatus, ReplicaStatus};
-use crate::partitions::{self, AlterPartitionRequest};
+use crate::ops::{ControllerOp, ElectionResult, OpOutput, QuorumStatus, ReplicaStatus};
+use crate::partitions::{self, AlterPartitionRequest, Election};
 use crate::quorum::QuorumMember;
 use crate::record::{ConfigResource, MetadataRecord};
 
@@ -306,6 +306,12 @@ impl Controller {
                     )),
                 }
             }
+            ControllerOp::ElectLeaders {
+                election,
+                partitions,
+            } => self
+                .commit(|image| Ok(plan_elections(image, *election, partitions.as_deref())))
+                .map(|(results, index)| (OpOutput::Elections(results), index)),
             ControllerOp::ControlledShutdown { node_id } => self
                 .commit(|image| Ok((fencing(image, *node_id, true), ())))
                 .map(done),
@@ -387,6 +393,38 @@ impl Controller {
             OpOutput::Partition(state) => Ok(state),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// ElectLeaders, as the active controller carries it out.
+    pub fn elect_leaders(
+        &self,
+        election: Election,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<Vec<ElectionResult>, ControllerError> {
+        match self.submit(ControllerOp::ElectLeaders {
+            election,
+            partitions,
+        })? {
+            OpOutput::Elections(results) => Ok(results),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `auto.leader.rebalance.enable`, on the active controller: when some broker leads
+    /// fewer than `percent` percent of the partitions it is the preferred replica of (and
+    /// could lead them), preferred replicas take their leadership back. Returns how many
+    /// moved. Elsewhere it does nothing.
+    pub fn rebalance_leaders(&self, percent: u32) -> Result<usize, ControllerError> {
+        match self.quorum() {
+            Some(q) if q.is_leader() => {}
+            _ => return Ok(0),
+        }
+        if !partitions::leaders_imbalanced(&self.image(), percent) {
+            return Ok(0);
+        }
+        let (results, _) =
+            self.commit(|image| Ok(plan_elections(image, Election::Preferred, None)))?;
+        Ok(results.iter().filter(|r| r.code == 0).count())
     }
 
     /// A broker about to stop: it is fenced at once, so its partitions get new leaders
@@ -595,6 +633,49 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// The records of an ElectLeaders and each partition's outcome. Over every partition
+/// (`None`) those already led by the right replica are left out of the answer.
+fn plan_elections(
+    image: &MetadataImage,
+    election: Election,
+    only: Option<&[(String, i32)]>,
+) -> (Vec<MetadataRecord>, Vec<ElectionResult>) {
+    let wanted: Vec<(String, i32)> = match only {
+        Some(list) => list.to_vec(),
+        None => image
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.partition)))
+            .collect(),
+    };
+    let mut records = Vec::new();
+    let mut results = Vec::new();
+    for (topic, partition) in wanted {
+        let outcome = match image.topic(&topic) {
+            Some(t) => partitions::elect(image, t, partition, election),
+            None => Err((
+                partitions::alter_code::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("Unknown topic {topic}"),
+            )),
+        };
+        let (code, message) = match outcome {
+            Ok(record) => {
+                records.push(record);
+                (0, None)
+            }
+            Err((partitions::alter_code::ELECTION_NOT_NEEDED, _)) if only.is_none() => continue,
+            Err((code, message)) => (code, Some(message)),
+        };
+        results.push(ElectionResult {
+            topic,
+            partition,
+            code,
+            message,
+        });
+    }
+    (records, results)
 }
 
 fn plan_delete(

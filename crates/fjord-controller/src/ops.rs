@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::controller::{CreatePartitionsSpec, CreateTopicSpec};
 use crate::error::ControllerError;
 use crate::image::PartitionImage;
-use crate::partitions::AlterPartitionRequest;
+use crate::partitions::{AlterPartitionRequest, Election};
 use crate::record::ConfigResource;
 
 /// Config changes: a key set to `Some` value, or returned to its default with `None`.
@@ -46,6 +46,11 @@ pub enum ControllerOp {
     },
     /// A partition leader asks for a new ISR (Kafka's AlterPartition).
     AlterPartition(AlterPartitionRequest),
+    /// ElectLeaders: for the named partitions, or every partition when `None`.
+    ElectLeaders {
+        election: Election,
+        partitions: Option<Vec<(String, i32)>>,
+    },
     /// A broker is shutting down: move its leaderships away now.
     ControlledShutdown {
         node_id: i32,
@@ -69,6 +74,17 @@ pub enum OpOutput {
     Quorum(QuorumStatus),
     /// A partition's state after an AlterPartition.
     Partition(PartitionImage),
+    /// ElectLeaders: per partition, the error code (0 when elected) and its message.
+    Elections(Vec<ElectionResult>),
+}
+
+/// The outcome of one partition's election.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionResult {
+    pub topic: String,
+    pub partition: i32,
+    pub code: i16,
+    pub message: Option<String>,
 }
 
 /// The metadata quorum as its leader sees it, in the terms of Kafka's DescribeQuorum:

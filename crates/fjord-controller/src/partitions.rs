@@ -22,6 +22,99 @@ pub mod alter_code {
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const INVALID_UPDATE_VERSION: i16 = 95;
     pub const INELIGIBLE_REPLICA: i16 = 107;
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
+}
+
+/// Kafka's ElectionType: the preferred replica (the first of the assignment), or any
+/// live replica when none in sync is left (unclean).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Election {
+    Preferred,
+    Unclean,
+}
+
+/// Elects a leader for one partition as ElectLeaders asks. Preferred: the first replica
+/// takes over if it is live and in sync (ELECTION_NOT_NEEDED when it already leads).
+/// Unclean: only for a partition without a leader, any live replica, which becomes the
+/// whole ISR; whatever only the lost replicas held is gone, which is what the operator
+/// asked for.
+pub fn elect(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    partition: i32,
+    election: Election,
+) -> Result<MetadataRecord, (i16, String)> {
+    let at = format!("{}-{partition}", topic.name);
+    let p = topic
+        .partitions
+        .iter()
+        .find(|p| p.partition == partition)
+        .ok_or((
+            alter_code::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("Unknown partition {at}"),
+        ))?;
+    let mut next = p.clone();
+    match election {
+        Election::Preferred => {
+            let preferred = p.replicas[0];
+            if p.leader == preferred {
+                return Err((
+                    alter_code::ELECTION_NOT_NEEDED,
+                    format!("Leader election not needed for {at}"),
+                ));
+            }
+            if !p.isr.contains(&preferred) || !is_live(image, preferred) {
+                return Err((
+                    alter_code::PREFERRED_LEADER_NOT_AVAILABLE,
+                    format!("Failed to elect leader for {at}: preferred replica {preferred} is not live and in sync"),
+                ));
+            }
+            next.leader = preferred;
+        }
+        Election::Unclean => {
+            if p.leader != NO_LEADER {
+                return Err((
+                    alter_code::ELECTION_NOT_NEEDED,
+                    format!("Leader election not needed for {at}"),
+                ));
+            }
+            let Some(r) = p.replicas.iter().copied().find(|&r| is_live(image, r)) else {
+                return Err((
+                    alter_code::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+                    format!("Failed to elect leader for {at}: no replica is live"),
+                ));
+            };
+            next.leader = r;
+            if !p.isr.contains(&r) {
+                next.isr = vec![r];
+            }
+        }
+    }
+    next.leader_epoch = p.leader_epoch + 1;
+    next.partition_epoch = p.partition_epoch + 1;
+    Ok(partition_record(topic, &next))
+}
+
+/// Whether leadership is unbalanced enough to move back to preferred replicas
+/// (`auto.leader.rebalance.enable`): some broker leads fewer than `percent` percent of
+/// the partitions it is the preferred replica of, while it could.
+pub fn leaders_imbalanced(image: &MetadataImage, percent: u32) -> bool {
+    let mut preferred: std::collections::BTreeMap<i32, (u32, u32)> = Default::default();
+    for p in image.topics.values().flat_map(|t| &t.partitions) {
+        let Some(&first) = p.replicas.first() else {
+            continue;
+        };
+        let e = preferred.entry(first).or_default();
+        e.0 += 1;
+        if p.leader != first && p.isr.contains(&first) && is_live(image, first) {
+            e.1 += 1;
+        }
+    }
+    preferred
+        .values()
+        .any(|&(total, movable)| movable > 0 && movable * 100 > total * percent)
 }
 
 /// A leader's request for a new ISR, with the epochs it believes current, so that a
@@ -440,6 +533,62 @@ mod tests {
             value: Some("true".into()),
         });
         fence(&mut img, 1, true);
+        let a = p(&img, 0);
+        assert_eq!((a.leader, a.isr.clone()), (2, vec![2]));
+    }
+
+    #[test]
+    fn preferred_election_moves_leadership_back_once_the_preferred_replica_is_in_sync() {
+        let mut img = image(
+            &[(1, None), (2, None), (3, None)],
+            &[(vec![1, 2, 3], vec![1, 2, 3], 1)],
+        );
+        fence(&mut img, 1, true);
+        assert_eq!(p(&img, 0).leader, 2);
+        let topic = img.topic("t").unwrap().clone();
+        let refused = elect(&img, &topic, 0, Election::Preferred).unwrap_err();
+        assert_eq!(refused.0, alter_code::PREFERRED_LEADER_NOT_AVAILABLE);
+        fence(&mut img, 1, false);
+        // Back, but not yet in sync: still refused.
+        let topic = img.topic("t").unwrap().clone();
+        assert!(elect(&img, &topic, 0, Election::Preferred).is_err());
+        assert!(!leaders_imbalanced(&img, 10));
+        let pe = p(&img, 0).partition_epoch;
+        let req = AlterPartitionRequest {
+            topic_id: topic.topic_id,
+            partition: 0,
+            leader: 2,
+            leader_epoch: 1,
+            partition_epoch: pe,
+            isr: vec![1, 2, 3],
+        };
+        let (records, _) = alter_partition(&img, &req).unwrap();
+        apply(&mut img, &records);
+        assert!(leaders_imbalanced(&img, 10));
+        let topic = img.topic("t").unwrap().clone();
+        let record = elect(&img, &topic, 0, Election::Preferred).unwrap();
+        apply(&mut img, &[record]);
+        let a = p(&img, 0);
+        assert_eq!((a.leader, a.leader_epoch), (1, 2));
+        let topic = img.topic("t").unwrap().clone();
+        assert_eq!(
+            elect(&img, &topic, 0, Election::Preferred).unwrap_err().0,
+            alter_code::ELECTION_NOT_NEEDED
+        );
+        assert!(!leaders_imbalanced(&img, 10));
+    }
+
+    #[test]
+    fn unclean_election_by_hand_takes_a_live_replica_of_a_leaderless_partition() {
+        let mut img = image(
+            &[(1, None), (2, None), (3, None)],
+            &[(vec![1, 2, 3], vec![1], 1)],
+        );
+        fence(&mut img, 1, true);
+        assert_eq!(p(&img, 0).leader, NO_LEADER);
+        let topic = img.topic("t").unwrap().clone();
+        let record = elect(&img, &topic, 0, Election::Unclean).unwrap();
+        apply(&mut img, &[record]);
         let a = p(&img, 0);
         assert_eq!((a.leader, a.isr.clone()), (2, vec![2]));
     }

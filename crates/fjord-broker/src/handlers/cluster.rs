@@ -1,14 +1,17 @@
-//! DescribeCluster (the brokers, the controller and the cluster id) and DescribeQuorum
-//! (the metadata quorum).
+//! DescribeCluster (the brokers, the controller and the cluster id), DescribeQuorum
+//! (the metadata quorum) and ElectLeaders.
 
+use fjord_controller::partitions::Election;
+use fjord_controller::ElectionResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_quorum_response::{
     Listener as QuorumListener, Node as QuorumNode, PartitionData as QuorumPartition, ReplicaState,
     TopicData as QuorumTopic,
 };
+use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest,
-    DescribeQuorumResponse, TopicName,
+    DescribeQuorumResponse, ElectLeadersRequest, ElectLeadersResponse, TopicName,
 };
 
 use super::str;
@@ -124,4 +127,91 @@ pub fn describe_quorum(
         resp = resp.with_nodes(nodes);
     }
     resp
+}
+
+/// ElectLeaders: preferred (0) or unclean (1) leader election, carried out by the active
+/// controller. A null partition list means every partition. Blocking: run on the
+/// blocking pool.
+pub fn elect_leaders(state: &BrokerState, req: ElectLeadersRequest) -> ElectLeadersResponse {
+    let election = match req.election_type {
+        0 => Election::Preferred,
+        1 => Election::Unclean,
+        other => {
+            return ElectLeadersResponse::default()
+                .with_error_code(code::INVALID_REQUEST)
+                .with_replica_election_results(
+                    req.topic_partitions
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|t| {
+                            ReplicaElectionResult::default()
+                                .with_topic(t.topic)
+                                .with_partition_result(
+                                    t.partitions
+                                        .into_iter()
+                                        .map(|p| {
+                                            PartitionResult::default()
+                                                .with_partition_id(p)
+                                                .with_error_code(code::INVALID_REQUEST)
+                                                .with_error_message(Some(str(format!(
+                                                    "Unknown election type {other}"
+                                                ))))
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                )
+        }
+    };
+    let wanted = req.topic_partitions.map(|topics| {
+        topics
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.topic.0.to_string();
+                t.partitions.into_iter().map(move |p| (name.clone(), p))
+            })
+            .collect::<Vec<_>>()
+    });
+    let results = match state.controller.elect_leaders(election, wanted.clone()) {
+        Ok(results) => results,
+        Err(e) => {
+            // Every partition asked about gets the failure.
+            let (code, message) = (e.kafka_code(), e.to_string());
+            wanted
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(topic, partition)| ElectionResult {
+                    topic,
+                    partition,
+                    code,
+                    message: Some(message.clone()),
+                })
+                .collect()
+        }
+    };
+    if let Err(e) = state.reconcile() {
+        tracing::error!(error = %e, "applying metadata after a leader election failed");
+    }
+    let mut by_topic: std::collections::BTreeMap<String, Vec<PartitionResult>> = Default::default();
+    for r in results {
+        by_topic.entry(r.topic).or_default().push(
+            PartitionResult::default()
+                .with_partition_id(r.partition)
+                .with_error_code(r.code)
+                .with_error_message(r.message.map(str)),
+        );
+    }
+    ElectLeadersResponse::default()
+        .with_error_code(code::NONE)
+        .with_replica_election_results(
+            by_topic
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    ReplicaElectionResult::default()
+                        .with_topic(TopicName(str(topic)))
+                        .with_partition_result(partitions)
+                })
+                .collect(),
+        )
 }

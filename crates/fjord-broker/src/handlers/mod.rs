@@ -42,6 +42,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -175,6 +176,10 @@ async fn route(
         // Asks the active controller, which may be another node.
         RequestKind::DescribeQuorum(r) => {
             off_runtime(state, v, move |s| cluster::describe_quorum(s, r, v)).await
+        }
+        // Commits metadata, on the active controller.
+        RequestKind::ElectLeaders(r) => {
+            off_runtime(state, v, move |s| cluster::elect_leaders(s, r)).await
         }
         // Allocating a producer-id block commits metadata.
         RequestKind::InitProducerId(r) => {

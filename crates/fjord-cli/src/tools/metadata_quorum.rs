@@ -7,27 +7,22 @@
 //! for the cluster id) itself, to the first bootstrap broker that answers; the broker asks
 //! the active controller.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use bytes::{BufMut, BytesMut};
+use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::describe_quorum_response::ReplicaState;
 use kafka_protocol::messages::{
-    ApiKey, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest,
-    DescribeQuorumResponse, RequestHeader, ResponseHeader, TopicName,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
 use super::common::{usage, Connection};
+use super::wire::{call, connect, refused};
 use crate::output::outln;
-
-/// The largest answer read: a quorum description is a few hundred bytes.
-const MAX_RESPONSE: usize = 1 << 20;
 
 #[derive(Args)]
 pub struct MetadataQuorumArgs {
@@ -87,14 +82,7 @@ struct Quorum {
 }
 
 fn describe(server: &str, timeout: Duration) -> Result<(String, Quorum)> {
-    let addr = server
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {server}"))?
-        .next()
-        .ok_or_else(|| anyhow!("{server} resolves to no address"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).context("connecting")?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+    let mut stream = connect(server, timeout)?;
     let cluster: DescribeClusterResponse =
         call(&mut stream, 1, DescribeClusterRequest::default(), 0)?;
     let request = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
@@ -137,58 +125,6 @@ fn describe(server: &str, timeout: Duration) -> Result<(String, Quorum)> {
             endpoints,
         },
     ))
-}
-
-/// An error code other than 0 as an error naming `what`, the code and the message.
-fn refused(what: &str, code: i16, message: &Option<StrBytes>) -> Result<()> {
-    if code != 0 {
-        bail!(
-            "{what} (error {code}): {}",
-            message.as_deref().unwrap_or("")
-        );
-    }
-    Ok(())
-}
-
-/// Sends one request and reads its answer.
-fn call<Req: Request + Encodable, Resp: Decodable>(
-    stream: &mut TcpStream,
-    correlation_id: i32,
-    request: Req,
-    version: i16,
-) -> Result<Resp> {
-    let header = RequestHeader::default()
-        .with_request_api_key(Req::KEY)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("fjord-metadata-quorum")));
-    let mut body = BytesMut::new();
-    header
-        .encode(&mut body, Req::header_version(version))
-        .map_err(|e| anyhow!("encoding the request header: {e}"))?;
-    request
-        .encode(&mut body, version)
-        .map_err(|e| anyhow!("encoding the request: {e}"))?;
-    let mut frame = BytesMut::with_capacity(body.len() + 4);
-    frame.put_i32(body.len() as i32);
-    frame.extend_from_slice(&body);
-    stream.write_all(&frame).context("sending the request")?;
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).context("reading the answer")?;
-    let size = i32::from_be_bytes(size);
-    if size < 0 || size as usize > MAX_RESPONSE {
-        bail!("the broker answered with a frame of {size} bytes");
-    }
-    let mut buf = vec![0u8; size as usize];
-    stream.read_exact(&mut buf).context("reading the answer")?;
-    let mut buf = bytes::Bytes::from(buf);
-    let api = ApiKey::try_from(Req::KEY).map_err(|_| anyhow!("unknown API key {}", Req::KEY))?;
-    let header = ResponseHeader::decode(&mut buf, api.response_header_version(version))
-        .map_err(|e| anyhow!("decoding the answer's header: {e}"))?;
-    if header.correlation_id != correlation_id {
-        bail!("the broker answered another request");
-    }
-    Resp::decode(&mut buf, version).map_err(|e| anyhow!("decoding the answer: {e}"))
 }
 
 fn print_status(cluster_id: &str, q: &Quorum) -> Result<()> {

@@ -1,6 +1,7 @@
 //! The Kafka-style command-line tools of the `fjord` binary, one module per tool, using
-//! librdkafka (through the rdkafka crate) as their client; `metadata-quorum` speaks
-//! DescribeQuorum itself, which librdkafka lacks.
+//! librdkafka (through the rdkafka crate) as their client; `metadata-quorum` and
+//! `leader-election` send DescribeQuorum and ElectLeaders themselves (`wire`), which the
+//! rdkafka crate lacks.
 
 pub mod admin;
 pub mod common;
@@ -8,5 +9,7 @@ pub mod configs;
 pub mod console_consumer;
 pub mod console_producer;
 pub mod consumer_groups;
+pub mod leader_election;
 pub mod metadata_quorum;
 pub mod topics;
+pub mod wire;
