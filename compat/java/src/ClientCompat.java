@@ -294,6 +294,36 @@ public class ClientCompat {
         eq("v4", new String(got.get(0).value()), "first value");
     }
 
+    /** DescribeLogDirs, asked of every broker: the partition is on its one replica, has
+     *  the bytes written, and no lag. */
+    static void testLogDirs() throws Exception {
+        String t = createTopic(unique("j-logdirs"), 1, Map.of());
+        try (KafkaProducer<byte[], byte[]> p = producer(Map.of(ProducerConfig.ACKS_CONFIG, "all"))) {
+            for (int i = 0; i < 20; i++) p.send(new ProducerRecord<>(t, 0, null, new byte[1000]));
+            p.flush();
+        }
+        try (Admin a = admin()) {
+            List<Integer> ids = a.describeCluster().nodes().get(20, TimeUnit.SECONDS).stream()
+                .map(Node::id).collect(Collectors.toList());
+            Map<Integer, Map<String, LogDirDescription>> dirs =
+                a.describeLogDirs(ids).allDescriptions().get(20, TimeUnit.SECONDS);
+            eq(new HashSet<>(ids), dirs.keySet(), "every broker answers");
+            int copies = 0;
+            for (Map<String, LogDirDescription> byDir : dirs.values()) {
+                eq(1, byDir.size(), "one log dir per broker");
+                LogDirDescription d = byDir.values().iterator().next();
+                check(d.error() == null, "log dir without error: " + d.error());
+                check(d.totalBytes().orElse(0) > 0, "total bytes reported");
+                ReplicaInfo r = d.replicaInfos().get(new TopicPartition(t, 0));
+                if (r == null) continue;
+                copies++;
+                check(r.size() >= 20_000, "partition size " + r.size() + " holds the records");
+                eq(0L, r.offsetLag(), "offset lag");
+            }
+            eq(1, copies, "replicas of a one-replica partition");
+        }
+    }
+
     static void testErrors(boolean isFjord) throws Exception {
         try (Admin a = admin()) {
             expectCause(InvalidTopicException.class,
@@ -563,6 +593,7 @@ public class ClientCompat {
         tests.put("admin_topic_lifecycle", ClientCompat::testAdminTopicLifecycle);
         tests.put("configs_describe_alter", ClientCompat::testConfigs);
         tests.put("delete_records_list_offsets", ClientCompat::testDeleteRecordsAndListOffsets);
+        tests.put("describe_log_dirs", ClientCompat::testLogDirs);
         tests.put("errors", () -> testErrors(isFjord));
         for (String codec : List.of("none", "gzip", "snappy", "lz4", "zstd"))
             tests.put("compression_" + codec, () -> testCompression(codec));

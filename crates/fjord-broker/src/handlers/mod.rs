@@ -9,6 +9,7 @@ mod configs;
 mod fetch;
 mod groups;
 mod list_offsets;
+mod log_dirs;
 mod metadata;
 mod produce;
 mod producer_id;
@@ -43,6 +44,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DescribeLogDirs, 0, 4),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -176,6 +178,9 @@ async fn route(
         // Asks the active controller, which may be another node.
         RequestKind::DescribeQuorum(r) => {
             off_runtime(state, v, move |s| cluster::describe_quorum(s, r, v)).await
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            respond(ResponseKind::DescribeLogDirs(log_dirs::describe(state, r)))
         }
         // Commits metadata, on the active controller.
         RequestKind::ElectLeaders(r) => {
