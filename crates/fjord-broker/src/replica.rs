@@ -278,16 +278,6 @@ pub struct ReplicaManager {
     checkpoint_written: Mutex<Option<Vec<(String, i32, i64)>>>,
 }
 
-fn assignment_of(p: &fjord_controller::PartitionImage) -> Assignment {
-    Assignment {
-        leader: p.leader,
-        leader_epoch: p.leader_epoch,
-        partition_epoch: p.partition_epoch,
-        replicas: p.replicas.clone(),
-        isr: p.isr.clone(),
-    }
-}
-
 pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
 }
@@ -446,7 +436,7 @@ impl ReplicaManager {
                     .store(delete_retention, Ordering::Release);
                 let leo = existing.log.log_end_offset();
                 let became = existing.update(|state| {
-                    let became = state.apply(assignment_of(p), leo, crate::state::now_ms());
+                    let became = state.apply(Assignment::from(*p), leo, crate::state::now_ms());
                     // Under the lock, so no append of the new term comes first.
                     if became && state.is_leader() {
                         existing.log.start_epoch(p.leader_epoch);
@@ -488,7 +478,7 @@ impl ReplicaManager {
             };
             let state = ReplicaState::new(
                 self.node_id,
-                assignment_of(p),
+                Assignment::from(*p),
                 hw,
                 leo,
                 crate::state::now_ms(),

@@ -270,16 +270,6 @@ fn partition(image: &MetadataImage) -> &PartitionImage {
     &image.topic("t").expect("the topic").partitions[0]
 }
 
-fn assignment_of(p: &PartitionImage) -> Assignment {
-    Assignment {
-        leader: p.leader,
-        leader_epoch: p.leader_epoch,
-        partition_epoch: p.partition_epoch,
-        replicas: p.replicas.clone(),
-        isr: p.isr.clone(),
-    }
-}
-
 /// As the controller's `fencing`: the fencing record, then the leadership and ISR changes
 /// that follow from it, judged on the image with it applied.
 fn fencing(image: &MetadataImage, node: i32, fenced: bool) -> Vec<MetadataRecord> {
@@ -450,7 +440,7 @@ impl Sim {
                 image: image.clone(),
                 state: Some(ReplicaState::new(
                     id,
-                    assignment_of(partition(&image)),
+                    Assignment::from(partition(&image)),
                     0,
                     0,
                     0,
@@ -816,7 +806,7 @@ impl Sim {
             if image.offset >= b.image.offset && b.registered(&image) {
                 let leo = b.log.leo();
                 let hw = b.checkpoint.clamp(0, leo);
-                let a = assignment_of(partition(&image));
+                let a = Assignment::from(partition(&image));
                 if a.leader == id && records_epoch {
                     b.log.assign_epoch(a.leader_epoch, leo);
                 }
@@ -833,7 +823,7 @@ impl Sim {
             return;
         }
         let leo = b.log.leo();
-        let a = assignment_of(partition(&image));
+        let a = Assignment::from(partition(&image));
         b.image = image;
         let s = b.state.as_mut().unwrap();
         if s.apply(a.clone(), leo, now_ms) {

@@ -16,6 +16,18 @@ pub struct Assignment {
     pub isr: Vec<i32>,
 }
 
+impl From<&fjord_controller::PartitionImage> for Assignment {
+    fn from(p: &fjord_controller::PartitionImage) -> Assignment {
+        Assignment {
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
+        }
+    }
+}
+
 /// What the leader knows of one follower (Kafka's replica state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FollowerState {
