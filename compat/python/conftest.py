@@ -5,7 +5,9 @@ Two modes:
     port with a temporary data dir, and can kill -9 / restart it (durability tests).
   * KAFKA_BOOTSTRAP=host:port -- an already running broker (e.g. Apache Kafka from
     bench/kafka/start.sh, to validate the tests). Nothing is started; tests that need to
-    restart or reconfigure the broker are skipped in this mode.
+    restart or reconfigure the broker are skipped in this mode. KAFKA_BOOTSTRAP_IS_FJORD=1
+    says that broker is Fjord (compat/on-cluster.sh sets it for its cluster), so tests
+    expect Fjord's answers where they differ from Apache Kafka's.
 """
 import os
 import shutil
@@ -199,7 +201,7 @@ def bootstrap(broker):
 
 @pytest.fixture
 def is_fjord(broker):
-    return broker.managed
+    return broker.managed or os.environ.get("KAFKA_BOOTSTRAP_IS_FJORD") == "1"
 
 
 def unique(prefix):

@@ -26,23 +26,47 @@ def create_topic(bootstrap, name, partitions=1, config=None):
     return name
 
 
+def leader_address(bootstrap, name, partition, timeout=WAIT_S):
+    """host:port of the broker that metadata names as the partition's leader (waits while
+    the partition has none yet)."""
+    a = admin(bootstrap)
+    deadline = time.monotonic() + timeout
+    while True:
+        md = a.list_topics(topic=name, timeout=10)
+        t = md.topics.get(name)
+        p = t.partitions.get(partition) if t is not None and t.error is None else None
+        if p is not None and p.error is None and p.leader in md.brokers:
+            b = md.brokers[p.leader]
+            return f"{b.host}:{b.port}"
+        assert time.monotonic() < deadline, (
+            f"no leader for {name}-{partition} in metadata after {timeout}s")
+        time.sleep(0.1)
+
+
+def leader_conn(bootstrap, name, partition):
+    """A raw connection to the partition's leader: produce and fetch go to the leader."""
+    import kafka_wire
+    return kafka_wire.Conn(leader_address(bootstrap, name, partition))
+
+
 def wait_for_leaders(bootstrap, name, partitions, timeout=WAIT_S):
     """Metadata can list a new topic before its leader serves it (Kafka answers
-    NOT_LEADER_OR_FOLLOWER for a moment); wait until a fetch of each partition succeeds."""
-    import kafka_wire
-    c = kafka_wire.Conn(bootstrap)
-    try:
-        deadline = time.monotonic() + timeout
-        for p in range(partitions):
-            while True:
+    NOT_LEADER_OR_FOLLOWER for a moment); wait until a fetch of each partition from the
+    leader that metadata names succeeds."""
+    deadline = time.monotonic() + timeout
+    for p in range(partitions):
+        while True:
+            c = leader_conn(bootstrap, name, p)
+            try:
                 err = c.fetch_v4(name, p, 0, max_wait_ms=0)[(name, p)][0]
-                if err == 0:
-                    break
-                assert err in (3, 5, 6) and time.monotonic() < deadline, (
-                    f"partition {name}-{p} not ready: error {err}")
-                time.sleep(0.1)
-    finally:
-        c.close()
+            finally:
+                c.close()
+            if err == 0:
+                break
+            # Not served yet, or the leader metadata named has just changed: ask again.
+            assert err in (3, 5, 6) and time.monotonic() < deadline, (
+                f"partition {name}-{p} not ready: error {err}")
+            time.sleep(0.1)
 
 
 def wait_for_topic(a, name, partitions, timeout=WAIT_S):

@@ -10,10 +10,8 @@ from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, 
 from helpers import admin, create_topic, produce_checked, producer, consume_n, unique, WAIT_S
 
 
-def the_broker_id(a):
-    md = a.list_topics(timeout=10)
-    assert len(md.brokers) == 1, f"expected a one-node cluster, got brokers {md.brokers}"
-    return next(iter(md.brokers))
+def broker_ids(a):
+    return set(a.list_topics(timeout=10).brokers)
 
 
 def describe_topic_config(a, topic):
@@ -25,26 +23,29 @@ def test_create_list_describe(bootstrap):
     a = admin(bootstrap)
     t = unique("adm-create")
     create_topic(bootstrap, t, partitions=3, config={"retention.ms": "123456"})
-    broker_id = the_broker_id(a)
+    brokers = broker_ids(a)
 
-    # list: present in full metadata and in the admin listing, with 3 partitions
+    # list: present in full metadata and in the admin listing, with 3 partitions, each
+    # with the one replica asked for, which leads and is in sync
     md = a.list_topics(timeout=10)
     assert t in md.topics
     assert sorted(md.topics[t].partitions) == [0, 1, 2]
+    leaders = {}
     for p in md.topics[t].partitions.values():
-        assert p.leader == broker_id
-        assert p.replicas == [broker_id]
-        assert p.isrs == [broker_id]
+        assert p.leader in brokers
+        assert p.replicas == [p.leader]
+        assert p.isrs == [p.leader]
+        leaders[p.id] = p.leader
 
-    # DescribeTopics
+    # DescribeTopics: the same
     desc = a.describe_topics(TopicCollection([t]), request_timeout=15)[t].result(timeout=20)
     assert desc.name == t
     assert desc.is_internal is False
     assert [p.id for p in desc.partitions] == [0, 1, 2]
     for p in desc.partitions:
-        assert p.leader.id == broker_id
-        assert [n.id for n in p.replicas] == [broker_id]
-        assert [n.id for n in p.isr] == [broker_id]
+        assert p.leader.id == leaders[p.id]
+        assert [n.id for n in p.replicas] == [leaders[p.id]]
+        assert [n.id for n in p.isr] == [leaders[p.id]]
 
 
 def test_delete_topic_disappears(bootstrap):

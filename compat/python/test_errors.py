@@ -6,7 +6,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 import kafka_wire
-from helpers import admin, consumer, create_topic, producer, unique
+from helpers import admin, consumer, create_topic, leader_conn, producer, unique
 
 # Error codes from the Kafka protocol.
 UNKNOWN_TOPIC_OR_PARTITION = 3
@@ -16,12 +16,16 @@ TOPIC_ALREADY_EXISTS = 36
 INVALID_PARTITIONS = 37
 INVALID_REPLICATION_FACTOR = 38
 
-# Fjord's message is the one older ZooKeeper-mode Kafka used.
-# Apache Kafka 4.x (KRaft controller) words it differently; against it we check its own
-# text, so both are exact.
-RF_MESSAGE_FJORD = "Replication factor: 2 larger than available brokers: 1."
-RF_MESSAGE_KAFKA_4 = ("Unable to replicate the partition 2 time(s): The target replication "
-                      "factor of 2 cannot be reached because only 1 broker(s) are registered.")
+
+def rf_too_large_message(is_fjord, rf, brokers):
+    """The exact refusal text. Fjord's is the one older ZooKeeper-mode Kafka used; Apache
+    Kafka 4.x (KRaft controller) words it differently, and against it we check its own
+    text, so both are exact."""
+    if is_fjord:
+        return f"Replication factor: {rf} larger than available brokers: {brokers}."
+    return (f"Unable to replicate the partition {rf} time(s): The target replication "
+            f"factor of {rf} cannot be reached because only {brokers} broker(s) are "
+            f"registered.")
 
 
 def create_error(bootstrap, new_topic):
@@ -69,10 +73,13 @@ def test_negative_partitions_kafka_python(bootstrap):
 
 
 def test_replication_factor_too_large(bootstrap, is_fjord):
-    t = unique("err-rf2")
-    err = create_error(bootstrap, NewTopic(t, 1, 2))
+    # One more replica than the cluster has brokers.
+    brokers = len(admin(bootstrap).list_topics(timeout=10).brokers)
+    rf = brokers + 1
+    t = unique(f"err-rf{rf}")
+    err = create_error(bootstrap, NewTopic(t, 1, rf))
     assert err.code() == INVALID_REPLICATION_FACTOR
-    assert err.str() == (RF_MESSAGE_FJORD if is_fjord else RF_MESSAGE_KAFKA_4)
+    assert err.str() == rf_too_large_message(is_fjord, rf, brokers)
     # and nothing was created
     md = admin(bootstrap).list_topics(timeout=10)
     assert t not in md.topics
@@ -111,7 +118,7 @@ def test_message_too_large_kafka_python(bootstrap):
 
 def test_message_too_large_wire(bootstrap):
     t = create_topic(bootstrap, unique("err-big-wire"), config={"max.message.bytes": "1024"})
-    c = kafka_wire.Conn(bootstrap)
+    c = leader_conn(bootstrap, t, 0)
     try:
         res = c.produce_v3(t, 0, kafka_wire.record_batch([b"z" * 4096]))
         assert res[(t, 0)][0] == MESSAGE_TOO_LARGE
@@ -134,7 +141,7 @@ def test_produce_to_missing_partition_confluent(bootstrap):
 
 def test_produce_to_missing_partition_wire(bootstrap):
     t = create_topic(bootstrap, unique("err-p7-wire"))
-    c = kafka_wire.Conn(bootstrap)
+    c = leader_conn(bootstrap, t, 0)
     try:
         res = c.produce_v3(t, 7, kafka_wire.record_batch([b"v"]))
         assert res[(t, 7)][0] == UNKNOWN_TOPIC_OR_PARTITION

@@ -147,8 +147,8 @@ def test_huge_partition_counts_are_refused_at_once(broker):
     assert kafka_error(e.value).code() == KafkaError.POLICY_VIOLATION
 
 
-def test_transactional_producer_is_refused_quickly_and_clearly(broker):
-    if not broker.managed:
+def test_transactional_producer_is_refused_quickly_and_clearly(broker, is_fjord):
+    if not is_fjord:
         pytest.skip("checks Fjord's refusal; Apache Kafka supports transactions")
     p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": unique("txn")})
     started = time.monotonic()

@@ -7,9 +7,8 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
-import kafka_wire
-from helpers import (admin, consume_n, consumer, create_topic, kp_consume_n, produce_checked,
-                     producer, unique)
+from helpers import (admin, consume_n, consumer, create_topic, kp_consume_n, leader_conn,
+                     produce_checked, producer, unique)
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 
@@ -217,7 +216,7 @@ def test_empty_topic_long_poll_wire(bootstrap):
     """Fetch on an empty partition waits about max_wait_ms; a produce during the wait
     answers it early with the data."""
     t = create_topic(bootstrap, unique("pc-longpoll"))
-    c = kafka_wire.Conn(bootstrap)
+    c = leader_conn(bootstrap, t, 0)
     try:
         t0 = time.monotonic()
         res = c.fetch_v4(t, 0, 0, max_wait_ms=1000)
