@@ -34,7 +34,7 @@ if [[ -n "${FJORD_BIN:-}" ]]; then
     bad=$((bad + 1))
     failed_suites+=("kcat-3-nodes")
   fi
-  for suite in java; do
+  for suite in java python; do
     echo "=== compat/$suite on a 3-node cluster ==="
     if "$here/on-cluster.sh" "$suite"; then
       ok=$((ok + 1))

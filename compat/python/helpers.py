@@ -16,9 +16,12 @@ def admin(bootstrap):
     return AdminClient({"bootstrap.servers": bootstrap})
 
 
-def create_topic(bootstrap, name, partitions=1, config=None):
+def create_topic(bootstrap, name, partitions=1, config=None, replication_factor=-1):
+    """Creates a topic with the broker's default.replication.factor unless told otherwise:
+    one replica on a single node, three on the compat cluster, so every test there runs
+    on replicated partitions."""
     a = admin(bootstrap)
-    fs = a.create_topics([NewTopic(name, partitions, 1, config=config or {})],
+    fs = a.create_topics([NewTopic(name, partitions, replication_factor, config=config or {})],
                          request_timeout=15)
     fs[name].result(timeout=20)
     wait_for_topic(a, name, partitions)

@@ -22,7 +22,8 @@ def describe_topic_config(a, topic):
 def test_create_list_describe(bootstrap):
     a = admin(bootstrap)
     t = unique("adm-create")
-    create_topic(bootstrap, t, partitions=3, config={"retention.ms": "123456"})
+    create_topic(bootstrap, t, partitions=3, config={"retention.ms": "123456"},
+                 replication_factor=1)
     brokers = broker_ids(a)
 
     # list: present in full metadata and in the admin listing, with 3 partitions, each
