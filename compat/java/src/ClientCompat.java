@@ -136,9 +136,17 @@ public class ClientCompat {
         return new KafkaConsumer<>(p, new ByteArrayDeserializer(), new ByteArrayDeserializer());
     }
 
+    /** A topic with the broker's default replication factor: one replica on a single node,
+     *  three on the compat cluster, where every test then runs on replicated partitions. */
     static String createTopic(String name, int partitions, Map<String, String> configs) throws Exception {
+        return createTopic(name, partitions, Optional.empty(), configs);
+    }
+
+    static String createTopic(String name, int partitions, Optional<Short> replicationFactor,
+                              Map<String, String> configs) throws Exception {
         try (Admin a = admin()) {
-            a.createTopics(List.of(new NewTopic(name, partitions, (short) 1).configs(configs)))
+            a.createTopics(List.of(new NewTopic(name, Optional.of(partitions), replicationFactor)
+                    .configs(configs)))
                 .all().get(20, TimeUnit.SECONDS);
             long deadline = System.nanoTime() + WAIT.toNanos();
             while (true) {
@@ -194,7 +202,7 @@ public class ClientCompat {
 
     // ---------------------------------------------------------------- tests
     static void testAdminTopicLifecycle() throws Exception {
-        String t = createTopic(unique("j-adm"), 3, Map.of("retention.ms", "123456"));
+        String t = createTopic(unique("j-adm"), 3, Optional.of((short) 1), Map.of("retention.ms", "123456"));
         try (Admin a = admin()) {
             Collection<Node> nodes = a.describeCluster().nodes().get(20, TimeUnit.SECONDS);
             Set<Integer> ids = nodes.stream().map(Node::id).collect(Collectors.toSet());
@@ -297,7 +305,7 @@ public class ClientCompat {
     /** DescribeLogDirs, asked of every broker: the partition is on its one replica, has
      *  the bytes written, and no lag. */
     static void testLogDirs() throws Exception {
-        String t = createTopic(unique("j-logdirs"), 1, Map.of());
+        String t = createTopic(unique("j-logdirs"), 1, Optional.of((short) 1), Map.of());
         try (KafkaProducer<byte[], byte[]> p = producer(Map.of(ProducerConfig.ACKS_CONFIG, "all"))) {
             for (int i = 0; i < 20; i++) p.send(new ProducerRecord<>(t, 0, null, new byte[1000]));
             p.flush();
