@@ -17,7 +17,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -621,23 +621,35 @@ pub fn producer(bootstrap: &str) -> BaseProducer {
 /// Produces the records (partition, key, value) and waits until every one is delivered.
 pub fn produce_all(p: &BaseProducer, topic: &str, records: &[(i32, String, String)]) {
     for (partition, key, value) in records {
-        let mut rec = BaseRecord::to(topic)
-            .partition(*partition)
-            .key(key.as_str())
-            .payload(value.as_str());
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    rec = r;
-                    p.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => panic!("produce to {topic}/{partition}: {e}"),
-            }
-        }
+        send(p, topic, Some(*partition), key, value);
     }
     p.flush(Duration::from_secs(40)).expect("flush");
     assert_eq!(p.in_flight_count(), 0);
+}
+
+/// Enqueues one record, waiting while the producer's queue is full.
+pub fn send<C: ProducerContext<DeliveryOpaque = ()>>(
+    p: &BaseProducer<C>,
+    topic: &str,
+    partition: Option<i32>,
+    key: &str,
+    value: &str,
+) {
+    let mut rec = BaseRecord::to(topic).key(key).payload(value);
+    if let Some(partition) = partition {
+        rec = rec.partition(partition);
+    }
+    loop {
+        match p.send(rec) {
+            Ok(()) => break,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                rec = r;
+                p.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => panic!("enqueue to {topic}: {e}"),
+        }
+    }
+    p.poll(Duration::ZERO);
 }
 
 /// A producer whose delivery failures are counted.
