@@ -105,6 +105,10 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
         "9223372036854775807",
         PropType::Long,
     ),
+    // KIP-392: which replica a consumer reads from. Empty (Kafka's default) or Kafka's
+    // LeaderSelector: always the leader; RackAwareReplicaSelector: a follower in the
+    // consumer's `client.rack` when there is one.
+    ("replica.selector.class", "", PropType::String),
     ("replication.quota.window.num", "11", PropType::Int),
     ("replication.quota.window.size.seconds", "1", PropType::Int),
     // Fjord's own: a follower fsyncs what it copied before it asks for more, and so
@@ -264,7 +268,12 @@ pub struct ReplicationConfig {
     pub follower_throttle_rate: u64,
     pub quota_window_ms: i64,
     pub quota_windows: usize,
+    /// `replica.selector.class` is Kafka's RackAwareReplicaSelector.
+    pub rack_aware_reads: bool,
 }
+
+const LEADER_SELECTOR: &str = "org.apache.kafka.common.replica.LeaderSelector";
+const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
 
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -560,6 +569,18 @@ impl BrokerConfig {
                 quota_window_ms: positive("replication.quota.window.size.seconds")?
                     .saturating_mul(1000),
                 quota_windows: positive("replication.quota.window.num")?.min(1000) as usize,
+                rack_aware_reads: match r.string("replica.selector.class").trim() {
+                    "" | LEADER_SELECTOR => false,
+                    RACK_AWARE_SELECTOR => true,
+                    _ => {
+                        return Err(r.invalid(
+                            "replica.selector.class",
+                            &format!(
+                                "Fjord has two replica selectors: {LEADER_SELECTOR} (the default) and {RACK_AWARE_SELECTOR}"
+                            ),
+                        ))
+                    }
+                },
             },
             cluster,
             rack: Some(r.string("broker.rack")).filter(|s| !s.is_empty()),

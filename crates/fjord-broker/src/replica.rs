@@ -140,6 +140,34 @@ impl Partition {
         }
     }
 
+    /// As [`Partition::check_leader_epoch`], for a consumer allowed to read from a
+    /// follower (Fetch v11+, KIP-392): any replica here serves it, up to its own high
+    /// watermark.
+    pub fn check_read_epoch(&self, client_epoch: i32) -> Result<i32, i16> {
+        match self.check_leader_epoch(client_epoch) {
+            Err(code::NOT_LEADER_OR_FOLLOWER) => {
+                let state = self.replication.read();
+                if state.assignment.leader_epoch < 0 || state.assignment.leader < 0 {
+                    Err(code::NOT_LEADER_OR_FOLLOWER)
+                } else {
+                    Ok(state.assignment.leader_epoch)
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// On the leader, the follower a consumer near `near_client` should read from.
+    pub fn preferred_read_replica(
+        &self,
+        fetch_offset: i64,
+        near_client: impl Fn(i32) -> bool,
+    ) -> Option<i32> {
+        self.replication
+            .read()
+            .preferred_read_replica(fetch_offset, near_client)
+    }
+
     /// Validates and appends a producer's batches as the leader; returns where they
     /// landed. Idempotent producers' sequences are checked by the log under its append
     /// lock, so a retry is answered with the batch's original offsets (also after a

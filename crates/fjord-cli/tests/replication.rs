@@ -1364,3 +1364,126 @@ fn leadership_returns_to_preferred_replicas_on_its_own() {
     );
     assert_eq!(leader_counts(&v.partitions(topic)).get(&3), Some(&2));
 }
+
+/// Records what librdkafka's statistics say about partition 0 of one topic: the broker it
+/// fetches from and the leader.
+struct FetchFrom {
+    topic: String,
+    seen: Mutex<Option<(i32, i32)>>,
+}
+
+impl ClientContext for FetchFrom {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        if let Some(p) = stats
+            .topics
+            .get(&self.topic)
+            .and_then(|t| t.partitions.get(&0))
+        {
+            *self.seen.lock().unwrap() = Some((p.broker, p.leader));
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for FetchFrom {}
+
+/// Reads every record of partition 0 of `topic` with a consumer in `rack` (none: no
+/// `client.rack`); returns how many it read and the broker it was fetching from then.
+fn read_from_rack(
+    bootstrap: &str,
+    topic: &str,
+    rack: Option<&str>,
+    count: usize,
+) -> (usize, i32, i32) {
+    let mut cfg = client_config(bootstrap);
+    cfg.set("group.id", "rack-reader")
+        .set("enable.auto.commit", "false")
+        .set("statistics.interval.ms", "200");
+    if let Some(rack) = rack {
+        cfg.set("client.rack", rack);
+    }
+    let consumer: BaseConsumer<FetchFrom> = cfg
+        .create_with_context(FetchFrom {
+            topic: topic.to_string(),
+            seen: Mutex::new(None),
+        })
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("partition offset");
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + PATIENCE;
+    let mut read = 0;
+    while read < count {
+        assert!(
+            Instant::now() < deadline,
+            "read {read} of {count} records of {topic}"
+        );
+        match consumer.poll(POLL) {
+            Some(Ok(_)) => read += 1,
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None => {}
+        }
+    }
+    // A fresh statistics report, taken after the reads.
+    *consumer.context().seen.lock().unwrap() = None;
+    let (broker, leader) = wait_until("a statistics report", || {
+        consumer.poll(Duration::from_millis(50));
+        consumer
+            .context()
+            .seen
+            .lock()
+            .unwrap()
+            .ok_or_else(|| "none yet".to_string())
+    });
+    (read, broker, leader)
+}
+
+/// KIP-392: with the rack-aware replica selector, a consumer that names its rack
+/// (`client.rack`) is sent by the leader to the in-sync follower in that rack and reads
+/// everything from it; a consumer without a rack, or in the leader's, reads from the
+/// leader.
+#[test]
+fn consumers_fetch_from_the_follower_in_their_rack() {
+    let mut c = Cluster::new(&[
+        REPLICA_LAG,
+        "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector",
+    ]);
+    for id in 1..=3 {
+        c.node_mut(id).extra.push(format!("broker.rack=zone-{id}"));
+        c.start(id);
+    }
+    c.wait_for_brokers(&[1, 2, 3], &[1, 2, 3]);
+    let topic = "nearby";
+    let partitions = create_replicated(&c, 1, &[1, 2, 3], topic, 1, 3, &[]);
+    let leader = partitions[&0].leader;
+    let follower = partitions[&0]
+        .replicas
+        .iter()
+        .copied()
+        .find(|&r| r != leader)
+        .expect("a follower");
+    let records = records_for(&[0], 200);
+    produce_all(&producer(&c.bootstrap(leader)), topic, &records);
+    wait_isr(&c, leader, topic, &[1, 2, 3]);
+
+    let bootstrap = c.bootstrap_of(&[1, 2, 3]);
+    let near = format!("zone-{follower}");
+    let (read, broker, seen_leader) = read_from_rack(&bootstrap, topic, Some(&near), 200);
+    assert_eq!((read, seen_leader), (200, leader));
+    assert_eq!(
+        broker, follower,
+        "a consumer in {near} fetches from follower {follower}"
+    );
+
+    let (_, broker, _) = read_from_rack(&bootstrap, topic, None, 200);
+    assert_eq!(
+        broker, leader,
+        "a consumer without a rack fetches from the leader"
+    );
+    let at_leader = format!("zone-{leader}");
+    let (_, broker, _) = read_from_rack(&bootstrap, topic, Some(&at_leader), 200);
+    assert_eq!(
+        broker, leader,
+        "a consumer in the leader's rack fetches from it"
+    );
+}

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{
     EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -112,11 +112,27 @@ pub async fn handle(state: &Arc<BrokerState>, req: FetchRequest, version: i16) -
     } else {
         HashMap::new()
     };
+    let config = state.replicas.config();
+    // KIP-392: a consumer that says where it is (Fetch v11+, `client.rack`) may be sent
+    // to a follower in its rack, unless the leader is there itself.
+    let client_rack = (version >= 11 && !req.rack_id.is_empty()).then(|| req.rack_id.to_string());
+    let rack_aware = config.replication.rack_aware_reads
+        && client_rack.is_some()
+        && config.rack.as_deref() != client_rack.as_deref();
     let reader = Reader {
         replica: replica_id >= 0,
         replica_id,
         divergent: &divergent,
-        throttle_rate: state.replicas.config().replication.leader_throttle_rate,
+        throttle_rate: config.replication.leader_throttle_rate,
+        from_followers: version >= 11,
+        near_client: rack_aware.then(|| {
+            image
+                .brokers
+                .values()
+                .filter(|b| !b.fenced && b.rack.is_some() && b.rack == client_rack)
+                .map(|b| b.node_id)
+                .collect()
+        }),
     };
     let mut appended = state.replicas.subscribe();
     loop {
@@ -156,6 +172,11 @@ struct Reader<'a> {
     divergent: &'a HashMap<(String, i32), Divergence>,
     /// `leader.replication.throttled.rate` (`u64::MAX`: none).
     throttle_rate: u64,
+    /// A consumer that may read from followers (KIP-392, Fetch v11+).
+    from_followers: bool,
+    /// With the rack-aware replica selector, the live brokers in the consumer's rack
+    /// (when the leader is not there itself).
+    near_client: Option<Vec<i32>>,
 }
 
 impl Reader<'_> {
@@ -250,8 +271,24 @@ fn read_once(
                             .with_log_start_offset(start)
                             .with_aborted_transactions(None);
                         let divergence = reader.divergent.get(&(name.clone(), index));
-                        if let Err(c) = p.check_leader_epoch(leader_epoch) {
+                        let epoch_check = if reader.from_followers && !reader.replica {
+                            p.check_read_epoch(leader_epoch)
+                        } else {
+                            p.check_leader_epoch(leader_epoch)
+                        };
+                        let preferred = match &reader.near_client {
+                            Some(near) if epoch_check.is_ok() => {
+                                p.preferred_read_replica(offset, |r| near.contains(&r))
+                            }
+                            _ => None,
+                        };
+                        if let Err(c) = epoch_check {
                             base.with_error_code(c).with_records(Some(Bytes::new()))
+                        } else if let Some(r) = preferred {
+                            // Read there instead: no records, and the client switches.
+                            base.with_error_code(code::NONE)
+                                .with_preferred_read_replica(BrokerId(r))
+                                .with_records(Some(Bytes::new()))
                         } else if let Some(d) = divergence {
                             base.with_error_code(code::NONE)
                                 .with_diverging_epoch(
@@ -298,7 +335,8 @@ fn read_once(
                     }
                 },
             };
-            any_error |= data.error_code != code::NONE;
+            // An error, or a consumer sent elsewhere, is answered without waiting.
+            any_error |= data.error_code != code::NONE || data.preferred_read_replica.0 >= 0;
             partitions.push(data);
         }
         let mut topic = FetchableTopicResponse::default().with_partitions(partitions);

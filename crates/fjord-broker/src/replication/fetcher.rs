@@ -247,6 +247,7 @@ fn apply_response(
         .map(|(p, &epoch)| ((p.topic.as_str(), p.index), (p, epoch)))
         .collect();
     let mut smooth = true;
+    let mut hw_moved = false;
     let rate = state.replicas.config().replication.follower_throttle_rate;
     for topic in &response.responses {
         for data in &topic.partitions {
@@ -273,7 +274,7 @@ fn apply_response(
                 }
                 Some(Ok(None)) => {
                     let leo = p.log.log_end_offset();
-                    p.update(|s| s.follower_high_watermark(data.high_watermark, leo));
+                    hw_moved |= p.update(|s| s.follower_high_watermark(data.high_watermark, leo));
                 }
                 Some(Err(e)) => {
                     tracing::warn!(topic = %p.topic, partition = p.index, "replication: {e}");
@@ -281,6 +282,10 @@ fn apply_response(
                 }
             }
         }
+    }
+    if hw_moved {
+        // Consumers reading from this follower (KIP-392) wait for its high watermark.
+        state.replicas.notify_append();
     }
     smooth
 }

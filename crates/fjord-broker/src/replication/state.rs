@@ -205,6 +205,28 @@ impl ReplicaState {
         (moved, self.expansion(follower))
     }
 
+    /// On the leader, the follower a consumer should read from instead (KIP-392): an
+    /// in-sync follower for which `near_client` holds (same rack, alive) and that already
+    /// has `fetch_offset`; the one with the most data, the lowest id on a tie. `None`
+    /// means this leader serves the fetch itself.
+    pub fn preferred_read_replica(
+        &self,
+        fetch_offset: i64,
+        near_client: impl Fn(i32) -> bool,
+    ) -> Option<i32> {
+        let l = self.leading.as_ref()?;
+        self.assignment
+            .isr
+            .iter()
+            .filter(|&&r| r != self.node_id && near_client(r))
+            .filter_map(|&r| {
+                let f = l.followers.get(&r)?;
+                (f.log_end_offset >= fetch_offset).then_some((f.log_end_offset, -r))
+            })
+            .max()
+            .map(|(_, neg)| -neg)
+    }
+
     /// An ISR expansion for `follower`, if it is out of the ISR and has caught up with
     /// the high watermark and with this leader's epoch.
     fn expansion(&mut self, follower: i32) -> Option<IsrProposal> {
@@ -366,6 +388,26 @@ mod tests {
         // Never backwards, even if a follower reports less (it truncated).
         s.follower_fetched(3, 5, 10, 3);
         assert_eq!(s.high_watermark(), 7);
+    }
+
+    #[test]
+    fn consumers_are_sent_to_the_fullest_in_sync_follower_near_them() {
+        let mut s = ReplicaState::new(1, assignment(1, 0, &[1, 2, 3]), 0, 0, 0);
+        s.appended(10);
+        s.follower_fetched(2, 8, 10, 1);
+        s.follower_fetched(3, 10, 10, 1);
+        let everywhere = |_| true;
+        assert_eq!(s.preferred_read_replica(5, everywhere), Some(3));
+        assert_eq!(s.preferred_read_replica(5, |r| r == 2), Some(2));
+        // Follower 2 lacks offset 9: the leader serves it.
+        assert_eq!(s.preferred_read_replica(9, |r| r == 2), None);
+        assert_eq!(s.preferred_read_replica(5, |_| false), None);
+        // Out of the ISR, a follower is never chosen.
+        s.apply(assignment(1, 0, &[1, 2]), 10, 2);
+        assert_eq!(s.preferred_read_replica(5, |r| r == 3), None);
+        // A follower chooses nothing.
+        let f = ReplicaState::new(2, assignment(1, 0, &[1, 2, 3]), 0, 0, 0);
+        assert_eq!(f.preferred_read_replica(0, everywhere), None);
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub struct Node {
     pub controller_port: u16,
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
+    /// Overrides for this node alone (its `broker.rack`, say), after the cluster's.
+    pub extra: Vec<String>,
 }
 
 impl Node {
@@ -129,6 +131,7 @@ impl Cluster {
                 controller_port: free_port(),
                 dir: tempfile::tempdir().expect("temp dir"),
                 child: None,
+                extra: Vec::new(),
             })
             .collect();
         Cluster {
@@ -223,6 +226,7 @@ impl Cluster {
             .iter()
             .copied()
             .chain(self.extra.iter().map(String::as_str))
+            .chain(n.extra.iter().map(String::as_str))
         {
             cmd.args(["--override", o]);
         }
