@@ -304,6 +304,52 @@ impl Partition {
         out
     }
 
+    /// Waits until every live replica's log starts at `offset` or later (DeleteRecords
+    /// reached them all), until `deadline`; returns the low watermark then. Leadership
+    /// lost meanwhile is NOT_LEADER_OR_FOLLOWER, a timeout REQUEST_TIMED_OUT.
+    pub async fn wait_low_watermark(
+        &self,
+        offset: i64,
+        live: impl Fn(i32) -> bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<i64, BrokerError> {
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            let low = self
+                .replication
+                .read()
+                .low_watermark(self.log.log_start_offset(), &live);
+            match low {
+                None => {
+                    return Err(BrokerError::Kafka(
+                        code::NOT_LEADER_OR_FOLLOWER,
+                        format!(
+                            "Leadership of {}-{} moved before every replica deleted",
+                            self.topic, self.index
+                        ),
+                    ))
+                }
+                Some(low) if low >= offset => return Ok(low),
+                Some(_) => {}
+            }
+            tokio::select! {
+                r = changed.changed() => if r.is_err() {
+                    return Err(BrokerError::Kafka(code::NOT_LEADER_OR_FOLLOWER, "partition closed".into()));
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(BrokerError::Kafka(
+                        code::REQUEST_TIMED_OUT,
+                        format!(
+                            "Not every replica of {}-{} deleted up to {offset} within the timeout",
+                            self.topic, self.index
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
     /// Mirrors the high watermark and wakes acks=all waiters (called under the lock).
     fn publish(&self, state: &ReplicaState) {
         self.high_watermark
@@ -809,6 +855,13 @@ impl ReplicaManager {
 
     /// DeleteRecords on one partition; returns the new log start offset.
     pub fn delete_records(&self, p: &Partition, offset: i64) -> Result<i64, BrokerError> {
+        // Only the leader deletes; followers follow its log start.
+        if !p.is_leader() {
+            return Err(BrokerError::Kafka(
+                code::NOT_LEADER_OR_FOLLOWER,
+                format!("This broker is not the leader of {}-{}", p.topic, p.index),
+            ));
+        }
         let target = if offset == -1 {
             p.high_watermark()
         } else {

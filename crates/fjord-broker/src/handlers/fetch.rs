@@ -38,6 +38,8 @@ struct WantedPartition {
     leader_epoch: i32,
     /// A follower's epoch of its last fetched batch (KIP-320), -1 from consumers.
     last_fetched_epoch: i32,
+    /// A follower's log start offset (Fetch v5+), for DeleteRecords' low watermark.
+    log_start_offset: i64,
 }
 
 /// Where a follower's log departs from the leader's: the largest epoch both have, and
@@ -89,6 +91,7 @@ pub async fn handle(state: &Arc<BrokerState>, req: FetchRequest, version: i16) -
                         } else {
                             -1
                         },
+                        log_start_offset: p.log_start_offset,
                     })
                     .collect(),
             }
@@ -226,8 +229,10 @@ fn record_follower(
                 // Answered OFFSET_OUT_OF_RANGE by the read; it says nothing of the ISR.
                 continue;
             }
-            let (hw_moved, proposal) =
-                p.update(|s| s.follower_fetched(replica_id, wp.fetch_offset, leo, now_ms()));
+            let (hw_moved, proposal) = p.update(|s| {
+                s.follower_log_start(replica_id, wp.log_start_offset);
+                s.follower_fetched(replica_id, wp.fetch_offset, leo, now_ms())
+            });
             moved |= hw_moved;
             if let Some(proposal) = proposal {
                 crate::replication::propose(state, &p, proposal);

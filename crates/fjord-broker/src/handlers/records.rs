@@ -15,7 +15,12 @@ use kafka_protocol::messages::{
 use crate::error::code;
 use crate::state::BrokerState;
 
+/// Blocking (deletes files, then waits for the followers): run on the blocking pool.
 pub fn delete(state: &BrokerState, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let image = state.controller.image();
+    let live = |r: i32| image.brokers.get(&r).is_some_and(|b| !b.fenced);
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -27,8 +32,16 @@ pub fn delete(state: &BrokerState, req: DeleteRecordsRequest) -> DeleteRecordsRe
                 None => base
                     .with_error_code(state.missing_partition_code(&name, p.partition_index))
                     .with_low_watermark(-1),
-                Some(partition) => match state.replicas.delete_records(&partition, p.offset) {
-                    Ok(start) => base.with_error_code(code::NONE).with_low_watermark(start),
+                Some(partition) => match state
+                    .replicas
+                    .delete_records(&partition, p.offset)
+                    .and_then(|start| {
+                        // Answered, as Kafka does, once every live replica has deleted:
+                        // the low watermark is the smallest log start among them.
+                        tokio::runtime::Handle::current()
+                            .block_on(partition.wait_low_watermark(start, live, deadline))
+                    }) {
+                    Ok(low) => base.with_error_code(code::NONE).with_low_watermark(low),
                     Err(e) => {
                         tracing::info!(topic = %name, partition = p.partition_index, error = %e, "delete records refused");
                         base.with_error_code(e.kafka_code()).with_low_watermark(-1)

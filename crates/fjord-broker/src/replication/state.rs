@@ -38,6 +38,8 @@ pub struct FollowerState {
     last_fetch_ms: i64,
     /// The leader's log end offset at the follower's previous fetch.
     leader_end_at_last_fetch: i64,
+    /// Its log start offset as of its last fetch; -1 before that.
+    pub log_start_offset: i64,
 }
 
 /// An ISR change for the controller to commit (AlterPartition), with the epochs it is
@@ -124,6 +126,7 @@ impl ReplicaState {
                             last_caught_up_ms: now_ms,
                             last_fetch_ms: now_ms,
                             leader_end_at_last_fetch: -1,
+                            log_start_offset: -1,
                         },
                     )
                 })
@@ -149,6 +152,7 @@ impl ReplicaState {
                         last_caught_up_ms: now_ms,
                         last_fetch_ms: now_ms,
                         leader_end_at_last_fetch: -1,
+                        log_start_offset: -1,
                     });
                 }
             }
@@ -203,6 +207,31 @@ impl ReplicaState {
         f.leader_end_at_last_fetch = leo;
         let moved = self.advance_high_watermark(leo);
         (moved, self.expansion(follower))
+    }
+
+    /// A follower's fetch told its log start offset.
+    pub fn follower_log_start(&mut self, follower: i32, log_start_offset: i64) {
+        if let Some(f) = self
+            .leading
+            .as_mut()
+            .and_then(|l| l.followers.get_mut(&follower))
+        {
+            f.log_start_offset = log_start_offset;
+        }
+    }
+
+    /// On the leader, the smallest log start offset over the replicas for which `live`
+    /// holds, its own `leader_start` included: what DeleteRecords reports once every
+    /// replica has deleted. A live follower not heard from yet counts as -1.
+    pub fn low_watermark(&self, leader_start: i64, live: impl Fn(i32) -> bool) -> Option<i64> {
+        let l = self.leading.as_ref()?;
+        Some(
+            l.followers
+                .iter()
+                .filter(|(r, _)| live(**r))
+                .map(|(_, f)| f.log_start_offset)
+                .fold(leader_start, i64::min),
+        )
     }
 
     /// On the leader, the follower a consumer should read from instead (KIP-392): an
