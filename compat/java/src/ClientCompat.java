@@ -332,6 +332,58 @@ public class ClientCompat {
         }
     }
 
+    /** AlterPartitionReassignments / ListPartitionReassignments: refusals anywhere; on a
+     *  cluster, a one-replica partition with records (and a deleted head, so the new
+     *  replica must start at the log start) moves to another broker and keeps every
+     *  record and its offsets. */
+    static void testReassignment() throws Exception {
+        String t = createTopic(unique("j-reassign"), 1, Optional.of((short) 1), Map.of());
+        TopicPartition tp = new TopicPartition(t, 0);
+        produceEach(t, 1, 300, "r");
+        try (Admin a = admin()) {
+            List<Integer> ids = a.describeCluster().nodes().get(20, TimeUnit.SECONDS).stream()
+                .map(Node::id).sorted().collect(Collectors.toList());
+            eq(4L, a.deleteRecords(Map.of(tp, RecordsToDelete.beforeOffset(4))).lowWatermarks().get(tp)
+                .get(20, TimeUnit.SECONDS).lowWatermark(), "low watermark");
+            int unknown = ids.get(ids.size() - 1) + 1000;
+            expectCause(InvalidReplicaAssignmentException.class, a.alterPartitionReassignments(
+                Map.of(tp, Optional.of(new NewPartitionReassignment(List.of(unknown))))).all());
+            expectCause(NoReassignmentInProgressException.class,
+                a.alterPartitionReassignments(Map.of(tp, Optional.empty())).all());
+            eq(Map.of(), a.listPartitionReassignments().reassignments().get(20, TimeUnit.SECONDS),
+                "ongoing reassignments");
+            int from = a.describeTopics(List.of(t)).allTopicNames().get(20, TimeUnit.SECONDS).get(t)
+                .partitions().get(0).leader().id();
+            if (ids.size() < 2) {
+                // One broker: moving to where it already is changes nothing.
+                a.alterPartitionReassignments(Map.of(tp, Optional.of(new NewPartitionReassignment(List.of(from)))))
+                    .all().get(20, TimeUnit.SECONDS);
+                return;
+            }
+            int to = ids.stream().filter(id -> id != from).findFirst().get();
+            a.alterPartitionReassignments(Map.of(tp, Optional.of(new NewPartitionReassignment(List.of(to)))))
+                .all().get(20, TimeUnit.SECONDS);
+            long deadline = System.nanoTime() + WAIT.toNanos();
+            while (true) {
+                Map<TopicPartition, PartitionReassignment> ongoing =
+                    a.listPartitionReassignments(Set.of(tp)).reassignments().get(20, TimeUnit.SECONDS);
+                TopicPartitionInfo info = a.describeTopics(List.of(t)).allTopicNames()
+                    .get(20, TimeUnit.SECONDS).get(t).partitions().get(0);
+                List<Integer> replicas = info.replicas().stream().map(Node::id).collect(Collectors.toList());
+                if (ongoing.isEmpty() && replicas.equals(List.of(to)) && info.leader() != null
+                    && info.leader().id() == to) break;
+                check(System.nanoTime() < deadline, "reassignment to " + to + " not done: replicas "
+                    + replicas + ", ongoing " + ongoing);
+                Thread.sleep(200);
+            }
+        }
+        produceEach(t, 1, 10, "after");
+        List<ConsumerRecord<byte[], byte[]>> got = consumeN(t, List.of(0), 0, 306);
+        eq(4L, got.get(0).offset(), "first offset after the move");
+        eq("r-0-4", new String(got.get(0).value(), StandardCharsets.UTF_8), "first value after the move");
+        eq(309L, got.get(305).offset(), "last offset after the move");
+    }
+
     static void testErrors(boolean isFjord) throws Exception {
         try (Admin a = admin()) {
             expectCause(InvalidTopicException.class,
@@ -602,6 +654,7 @@ public class ClientCompat {
         tests.put("configs_describe_alter", ClientCompat::testConfigs);
         tests.put("delete_records_list_offsets", ClientCompat::testDeleteRecordsAndListOffsets);
         tests.put("describe_log_dirs", ClientCompat::testLogDirs);
+        tests.put("partition_reassignment", ClientCompat::testReassignment);
         tests.put("errors", () -> testErrors(isFjord));
         for (String codec : List.of("none", "gzip", "snappy", "lz4", "zstd"))
             tests.put("compression_" + codec, () -> testCompression(codec));

@@ -93,6 +93,20 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
         "10",
         PropType::Int,
     ),
+    // Replication throttles (bytes per second; the maximum means none), measured over
+    // `replication.quota.window.num` windows of `replication.quota.window.size.seconds`.
+    (
+        "leader.replication.throttled.rate",
+        "9223372036854775807",
+        PropType::Long,
+    ),
+    (
+        "follower.replication.throttled.rate",
+        "9223372036854775807",
+        PropType::Long,
+    ),
+    ("replication.quota.window.num", "11", PropType::Int),
+    ("replication.quota.window.size.seconds", "1", PropType::Int),
     // Fjord's own: a follower fsyncs what it copied before it asks for more, and so
     // before the leader counts it towards acks=all.
     ("replica.fsync.enable", "true", PropType::Boolean),
@@ -244,6 +258,12 @@ pub struct ReplicationConfig {
     pub auto_leader_rebalance: bool,
     pub imbalance_check_interval_s: u64,
     pub imbalance_percentage: u32,
+    /// Bytes per second a leader sends to, and a follower copies for, replicas outside
+    /// the ISR that the topic lists as throttled; `u64::MAX` means no throttle.
+    pub leader_throttle_rate: u64,
+    pub follower_throttle_rate: u64,
+    pub quota_window_ms: i64,
+    pub quota_windows: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -488,6 +508,13 @@ impl BrokerConfig {
             }
             Ok(v)
         };
+        let non_negative = |name: &str| -> Result<u64, ConfigError> {
+            let v = r.long(name)?;
+            if v < 0 {
+                return Err(r.invalid(name, "must be at least 0"));
+            }
+            Ok(v as u64)
+        };
         // Kafka refuses the same: a member could never heartbeat within its session.
         let heartbeat_ms = positive("group.consumer.heartbeat.interval.ms")?;
         if heartbeat_ms >= positive("group.consumer.session.timeout.ms")? {
@@ -528,6 +555,11 @@ impl BrokerConfig {
                 imbalance_percentage: r
                     .long("leader.imbalance.per.broker.percentage")?
                     .clamp(0, 100) as u32,
+                leader_throttle_rate: non_negative("leader.replication.throttled.rate")?,
+                follower_throttle_rate: non_negative("follower.replication.throttled.rate")?,
+                quota_window_ms: positive("replication.quota.window.size.seconds")?
+                    .saturating_mul(1000),
+                quota_windows: positive("replication.quota.window.num")?.min(1000) as usize,
             },
             cluster,
             rack: Some(r.string("broker.rack")).filter(|s| !s.is_empty()),

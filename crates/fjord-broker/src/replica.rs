@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::config::BrokerConfig;
 use crate::error::{code, BrokerError};
 use crate::replication::state::{Assignment, ReplicaState};
+use crate::replication::throttle::{self, RateWindow};
 use crate::topic_config;
 
 /// Written in each partition directory so a directory can never be mistaken for the
@@ -46,6 +47,12 @@ pub struct Partition {
     /// Whether `cleanup.policy` includes `delete`: a compact-only topic (such as
     /// `__consumer_offsets`) is never trimmed by time or size, as in Kafka.
     delete_retention: AtomicBool,
+    /// Whether the topic lists this replica in `leader.replication.throttled.replicas`
+    /// (what it sends to followers outside the ISR counts against the leader throttle),
+    /// and in `follower.replication.throttled.replicas` (what it copies while outside the
+    /// ISR counts against the follower throttle).
+    leader_throttled: AtomicBool,
+    follower_throttled: AtomicBool,
 }
 
 impl Partition {
@@ -67,7 +74,39 @@ impl Partition {
             high_watermark: AtomicI64::new(hw),
             changed: watch::channel(0).0,
             delete_retention: AtomicBool::new(delete_retention),
+            leader_throttled: AtomicBool::new(false),
+            follower_throttled: AtomicBool::new(false),
         }
+    }
+
+    /// Reads the topic's throttled-replica lists for this replica on broker `node`.
+    fn set_throttles(&self, configs: &BTreeMap<String, String>, node: i32) {
+        let listed = |key: &str| {
+            configs
+                .get(key)
+                .is_some_and(|l| throttle::listed(l, self.index, node))
+        };
+        self.leader_throttled.store(
+            listed("leader.replication.throttled.replicas"),
+            Ordering::Release,
+        );
+        self.follower_throttled.store(
+            listed("follower.replication.throttled.replicas"),
+            Ordering::Release,
+        );
+    }
+
+    /// Whether what this leader sends to `follower` is throttled: the topic lists this
+    /// replica, and the follower is not in the ISR (an in-sync one is never held back).
+    pub fn leader_throttles(&self, follower: i32) -> bool {
+        self.leader_throttled.load(Ordering::Acquire)
+            && !self.replication.read().assignment.isr.contains(&follower)
+    }
+
+    /// Whether what this follower (on broker `node`) copies is throttled.
+    pub fn follower_throttled(&self, node: i32) -> bool {
+        self.follower_throttled.load(Ordering::Acquire)
+            && !self.replication.read().assignment.isr.contains(&node)
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -276,6 +315,14 @@ pub struct ReplicaManager {
     checkpoint: Mutex<HashMap<(String, i32), i64>>,
     /// What the checkpoint file holds now.
     checkpoint_written: Mutex<Option<Vec<(String, i32, i64)>>>,
+    /// Bytes sent to throttled followers, and copied for throttled replicas here.
+    pub leader_quota: Mutex<RateWindow>,
+    pub follower_quota: Mutex<RateWindow>,
+}
+
+fn quota(config: &BrokerConfig) -> RateWindow {
+    let r = &config.replication;
+    RateWindow::new(r.quota_window_ms, r.quota_windows)
 }
 
 pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -297,6 +344,8 @@ impl ReplicaManager {
             followers_changed: watch::channel(0).0,
             checkpoint: Mutex::new(crate::replication::checkpoint::read(&config.data_dir)),
             checkpoint_written: Mutex::new(None),
+            leader_quota: Mutex::new(quota(config)),
+            follower_quota: Mutex::new(quota(config)),
         }
     }
 
@@ -434,6 +483,7 @@ impl ReplicaManager {
                 existing
                     .delete_retention
                     .store(delete_retention, Ordering::Release);
+                existing.set_throttles(&topic.configs, self.node_id);
                 let leo = existing.log.log_end_offset();
                 let became = existing.update(|state| {
                     let became = state.apply(Assignment::from(*p), leo, crate::state::now_ms());
@@ -495,6 +545,7 @@ impl ReplicaManager {
                 state,
                 delete_retention,
             ));
+            partition.set_throttles(&topic.configs, self.node_id);
             self.partitions
                 .write()
                 .insert((name.clone(), *index), partition);
@@ -612,9 +663,11 @@ impl ReplicaManager {
         }
     }
 
-    /// Removes the data of a partition whose topic was deleted (an explicit DeleteTopics).
+    /// Removes the data of a partition whose topic was deleted (an explicit DeleteTopics)
+    /// or that a reassignment moved to other brokers.
     fn remove_partition(&self, p: Arc<Partition>) -> Result<(), BrokerError> {
         tracing::info!(topic = %p.topic, partition = p.index, "deleting partition");
+        p.update(|s| s.stop());
         // Readers holding the partition keep their open files; the directory goes now.
         delete_dir(p.log.dir())
     }
@@ -1185,6 +1238,8 @@ mod tests {
             leader: config.node_id,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
         });
         replicas.reconcile(&new).unwrap();
         assert!(replicas.get("fresh", 0).is_some());

@@ -14,7 +14,7 @@ use crate::error::ControllerError;
 use crate::image::{MetadataImage, TopicImage};
 use crate::liveness::{Liveness, Verdict};
 use crate::log::MetadataLog;
-use crate::ops::{ControllerOp, ElectionResult, OpOutput, QuorumStatus, ReplicaStatus};
+use crate::ops::{ControllerOp, OpOutput, PartitionOutcome, QuorumStatus, ReplicaStatus};
 use crate::partitions::{self, AlterPartitionRequest, Election};
 use crate::quorum::QuorumMember;
 use crate::record::{ConfigResource, MetadataRecord};
@@ -312,6 +312,18 @@ impl Controller {
             } => self
                 .commit(|image| Ok(plan_elections(image, *election, partitions.as_deref())))
                 .map(|(results, index)| (OpOutput::Elections(results), index)),
+            ControllerOp::AlterReassignments {
+                allow_replication_factor_change,
+                partitions,
+            } => self
+                .commit(|image| {
+                    Ok(plan_reassignments(
+                        image,
+                        partitions,
+                        *allow_replication_factor_change,
+                    ))
+                })
+                .map(|(results, index)| (OpOutput::Reassignments(results), index)),
             ControllerOp::ControlledShutdown { node_id } => self
                 .commit(|image| Ok((fencing(image, *node_id, true), ())))
                 .map(done),
@@ -400,12 +412,27 @@ impl Controller {
         &self,
         election: Election,
         partitions: Option<Vec<(String, i32)>>,
-    ) -> Result<Vec<ElectionResult>, ControllerError> {
+    ) -> Result<Vec<PartitionOutcome>, ControllerError> {
         match self.submit(ControllerOp::ElectLeaders {
             election,
             partitions,
         })? {
             OpOutput::Elections(results) => Ok(results),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// AlterPartitionReassignments, as the active controller carries it out.
+    pub fn alter_reassignments(
+        &self,
+        partitions: Vec<(String, i32, Option<Vec<i32>>)>,
+        allow_replication_factor_change: bool,
+    ) -> Result<Vec<PartitionOutcome>, ControllerError> {
+        match self.submit(ControllerOp::AlterReassignments {
+            allow_replication_factor_change,
+            partitions,
+        })? {
+            OpOutput::Reassignments(results) => Ok(results),
             other => Err(unexpected(other)),
         }
     }
@@ -641,7 +668,7 @@ fn plan_elections(
     image: &MetadataImage,
     election: Election,
     only: Option<&[(String, i32)]>,
-) -> (Vec<MetadataRecord>, Vec<ElectionResult>) {
+) -> (Vec<MetadataRecord>, Vec<PartitionOutcome>) {
     let wanted: Vec<(String, i32)> = match only {
         Some(list) => list.to_vec(),
         None => image
@@ -668,9 +695,57 @@ fn plan_elections(
             Err((partitions::alter_code::ELECTION_NOT_NEEDED, _)) if only.is_none() => continue,
             Err((code, message)) => (code, Some(message)),
         };
-        results.push(ElectionResult {
+        results.push(PartitionOutcome {
             topic,
             partition,
+            code,
+            message,
+        });
+    }
+    (records, results)
+}
+
+/// The records of an AlterPartitionReassignments and each partition's outcome. A
+/// partition named twice is refused the second time: which list should win is unclear.
+fn plan_reassignments(
+    image: &MetadataImage,
+    wanted: &[(String, i32, Option<Vec<i32>>)],
+    allow_replication_factor_change: bool,
+) -> (Vec<MetadataRecord>, Vec<PartitionOutcome>) {
+    let mut records = Vec::new();
+    let mut results = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (topic, partition, target) in wanted {
+        let outcome = if !seen.insert((topic, partition)) {
+            Err((
+                partitions::alter_code::INVALID_REPLICA_ASSIGNMENT,
+                format!("Partition {topic}-{partition} is named more than once"),
+            ))
+        } else {
+            match image.topic(topic) {
+                Some(t) => partitions::reassign(
+                    image,
+                    t,
+                    *partition,
+                    target.as_deref(),
+                    allow_replication_factor_change,
+                ),
+                None => Err((
+                    partitions::alter_code::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("Unknown topic {topic}"),
+                )),
+            }
+        };
+        let (code, message) = match outcome {
+            Ok(record) => {
+                records.extend(record);
+                (0, None)
+            }
+            Err((code, message)) => (code, Some(message)),
+        };
+        results.push(PartitionOutcome {
+            topic: topic.clone(),
+            partition: *partition,
             code,
             message,
         });
@@ -851,6 +926,8 @@ fn partition_records(topic_id: Uuid, first: i32, assignments: &[Vec<i32>]) -> Ve
             leader: replicas[0],
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
         })
         .collect()
 }

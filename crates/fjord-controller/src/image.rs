@@ -29,6 +29,32 @@ pub struct PartitionImage {
     pub leader_epoch: i32,
     #[serde(default)]
     pub partition_epoch: i32,
+    /// An ongoing reassignment (see [`MetadataRecord::Partition`]); both empty when none.
+    #[serde(default)]
+    pub adding_replicas: Vec<i32>,
+    #[serde(default)]
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionImage {
+    pub fn reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas before the ongoing reassignment (all of them when there is none).
+    pub fn original_replicas(&self) -> Vec<i32> {
+        without(&self.replicas, &self.adding_replicas)
+    }
+
+    /// The replicas once the ongoing reassignment completes.
+    pub fn target_replicas(&self) -> Vec<i32> {
+        without(&self.replicas, &self.removing_replicas)
+    }
+}
+
+/// `all` without `gone`, in `all`'s order.
+fn without(all: &[i32], gone: &[i32]) -> Vec<i32> {
+    all.iter().copied().filter(|r| !gone.contains(r)).collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +169,8 @@ impl MetadataImage {
                 leader,
                 leader_epoch,
                 partition_epoch,
+                adding_replicas,
+                removing_replicas,
             } => {
                 let Some(name) = self.topic_names.get(topic_id) else {
                     return;
@@ -157,6 +185,8 @@ impl MetadataImage {
                     leader: *leader,
                     leader_epoch: *leader_epoch,
                     partition_epoch: *partition_epoch,
+                    adding_replicas: adding_replicas.clone(),
+                    removing_replicas: removing_replicas.clone(),
                 };
                 match topic
                     .partitions

@@ -18,5 +18,5 @@ pub use controller::{validate_topic_name, Controller, CreatePartitionsSpec, Crea
 pub use error::ControllerError;
 pub use image::{BrokerImage, MetadataImage, PartitionImage, TopicImage};
 pub use log::MetadataLog;
-pub use ops::{ControllerOp, ElectionResult, OpOutput, OpReply, QuorumStatus, ReplicaStatus};
+pub use ops::{ControllerOp, OpOutput, OpReply, PartitionOutcome, QuorumStatus, ReplicaStatus};
 pub use record::{ConfigResource, MetadataRecord};

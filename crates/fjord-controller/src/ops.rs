@@ -51,6 +51,12 @@ pub enum ControllerOp {
         election: Election,
         partitions: Option<Vec<(String, i32)>>,
     },
+    /// AlterPartitionReassignments: per partition a new replica list, or `None` to cancel
+    /// the ongoing reassignment.
+    AlterReassignments {
+        allow_replication_factor_change: bool,
+        partitions: Vec<(String, i32, Option<Vec<i32>>)>,
+    },
     /// A broker is shutting down: move its leaderships away now.
     ControlledShutdown {
         node_id: i32,
@@ -75,12 +81,14 @@ pub enum OpOutput {
     /// A partition's state after an AlterPartition.
     Partition(PartitionImage),
     /// ElectLeaders: per partition, the error code (0 when elected) and its message.
-    Elections(Vec<ElectionResult>),
+    Elections(Vec<PartitionOutcome>),
+    /// AlterPartitionReassignments: per partition, the error code and its message.
+    Reassignments(Vec<PartitionOutcome>),
 }
 
-/// The outcome of one partition's election.
+/// The outcome of one partition's election or reassignment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ElectionResult {
+pub struct PartitionOutcome {
     pub topic: String,
     pub partition: i32,
     pub code: i16,

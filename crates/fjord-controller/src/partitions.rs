@@ -25,6 +25,9 @@ pub mod alter_code {
     pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
     pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
     pub const ELECTION_NOT_NEEDED: i16 = 84;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
 }
 
 /// Kafka's ElectionType: the preferred replica (the first of the assignment), or any
@@ -129,6 +132,144 @@ pub struct AlterPartitionRequest {
     pub isr: Vec<i32>,
 }
 
+/// Starts the reassignment of one partition to `target`, replaces an ongoing one, or
+/// with `None` cancels it, as AlterPartitionReassignments asks (KIP-455). The new
+/// replicas join the assignment as `adding_replicas` and catch up as followers; the ones
+/// to go stay, as `removing_replicas`, until every target replica is in the ISR. Then the
+/// assignment becomes the target (see [`complete_reassignment`]), in the same record if
+/// that is already so. Nothing is ever dropped from the ISR of a partition except what
+/// leaves its assignment. Returns no record when the partition is already so assigned.
+pub fn reassign(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    partition: i32,
+    target: Option<&[i32]>,
+    allow_replication_factor_change: bool,
+) -> Result<Option<MetadataRecord>, (i16, String)> {
+    let at = format!("{}-{partition}", topic.name);
+    let p = topic
+        .partitions
+        .iter()
+        .find(|p| p.partition == partition)
+        .ok_or((
+            alter_code::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("Unknown partition {at}"),
+        ))?;
+    let original = p.original_replicas();
+    let mut next = p.clone();
+    match target {
+        None => {
+            if !p.reassigning() {
+                return Err((
+                    alter_code::NO_REASSIGNMENT_IN_PROGRESS,
+                    format!("No reassignment of {at} is in progress"),
+                ));
+            }
+            next.replicas = original;
+            next.adding_replicas.clear();
+            next.removing_replicas.clear();
+        }
+        Some(target) => {
+            let invalid = |why: String| Err((alter_code::INVALID_REPLICA_ASSIGNMENT, why));
+            if target.is_empty() {
+                return invalid(format!("The new replica list of {at} is empty"));
+            }
+            for (i, r) in target.iter().enumerate() {
+                if target[..i].contains(r) {
+                    return invalid(format!(
+                        "Broker {r} appears more than once in the new replica list of {at}"
+                    ));
+                }
+                if !image.brokers.contains_key(r) {
+                    return invalid(format!(
+                        "Broker {r} in the new replica list of {at} is not registered"
+                    ));
+                }
+            }
+            if !allow_replication_factor_change && target.len() != original.len() {
+                return Err((
+                    alter_code::INVALID_REPLICATION_FACTOR,
+                    format!(
+                        "The reassignment would change the replication factor of {at} from {} to {}",
+                        original.len(),
+                        target.len()
+                    ),
+                ));
+            }
+            if !p.reassigning() && target == p.replicas.as_slice() {
+                return Ok(None);
+            }
+            let removing: Vec<i32> = original
+                .iter()
+                .copied()
+                .filter(|r| !target.contains(r))
+                .collect();
+            next.adding_replicas = target
+                .iter()
+                .copied()
+                .filter(|r| !original.contains(r))
+                .collect();
+            next.replicas = target.iter().chain(&removing).copied().collect();
+            next.removing_replicas = removing;
+        }
+    }
+    // Replicas that left the assignment (added by a reassignment now cancelled or
+    // replaced) leave the ISR with it; it stays in replica order.
+    next.isr = next
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| p.isr.contains(r))
+        .collect();
+    if next.isr.is_empty() {
+        return Err((
+            alter_code::INVALID_REPLICA_ASSIGNMENT,
+            format!("The change would leave {at} without any in-sync replica"),
+        ));
+    }
+    if p.leader != NO_LEADER && !next.replicas.contains(&p.leader) {
+        next.leader = next
+            .isr
+            .iter()
+            .copied()
+            .find(|&r| is_live(image, r))
+            .unwrap_or(NO_LEADER);
+    }
+    complete_reassignment(image, &mut next);
+    if next.leader != p.leader {
+        next.leader_epoch = p.leader_epoch + 1;
+    }
+    next.partition_epoch = p.partition_epoch + 1;
+    Ok(Some(partition_record(topic, &next)))
+}
+
+/// Completes an ongoing reassignment once every target replica is in the ISR: the
+/// assignment becomes the target, the removed replicas leave it and its ISR, and if the
+/// leader was among them a live target replica takes over (the caller bumps the leader
+/// epoch). Until a target replica is live to lead, nothing changes.
+pub fn complete_reassignment(image: &MetadataImage, next: &mut PartitionImage) {
+    if !next.reassigning() {
+        return;
+    }
+    let target = next.target_replicas();
+    if !target.iter().all(|r| next.isr.contains(r)) {
+        return;
+    }
+    let leader = if target.contains(&next.leader) {
+        next.leader
+    } else {
+        match target.iter().copied().find(|&r| is_live(image, r)) {
+            Some(r) => r,
+            None => return,
+        }
+    };
+    next.leader = leader;
+    next.isr = target.clone();
+    next.replicas = target;
+    next.adding_replicas.clear();
+    next.removing_replicas.clear();
+}
+
 /// Spreads `count` partitions (numbered from `first`) over the live brokers: each
 /// partition's replicas on distinct brokers, leaders rotating over all of them. When
 /// brokers declare `broker.rack`, consecutive brokers in the rotation alternate racks, so
@@ -188,6 +329,8 @@ fn partition_record(topic: &TopicImage, p: &PartitionImage) -> MetadataRecord {
         leader: p.leader,
         leader_epoch: p.leader_epoch,
         partition_epoch: p.partition_epoch,
+        adding_replicas: p.adding_replicas.clone(),
+        removing_replicas: p.removing_replicas.clone(),
     }
 }
 
@@ -386,6 +529,11 @@ pub fn alter_partition(
     }
     let mut next = p.clone();
     next.isr = ordered;
+    // The follower that just joined may be the last a reassignment waited for.
+    complete_reassignment(image, &mut next);
+    if next.leader != p.leader {
+        next.leader_epoch = p.leader_epoch + 1;
+    }
     next.partition_epoch = p.partition_epoch + 1;
     Ok((vec![partition_record(topic, &next)], next))
 }
@@ -423,6 +571,8 @@ mod tests {
                 leader: *leader,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: vec![],
+                removing_replicas: vec![],
             });
         }
         image
@@ -639,5 +789,123 @@ mod tests {
                 .0,
             alter_code::FENCED_LEADER_EPOCH
         );
+    }
+
+    #[test]
+    fn a_reassignment_completes_once_the_new_replica_joins_the_isr() {
+        let mut img = image(
+            &[(1, None), (2, None), (3, None), (4, None)],
+            &[(vec![1, 2, 3], vec![1, 2, 3], 1)],
+        );
+        let topic = img.topic("t").unwrap().clone();
+        let record = reassign(&img, &topic, 0, Some(&[4, 2, 3]), true)
+            .unwrap()
+            .unwrap();
+        apply(&mut img, &[record]);
+        let a = p(&img, 0);
+        assert_eq!(a.replicas, vec![4, 2, 3, 1]);
+        assert_eq!(
+            (a.adding_replicas.clone(), a.removing_replicas.clone()),
+            (vec![4], vec![1])
+        );
+        // Broker 1 keeps leading, with everyone it had in sync, until 4 has caught up.
+        assert_eq!(
+            (a.leader, a.leader_epoch, a.isr.clone()),
+            (1, 0, vec![2, 3, 1])
+        );
+        assert_eq!(a.original_replicas(), vec![2, 3, 1]);
+        assert_eq!(a.target_replicas(), vec![4, 2, 3]);
+        let req = AlterPartitionRequest {
+            topic_id: topic.topic_id,
+            partition: 0,
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: a.partition_epoch,
+            isr: vec![1, 2, 3, 4],
+        };
+        let (records, next) = alter_partition(&img, &req).unwrap();
+        apply(&mut img, &records);
+        let a = p(&img, 0);
+        assert_eq!(a, next);
+        assert_eq!(
+            (a.replicas.clone(), a.isr.clone()),
+            (vec![4, 2, 3], vec![4, 2, 3])
+        );
+        assert!(!a.reassigning());
+        // The leader was removed: the first target replica leads, in a new epoch.
+        assert_eq!((a.leader, a.leader_epoch), (4, 1));
+    }
+
+    #[test]
+    fn a_cancelled_reassignment_returns_to_the_original_replicas() {
+        let mut img = image(
+            &[(1, None), (2, None), (3, None), (4, None)],
+            &[(vec![1, 2], vec![1, 2], 1)],
+        );
+        let topic = img.topic("t").unwrap().clone();
+        assert_eq!(
+            reassign(&img, &topic, 0, None, true).unwrap_err().0,
+            alter_code::NO_REASSIGNMENT_IN_PROGRESS
+        );
+        let record = reassign(&img, &topic, 0, Some(&[3, 4]), true)
+            .unwrap()
+            .unwrap();
+        apply(&mut img, &[record]);
+        assert_eq!(p(&img, 0).replicas, vec![3, 4, 1, 2]);
+        let topic = img.topic("t").unwrap().clone();
+        let record = reassign(&img, &topic, 0, None, true).unwrap().unwrap();
+        apply(&mut img, &[record]);
+        let a = p(&img, 0);
+        assert_eq!(
+            (a.replicas.clone(), a.isr.clone(), a.leader),
+            (vec![1, 2], vec![1, 2], 1)
+        );
+        assert!(!a.reassigning());
+    }
+
+    #[test]
+    fn reassignments_are_checked_and_a_reorder_applies_at_once() {
+        let img = image(
+            &[(1, None), (2, None), (3, None)],
+            &[(vec![1, 2], vec![1, 2], 1)],
+        );
+        let topic = img.topic("t").unwrap().clone();
+        let code = |target: &[i32], allow| {
+            reassign(&img, &topic, 0, Some(target), allow)
+                .unwrap_err()
+                .0
+        };
+        assert_eq!(code(&[], true), alter_code::INVALID_REPLICA_ASSIGNMENT);
+        assert_eq!(code(&[2, 2], true), alter_code::INVALID_REPLICA_ASSIGNMENT);
+        assert_eq!(code(&[1, 9], true), alter_code::INVALID_REPLICA_ASSIGNMENT);
+        assert_eq!(
+            code(&[1, 2, 3], false),
+            alter_code::INVALID_REPLICATION_FACTOR
+        );
+        assert_eq!(
+            reassign(&img, &topic, 5, Some(&[1]), true).unwrap_err().0,
+            alter_code::UNKNOWN_TOPIC_OR_PARTITION
+        );
+        assert_eq!(reassign(&img, &topic, 0, Some(&[1, 2]), true), Ok(None));
+        let Some(MetadataRecord::Partition {
+            replicas,
+            isr,
+            leader,
+            adding_replicas,
+            removing_replicas,
+            ..
+        }) = reassign(&img, &topic, 0, Some(&[2, 1]), true).unwrap()
+        else {
+            panic!("a reorder is a partition change");
+        };
+        assert_eq!((replicas, isr, leader), (vec![2, 1], vec![2, 1], 1));
+        assert!(adding_replicas.is_empty() && removing_replicas.is_empty());
+        // Shrinking to replicas already in sync completes at once too.
+        let Some(MetadataRecord::Partition { replicas, isr, .. }) =
+            reassign(&img, &topic, 0, Some(&[2]), true).unwrap()
+        else {
+            panic!("a shrink is a partition change");
+        };
+        assert_eq!((replicas, isr), (vec![2], vec![2]));
     }
 }

@@ -41,6 +41,13 @@ pub enum MetadataRecord {
         /// before partitions were replicated.
         #[serde(default)]
         partition_epoch: i32,
+        /// An ongoing reassignment: replicas being added (catching up, not yet in the
+        /// final assignment) and replicas to be removed once they have. Both are part of
+        /// `replicas` meanwhile.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adding_replicas: Vec<i32>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removing_replicas: Vec<i32>,
     },
     /// A topic and all its partitions were deleted.
     RemoveTopic { topic_id: Uuid },

@@ -1399,6 +1399,23 @@ impl Log {
     /// truncation is durable when this returns, so that data appended afterwards can never
     /// meet the removed data again after a crash. Callers must not append concurrently.
     pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        self.cut(offset, false)
+    }
+
+    /// Empties the log and starts it again, empty, at `offset`, which may lie above its
+    /// end: a follower whose log ends below its leader's log start (a new replica of a
+    /// partition whose head was deleted, or one that was away longer than retention)
+    /// cannot copy what is gone, so it starts where the leader's log does. Its epochs
+    /// and producer state go with the records. Durable when this returns.
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            let inner = self.inner.lock();
+            return Err(out_of_range(offset, inner.log_start, inner.leo()));
+        }
+        self.cut(offset, true)
+    }
+
+    fn cut(&self, offset: i64, start_over: bool) -> Result<(), LogError> {
         self.check_online()?;
         let _guard = self.checkpoints.lock();
         let (leo, rp, floor) = {
@@ -1407,7 +1424,9 @@ impl Log {
             // The log will end at or above this: the base of the segment that keeps the cut
             // (batch boundaries are only known once it is made), or `offset` when the log
             // starts over.
-            let floor = if offset <= inner.log_start {
+            let floor = if start_over {
+                inner.log_start.min(offset)
+            } else if offset <= inner.log_start {
                 offset.max(0)
             } else {
                 let idx = inner
@@ -1418,7 +1437,7 @@ impl Log {
             };
             (inner.leo(), inner.persisted_rp, floor)
         };
-        if offset >= leo {
+        if offset >= leo && !start_over {
             // Nothing to cut, but epochs that start at the end hold no record: a replica
             // that led in an epoch without writing must stop announcing it, or its new
             // leader would answer the same divergence forever.
@@ -1435,7 +1454,9 @@ impl Log {
                 .map_err(|e| self.go_offline(e))?;
             self.inner.lock().persisted_rp = floor;
         }
-        let files = self.truncate_files(offset).map_err(|e| self.fail(e))?;
+        let files = self
+            .truncate_files(offset, start_over)
+            .map_err(|e| self.fail(e))?;
         // The cut must reach the disk before anything new is appended above it.
         let synced = files.iter().try_for_each(|f| {
             f.sync_data()
@@ -1451,7 +1472,8 @@ impl Log {
             let inner = self.inner.lock();
             (inner.leo(), inner.persisted_rp)
         };
-        if rp > leo {
+        // Started over, the log holds nothing below its new end to recover.
+        if rp > leo || (start_over && rp != leo) {
             checkpoint::write_offset(&self.fs, &self.dir, RECOVERY_POINT_FILE, leo)
                 .map_err(|e| self.go_offline(e))?;
             self.inner.lock().persisted_rp = leo;
@@ -1460,13 +1482,19 @@ impl Log {
     }
 
     /// The in-memory and file part of [`Self::truncate_to`]; returns the handles to fsync.
-    fn truncate_files(&self, offset: i64) -> Result<Vec<Arc<LogFile>>, LogError> {
+    fn truncate_files(&self, offset: i64, start_over: bool) -> Result<Vec<Arc<LogFile>>, LogError> {
         let mut inner = self.inner.lock();
-        if offset >= inner.leo() {
+        if offset >= inner.leo() && !start_over {
             return Ok(Vec::new());
         }
         inner.generation += 1;
-        if offset <= inner.log_start {
+        if start_over {
+            // No epoch of the old records describes the new, empty log.
+            if inner.epochs.truncate_from_end(i64::MIN) {
+                inner.epochs_dirty = true;
+            }
+        }
+        if start_over || offset <= inner.log_start {
             // Nothing of the log survives: start over, empty, at `offset`.
             while !inner.segments.is_empty() {
                 let last = inner.segments.len() - 1;

@@ -2,7 +2,7 @@
 //! (the metadata quorum) and ElectLeaders.
 
 use fjord_controller::partitions::Election;
-use fjord_controller::ElectionResult;
+use fjord_controller::PartitionOutcome;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::describe_quorum_response::{
     Listener as QuorumListener, Node as QuorumNode, PartitionData as QuorumPartition, ReplicaState,
@@ -181,7 +181,7 @@ pub fn elect_leaders(state: &BrokerState, req: ElectLeadersRequest) -> ElectLead
             wanted
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(topic, partition)| ElectionResult {
+                .map(|(topic, partition)| PartitionOutcome {
                     topic,
                     partition,
                     code,

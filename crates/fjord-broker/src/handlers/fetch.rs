@@ -114,7 +114,9 @@ pub async fn handle(state: &Arc<BrokerState>, req: FetchRequest, version: i16) -
     };
     let reader = Reader {
         replica: replica_id >= 0,
+        replica_id,
         divergent: &divergent,
+        throttle_rate: state.replicas.config().replication.leader_throttle_rate,
     };
     let mut appended = state.replicas.subscribe();
     loop {
@@ -150,7 +152,17 @@ fn response(responses: Vec<FetchableTopicResponse>) -> FetchResponse {
 /// log diverged get the diverging epoch instead of records.
 struct Reader<'a> {
     replica: bool,
+    replica_id: i32,
     divergent: &'a HashMap<(String, i32), Divergence>,
+    /// `leader.replication.throttled.rate` (`u64::MAX`: none).
+    throttle_rate: u64,
+}
+
+impl Reader<'_> {
+    /// Whether this read of `p` is a follower's that the leader throttle covers.
+    fn throttled(&self, p: &crate::replica::Partition) -> bool {
+        self.replica && self.throttle_rate != u64::MAX && p.leader_throttles(self.replica_id)
+    }
 }
 
 /// On the leader, before a follower's fetch is served: checks each partition's log
@@ -260,15 +272,27 @@ fn read_once(
                             // KIP-74: the first batch returned is whole even when larger than
                             // the limits, so one big batch can never stall a consumer.
                             let min_one = total == 0;
-                            match p.log.read(offset, budget, upto, min_one) {
-                                Ok(read) => {
-                                    total += read.bytes.len();
-                                    base.with_error_code(code::NONE)
-                                        .with_records(Some(read.bytes))
+                            let throttled = reader.throttled(&p);
+                            let quota = &state.replicas.leader_quota;
+                            if throttled && quota.lock().exceeded(reader.throttle_rate, now_ms()) {
+                                // Over the throttle: nothing for this follower this time;
+                                // it asks again after its long poll.
+                                base.with_error_code(code::NONE)
+                                    .with_records(Some(Bytes::new()))
+                            } else {
+                                match p.log.read(offset, budget, upto, min_one) {
+                                    Ok(read) => {
+                                        total += read.bytes.len();
+                                        if throttled {
+                                            quota.lock().record(read.bytes.len() as u64, now_ms());
+                                        }
+                                        base.with_error_code(code::NONE)
+                                            .with_records(Some(read.bytes))
+                                    }
+                                    Err(e) => base
+                                        .with_error_code(e.kafka_code())
+                                        .with_records(Some(Bytes::new())),
                                 }
-                                Err(e) => base
-                                    .with_error_code(e.kafka_code())
-                                    .with_records(Some(Bytes::new())),
                             }
                         }
                     }

@@ -13,6 +13,7 @@ mod log_dirs;
 mod metadata;
 mod produce;
 mod producer_id;
+mod reassign;
 mod records;
 mod topics;
 
@@ -45,6 +46,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeLogDirs, 0, 4),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -186,6 +189,13 @@ async fn route(
         RequestKind::ElectLeaders(r) => {
             off_runtime(state, v, move |s| cluster::elect_leaders(s, r)).await
         }
+        // Commits metadata, on the active controller.
+        RequestKind::AlterPartitionReassignments(r) => {
+            off_runtime(state, v, move |s| reassign::alter(s, r, v)).await
+        }
+        RequestKind::ListPartitionReassignments(r) => respond(
+            ResponseKind::ListPartitionReassignments(reassign::list(state, r)),
+        ),
         // Allocating a producer-id block commits metadata.
         RequestKind::InitProducerId(r) => {
             off_runtime(state, v, move |s| producer_id::init(s, r)).await

@@ -23,12 +23,14 @@ use tokio::task::JoinHandle;
 
 use crate::error::code;
 use crate::replica::Partition;
-use crate::state::BrokerState;
+use crate::state::{now_ms, BrokerState};
 
 /// Fetch v12: topic names, the last fetched epoch and diverging epochs (KIP-320), the
 /// replica id in the request body.
 const FETCH_VERSION: i16 = 12;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a fetcher with only throttled partitions waits before looking again.
+const THROTTLED_PAUSE: Duration = Duration::from_millis(100);
 
 /// Keeps one fetcher task per (leader, slot) that has partitions to copy; a task whose
 /// partitions all moved away ends by itself.
@@ -94,6 +96,27 @@ async fn fetch_from(state: Arc<BrokerState>, leader: i32, slot_no: u32) {
                 "fetcher stopped: nothing left to copy"
             );
             return;
+        }
+        // Over the follower throttle: copy only what the throttle does not cover (in-sync
+        // replicas, unlisted partitions) until the rate falls back.
+        let rate = state.replicas.config().replication.follower_throttle_rate;
+        let partitions: Vec<Arc<Partition>> = if rate != u64::MAX
+            && state
+                .replicas
+                .follower_quota
+                .lock()
+                .exceeded(rate, now_ms())
+        {
+            partitions
+                .into_iter()
+                .filter(|p| !p.follower_throttled(state.node_id()))
+                .collect()
+        } else {
+            partitions
+        };
+        if partitions.is_empty() {
+            tokio::time::sleep(THROTTLED_PAUSE).await;
+            continue;
         }
         let stream = match &mut conn {
             Some(s) => s,
@@ -224,18 +247,30 @@ fn apply_response(
         .map(|(p, &epoch)| ((p.topic.as_str(), p.index), (p, epoch)))
         .collect();
     let mut smooth = true;
+    let rate = state.replicas.config().replication.follower_throttle_rate;
     for topic in &response.responses {
         for data in &topic.partitions {
             let Some(&(p, epoch)) = by_key.get(&(topic.topic.0.as_str(), data.partition_index))
             else {
                 continue;
             };
+            if rate != u64::MAX && p.follower_throttled(state.node_id()) {
+                let bytes = data.records.as_ref().map_or(0, |r| r.len()) as u64;
+                state.replicas.follower_quota.lock().record(bytes, now_ms());
+            }
             let applied = p.as_follower_of(leader, epoch, || apply_partition(state, p, data));
             match applied {
                 None => {
                     tracing::debug!(topic = %p.topic, partition = p.index, "dropped a fetch answer from a former leader");
                 }
-                Some(Ok(Some(truncated_to))) => p.update(|s| s.truncated(truncated_to)),
+                Some(Ok(Some(truncated_to))) => {
+                    // A log that started over holds nothing below its start to wait for.
+                    let start = p.log.log_start_offset();
+                    p.update(|s| {
+                        s.truncated(truncated_to);
+                        s.raise_high_watermark(start);
+                    })
+                }
                 Some(Ok(None)) => {
                     let leo = p.log.log_end_offset();
                     p.update(|s| s.follower_high_watermark(data.high_watermark, leo));
@@ -259,6 +294,18 @@ fn apply_partition(
 ) -> Result<Option<i64>, String> {
     match data.error_code {
         code::NONE => {}
+        // Our log ends below the leader's start (a new replica, or one away longer than
+        // retention): what lies below is gone everywhere, so start over where the leader's
+        // log starts. Above the leader's end it is a divergence, which epochs settle.
+        code::OFFSET_OUT_OF_RANGE
+            if data.log_start_offset > p.log.log_end_offset() && data.log_start_offset >= 0 =>
+        {
+            tracing::info!(topic = %p.topic, partition = p.index, log_end = p.log.log_end_offset(), leader_start = data.log_start_offset, "behind the leader's log start: starting over there");
+            p.log
+                .truncate_fully_and_start_at(data.log_start_offset)
+                .map_err(|e| format!("starting over at the leader's log start failed: {e}"))?;
+            return Ok(Some(p.log.log_end_offset()));
+        }
         code::NOT_LEADER_OR_FOLLOWER | code::FENCED_LEADER_EPOCH | code::UNKNOWN_LEADER_EPOCH => {
             // The leader moved, or one of us has older metadata: the image will tell.
             return Err(format!(
@@ -278,6 +325,7 @@ fn apply_partition(
     }
     let records = data.records.clone().unwrap_or_default();
     if !records.is_empty() {
+        start_at_first_batch(p, &records)?;
         p.log
             .append_as_follower(&records)
             .map_err(|e| format!("appending the leader's batches failed: {e}"))?;
@@ -296,6 +344,26 @@ fn apply_partition(
             .map_err(|e| format!("following the leader's log start {leader_start} failed: {e}"))?;
     }
     Ok(None)
+}
+
+/// An empty log that just started over at the leader's log start may be handed a batch
+/// that begins below it (the start fell inside the batch, after DeleteRecords): the log
+/// starts over once more at the batch's base, so the batch is appended whole. Followed
+/// by the leader's log start again right after.
+fn start_at_first_batch(p: &Partition, records: &[u8]) -> Result<(), String> {
+    let leo = p.log.log_end_offset();
+    if leo != p.log.log_start_offset() {
+        return Ok(());
+    }
+    let Ok(first) = fjord_log::BatchHeader::parse(records) else {
+        return Ok(());
+    };
+    if first.base_offset < leo && first.last_offset() >= leo {
+        p.log
+            .truncate_fully_and_start_at(first.base_offset)
+            .map_err(|e| format!("starting over at batch {}: {e}", first.base_offset))?;
+    }
+    Ok(())
 }
 
 /// The leader's log diverges from ours after `end_offset` of `epoch` (KIP-320): cut our

@@ -11,6 +11,7 @@ pub mod fetcher;
 #[cfg(test)]
 mod sim;
 pub mod state;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -428,6 +428,8 @@ impl Sim {
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
         });
         let image = Rc::new(image);
         let brokers = replicas

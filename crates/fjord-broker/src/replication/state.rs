@@ -161,6 +161,14 @@ impl ReplicaState {
         new_term
     }
 
+    /// This broker no longer hosts the partition (its topic was deleted, or a
+    /// reassignment moved the replica away): it leads nothing, so writes still waiting
+    /// for replication are answered NOT_LEADER_OR_FOLLOWER and retried at the new leader.
+    pub fn stop(&mut self) {
+        self.leading = None;
+        self.assignment.leader = -1;
+    }
+
     /// The leader's log grew (or this replica's, as a follower: the leader's high
     /// watermark comes with the fetch instead). Returns whether the high watermark moved.
     pub fn appended(&mut self, leo: i64) -> bool {

@@ -434,6 +434,8 @@ impl Sim {
                 leader: 1,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: vec![],
+                removing_replicas: vec![],
             });
         }
         let batch = MetadataBatch { records };

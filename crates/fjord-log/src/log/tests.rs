@@ -442,6 +442,51 @@ fn follower_append_keeps_leader_offsets() {
 }
 
 #[test]
+fn a_follower_behind_the_leaders_log_start_starts_over_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Log::open(dir.path().join("leader"), small_config()).unwrap();
+    fill(&leader, 100, Codec::None);
+    let start = leader.log_end_offset() / 2;
+    leader.delete_records_before(start).unwrap();
+    let leader_start = leader.log_start_offset();
+    let follower = Log::open(dir.path().join("follower"), small_config()).unwrap();
+    let mut b = build_batch(0, &[1, 2, 3], Codec::None);
+    follower.append(&mut b, 0, 0).unwrap();
+    assert_eq!(follower.latest_epoch(), Some(0));
+    assert!(matches!(
+        follower.truncate_fully_and_start_at(-1),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    follower.truncate_fully_and_start_at(leader_start).unwrap();
+    assert_eq!(follower.log_start_offset(), leader_start);
+    assert_eq!(follower.log_end_offset(), leader_start);
+    assert_eq!(follower.latest_epoch(), None);
+    assert_eq!(follower.size_bytes(), 0);
+    // The leader's start falls inside a batch: the empty follower starts over at that
+    // batch's base, so its first append is whole.
+    let data = leader
+        .read(leader_start, 700, i64::MAX, true)
+        .unwrap()
+        .bytes;
+    let first = headers(&data)[0].base_offset;
+    assert!(first < leader_start);
+    assert!(follower.append_as_follower(&data).is_err());
+    follower.truncate_fully_and_start_at(first).unwrap();
+    let mut offset = follower.append_as_follower(&data).unwrap().last_offset + 1;
+    while offset < leader.log_end_offset() {
+        let data = leader.read(offset, 700, i64::MAX, true).unwrap().bytes;
+        offset = follower.append_as_follower(&data).unwrap().last_offset + 1;
+    }
+    follower.delete_records_before(leader_start).unwrap();
+    drop(follower);
+    // The new start survives a restart, and so does what was copied after it.
+    let follower = Log::open(dir.path().join("follower"), small_config()).unwrap();
+    assert_eq!(follower.log_start_offset(), leader_start);
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    assert_eq!(all_records(&follower), all_records(&leader));
+}
+
+#[test]
 fn group_commit_with_many_threads() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(dir.path(), small_config()).unwrap());
