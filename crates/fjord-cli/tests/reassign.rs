@@ -486,6 +486,16 @@ fn a_new_broker_is_filled_by_reassignment_while_producers_run() {
         ],
     );
     assert_eq!(code, Some(0), "execute --additional: {out}{err}");
+    // The rollback plan of a move under way is still where the partitions came from (as
+    // sets: metadata lists a partition's replicas in the move's order meanwhile).
+    let (_, rollback) = plan_after(&out, "Current partition replica assignment");
+    let as_sets =
+        |plan: &BTreeMap<(String, i32), Vec<i32>>| -> BTreeMap<(String, i32), BTreeSet<i32>> {
+            plan.iter()
+                .map(|(k, r)| (k.clone(), r.iter().copied().collect()))
+                .collect()
+        };
+    assert_eq!(as_sets(&rollback), as_sets(&original), "{out}");
     assert!(
         out.contains(&format!(
             "The inter-broker throttle limit was set to {RELEASED_THROTTLE} B/s"

@@ -945,10 +945,7 @@ fn execute(args: &ReassignArgs) -> Result<ExitCode> {
     }
     let current: Vec<((String, i32), Vec<i32>)> = plan
         .keys()
-        .map(|(t, p)| {
-            let replicas = cluster.assignment[t][p].clone();
-            ((t.clone(), *p), replicas)
-        })
+        .map(|key| (key.clone(), rollback_replicas(key, &cluster, &ongoing)))
         .collect();
     outln!("Current partition replica assignment")?;
     outln!("{}", plan_json(current)?)?;
@@ -985,6 +982,30 @@ fn execute(args: &ReassignArgs) -> Result<ExitCode> {
         errln!("{t}-{p}: {e}");
     }
     Ok(ExitCode::from(1))
+}
+
+/// The replicas a partition goes back to if a move is undone: its replicas, or, while a
+/// move is under way (metadata then lists old and new replicas together), those the move
+/// is not adding.
+fn rollback_replicas(
+    key: &(String, i32),
+    cluster: &ClusterView,
+    ongoing: &BTreeMap<(String, i32), Ongoing>,
+) -> Vec<i32> {
+    match ongoing.get(key) {
+        Some(o) => o
+            .replicas
+            .iter()
+            .filter(|b| !o.adding.contains(b))
+            .copied()
+            .collect(),
+        None => cluster
+            .assignment
+            .get(&key.0)
+            .and_then(|ps| ps.get(&key.1))
+            .cloned()
+            .unwrap_or_default(),
+    }
 }
 
 fn set_throttles(
@@ -1393,6 +1414,39 @@ mod tests {
         assert_eq!(
             list_line("t", 0, &o),
             "t-0: replicas: 1,2,3,4. adding: 4. removing: 1."
+        );
+    }
+
+    #[test]
+    fn rollback_of_a_partition_being_moved_leaves_out_the_replicas_being_added() {
+        let cluster = ClusterView {
+            brokers: BTreeMap::new(),
+            assignment: [(
+                "t".to_string(),
+                [(0, vec![2, 3, 4, 1]), (1, vec![1, 2])]
+                    .into_iter()
+                    .collect(),
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let ongoing = [(
+            ("t".to_string(), 0),
+            Ongoing {
+                replicas: vec![2, 3, 4, 1],
+                adding: vec![4],
+                removing: vec![1],
+            },
+        )]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            rollback_replicas(&("t".to_string(), 0), &cluster, &ongoing),
+            vec![2, 3, 1]
+        );
+        assert_eq!(
+            rollback_replicas(&("t".to_string(), 1), &cluster, &ongoing),
+            vec![1, 2]
         );
     }
 
