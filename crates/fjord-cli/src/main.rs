@@ -1,7 +1,7 @@
 //! The `fjord` binary: `fjord server` runs a broker; `topics`, `console-producer`,
-//! `console-consumer`, `configs`, `consumer-groups` and `metadata-quorum` are the
-//! Kafka-style tools, `cluster` starts a local cluster, and `perf` the load generators for
-//! benchmarks.
+//! `console-consumer`, `configs`, `consumer-groups`, `metadata-quorum`, `leader-election`
+//! and `reassign-partitions` are the Kafka-style tools, `cluster` starts a local cluster,
+//! and `perf` the load generators for benchmarks.
 
 mod clean_shutdown;
 mod cluster;
@@ -47,6 +47,8 @@ enum Command {
     MetadataQuorum(tools::metadata_quorum::MetadataQuorumArgs),
     /// Move leadership to preferred replicas, or elect one unclean (like kafka-leader-election.sh).
     LeaderElection(tools::leader_election::LeaderElectionArgs),
+    /// Move partition replicas between brokers (like kafka-reassign-partitions.sh).
+    ReassignPartitions(tools::reassign_partitions::ReassignArgs),
     /// Load generators like kafka-producer-perf-test and kafka-consumer-perf-test.
     Perf {
         #[command(subcommand)]
@@ -55,7 +57,7 @@ enum Command {
 }
 
 /// Subcommand names, so a usage line can point at the right `--help`.
-const TOOLS: [&str; 10] = [
+const TOOLS: [&str; 11] = [
     "server",
     "cluster",
     "perf",
@@ -66,6 +68,7 @@ const TOOLS: [&str; 10] = [
     "consumer-groups",
     "metadata-quorum",
     "leader-election",
+    "reassign-partitions",
 ];
 
 fn main() -> ExitCode {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::ConsumerGroups(_) => "consumer-groups",
         Command::MetadataQuorum(_) => "metadata-quorum",
         Command::LeaderElection(_) => "leader-election",
+        Command::ReassignPartitions(_) => "reassign-partitions",
         Command::Perf { .. } => "perf",
     };
     let result = match cli.command {
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         Command::ConsumerGroups(args) => tools::consumer_groups::run(args),
         Command::MetadataQuorum(args) => tools::metadata_quorum::run(args),
         Command::LeaderElection(args) => tools::leader_election::run(args),
+        Command::ReassignPartitions(args) => tools::reassign_partitions::run(args),
         Command::Perf { command } => perf::run(command).map(|()| ExitCode::SUCCESS),
     };
     match result {

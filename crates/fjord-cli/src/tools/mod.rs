@@ -1,7 +1,7 @@
 //! The Kafka-style command-line tools of the `fjord` binary, one module per tool, using
-//! librdkafka (through the rdkafka crate) as their client; `metadata-quorum` and
-//! `leader-election` send DescribeQuorum and ElectLeaders themselves (`wire`), which the
-//! rdkafka crate lacks.
+//! librdkafka (through the rdkafka crate) as their client; `metadata-quorum`,
+//! `leader-election` and `reassign-partitions` send DescribeQuorum, ElectLeaders and the
+//! partition reassignment requests themselves (`wire`), which the rdkafka crate lacks.
 
 pub mod admin;
 pub mod common;
@@ -11,5 +11,6 @@ pub mod console_producer;
 pub mod consumer_groups;
 pub mod leader_election;
 pub mod metadata_quorum;
+pub mod reassign_partitions;
 pub mod topics;
 pub mod wire;

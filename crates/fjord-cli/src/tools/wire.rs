@@ -1,5 +1,6 @@
 //! The few Kafka requests the tools send themselves, where librdkafka has no API for
-//! them (DescribeQuorum, ElectLeaders): one blocking connection, one request at a time.
+//! them (DescribeQuorum, ElectLeaders, partition reassignments): one blocking connection,
+//! one request at a time.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
