@@ -60,6 +60,7 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
     ),
     ("inter.broker.listener.name", "", PropType::String),
     ("controller.quorum.voters", "", PropType::List),
+    ("controller.quorum.bootstrap.servers", "", PropType::List),
     (
         "controller.quorum.election.timeout.ms",
         "1000",

@@ -84,6 +84,17 @@ struct Reply {
 }
 
 impl Connection {
+    /// The connection's socket, before anything was read from it.
+    pub fn socket(&self) -> &TcpStream {
+        &self.socket
+    }
+
+    /// Gives the socket up (to the quorum, on an observer); the connection's ticket and
+    /// shutdown handle go with the rest.
+    pub fn into_parts(self) -> (TcpStream, SocketAddr) {
+        (self.socket, self.peer)
+    }
+
     pub fn new(
         socket: TcpStream,
         peer: SocketAddr,

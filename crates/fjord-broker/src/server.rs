@@ -26,7 +26,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 pub struct Server {
     state: Arc<BrokerState>,
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     /// Held for the life of the server: the OS releases the lock when the process ends,
     /// however it ends, so a crash never leaves a stale lock behind.
     _lock: File,
@@ -41,21 +41,18 @@ impl Server {
             .map_err(|e| BrokerError::io(format!("create data directory {}", dir.display()), e))?;
         let lock = lock_data_dir(&dir)?;
         let metadata_dir = dir.join("__cluster_metadata-0");
-        let quorum_mode = !config.cluster.voters.is_empty();
+        let quorum_mode = config.cluster.in_quorum();
         check_metadata_kind(&metadata_dir, quorum_mode)?;
-        let cluster_id = load_identity(&dir, config.node_id, quorum_cluster_id(&config))?;
-
-        let controller = if quorum_mode {
-            start_quorum(&config, &metadata_dir).await?
-        } else {
-            Arc::new(Controller::open(&metadata_dir, config.node_id)?)
-        };
         // Clients are let in only once the broker is registered, so that a cluster member
         // waiting for its quorum refuses connections (clients try another bootstrap
         // broker) rather than leaving them unanswered; with port 0 the port must be known
-        // before registering, so that listener is bound first.
-        let early = if config.listener.port == 0 || config.advertised.port == 0 {
-            Some(bind(&config).await?)
+        // before registering, so that listener is bound first. An observer binds it first
+        // too: the active controller replicates the metadata log to it there.
+        let early = if config.listener.port == 0
+            || config.advertised.port == 0
+            || config.cluster.is_observer()
+        {
+            Some(Arc::new(bind(&config).await?))
         } else {
             None
         };
@@ -72,10 +69,31 @@ impl Server {
         } else {
             config.advertised.host.clone()
         };
+        let (controller, cluster_id, quorum_only) = match &early {
+            Some(listener) if config.cluster.is_observer() => {
+                let addr = format!("{host}:{advertised_port}");
+                let (controller, cluster_id, acceptor) =
+                    start_observer(&config, &metadata_dir, &dir, listener.clone(), &addr).await?;
+                (controller, cluster_id, Some(acceptor))
+            }
+            _ => {
+                let cluster_id = load_identity(&dir, config.node_id, quorum_cluster_id(&config))?;
+                let controller = if quorum_mode {
+                    start_quorum(&config, &metadata_dir).await?
+                } else {
+                    Arc::new(Controller::open(&metadata_dir, config.node_id)?)
+                };
+                controller.set_cluster_id(&cluster_id);
+                (controller, cluster_id, None)
+            }
+        };
         register(&controller, &config, host, advertised_port as i32).await?;
+        if let Some(acceptor) = quorum_only {
+            acceptor.stop().await;
+        }
         let listener = match early {
             Some(l) => l,
-            None => bind(&config).await?,
+            None => Arc::new(bind(&config).await?),
         };
 
         let replicas = ReplicaManager::new(&config);
@@ -157,7 +175,23 @@ impl Server {
                     ticket,
                     done_tx.clone(),
                 );
-                tokio::spawn(conn.run());
+                match self.state.controller.quorum() {
+                    // An observer's listener also carries the quorum's replication to it.
+                    Some(q) if q.is_observer() => {
+                        let q = q.clone();
+                        tokio::spawn(async move {
+                            if is_quorum_traffic(conn.socket()).await {
+                                let (socket, peer) = conn.into_parts();
+                                q.serve_stream(socket, peer).await;
+                            } else {
+                                conn.run().await;
+                            }
+                        });
+                    }
+                    _ => {
+                        tokio::spawn(conn.run());
+                    }
+                }
             }
         };
         tokio::select! {
@@ -195,6 +229,70 @@ impl Server {
         tracing::info!("all logs flushed; bye");
         Ok(())
     }
+}
+
+/// Runs a controller-only node (`process.roles=controller`) until `shutdown`: a voter of
+/// the metadata quorum that, while it is the active controller, fences brokers whose
+/// heartbeats stopped and moves leadership back to preferred replicas. It serves no
+/// client and hosts no partition.
+pub async fn run_controller(
+    config: BrokerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BrokerError> {
+    let dir = config.data_dir.clone();
+    fs::create_dir_all(&dir)
+        .map_err(|e| BrokerError::io(format!("create data directory {}", dir.display()), e))?;
+    let _lock = lock_data_dir(&dir)?;
+    let metadata_dir = dir.join("__cluster_metadata-0");
+    check_metadata_kind(&metadata_dir, true)?;
+    let cluster_id = load_identity(&dir, config.node_id, quorum_cluster_id(&config))?;
+    let controller = start_quorum(&config, &metadata_dir).await?;
+    controller.set_cluster_id(&cluster_id);
+    tracing::info!(node_id = config.node_id, cluster_id = %cluster_id, "controller ready (controller only)");
+    let fence_every = Duration::from_millis(config.broker_heartbeat_interval_ms.min(1000));
+    let mut fence = tokio::time::interval(fence_every);
+    fence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let rebalance_every = Duration::from_secs(config.replication.imbalance_check_interval_s.max(1));
+    let mut rebalance = tokio::time::interval_at(
+        tokio::time::Instant::now() + rebalance_every,
+        rebalance_every,
+    );
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = fence.tick() => {
+                let c = controller.clone();
+                match tokio::task::spawn_blocking(move || c.fence_expired()).await {
+                    Ok(Ok(ids)) if !ids.is_empty() => tracing::warn!(
+                        brokers = ?ids,
+                        timeout_ms = config.broker_session_timeout_ms,
+                        "fenced brokers that stopped heartbeating (broker.session.timeout.ms)"
+                    ),
+                    Ok(Err(e)) => tracing::warn!("fencing silent brokers failed: {e}"),
+                    _ => {}
+                }
+            }
+            _ = rebalance.tick(), if config.replication.auto_leader_rebalance => {
+                let c = controller.clone();
+                let percent = config.replication.imbalance_percentage;
+                match tokio::task::spawn_blocking(move || c.rebalance_leaders(percent)).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(
+                        partitions = n,
+                        "moved leadership back to preferred replicas"
+                    ),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "preferred leader election failed"),
+                    _ => {}
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    if let Some(q) = controller.quorum() {
+        q.shutdown().await;
+    }
+    tracing::info!("bye");
+    Ok(())
 }
 
 /// `auto.leader.rebalance.enable`: on the active controller, every
@@ -416,6 +514,131 @@ fn check_metadata_kind(dir: &Path, quorum_mode: bool) -> Result<(), BrokerError>
         )));
     }
     Ok(())
+}
+
+/// How a connection on a broker's listener is told apart: a Kafka request's fifth byte
+/// is the high byte of its API key, always 0; a quorum frame's is the `{` its JSON body
+/// opens with.
+async fn is_quorum_traffic(socket: &tokio::net::TcpStream) -> bool {
+    let mut head = [0u8; 5];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, socket.peek(&mut head)).await {
+            Ok(Ok(n)) if n >= head.len() => return head[4] == b'{',
+            // Closed, failed, or silent: the Kafka side deals with it as usual.
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            // Part of the header so far: the rest is a moment away.
+            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
+}
+
+/// Serves the quorum's traffic on an observer's listener while the broker is not yet
+/// registered; Kafka clients are turned away meanwhile.
+struct QuorumAcceptor {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl QuorumAcceptor {
+    fn start(listener: Arc<TcpListener>, member: Arc<QuorumMember>) -> QuorumAcceptor {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = stopped.wait_for(|&s| s) => return,
+                    a = listener.accept() => a,
+                };
+                let Ok((socket, peer)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let member = member.clone();
+                tokio::spawn(async move {
+                    if is_quorum_traffic(&socket).await {
+                        let _ = socket.set_nodelay(true);
+                        member.serve_stream(socket, peer).await;
+                    }
+                });
+            }
+        });
+        QuorumAcceptor { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Starts a broker-only node's quorum observer: joins the quorum through the voters or
+/// `controller.quorum.bootstrap.servers`, learning the cluster id it then checks its data
+/// directory against, and serves the quorum's replication on `listener` until the broker
+/// takes the listener over.
+async fn start_observer(
+    config: &BrokerConfig,
+    metadata_dir: &Path,
+    dir: &Path,
+    listener: Arc<TcpListener>,
+    addr: &str,
+) -> Result<(Arc<Controller>, String, QuorumAcceptor), BrokerError> {
+    let voters = config
+        .cluster
+        .voters
+        .iter()
+        .map(|(id, e)| (*id, format!("{}:{}", e.host, e.port)))
+        .collect();
+    let bootstrap: Vec<String> = config
+        .cluster
+        .bootstrap_servers
+        .iter()
+        .map(|e| format!("{}:{}", e.host, e.port))
+        .collect();
+    let timing = QuorumTiming {
+        election_timeout_ms: config.election_timeout_ms,
+    };
+    let member =
+        QuorumMember::start_observer(config.node_id, &voters, &bootstrap, metadata_dir, &timing)
+            .await?;
+    let acceptor = QuorumAcceptor::start(listener, member.clone());
+    let started = std::time::Instant::now();
+    let mut reported = std::time::Instant::now();
+    let cluster_id = loop {
+        let m = member.clone();
+        let a = addr.to_string();
+        match tokio::task::spawn_blocking(move || m.join(&a)).await {
+            Ok(Ok(id)) => break id,
+            Ok(Err(e)) => {
+                if reported.elapsed() >= Duration::from_secs(5) {
+                    tracing::info!(
+                        waited_s = started.elapsed().as_secs(),
+                        "waiting to join the metadata quorum as an observer: {e}"
+                    );
+                    reported = std::time::Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(BrokerError::Startup(format!("joining the quorum: {e}"))),
+        }
+    };
+    let expected = quorum_cluster_id(config);
+    if expected.as_ref().is_some_and(|e| *e != cluster_id) {
+        return Err(BrokerError::WrongDirectory(format!(
+            "the quorum at controller.quorum.voters is cluster {cluster_id}, but these voters \
+             make cluster {}: the voter list differs from the controllers'",
+            expected.unwrap_or_default()
+        )));
+    }
+    let cluster_id = load_identity(dir, config.node_id, Some(cluster_id))?;
+    let controller = Arc::new(Controller::with_quorum(
+        member.clone(),
+        config.node_id,
+        config.broker_session_timeout_ms as i64,
+    ));
+    member.serve_controller(&controller);
+    controller.set_cluster_id(&cluster_id);
+    tracing::info!(node_id = config.node_id, listener = %addr, "following the metadata quorum as an observer (broker only)");
+    Ok((controller, cluster_id, acceptor))
 }
 
 /// Opens this node's quorum member: binds the controller listener and starts raft.

@@ -72,6 +72,21 @@ pub fn run(args: ServerArgs) -> ExitCode {
             }
         }
     };
+    if !config.cluster.roles.broker {
+        // A controller-only node hosts no partition: nothing to recover or flush, so no
+        // clean-shutdown marker either.
+        return match runtime.block_on(fjord_broker::server::run_controller(config, shutdown)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e @ fjord_broker::BrokerError::WrongDirectory(_)) => {
+                errln!("fjord: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                errln!("fjord: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let dir = config.data_dir.clone();
     let ran_before = clean_shutdown::has_run_before(&dir);
     let mut shutdown = Box::pin(shutdown);

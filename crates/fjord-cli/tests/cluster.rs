@@ -612,3 +612,154 @@ fn startup_refusals_are_one_line_and_exit_2() {
     ));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The active controller, as `fjord metadata-quorum describe --status` through a broker
+/// reports it.
+fn quorum_leader(bootstrap: &str) -> Result<i32, String> {
+    let out = fjord()
+        .args([
+            "metadata-quorum",
+            "--bootstrap-server",
+            bootstrap,
+            "describe",
+            "--status",
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix("LeaderId:"))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&id: &i32| id >= 0)
+        .ok_or_else(|| {
+            format!(
+                "no leader in: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// Controller-only and broker-only nodes (`process.roles`), as a production KRaft cluster
+/// runs: three controllers form the quorum; three brokers follow it as observers, two
+/// told the voters and one only `controller.quorum.bootstrap.servers`. Topics land on the
+/// brokers alone, clients are told a broker as controller, admin requests through any
+/// broker reach the active controller (also after a kill -9 of it), and a broker killed
+/// and restarted from its data directory follows the quorum again.
+#[test]
+fn controller_only_and_broker_only_nodes_form_a_cluster() {
+    use Role::{Broker, Controller};
+    let mut c = Cluster::with_roles(
+        &[Controller, Controller, Controller, Broker, Broker, Broker],
+        &[],
+    );
+    let controllers = (1..=3)
+        .map(|id| format!("127.0.0.1:{}", c.node(id).controller_port))
+        .collect::<Vec<_>>()
+        .join(",");
+    // Broker 6 knows one controller, most likely not the active one: that one passes its
+    // request to join on.
+    c.node_mut(6).extra = vec![
+        "controller.quorum.voters=".into(),
+        format!(
+            "controller.quorum.bootstrap.servers=127.0.0.1:{}",
+            c.node(1).controller_port
+        ),
+    ];
+
+    // Refusals first, one line and exit 2 each: a voter without the controller role, and
+    // a controller without the voter list.
+    let mut cmd = c.command(4);
+    cmd.args(["--override", "node.id=2"]);
+    let (code, err) = refused(cmd);
+    let mut problems = refusal_problems("broker-only voter", code, &err, "process.roles");
+    let mut cmd = c.command(1);
+    cmd.args(["--override", "controller.quorum.voters="]).args([
+        "--override",
+        &format!("controller.quorum.bootstrap.servers={controllers}"),
+    ]);
+    let (code, err) = refused(cmd);
+    problems.extend(refusal_problems(
+        "controller without voters",
+        code,
+        &err,
+        "controller.quorum.voters",
+    ));
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    for id in 1..=6 {
+        c.start(id);
+    }
+    let brokers = [4, 5, 6];
+    let views = c.wait_for_brokers(&brokers, &brokers);
+    for v in &views {
+        assert_eq!(
+            v.broker_ids(),
+            BTreeSet::from(brokers),
+            "controllers are not brokers"
+        );
+    }
+    let admin = c.admin(6);
+    create_topic_with(&admin, 6, "observed", 3, 3, &[]).expect("create through broker 6");
+    let view = c.wait_view(4, "topic observed", |v| v.partitions("observed").len() == 3);
+    for (p, pv) in view.partitions("observed") {
+        assert_eq!(pv.replica_set(), BTreeSet::from(brokers), "partition {p}");
+    }
+    let records = records_for(&[0, 1, 2], 30);
+    produce_all(&producer(&c.bootstrap_of(&brokers)), "observed", &records);
+    let read = consume_from_beginning(&c.bootstrap(5), "observed", &[0, 1, 2], records.len());
+    assert_same_per_partition(&records, &read);
+
+    // Kill -9 the active controller: another controller takes over, and an admin request
+    // through a broker succeeds again.
+    let leader = wait_until("an active controller", || quorum_leader(&c.bootstrap(4)));
+    // The brokers are the quorum's observers.
+    let out = fjord()
+        .args([
+            "metadata-quorum",
+            "--bootstrap-server",
+            &c.bootstrap(5),
+            "describe",
+            "--replication",
+        ])
+        .output()
+        .expect("metadata-quorum");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let observers: BTreeSet<i32> = text
+        .lines()
+        .filter(|l| l.trim_end().ends_with("Observer"))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(observers, BTreeSet::from(brokers), "{text}");
+    assert!(
+        (1..=3).contains(&leader),
+        "controller {leader} is a controller node"
+    );
+    c.kill(leader);
+    wait_until("a topic created after the controller was killed", || {
+        create_topic_with(&c.admin(4), 4, "after-failover", 1, 3, &[]).or_else(|e| {
+            if e.contains("already exists") {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+    });
+    let new_leader = wait_until("a new active controller", || quorum_leader(&c.bootstrap(5)));
+    assert_ne!(new_leader, leader);
+    c.wait_view(6, "topic after-failover", |v| {
+        v.partitions("after-failover").len() == 1
+    });
+
+    // A broker-only node killed and restarted follows the quorum again and rejoins every ISR.
+    c.kill(4);
+    c.start(4);
+    c.wait_view(5, "broker 4 back in every ISR of observed", |v| {
+        v.broker_ids().contains(&4)
+            && v.partitions("observed")
+                .values()
+                .all(|p| p.isr_set() == BTreeSet::from(brokers))
+    });
+    c.wait_view(4, "broker 4 knowing topic after-failover", |v| {
+        v.partitions("after-failover").len() == 1
+    });
+}

@@ -51,6 +51,8 @@ pub struct Controller {
     producer_ids: Mutex<(i64, i64)>,
     /// Brokers' heartbeats, as the active controller has heard them.
     liveness: Mutex<Liveness>,
+    /// The cluster's id, told to observers as they join.
+    cluster_id: std::sync::OnceLock<String>,
 }
 
 /// Where metadata lives: a local log (one node), or the replicated quorum.
@@ -86,6 +88,7 @@ impl Controller {
             },
             producer_ids: Mutex::new((0, 0)),
             liveness: Mutex::new(Liveness::new(i64::MAX)),
+            cluster_id: std::sync::OnceLock::new(),
         })
     }
 
@@ -101,11 +104,17 @@ impl Controller {
             backend: Backend::Quorum(member),
             producer_ids: Mutex::new((0, 0)),
             liveness: Mutex::new(Liveness::new(session_timeout_ms)),
+            cluster_id: std::sync::OnceLock::new(),
         }
     }
 
     pub fn node_id(&self) -> i32 {
         self.node_id
+    }
+
+    /// The cluster id of this node's data directory, once it is known.
+    pub fn set_cluster_id(&self, id: &str) {
+        let _ = self.cluster_id.set(id.to_string());
     }
 
     /// The quorum member, when metadata is replicated.
@@ -327,6 +336,26 @@ impl Controller {
             ControllerOp::ControlledShutdown { node_id } => self
                 .commit(|image| Ok((fencing(image, *node_id, true), ())))
                 .map(done),
+            ControllerOp::AddObserver { node_id, addr } => {
+                if let Some(q) = self.forwarder() {
+                    // Any voter admits an observer (which may know just one of them, from
+                    // controller.quorum.bootstrap.servers): it passes the request on.
+                    let out = q.forward(op, None)?.into_result()?;
+                    return Ok((out, 0));
+                }
+                let (Some(q), Some(cluster_id)) = (self.quorum(), self.cluster_id.get()) else {
+                    return Err(ControllerError::NotController(
+                        "this node is not ready to admit observers".into(),
+                    ));
+                };
+                q.add_observer(*node_id, addr)?;
+                Ok((
+                    OpOutput::Joined {
+                        cluster_id: cluster_id.clone(),
+                    },
+                    0,
+                ))
+            }
             ControllerOp::DescribeQuorum => self
                 .describe_quorum_here()
                 .map(|status| (OpOutput::Quorum(status), 0)),
@@ -388,6 +417,7 @@ impl Controller {
                         last_fetch_ms: now,
                         last_caught_up_ms: now,
                     }],
+                    observers: vec![],
                     endpoints: vec![],
                 })
             }

@@ -61,6 +61,12 @@ pub enum ControllerOp {
     ControlledShutdown {
         node_id: i32,
     },
+    /// A broker-only node asks to follow the quorum as an observer (an openraft
+    /// learner), reached at `addr`.
+    AddObserver {
+        node_id: i32,
+        addr: String,
+    },
     /// Reserves the next block of producer ids for the asking broker.
     ProducerIdBlock,
     /// The quorum as the active controller sees it (DescribeQuorum).
@@ -84,6 +90,10 @@ pub enum OpOutput {
     Elections(Vec<PartitionOutcome>),
     /// AlterPartitionReassignments: per partition, the error code and its message.
     Reassignments(Vec<PartitionOutcome>),
+    /// An observer joined; the cluster it joined.
+    Joined {
+        cluster_id: String,
+    },
 }
 
 /// The outcome of one partition's election or reassignment.
@@ -104,6 +114,9 @@ pub struct QuorumStatus {
     pub leader_epoch: i32,
     pub high_watermark: i64,
     pub voters: Vec<ReplicaStatus>,
+    /// Broker-only nodes following the quorum (openraft learners).
+    #[serde(default)]
+    pub observers: Vec<ReplicaStatus>,
     /// Each voter's CONTROLLER endpoint, `host:port`.
     pub endpoints: Vec<(i32, String)>,
 }

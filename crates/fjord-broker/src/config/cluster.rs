@@ -30,6 +30,22 @@ pub struct ClusterConfig {
     pub controller_listener: Option<Endpoint>,
     /// Voter id to CONTROLLER endpoint; empty for a one-node cluster.
     pub voters: BTreeMap<i32, Endpoint>,
+    /// `controller.quorum.bootstrap.servers`: where a broker-only node may find the
+    /// quorum when it does not list the voters.
+    pub bootstrap_servers: Vec<Endpoint>,
+}
+
+impl ClusterConfig {
+    /// A member of a replicated metadata quorum (a voter, or a broker that follows it),
+    /// rather than a one-node cluster.
+    pub fn in_quorum(&self) -> bool {
+        !self.voters.is_empty() || !self.bootstrap_servers.is_empty()
+    }
+
+    /// A broker that follows the quorum without voting (`process.roles=broker`).
+    pub fn is_observer(&self) -> bool {
+        self.in_quorum() && !self.roles.controller
+    }
 }
 
 /// One entry of `listeners`: its name and where it binds.
@@ -65,50 +81,92 @@ pub(super) fn parse(r: &Reader, node_id: i32) -> Result<ClusterConfig, ConfigErr
                 })?,
         ),
     };
-    let Some(client) = client else {
+    let controller_listener = controller_names
+        .iter()
+        .find_map(|n| listeners.iter().find(|l| &l.name == n))
+        .map(|l| l.endpoint.clone());
+    // A controller-only node serves no client: its one listener is the controller's,
+    // which stands in where the client listener would be (nothing binds it as such).
+    if !roles.broker && client.is_some() {
         return Err(r.invalid(
             "listeners",
-            "needs a listener for clients besides the controller listeners",
+            "a controller-only node serves no clients: list only its controller listener",
         ));
+    }
+    let client = match (client, &controller_listener) {
+        (Some(c), _) => (c.endpoint.clone(), c.name.clone()),
+        (None, Some(c)) if !roles.broker => (c.clone(), String::new()),
+        (None, _) => {
+            return Err(r.invalid(
+                "listeners",
+                "needs a listener for clients besides the controller listeners",
+            ))
+        }
     };
     let advertised = match r.string("advertised.listeners") {
-        s if s.is_empty() => client.endpoint.clone(),
+        s if s.is_empty() => client.0.clone(),
         _ => {
             let all = parse_listeners(r, "advertised.listeners", &controller_names, &protocols)?;
             let found = all
                 .iter()
-                .find(|l| l.name == client.name)
+                .find(|l| l.name == client.1)
                 .or_else(|| all.first())
                 .map(|l| l.endpoint.clone());
             found.ok_or_else(|| r.invalid("advertised.listeners", "names no listener"))?
         }
     };
     let voters = parse_voters(r)?;
-    let controller_listener = controller_names
-        .iter()
-        .find_map(|n| listeners.iter().find(|l| &l.name == n))
-        .map(|l| l.endpoint.clone());
+    let bootstrap_servers = parse_bootstrap_servers(r)?;
+    let ids = || {
+        voters
+            .keys()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
 
-    if !voters.is_empty() {
-        let ids = || {
-            voters
-                .keys()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if !roles.broker {
+    if voters.is_empty() && bootstrap_servers.is_empty() && !(roles.broker && roles.controller) {
+        return Err(r.invalid(
+            "process.roles",
+            "a node with only one role is part of a cluster: set controller.quorum.voters (or, \
+             for a broker, controller.quorum.bootstrap.servers)",
+        ));
+    }
+    if roles.controller && voters.is_empty() && !bootstrap_servers.is_empty() {
+        return Err(r.invalid(
+            "controller.quorum.bootstrap.servers",
+            "a node with the controller role needs controller.quorum.voters: Fjord's voter \
+             set is static (dynamic quorums, KIP-853, are not supported)",
+        ));
+    }
+    if !roles.controller && (!voters.is_empty() || !bootstrap_servers.is_empty()) {
+        if voters.contains_key(&node_id) {
+            return Err(ConfigError::Invalid {
+                name: "node.id".into(),
+                value: node_id.to_string(),
+                reason: format!(
+                    "node {node_id} is a voter in controller.quorum.voters ({}) but \
+                     process.roles has no controller role",
+                    ids()
+                ),
+            });
+        }
+        if controller_listener.is_some() {
             return Err(r.invalid(
-                "process.roles",
-                "controller-only nodes are not supported yet; use broker,controller",
+                "listeners",
+                "a broker-only node has no controller listener; controller.listener.names \
+                 must not name one of its listeners",
             ));
         }
-        if !roles.controller {
+        if controller_names.is_empty() {
             return Err(r.invalid(
-                "process.roles",
-                "broker-only nodes are not supported yet; use broker,controller",
+                "controller.listener.names",
+                "must name the controllers' listener (e.g. CONTROLLER), as on the controllers",
             ));
         }
+    }
+
+    if !voters.is_empty() && roles.controller {
         let Some(own) = voters.get(&node_id) else {
             return Err(ConfigError::Invalid {
                 name: "node.id".into(),
@@ -140,12 +198,28 @@ pub(super) fn parse(r: &Reader, node_id: i32) -> Result<ClusterConfig, ConfigErr
     }
     Ok(ClusterConfig {
         roles,
-        listener: client.endpoint.clone(),
-        listener_name: client.name.clone(),
+        listener: client.0,
+        listener_name: client.1,
         advertised,
         controller_listener,
         voters,
+        bootstrap_servers,
     })
+}
+
+/// `controller.quorum.bootstrap.servers`: `host:port` entries.
+fn parse_bootstrap_servers(r: &Reader) -> Result<Vec<Endpoint>, ConfigError> {
+    let key = "controller.quorum.bootstrap.servers";
+    let value = r.string(key);
+    let mut out = Vec::new();
+    for entry in list(&value) {
+        let endpoint = super::parse_endpoint(key, &value, entry)?;
+        if endpoint.port == 0 {
+            return Err(r.invalid(key, "a controller needs a fixed port"));
+        }
+        out.push(endpoint);
+    }
+    Ok(out)
 }
 
 fn list(value: &str) -> impl Iterator<Item = &str> {
@@ -358,6 +432,95 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("process.roles"));
+    }
+
+    #[test]
+    fn single_role_nodes() {
+        let with = |mut pairs: Vec<(&'static str, String)>, extra: &[(&'static str, &str)]| {
+            for (k, v) in extra {
+                pairs.retain(|(key, _)| key != k);
+                pairs.push((k, v.to_string()));
+            }
+            parse(pairs)
+        };
+        // A controller-only voter: only its controller listener.
+        let c = with(
+            member("2", "CONTROLLER://127.0.0.1:9193"),
+            &[("process.roles", "controller")],
+        )
+        .unwrap();
+        assert!(!c.cluster.roles.broker && !c.cluster.is_observer());
+        // A broker-only observer, by the voters or by bootstrap servers alone.
+        let b = with(
+            member("4", "PLAINTEXT://127.0.0.1:9392"),
+            &[("process.roles", "broker")],
+        )
+        .unwrap();
+        assert!(b.cluster.is_observer());
+        let b = with(
+            member("4", "PLAINTEXT://127.0.0.1:9392"),
+            &[
+                ("process.roles", "broker"),
+                ("controller.quorum.voters", ""),
+                ("controller.quorum.bootstrap.servers", "127.0.0.1:9093"),
+            ],
+        )
+        .unwrap();
+        assert!(b.cluster.is_observer() && b.cluster.voters.is_empty());
+        let refused = [
+            (
+                with(
+                    member("1", "PLAINTEXT://127.0.0.1:9092"),
+                    &[("process.roles", "broker")],
+                ),
+                "is a voter",
+            ),
+            (
+                with(
+                    member(
+                        "4",
+                        "PLAINTEXT://127.0.0.1:9392,CONTROLLER://127.0.0.1:9393",
+                    ),
+                    &[("process.roles", "broker")],
+                ),
+                "no controller listener",
+            ),
+            (
+                with(
+                    member(
+                        "1",
+                        "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+                    ),
+                    &[("process.roles", "controller")],
+                ),
+                "serves no clients",
+            ),
+            (
+                with(
+                    member("1", "CONTROLLER://127.0.0.1:9093"),
+                    &[
+                        ("process.roles", "controller"),
+                        ("controller.quorum.voters", ""),
+                        ("controller.quorum.bootstrap.servers", "127.0.0.1:9093"),
+                    ],
+                ),
+                "needs controller.quorum.voters",
+            ),
+            (
+                with(
+                    member("1", "PLAINTEXT://127.0.0.1:9092"),
+                    &[
+                        ("process.roles", "broker"),
+                        ("controller.quorum.voters", ""),
+                    ],
+                ),
+                "part of a cluster",
+            ),
+        ];
+        for (result, expected) in refused {
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]

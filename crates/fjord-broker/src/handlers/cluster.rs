@@ -87,24 +87,27 @@ pub fn describe_quorum(
                 .with_partitions(vec![partition])]);
         }
     };
-    let voters = status
-        .voters
-        .iter()
-        .map(|r| {
-            ReplicaState::default()
-                .with_replica_id(BrokerId(r.replica_id))
-                .with_log_end_offset(r.log_end_offset)
-                .with_last_fetch_timestamp(r.last_fetch_ms)
-                .with_last_caught_up_timestamp(r.last_caught_up_ms)
-        })
-        .collect();
+    let replicas = |list: &[fjord_controller::ReplicaStatus]| -> Vec<ReplicaState> {
+        list.iter()
+            .map(|r| {
+                ReplicaState::default()
+                    .with_replica_id(BrokerId(r.replica_id))
+                    .with_log_end_offset(r.log_end_offset)
+                    .with_last_fetch_timestamp(r.last_fetch_ms)
+                    .with_last_caught_up_timestamp(r.last_caught_up_ms)
+            })
+            .collect()
+    };
+    let voters = replicas(&status.voters);
+    let observers = replicas(&status.observers);
     let partition = QuorumPartition::default()
         .with_partition_index(0)
         .with_error_code(code::NONE)
         .with_leader_id(BrokerId(status.leader_id))
         .with_leader_epoch(status.leader_epoch)
         .with_high_watermark(status.high_watermark)
-        .with_current_voters(voters);
+        .with_current_voters(voters)
+        .with_observers(observers);
     let mut resp = DescribeQuorumResponse::default().with_topics(vec![QuorumTopic::default()
         .with_topic_name(TopicName(str(METADATA_TOPIC)))
         .with_partitions(vec![partition])]);

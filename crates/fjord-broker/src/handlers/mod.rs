@@ -123,8 +123,11 @@ pub async fn handle(
 pub fn controller_id(state: &BrokerState) -> i32 {
     match state.controller.active_controller() {
         Some(id) if state.controller.image().brokers.contains_key(&id) => id,
-        _ if state.controller.quorum().is_some() => -1,
-        _ => state.node_id(),
+        // A controller-only node is no broker clients can reach: as Kafka does, name a
+        // broker that forwards to it (this one).
+        Some(_) => state.node_id(),
+        None if state.controller.quorum().is_some() => -1,
+        None => state.node_id(),
     }
 }
 

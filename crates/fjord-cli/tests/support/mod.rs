@@ -87,8 +87,20 @@ pub fn sigterm(child: &Child) {
     assert_eq!(rc, 0, "kill -TERM {}", child.id());
 }
 
+/// What a node of a test cluster is (`process.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// broker,controller: a voter that also serves clients.
+    Combined,
+    /// controller only: a voter with just its CONTROLLER listener.
+    Controller,
+    /// broker only: follows the quorum as an observer, with just its client listener.
+    Broker,
+}
+
 pub struct Node {
     pub id: i32,
+    pub role: Role,
     pub port: u16,
     pub controller_port: u16,
     pub dir: tempfile::TempDir,
@@ -124,9 +136,20 @@ impl Cluster {
     /// An `n`-node cluster whose nodes are not started yet.
     pub fn new_n(n: i32, extra: &[&str]) -> Cluster {
         assert!(n >= 1, "a cluster of {n} nodes");
-        let nodes = (1..=n)
+        Cluster::with_roles(&vec![Role::Combined; n as usize], extra)
+    }
+
+    /// A cluster whose node `i + 1` has role `roles[i]`; the voters are the nodes with
+    /// the controller role. Nothing is started yet.
+    pub fn with_roles(roles: &[Role], extra: &[&str]) -> Cluster {
+        assert!(
+            roles.iter().any(|r| *r != Role::Broker),
+            "a cluster needs a controller"
+        );
+        let nodes = (1..=roles.len() as i32)
             .map(|id| Node {
                 id,
+                role: roles[(id - 1) as usize],
                 port: free_port(),
                 controller_port: free_port(),
                 dir: tempfile::tempdir().expect("temp dir"),
@@ -181,6 +204,7 @@ impl Cluster {
     pub fn voters(&self) -> String {
         self.nodes
             .iter()
+            .filter(|n| n.role != Role::Broker)
             .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
             .collect::<Vec<_>>()
             .join(",")
@@ -208,15 +232,23 @@ impl Cluster {
         let mut cmd = fjord();
         cmd.args(["server", "--data-dir"])
             .arg(data_dir)
-            .args(["--override", &format!("node.id={id}")])
-            .args(["--override", "process.roles=broker,controller"])
-            .args([
-                "--override",
-                &format!(
-                    "listeners=PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+            .args(["--override", &format!("node.id={id}")]);
+        let (roles, listeners) = match n.role {
+            Role::Combined => (
+                "broker,controller",
+                format!(
+                    "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
                     n.port, n.controller_port
                 ),
-            ])
+            ),
+            Role::Controller => (
+                "controller",
+                format!("CONTROLLER://127.0.0.1:{}", n.controller_port),
+            ),
+            Role::Broker => ("broker", format!("PLAINTEXT://127.0.0.1:{}", n.port)),
+        };
+        cmd.args(["--override", &format!("process.roles={roles}")])
+            .args(["--override", &format!("listeners={listeners}")])
             .args(["--override", "controller.listener.names=CONTROLLER"])
             .args([
                 "--override",

@@ -58,6 +58,9 @@ pub struct QuorumMember {
     transport: Arc<TcpTransport>,
     /// The voters and their CONTROLLER endpoints (`host:port`).
     voters: BTreeMap<NodeId, Node>,
+    /// Further places an observer looks for the quorum
+    /// (`controller.quorum.bootstrap.servers`).
+    bootstrap: Vec<String>,
     runtime: tokio::runtime::Handle,
     /// Held while the active controller plans and proposes a change.
     pub(crate) writer: Mutex<()>,
@@ -162,6 +165,33 @@ impl QuorumMember {
         listener: TcpListener,
         timing: &QuorumTiming,
     ) -> Result<Arc<QuorumMember>, ControllerError> {
+        Self::open(node_id, voters, &[], dir, Some(listener), timing).await
+    }
+
+    /// Opens an observer: a broker-only node (`process.roles=broker`) that follows the
+    /// quorum as an openraft learner, never voting. It has no listener of its own: the
+    /// active controller reaches it through the broker's listener, which hands quorum
+    /// connections to [`QuorumMember::serve_stream`]. It joins with
+    /// [`QuorumMember::join`]. `bootstrap` (`host:port`) is where to look for the
+    /// quorum besides the voters.
+    pub async fn start_observer(
+        node_id: i32,
+        voters: &BTreeMap<i32, String>,
+        bootstrap: &[String],
+        dir: &Path,
+        timing: &QuorumTiming,
+    ) -> Result<Arc<QuorumMember>, ControllerError> {
+        Self::open(node_id, voters, bootstrap, dir, None, timing).await
+    }
+
+    async fn open(
+        node_id: i32,
+        voters: &BTreeMap<i32, String>,
+        bootstrap: &[String],
+        dir: &Path,
+        listener: Option<TcpListener>,
+        timing: &QuorumTiming,
+    ) -> Result<Arc<QuorumMember>, ControllerError> {
         let id = node_id as NodeId;
         let durable: Arc<dyn DurableDir> = Arc::new(
             FsDir::open(dir)
@@ -197,7 +227,7 @@ impl QuorumMember {
             .collect();
         let controller = Arc::new(ControllerSlot::default());
         let (stop, mut stopped) = watch::channel(false);
-        {
+        if let Some(listener) = listener {
             let raft = raft.clone();
             let handler: Arc<dyn ForwardHandler> = controller.clone();
             tokio::spawn(async move {
@@ -229,12 +259,143 @@ impl QuorumMember {
             reader,
             transport,
             voters: nodes,
+            bootstrap: bootstrap.to_vec(),
             runtime: tokio::runtime::Handle::current(),
             writer: Mutex::new(()),
             controller,
             stop,
             incarnation: uuid::Uuid::new_v4(),
         }))
+    }
+
+    /// Serves one connection of the quorum's traffic (the active controller replicating
+    /// to this observer) that the broker's listener accepted.
+    pub async fn serve_stream(&self, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+        let handler: Arc<dyn ForwardHandler> = self.controller.clone();
+        let mut stopped = self.stop.subscribe();
+        tokio::select! {
+            _ = stopped.wait_for(|&s| s) => {}
+            _ = tcp::serve_connection(stream, peer, self.raft.clone(), handler) => {}
+        }
+    }
+
+    /// Whether this member is an observer (not among the voters).
+    pub fn is_observer(&self) -> bool {
+        !self.voters.contains_key(&self.node_id)
+    }
+
+    /// Where member `id` is reached: its configured voter endpoint, else what the
+    /// replicated membership says (observers, and voters an observer learnt of).
+    fn address_of(&self, id: NodeId) -> Option<String> {
+        if let Some(n) = self.voters.get(&id) {
+            return Some(n.addr.clone());
+        }
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Makes this observer known to the active controller, which then replicates the
+    /// metadata log (or a snapshot of it) to `addr`, this broker's listener. Tries every
+    /// voter and bootstrap server until the active controller answers; returns the
+    /// cluster id it gives.
+    pub fn join(&self, addr: &str) -> Result<String, ControllerError> {
+        let op = ControllerOp::AddObserver {
+            node_id: self.node_id as i32,
+            addr: addr.to_string(),
+        };
+        let bytes = serde_json::to_vec(&op)
+            .map_err(|e| ControllerError::Corrupt(format!("encoding a controller op: {e}")))?;
+        let mut places: Vec<(NodeId, String)> = Vec::new();
+        if let Some(leader) = self.leader() {
+            if let Some(addr) = self.address_of(leader as NodeId) {
+                places.push((leader as NodeId, addr));
+            }
+        }
+        places.extend(self.voters.iter().map(|(&id, n)| (id, n.addr.clone())));
+        // Bootstrap servers have no known id: each gets its own connection slot, above
+        // any node id.
+        places.extend(
+            self.bootstrap
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (u64::MAX - i as u64, a.clone())),
+        );
+        let mut last = ControllerError::NotController("no voter or bootstrap server to ask".into());
+        for (id, place) in places {
+            let transport = self.transport.clone();
+            let bytes = bytes.clone();
+            let answer = self.block(async move {
+                transport
+                    .forward_within(id, &place, bytes, tcp::RPC_TIMEOUT)
+                    .await
+            });
+            let reply: OpReply = match answer {
+                Ok(a) => match serde_json::from_slice(&a) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        last = ControllerError::NotController(format!("undecodable answer: {e}"));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    last = ControllerError::NotController(format!("cannot reach the quorum: {e}"));
+                    continue;
+                }
+            };
+            match reply.into_result() {
+                Ok(crate::ops::OpOutput::Joined { cluster_id }) => return Ok(cluster_id),
+                Ok(other) => {
+                    last = ControllerError::Corrupt(format!("unexpected answer {other:?}"))
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// On the active controller: adds `node_id` at `addr` as a learner, replicated to
+    /// but never voting. Returns once the membership change is committed.
+    pub(crate) fn add_observer(&self, node_id: i32, addr: &str) -> Result<(), ControllerError> {
+        let id = node_id as NodeId;
+        if self.voters.contains_key(&id) {
+            return Err(ControllerError::Refused {
+                code: 42,
+                message: format!("node {node_id} is a voter and cannot join as an observer"),
+            });
+        }
+        let known = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config.membership().get_node(&id).cloned()
+        };
+        if known.is_some_and(|n| n.addr == addr) {
+            return Ok(());
+        }
+        let raft = self.raft.clone();
+        let node = Node::new(addr.to_string());
+        let result = self.block(async move {
+            tokio::time::timeout(WRITE_TIMEOUT, raft.add_learner(id, node, false)).await
+        });
+        match result {
+            Ok(Ok(_)) => {
+                tracing::info!(node_id, addr, "observer joined the metadata quorum");
+                Ok(())
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(
+                ControllerError::NotController("this node is not the active controller".into()),
+            ),
+            Ok(Err(e)) => Err(ControllerError::NotController(format!(
+                "adding observer {node_id}: {e}"
+            ))),
+            Err(_) => Err(ControllerError::NotController(format!(
+                "adding observer {node_id} was not committed within {} s",
+                WRITE_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     /// Lets peers' forwarded ops run on `controller`.
@@ -284,32 +445,32 @@ impl QuorumMember {
         // Raft indexes count from 0; Kafka's offsets are "next offset" positions.
         let end = m.last_log_index.map_or(0, |i| i as i64 + 1);
         let high_watermark = m.last_applied.map_or(0, |l| l.index as i64 + 1);
-        let voters = self
-            .voters
-            .keys()
-            .map(|&id| {
-                let matched = if id == self.node_id {
-                    Some(end)
-                } else {
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(&id).copied().flatten())
-                        .map(|l| l.index as i64 + 1)
-                };
-                let caught_up = matched.is_some_and(|e| e >= high_watermark);
-                ReplicaStatus {
-                    replica_id: id as i32,
-                    log_end_offset: matched.unwrap_or(-1),
-                    last_fetch_ms: if id == self.node_id { now_ms } else { -1 },
-                    last_caught_up_ms: if caught_up { now_ms } else { -1 },
-                }
-            })
-            .collect();
+        let learners: Vec<NodeId> = m.membership_config.membership().learner_ids().collect();
+        let status_of = |id: NodeId| {
+            let matched = if id == self.node_id {
+                Some(end)
+            } else {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).copied().flatten())
+                    .map(|l| l.index as i64 + 1)
+            };
+            let caught_up = matched.is_some_and(|e| e >= high_watermark);
+            ReplicaStatus {
+                replica_id: id as i32,
+                log_end_offset: matched.unwrap_or(-1),
+                last_fetch_ms: if id == self.node_id { now_ms } else { -1 },
+                last_caught_up_ms: if caught_up { now_ms } else { -1 },
+            }
+        };
+        let voters = self.voters.keys().map(|&id| status_of(id)).collect();
+        let observers = learners.into_iter().map(status_of).collect();
         Ok(QuorumStatus {
             leader_id: self.node_id as i32,
             leader_epoch: m.current_term.min(i32::MAX as u64) as i32,
             high_watermark,
             voters,
+            observers,
             endpoints: self
                 .voters
                 .iter()
@@ -369,15 +530,14 @@ impl QuorumMember {
                 "the metadata quorum has no active controller yet".into(),
             ));
         };
-        let Some(node) = self.voters.get(&(leader as NodeId)) else {
+        let Some(addr) = self.address_of(leader as NodeId) else {
             return Err(ControllerError::NotController(format!(
-                "active controller {leader} is not a configured voter"
+                "active controller {leader} is not a known voter"
             )));
         };
         let bytes = serde_json::to_vec(op)
             .map_err(|e| ControllerError::Corrupt(format!("encoding a controller op: {e}")))?;
         let transport = self.transport.clone();
-        let addr = node.addr.clone();
         let limit = limit.unwrap_or(tcp::LONG_RPC_TIMEOUT);
         let answer = self
             .block(async move {

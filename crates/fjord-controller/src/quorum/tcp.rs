@@ -415,7 +415,7 @@ pub async fn serve(
 /// Answers one connection's requests in order until it closes, idles out or sends
 /// something that is not a request; the last two are logged and close this connection
 /// only.
-async fn serve_connection(
+pub(crate) async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     raft: Raft,
