@@ -286,8 +286,11 @@ fn partition_dirs(dir: &Path, topic: &str) -> BTreeSet<String> {
 
 #[test]
 fn a_new_broker_is_filled_by_reassignment_while_producers_run() {
-    let mut c = Cluster::new_n(4, &[REPLICA_LAG, "auto.leader.rebalance.enable=false"]);
-    // Three of the four voters form the quorum; broker 4 joins later, empty.
+    let mut c = Cluster::with_roles(
+        &[Role::Combined, Role::Combined, Role::Combined, Role::Broker],
+        &[REPLICA_LAG, "auto.leader.rebalance.enable=false"],
+    );
+    // Three nodes form the quorum; broker 4, broker-only, joins later, empty.
     for id in 1..=3 {
         c.start(id);
     }
