@@ -1,0 +1,391 @@
+"""Tests for the Fjord chaos checker and plot on small synthetic histories.
+
+Each violation test starts from a clean history that passes and breaks exactly one
+thing, so a check that stops detecting its violation fails its test.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import checker  # noqa: E402
+from checker import check  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SUMMARY_RE = (r"^faults: \d+ injected; acked: \d+; lost: \d+; duplicated: \d+; "
+              r"reordered: \d+; inconsistent offsets: \d+; verdict: (PASS|FAIL)$")
+
+
+def clean_history(n=6):
+    """Two producers, one key each (key a -> partition 0, key b -> partition 1), every
+    send acked in order, a group consumer polling and committing, a kill fault, and a
+    final read matching the acks."""
+    ev = [{"type": "meta", "t": 0.0, "nodes": 3, "seed": 7, "faults": ["kill"],
+           "workload": "queue", "minutes": 1, "system": "fjord", "partitions": 2}]
+    t = 0.0
+    records = []
+    for i in range(n):
+        for prod, key, part in (("p0", "a", 0), ("p1", "b", 1)):
+            v = f"{prod}-{i}"
+            t += 0.1
+            ev.append({"type": "send", "t": t, "producer": prod, "key": key, "value": v})
+            ev.append({"type": "ack", "t": t + 0.01, "producer": prod, "key": key, "value": v,
+                       "partition": part, "offset": i, "latency": 0.01})
+            records.append((part, i, key, v))
+    ev.append({"type": "fault", "t": t + 0.05, "fault": "kill", "phase": "start", "node": 2,
+               "detail": "SIGKILL"})
+    ev.append({"type": "send", "t": t + 0.1, "producer": "p0", "key": "a", "value": f"p0-{n}"})
+    ev.append({"type": "ack", "t": t + 1.05, "producer": "p0", "key": "a", "value": f"p0-{n}",
+               "partition": 0, "offset": n, "latency": 0.95})
+    records.append((0, n, "a", f"p0-{n}"))
+    ev.append({"type": "fault", "t": t + 2.0, "fault": "kill", "phase": "end", "node": 2,
+               "detail": ""})
+    t += 3
+    ev.append({"type": "assign", "t": t, "consumer": "c0", "partitions": [0, 1]})
+    for part, off, key, v in records:
+        t += 0.01
+        ev.append({"type": "poll", "t": t, "consumer": "c0", "partition": part, "offset": off,
+                   "key": key, "value": v})
+    ev.append({"type": "commit", "t": t, "consumer": "c0", "partition": 0, "offset": n + 1})
+    ev.append({"type": "commit", "t": t, "consumer": "c0", "partition": 1, "offset": n})
+    t += 1
+    for part, off, key, v in sorted(records):
+        ev.append({"type": "final", "t": t, "partition": part, "offset": off, "key": key,
+                   "value": v})
+    return ev
+
+
+def final_index(ev, part, off):
+    return next(i for i, e in enumerate(ev)
+                if e["type"] == "final" and e["partition"] == part and e["offset"] == off)
+
+
+def test_clean_history_passes():
+    r = check(clean_history())
+    assert r.verdict == "PASS", r.counts
+    assert r.violations == 0
+    assert r.totals["acked"] == 13
+    assert r.totals["final records"] == 13
+    assert r.injected == 1
+
+
+def test_no_acks_fails():
+    ev = [e for e in clean_history() if e["type"] != "ack"]
+    r = check(ev)
+    assert r.totals["acked"] == 0
+    assert r.verdict == "FAIL"
+
+
+def test_lost_write():
+    ev = clean_history()
+    del ev[final_index(ev, 0, 3)]
+    r = check(ev)
+    assert r.counts["lost"] == 1
+    assert "'p0-3'" in r.examples["lost"][0]
+    assert r.verdict == "FAIL"
+
+
+def test_duplicate():
+    ev = clean_history()
+    ev.append({"type": "final", "t": 99, "partition": 1, "offset": 6, "key": "b",
+               "value": "p1-2"})
+    r = check(ev)
+    assert r.counts["duplicated"] == 1
+    assert "p1/o2" in r.examples["duplicated"][0] and "p1/o6" in r.examples["duplicated"][0]
+    assert r.verdict == "FAIL"
+
+
+def swap_final(ev, part, o1, o2):
+    """Swaps two records of the final read, and the acks that claimed those offsets, so
+    only the order is wrong (ack offsets stay consistent with the final read)."""
+    i, j = final_index(ev, part, o1), final_index(ev, part, o2)
+    ev[i]["value"], ev[j]["value"] = ev[j]["value"], ev[i]["value"]
+    for e in ev:
+        if e["type"] in ("ack", "poll") and e["partition"] == part and e["offset"] in (o1, o2):
+            e["offset"] = o2 if e["offset"] == o1 else o1
+    return ev
+
+
+def test_reorder():
+    ev = swap_final(clean_history(), 0, 2, 3)
+    r = check(ev)
+    assert r.counts["reordered"] >= 1
+    assert r.counts["inconsistent_offsets"] == 0
+    assert r.counts["lost"] == 0 and r.counts["duplicated"] == 0
+    assert any("'p0-2'" in e for e in r.examples["reordered"])
+    assert r.verdict == "FAIL"
+
+
+def test_reorder_across_keys_of_one_producer():
+    # Two keys of one producer in one partition: each key's own order is intact, but
+    # the producer's sequence in the partition is not.
+    ev = [{"type": "meta", "t": 0, "system": "fjord", "nodes": 1, "seed": 1}]
+    order = [("p-0", "x", 0), ("p-1", "y", 1)]
+    for v, k, o in order:
+        ev.append({"type": "ack", "t": 1, "producer": "p", "key": k, "value": v,
+                   "partition": 0, "offset": o, "latency": 0.01})
+    # Final read has them swapped (and acks claimed the swapped offsets, consistently).
+    ev[1]["offset"], ev[2]["offset"] = 1, 0
+    ev.append({"type": "final", "t": 2, "partition": 0, "offset": 0, "key": "y", "value": "p-1"})
+    ev.append({"type": "final", "t": 2, "partition": 0, "offset": 1, "key": "x", "value": "p-0"})
+    r = check(ev)
+    assert r.counts["reordered"] == 1
+    assert r.counts["inconsistent_offsets"] == 0
+
+
+def test_key_split_across_partitions_is_a_reorder():
+    ev = clean_history()
+    # p0-4 (key a, partition 0) turns up in partition 1 instead, with its ack agreeing.
+    i = final_index(ev, 0, 4)
+    ev[i]["partition"], ev[i]["offset"] = 1, 50
+    for e in ev:
+        if e.get("value") == "p0-4" and e["type"] in ("ack", "poll"):
+            e["partition"], e["offset"] = 1, 50
+    r = check(ev)
+    assert r.counts["reordered"] == 1
+    assert "p1/o50" in r.examples["reordered"][0]
+
+
+def test_inconsistent_offset_between_poll_and_final():
+    ev = clean_history()
+    for e in ev:
+        if e["type"] == "poll" and e["partition"] == 1 and e["offset"] == 3:
+            e["value"] = "p1-999"
+    r = check(ev)
+    assert r.counts["inconsistent_offsets"] == 1
+    assert "p1/o3" in r.examples["inconsistent_offsets"][0]
+    assert r.verdict == "FAIL"
+
+
+def test_inconsistent_offset_ack_vs_final():
+    ev = clean_history()
+    # The ack of p1-3 claims offset 4 of partition 1, where the final read has p1-4.
+    for e in ev:
+        if e["type"] == "ack" and e["value"] == "p1-3":
+            e["offset"] = 4
+    r = check(ev)
+    assert r.counts["inconsistent_offsets"] == 1
+    assert "p1/o4" in r.examples["inconsistent_offsets"][0]
+    assert r.verdict == "FAIL"
+
+
+def test_backward_commit():
+    ev = clean_history()
+    ev.append({"type": "commit", "t": 98, "consumer": "c1", "partition": 0, "offset": 2})
+    r = check(ev)
+    assert r.counts["backward_commits"] == 1
+    assert "p0" in r.examples["backward_commits"][0]
+    assert r.verdict == "FAIL"
+
+
+def test_equal_commit_is_not_backward():
+    ev = clean_history()
+    ev.append({"type": "commit", "t": 98, "consumer": "c1", "partition": 0, "offset": 7})
+    assert check(ev).counts["backward_commits"] == 0
+
+
+def rewind(ev, between=()):
+    """The consumer re-reads p0 offsets 2..3 after reading all of it, with the given
+    events (e.g. a revoke/assign) in between. Appended before the final read."""
+    i = next(i for i, e in enumerate(ev) if e["type"] == "final")
+    again = [{"type": "poll", "t": 50 + k, "consumer": "c0", "partition": 0, "offset": o,
+              "key": "a", "value": f"p0-{o}"} for k, o in enumerate((2, 3))]
+    ev[i:i] = list(between) + again
+    return ev
+
+
+def test_nonmonotonic_poll_within_assignment():
+    r = check(rewind(clean_history()))
+    assert r.counts["nonmonotonic_polls"] == 1
+    assert "offset 2" in r.examples["nonmonotonic_polls"][0]
+    assert r.verdict == "FAIL"
+
+
+def test_rewind_after_revoke_and_assign_is_allowed():
+    between = [{"type": "revoke", "t": 49, "consumer": "c0", "partitions": [0, 1]},
+               {"type": "assign", "t": 49.5, "consumer": "c0", "partitions": [0]}]
+    r = check(rewind(clean_history(), between))
+    assert r.counts["nonmonotonic_polls"] == 0
+    assert r.verdict == "PASS"
+
+
+def test_rewind_of_a_partition_not_reassigned_is_not_allowed():
+    # A cooperative rebalance that moved only partition 1 must not excuse partition 0.
+    between = [{"type": "revoke", "t": 49, "consumer": "c0", "partitions": [1]}]
+    assert check(rewind(clean_history(), between)).counts["nonmonotonic_polls"] == 1
+
+
+def test_repeated_offset_is_nonmonotonic():
+    ev = clean_history()
+    i = next(i for i, e in enumerate(ev) if e["type"] == "final")
+    ev.insert(i, {"type": "poll", "t": 50, "consumer": "c0", "partition": 1, "offset": 5,
+                  "key": "b", "value": "p1-5"})
+    assert check(ev).counts["nonmonotonic_polls"] == 1
+
+
+def test_indeterminate_failures_neither_lost_nor_duplicated():
+    ev = clean_history()
+    i = next(i for i, e in enumerate(ev) if e["type"] == "final")
+    ev[i:i] = [
+        # Failed and absent: not lost.
+        {"type": "send", "t": 5, "producer": "p1", "key": "b", "value": "p1-6"},
+        {"type": "fail", "t": 6, "producer": "p1", "key": "b", "value": "p1-6",
+         "error": "timed out"},
+        # Failed and present once: not a duplicate, but reported as unacked-present.
+        {"type": "send", "t": 5, "producer": "p1", "key": "b", "value": "p1-7"},
+        {"type": "fail", "t": 6, "producer": "p1", "key": "b", "value": "p1-7",
+         "error": "timed out"},
+        # Never answered and absent: not lost.
+        {"type": "send", "t": 5, "producer": "p1", "key": "b", "value": "p1-8"},
+    ]
+    ev.append({"type": "final", "t": 99, "partition": 1, "offset": 7, "key": "b",
+               "value": "p1-7"})
+    r = check(ev)
+    assert r.violations == 0, r.examples
+    assert r.unacked_present == 1
+    assert r.totals["failed"] == 2
+    assert r.verdict == "PASS"
+
+
+def test_indeterminate_write_present_twice_is_a_duplicate():
+    ev = clean_history()
+    ev += [{"type": "send", "t": 5, "producer": "p1", "key": "b", "value": "p1-7"},
+           {"type": "fail", "t": 6, "producer": "p1", "key": "b", "value": "p1-7", "error": "x"},
+           {"type": "final", "t": 99, "partition": 1, "offset": 7, "key": "b", "value": "p1-7"},
+           {"type": "final", "t": 99, "partition": 1, "offset": 8, "key": "b", "value": "p1-7"}]
+    assert check(ev).counts["duplicated"] == 1
+
+
+def test_unknown_event_types_are_ignored():
+    ev = clean_history()
+    ev.insert(3, {"type": "something_new", "t": 0.2, "x": 1})
+    r = check(ev)
+    assert r.verdict == "PASS"
+    assert r.ignored_types == {"something_new": 1}
+
+
+def test_availability_per_fault_type():
+    r = check(clean_history())
+    # The kill starts 0.04 s after the 12th ack and the next ack comes 1 s after the kill.
+    assert r.faults["kill"].injected == 1
+    assert r.faults["kill"].max_unavailable == pytest.approx(1.0)
+    assert r.max_ack_gap == pytest.approx(1.04)
+    assert r.fault_windows[0][0] == "kill"
+
+
+def test_aborted_read_and_half_transaction():
+    ev = clean_history()
+    ev += [
+        {"type": "txn_abort", "t": 7, "producer": "tp", "values": ["tp-0", "tp-1"]},
+        {"type": "txn_commit", "t": 8, "producer": "tp", "values": ["tp-2", "tp-3"]},
+        {"type": "poll", "t": 9, "consumer": "rc", "partition": 0, "offset": 40, "key": "t",
+         "value": "tp-0", "isolation": "read_committed"},
+        {"type": "final", "t": 99, "partition": 0, "offset": 40, "key": "t", "value": "tp-0"},
+        {"type": "final", "t": 99, "partition": 0, "offset": 42, "key": "t", "value": "tp-2"},
+    ]
+    r = check(ev)
+    assert r.counts["aborted_reads"] == 1
+    assert r.counts["half_transactions"] == 1
+    assert "'tp-3'" in r.examples["half_transactions"][0]
+    assert r.verdict == "FAIL"
+
+
+def test_examples_are_capped():
+    ev = clean_history(30)
+    ev = [e for e in ev if e["type"] != "final"]
+    r = check(ev)
+    assert r.counts["lost"] == 61
+    assert len(r.examples["lost"]) == checker.MAX_EXAMPLES
+
+
+# --- the command line ---
+
+def write_history(tmp_path, events, name="h.jsonl"):
+    p = tmp_path / name
+    p.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return p
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, os.path.join(HERE, "checker.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_pass_last_line_and_report(tmp_path):
+    h = write_history(tmp_path, clean_history())
+    rep = tmp_path / "r.md"
+    p = run_cli(h, "--report", rep)
+    assert p.returncode == 0, p.stderr
+    last = p.stdout.rstrip("\n").splitlines()[-1]
+    assert last == ("faults: 1 injected; acked: 13; lost: 0; duplicated: 0; reordered: 0; "
+                    "inconsistent offsets: 0; verdict: PASS")
+    assert rep.read_text() == p.stdout
+    assert "| kill | 1 |" in p.stdout
+
+
+def test_cli_fail_exit_code(tmp_path):
+    ev = clean_history()
+    del ev[final_index(ev, 1, 0)]
+    p = run_cli(write_history(tmp_path, ev))
+    assert p.returncode == 1
+    last = p.stdout.rstrip("\n").splitlines()[-1]
+    import re
+    assert re.match(SUMMARY_RE, last)
+    assert "lost: 1;" in last and last.endswith("verdict: FAIL")
+
+
+def test_cli_backward_commit_fails_with_clean_last_counts(tmp_path):
+    # Violations outside the last line's counts still make the verdict FAIL.
+    ev = clean_history()
+    ev.append({"type": "commit", "t": 98, "consumer": "c1", "partition": 1, "offset": 1})
+    p = run_cli(write_history(tmp_path, ev))
+    assert p.returncode == 1
+    assert p.stdout.rstrip().splitlines()[-1].endswith(
+        "lost: 0; duplicated: 0; reordered: 0; inconsistent offsets: 0; verdict: FAIL")
+
+
+def test_cli_unreadable_input(tmp_path):
+    assert run_cli(tmp_path / "missing.jsonl").returncode == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type":"meta","t":0}\n{"type": "ack", trunc\n')
+    p = run_cli(bad)
+    assert p.returncode == 2
+    assert "bad.jsonl:2" in p.stderr
+    # A known event type missing a field it needs is unreadable too, not a crash.
+    missing = write_history(tmp_path, [{"type": "ack", "t": 1, "value": "p-0"}], "m.jsonl")
+    assert run_cli(missing).returncode == 2
+
+
+def test_cli_empty_history_fails(tmp_path):
+    p = run_cli(write_history(tmp_path, []))
+    assert p.returncode == 1
+    assert p.stdout.rstrip().splitlines()[-1] == (
+        "faults: 0 injected; acked: 0; lost: 0; duplicated: 0; reordered: 0; "
+        "inconsistent offsets: 0; verdict: FAIL")
+
+
+def test_plot_writes_png(tmp_path):
+    h = write_history(tmp_path, clean_history())
+    png = tmp_path / "t.png"
+    p = run_cli(h, "--plot", png)
+    assert p.returncode == 0, p.stderr
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 10_000
+
+
+def test_plot_module_without_acks(tmp_path):
+    # An outage-only history (no acks, an unended fault) must still draw.
+    import plot
+    tl = plot.Timeline()
+    for e in [{"type": "meta", "t": 0, "system": "fjord", "nodes": 3, "seed": 1},
+              {"type": "fault", "t": 1, "fault": "pause", "phase": "start", "node": 1},
+              {"type": "send", "t": 2, "producer": "p", "key": "k", "value": "p-0"}]:
+        tl.add(e)
+    out = tmp_path / "empty.png"
+    tl.render(str(out), verdict="FAIL")
+    assert out.read_bytes()[:4] == b"\x89PNG"
