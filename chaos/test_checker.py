@@ -173,6 +173,18 @@ def test_inconsistent_offset_ack_vs_final():
     assert r.verdict == "FAIL"
 
 
+def test_ack_offset_where_final_read_has_nothing():
+    # The value survived, but not where its ack said: the ack's offset was a lie.
+    ev = clean_history()
+    for e in ev:
+        if e["type"] == "ack" and e["value"] == "p1-5":
+            e["offset"] = 30
+    r = check(ev)
+    assert r.counts["inconsistent_offsets"] == 1
+    assert "p1/o30" in r.examples["inconsistent_offsets"][0]
+    assert r.counts["lost"] == 0
+
+
 def test_backward_commit():
     ev = clean_history()
     ev.append({"type": "commit", "t": 98, "consumer": "c1", "partition": 0, "offset": 2})
@@ -277,6 +289,27 @@ def test_availability_per_fault_type():
     assert r.fault_windows[0][0] == "kill"
 
 
+def test_overlapping_faults_and_no_recovery():
+    ev = clean_history()
+    i = next(i for i, e in enumerate(ev) if e["type"] == "final")
+    ev[i:i] = [
+        {"type": "fault", "t": 10, "fault": "pause", "phase": "start", "node": 0},
+        {"type": "fault", "t": 11, "fault": "pause", "phase": "start", "node": 1},
+        # An end without a node closes the oldest open pause.
+        {"type": "fault", "t": 12, "fault": "pause", "phase": "end", "node": None},
+        {"type": "fault", "t": 13, "fault": "pause", "phase": "end", "node": 1},
+    ]
+    r = check(ev)
+    pauses = sorted((w[1], w[2], w[3]) for w in r.fault_windows if w[0] == "pause")
+    assert pauses == [(0, 10, 12), (1, 11, 13)]
+    # No ack ever follows these pauses: the wait runs to the end of the history.
+    assert r.faults["pause"].injected == 2
+    assert r.faults["pause"].never_recovered == 2
+    last_t = max(e["t"] for e in ev)
+    assert r.faults["pause"].max_unavailable == pytest.approx(last_t - 10)
+    assert r.faults["pause"].max_at == 10
+
+
 def test_aborted_read_and_half_transaction():
     ev = clean_history()
     ev += [
@@ -292,6 +325,14 @@ def test_aborted_read_and_half_transaction():
     assert r.counts["half_transactions"] == 1
     assert "'tp-3'" in r.examples["half_transactions"][0]
     assert r.verdict == "FAIL"
+
+
+def test_committed_transaction_wholly_missing_is_lost():
+    ev = clean_history()
+    ev.append({"type": "txn_commit", "t": 8, "producer": "tp", "values": ["tp-0", "tp-1"]})
+    r = check(ev)
+    assert r.counts["lost"] == 2
+    assert r.counts["half_transactions"] == 0
 
 
 def test_examples_are_capped():
