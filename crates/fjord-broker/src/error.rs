@@ -87,6 +87,10 @@ pub enum BrokerError {
     /// configuration says: a setting to fix, like a bad property (exit code 2).
     #[error("{0}")]
     WrongDirectory(String),
+    /// A cluster member's data directory failed under it (a full disk, an I/O error):
+    /// the node stopped so that the other replicas take over.
+    #[error("{0}")]
+    StorageFailed(String),
 }
 
 impl BrokerError {
@@ -105,6 +109,7 @@ impl BrokerError {
             BrokerError::Controller(e) => e.kafka_code(),
             BrokerError::Io { .. } => code::KAFKA_STORAGE_ERROR,
             BrokerError::Config(_) => code::INVALID_CONFIG,
+            BrokerError::StorageFailed(_) => code::KAFKA_STORAGE_ERROR,
             BrokerError::Startup(_) | BrokerError::WrongDirectory(_) => code::UNKNOWN_SERVER_ERROR,
         }
     }

@@ -194,9 +194,29 @@ impl Server {
                 }
             }
         };
+        let quorum = self.state.controller.quorum().cloned();
+        let quorum_stopped = async {
+            match &quorum {
+                Some(q) => Some(q.stopped().await),
+                None => std::future::pending().await,
+            }
+        };
+        // A node whose quorum member stopped (its metadata log could not be written)
+        // cannot follow the cluster any more: it stops too, with one clear line, rather
+        // than serve from an image that no longer moves.
+        let mut fatal = None;
+        let mut storage = None;
         tokio::select! {
             _ = accept => {}
             _ = shutdown => tracing::info!("shutting down: no new connections"),
+            why = quorum_stopped => {
+                tracing::error!("stopping: the metadata quorum member stopped ({})", why.as_deref().unwrap_or(""));
+                fatal = why;
+            }
+            why = storage_failed(&self.state) => {
+                tracing::error!("stopping: the data directory failed ({why}); the other replicas take over. Fix the disk, then start this node again");
+                storage = Some(why);
+            }
         }
         // Controlled shutdown: heartbeats stop, and the controller moves this broker's
         // leaderships to other in-sync replicas before it goes, so producers move on at
@@ -226,6 +246,16 @@ impl Server {
         tokio::task::spawn_blocking(move || state.replicas.shutdown())
             .await
             .map_err(|e| BrokerError::Startup(format!("shutdown flush task failed: {e}")))?;
+        if let Some(why) = fatal {
+            return Err(BrokerError::from(
+                fjord_controller::ControllerError::QuorumStopped(why),
+            ));
+        }
+        if let Some(why) = storage {
+            return Err(BrokerError::StorageFailed(format!(
+                "the data directory failed: {why}"
+            )));
+        }
         tracing::info!("all logs flushed; bye");
         Ok(())
     }
@@ -258,9 +288,16 @@ pub async fn run_controller(
         rebalance_every,
     );
     tokio::pin!(shutdown);
+    let member = controller.quorum().cloned();
+    let mut fatal = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            why = async { match &member { Some(q) => q.stopped().await, None => std::future::pending().await } } => {
+                tracing::error!("stopping: the metadata quorum member stopped ({why})");
+                fatal = Some(why);
+                break;
+            }
             _ = fence.tick() => {
                 let c = controller.clone();
                 match tokio::task::spawn_blocking(move || c.fence_expired()).await {
@@ -291,8 +328,42 @@ pub async fn run_controller(
     if let Some(q) = controller.quorum() {
         q.shutdown().await;
     }
+    if let Some(why) = fatal {
+        return Err(BrokerError::from(
+            fjord_controller::ControllerError::QuorumStopped(why),
+        ));
+    }
     tracing::info!("bye");
     Ok(())
+}
+
+/// In a cluster, resolves once a hosted partition's log went offline under a storage
+/// error (a full disk, a failing device). With its one data directory failing, the
+/// broker stops, as Kafka's does: its controlled shutdown hands leadership to the other
+/// in-sync replicas at once, where staying would hold acks=all back until the ISR
+/// shrinks, and leave the partitions it leads unwritable. A one-node Fjord has no one to
+/// hand over to: it stays up, serving reads, and answers writes KAFKA_STORAGE_ERROR.
+async fn storage_failed(state: &Arc<BrokerState>) -> String {
+    if state.controller.quorum().is_none() {
+        return std::future::pending().await;
+    }
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        every.tick().await;
+        if let Some(p) = state
+            .replicas
+            .all()
+            .into_iter()
+            .find(|p| p.log.is_offline())
+        {
+            return format!(
+                "partition {}-{} at {}",
+                p.topic,
+                p.index,
+                p.log.dir().display()
+            );
+        }
+    }
 }
 
 /// `auto.leader.rebalance.enable`: on the active controller, every
@@ -697,6 +768,12 @@ async fn register(
                 return Err(e.into())
             }
             Ok(Err(e)) if controller.quorum().is_some() => {
+                if let Some(why) = controller.quorum().and_then(|q| q.fatal()) {
+                    return Err(fjord_controller::ControllerError::QuorumStopped(format!(
+                        "this node's metadata quorum member stopped: {why}"
+                    ))
+                    .into());
+                }
                 if reported.elapsed() >= Duration::from_secs(5) {
                     tracing::info!(
                         waited_s = started.elapsed().as_secs(),

@@ -128,7 +128,7 @@ fn spawn_leader_log(raft: Raft, id: NodeId) {
             if let Some(fatal) = stopped {
                 // Nothing recovers a stopped raft core in this process: say so once, loudly.
                 tracing::error!(
-                    "this node's metadata quorum member stopped ({fatal}); restart the node"
+                    "this node's metadata quorum member stopped ({fatal}); the node stops"
                 );
                 return;
             }
@@ -477,6 +477,27 @@ impl QuorumMember {
                 .map(|(&id, n)| (id as i32, n.addr.clone()))
                 .collect(),
         })
+    }
+
+    /// Why this node's raft core stopped (a storage error it cannot go on from), if it
+    /// did. Nothing restarts it in this process.
+    pub fn fatal(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.running_state.as_ref().err().map(|e| e.to_string())
+    }
+
+    /// Waits until the raft core stops for good; returns why.
+    pub async fn stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(why) = metrics.borrow_and_update().running_state.as_ref().err() {
+                return why.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the metadata quorum member ended".into();
+            }
+        }
     }
 
     /// The current raft term.
