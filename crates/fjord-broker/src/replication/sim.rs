@@ -1,9 +1,11 @@
-//! A seeded simulation of one replicated partition: 3 to 5 brokers, each a
-//! [`ReplicaState`] over a simulated log, and a controller that decides with
-//! `fjord_controller::partitions` on a `MetadataImage`. Everything that is not the rules
-//! is a small model of the shell around them (the Fetch handler's `record_follower`, the
-//! fetcher's `apply_partition`/`truncate`, the controller's heartbeats, registration and
-//! AlterPartition handling, acks=all), single-threaded and driven by one seed.
+//! A seeded simulation of one replicated partition: 3 to 5 replicas and 1 or 2 spare
+//! brokers, each a [`ReplicaState`] over a simulated log, and a controller that decides
+//! with `fjord_controller::partitions` on a `MetadataImage`. Everything that is not the
+//! rules is a small model of the shell around them (the Fetch handler's
+//! `record_follower`, the fetcher's `apply_partition`/`truncate`, `ReplicaManager::
+//! reconcile`, the controller's heartbeats, registration, AlterPartition and
+//! AlterPartitionReassignments handling, acks=all), single-threaded and driven by one
+//! seed.
 //!
 //! Faults: brokers crash (their logs are durable, as with fsync-before-ack; their
 //! replication state is lost and rebuilt after they register again, from the high
@@ -11,28 +13,49 @@
 //! and partitions isolate a node or split the cluster (the controller included). The
 //! controller fences a broker it has not heard from for `SESSION_STEPS`.
 //!
+//! Reassignments: now and then the controller moves the partition to a random target (any
+//! of the registered brokers, spares included, 1 to all of them, in any order), replaces
+//! an ongoing move with another, or cancels it, with `partitions::reassign`; the move
+//! completes inside AlterPartition once every target replica is in the ISR. Brokers react
+//! to each image as `reconcile` does: one that sees itself out of the replicas stops and
+//! deletes its copy (log, checkpoint, replication state); one that sees itself in them
+//! without a copy starts an empty one and fetches like any follower. A broker that never
+//! saw its removal (down, or cut off) keeps its copy if it is added back. All of this,
+//! and everything the spares do, draws from a second random stream, and the spares stand
+//! by until the first reassignment: a seed runs exactly as it did without reassignments
+//! up to its first one.
+//!
 //! Checked after every step:
 //! 1. a replica's high watermark never goes backwards while its process lives. A restart
 //!    starts from the checkpoint, which may be lower (Kafka allows this); what matters to
 //!    consumers, that nothing once committed is lost or changed, is invariant 2 and 4.
+//!    A deleted copy has no high watermark; a new copy starts again from 0.
 //! 2. committed records never diverge: every (offset, epoch, value) that some replica
 //!    holds below its high watermark is the same on every replica that claims it so, and
 //!    a replica holds every offset below its high watermark. (A lagging replica may still
 //!    hold a different, uncommitted record at a committed offset until it fetches and
-//!    truncates: that is Kafka's design, not a divergence.)
+//!    truncates: that is Kafka's design, not a divergence.) A deleted copy claims nothing;
+//!    a new one is checked from offset 0, against every record committed before.
 //! 3. at most one leader per leader epoch in the image, and a broker that believes it
 //!    leads at epoch e is the image's leader for e.
 //!
 //! Checked at the end, once every broker is up, the network healed and the cluster quiet:
-//! 4. every acknowledged value and every committed record is on every ISR replica at its
-//!    offset; every replica is back in the ISR with the same log.
+//! 4. no reassignment is left ongoing; every acknowledged value and every committed
+//!    record is on every replica of the final assignment (all in the ISR) at its offset,
+//!    whichever brokers held the partition before; every replica has the same log, and
+//!    every broker outside the assignment has deleted its copy. (Acknowledged means
+//!    answered to acks=all while the leader had at least min.insync in its ISR: those
+//!    writes were on every ISR member, and a move only shrinks the ISR to its target
+//!    once every target replica has joined it, so no move may lose one.)
 //!
 //! The shell is modelled in variants (`Model`): as it is (as Kafka does it), as it first
 //! was, and as it is minus one fix. A test keeps, for each of the latter, a seed it
-//! breaks, and expects the failure: proof that the simulation catches each.
+//! breaks, and expects the failure: proof that the simulation catches each. Those seeds
+//! run without reassignments, which would change their runs.
 //!
 //! `FJORD_SIM_SEEDS=N` runs N seeds; `FJORD_SIM_SEED=S` replays one with a trace on
-//! stderr; `FJORD_SIM_MODEL` picks the variant.
+//! stderr; `FJORD_SIM_MODEL` picks the variant; `FJORD_SIM_REASSIGN` sets how many steps
+//! per mille ask for a reassignment (0: none; more finds races between moves sooner).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -1592,13 +1615,13 @@ fn run_seeds(count: u64, steps: u64, model: Model) {
         "{count} seeds: {acked} acknowledged, {committed} committed, {reassignments} reassignments ({moves} completed)"
     );
     // The workload must actually commit, acknowledge and move the partition, or the
-    // checks check nothing.
+    // checks check nothing (a few seeds may happen to complete no move).
     assert!(
         acked as u64 > count * 10,
         "only {acked} acknowledged over {count} seeds"
     );
     assert!(
-        reassign == 0 || moves as u64 * 4 > count,
+        reassign == 0 || count < 100 || moves as u64 * 4 > count,
         "only {moves} reassignments completed over {count} seeds"
     );
 }
@@ -1658,4 +1681,26 @@ fn seed_51_a_stale_fetch_answer_appended_to_the_new_leader() {
 #[should_panic(expected = "seed 37")]
 fn seed_37_expansion_committed_but_forgotten_by_the_leader() {
     run_without_reassignments(37, 2000, ISR_FORGOTTEN_ON_ANY_ERROR);
+}
+
+/// Found by the simulation, with reassignments asked for at 20 steps per mille (3 replicas,
+/// 2 spares). At step 136 a move to [2, 3] completes and removes broker 1, but the leader
+/// epoch stays 2 (leader 2 did not change). At 139, before 1 has seen that image, a move
+/// to [1] adds it back: leader 2 tracks 1 afresh, and 1, still following 2 at epoch 2
+/// with its old copy, sends a fetch at offset 29. At 140 1 sees its removal and deletes
+/// its copy; at 141 it starts an empty one. At 142 the fetch sent from the deleted copy
+/// reaches 2 at the still-current epoch 2 and counts: 1 is caught up at 29, 2 proposes
+/// the ISR [1, 2, 3], and the controller commits it, which completes the move: replicas
+/// [1], ISR [1], leader 1 at epoch 3, with the 4 records its new copy holds. Brokers 2
+/// and 3 delete theirs; committed records 4 to 28 are gone, and at 178 broker 1 holds a
+/// new record at offset 4 below its high watermark. (Seed 1895 at 50 per mille is the
+/// same story.) The fix belongs in `partitions::reassign` and `complete_reassignment`:
+/// bump the leader epoch whenever replicas leave the assignment, so that a removed
+/// replica's fetches are fenced and nothing it sent before it deleted its copy can count
+/// for the one it makes when added back. (With that change, this seed and thousands of
+/// others at 20 and 50 per mille pass.)
+#[test]
+#[ignore = "controller bug: replicas leave the assignment without a leader epoch bump, so a removed replica's fetch counts for the empty copy it makes when added back"]
+fn seed_438_a_deleted_copys_fetch_brings_its_empty_successor_into_the_isr() {
+    run_with(438, 2000, SHELL, 20, false);
 }
