@@ -1707,15 +1707,17 @@ fn the_broken_models_are_caught_with_reassignments_too() {
 /// Found by the simulation, with reassignments asked for at 20 steps per mille (3 replicas,
 /// 2 spares). At step 136 a move to [2, 3] completes and removes broker 1, but the leader
 /// epoch stays 2 (leader 2 did not change). At 139, before 1 has seen that image, a move
-/// to [1] adds it back: leader 2 tracks 1 afresh, and 1, still following 2 at epoch 2
-/// with its old copy, sends a fetch at offset 29. At 140 1 sees its removal and deletes
+/// to [1] adds it back as a follower of 2, and 1, still following 2 at epoch 2 with its
+/// old copy, sends a fetch at offset 29. At 140 1 sees its removal and deletes
 /// its copy; at 141 it starts an empty one. At 142 the fetch sent from the deleted copy
 /// reaches 2 at the still-current epoch 2 and counts: 1 is caught up at 29, 2 proposes
 /// the ISR [1, 2, 3], and the controller commits it, which completes the move: replicas
 /// [1], ISR [1], leader 1 at epoch 3, with the 4 records its new copy holds. Brokers 2
 /// and 3 delete theirs; committed records 4 to 28 are gone, and at 178 broker 1 holds a
 /// new record at offset 4 below its high watermark. (Seed 1895 at 50 per mille is the
-/// same story.) The fix belongs in `partitions::reassign` and `complete_reassignment`:
+/// same story. Seed 789 at 5 per mille needs no completion: a replaced move drops the
+/// adding replica 4 at step 381 and the next puts it back at 383; the leader takes 4 into
+/// the ISR on a fetch from its deleted copy, then crashes, and 4 is elected empty.) The fix belongs in `partitions::reassign` and `complete_reassignment`:
 /// bump the leader epoch whenever replicas leave the assignment, so that a removed
 /// replica's fetches are fenced and nothing it sent before it deleted its copy can count
 /// for the one it makes when added back. (With that change, this seed and thousands of
