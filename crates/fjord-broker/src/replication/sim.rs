@@ -1,9 +1,11 @@
-//! A seeded simulation of one replicated partition: 3 to 5 brokers, each a
-//! [`ReplicaState`] over a simulated log, and a controller that decides with
-//! `fjord_controller::partitions` on a `MetadataImage`. Everything that is not the rules
-//! is a small model of the shell around them (the Fetch handler's `record_follower`, the
-//! fetcher's `apply_partition`/`truncate`, the controller's heartbeats, registration and
-//! AlterPartition handling, acks=all), single-threaded and driven by one seed.
+//! A seeded simulation of one replicated partition: 3 to 5 replicas and 1 or 2 spare
+//! brokers, each a [`ReplicaState`] over a simulated log, and a controller that decides
+//! with `fjord_controller::partitions` on a `MetadataImage`. Everything that is not the
+//! rules is a small model of the shell around them (the Fetch handler's
+//! `record_follower`, the fetcher's `apply_partition`/`truncate`, `ReplicaManager::
+//! reconcile`, the controller's heartbeats, registration, AlterPartition and
+//! AlterPartitionReassignments handling, acks=all), single-threaded and driven by one
+//! seed.
 //!
 //! Faults: brokers crash (their logs are durable, as with fsync-before-ack; their
 //! replication state is lost and rebuilt after they register again, from the high
@@ -11,28 +13,49 @@
 //! and partitions isolate a node or split the cluster (the controller included). The
 //! controller fences a broker it has not heard from for `SESSION_STEPS`.
 //!
+//! Reassignments: now and then the controller moves the partition to a random target (any
+//! of the registered brokers, spares included, 1 to all of them, in any order), replaces
+//! an ongoing move with another, or cancels it, with `partitions::reassign`; the move
+//! completes inside AlterPartition once every target replica is in the ISR. Brokers react
+//! to each image as `reconcile` does: one that sees itself out of the replicas stops and
+//! deletes its copy (log, checkpoint, replication state); one that sees itself in them
+//! without a copy starts an empty one and fetches like any follower. A broker that never
+//! saw its removal (down, or cut off) keeps its copy if it is added back. All of this,
+//! and everything the spares do, draws from a second random stream, and the spares stand
+//! by until the first reassignment: a seed runs exactly as it did without reassignments
+//! up to its first one.
+//!
 //! Checked after every step:
 //! 1. a replica's high watermark never goes backwards while its process lives. A restart
 //!    starts from the checkpoint, which may be lower (Kafka allows this); what matters to
 //!    consumers, that nothing once committed is lost or changed, is invariant 2 and 4.
+//!    A deleted copy has no high watermark; a new copy starts again from 0.
 //! 2. committed records never diverge: every (offset, epoch, value) that some replica
 //!    holds below its high watermark is the same on every replica that claims it so, and
 //!    a replica holds every offset below its high watermark. (A lagging replica may still
 //!    hold a different, uncommitted record at a committed offset until it fetches and
-//!    truncates: that is Kafka's design, not a divergence.)
+//!    truncates: that is Kafka's design, not a divergence.) A deleted copy claims nothing;
+//!    a new one is checked from offset 0, against every record committed before.
 //! 3. at most one leader per leader epoch in the image, and a broker that believes it
 //!    leads at epoch e is the image's leader for e.
 //!
 //! Checked at the end, once every broker is up, the network healed and the cluster quiet:
-//! 4. every acknowledged value and every committed record is on every ISR replica at its
-//!    offset; every replica is back in the ISR with the same log.
+//! 4. no reassignment is left ongoing; every acknowledged value and every committed
+//!    record is on every replica of the final assignment (all in the ISR) at its offset,
+//!    whichever brokers held the partition before; every replica has the same log, and
+//!    every broker outside the assignment has deleted its copy. (Acknowledged means
+//!    answered to acks=all while the leader had at least min.insync in its ISR: those
+//!    writes were on every ISR member, and a move only shrinks the ISR to its target
+//!    once every target replica has joined it, so no move may lose one.)
 //!
 //! The shell is modelled in variants (`Model`): as it is (as Kafka does it), as it first
 //! was, and as it is minus one fix. A test keeps, for each of the latter, a seed it
-//! breaks, and expects the failure: proof that the simulation catches each.
+//! breaks, and expects the failure: proof that the simulation catches each. Those seeds
+//! run without reassignments, which would change their runs.
 //!
 //! `FJORD_SIM_SEEDS=N` runs N seeds; `FJORD_SIM_SEED=S` replays one with a trace on
-//! stderr; `FJORD_SIM_MODEL` picks the variant.
+//! stderr; `FJORD_SIM_MODEL` picks the variant; `FJORD_SIM_REASSIGN` sets how many steps
+//! per mille ask for a reassignment (0: none; more finds races between moves sooner).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -69,6 +92,15 @@ const MAX_FETCH_RECORDS: usize = 4;
 const QUIET_STEPS: u64 = 1500;
 /// The controller's node id on the network (brokers are 1..=n).
 const CONTROLLER: i32 = 0;
+/// How often (per mille of steps) the controller is asked to reassign the partition
+/// (`FJORD_SIM_REASSIGN` sets another rate, 0 for none), and how often such a request
+/// cancels an ongoing reassignment instead of replacing it.
+const REASSIGN_PERMILLE: u64 = 2;
+const CANCEL_PERMILLE: u64 = 250;
+/// Salt of the second random stream, which draws everything about reassignments and the
+/// spare brokers, so the first stream (and so a seed's run up to its first reassignment)
+/// is what it was before reassignments were simulated.
+const SECOND_STREAM: u64 = 0x7EA5_5167;
 
 /// splitmix64: tiny, seedable, and good enough to pick faults.
 struct Rng(u64);
@@ -235,7 +267,15 @@ struct Broker {
     incarnation: u64,
     /// The newest image applied; kept across a crash, as the metadata log is durable.
     image: Rc<MetadataImage>,
-    /// None while down, and after a start until its registration is in its image.
+    /// Up and its registration in its image: it follows the metadata and heartbeats.
+    started: bool,
+    /// Whether it holds a copy of the partition (its log and checkpoint), which survives
+    /// a crash; the copy is deleted when the broker sees itself out of the replicas.
+    hosts: bool,
+    /// Bumped whenever the copy is deleted: a write waiting in a deleted copy is never
+    /// acknowledged, even if a new copy leads later.
+    copy: u64,
+    /// None while down, while starting, and while it hosts no copy.
     state: Option<ReplicaState>,
     /// The high watermark as last checkpointed.
     checkpoint: i64,
@@ -296,6 +336,7 @@ fn fencing(image: &MetadataImage, node: i32, fenced: bool) -> Vec<MetadataRecord
 struct Pending {
     broker: i32,
     incarnation: u64,
+    copy: u64,
     leader_epoch: i32,
     entry: Entry,
     deadline: u64,
@@ -367,6 +408,20 @@ struct Sim {
     seed: u64,
     model: Model,
     rng: Rng,
+    /// The second stream: reassignments, and whatever concerns only the spare brokers.
+    xrng: Rng,
+    /// Brokers 1..=originals are the partition's first replicas; the others are spares.
+    originals: i32,
+    /// Per mille of steps that ask for a reassignment.
+    reassign_permille: u64,
+    /// Whether a reassignment was committed yet: until then the spares stand by (never
+    /// crashed, never cut off from the controller), so that nothing they do reaches the
+    /// first stream.
+    reassigned: bool,
+    /// Reassignment records committed, and reassignments completed (the replicas became
+    /// a new set), to show the workload moves the partition at all.
+    reassignments: usize,
+    moves: usize,
     now: u64,
     trace: bool,
     brokers: Vec<Broker>,
@@ -400,12 +455,15 @@ macro_rules! trace {
 }
 
 impl Sim {
-    fn new(seed: u64, model: Model, trace: bool) -> Sim {
+    fn new(seed: u64, model: Model, reassign_permille: u64, trace: bool) -> Sim {
         let mut rng = Rng(seed);
+        let mut xrng = Rng(Rng(seed ^ SECOND_STREAM).next());
         let n = 3 + (seed % 3) as i32;
+        let spares = 1 + xrng.below(2) as i32;
         let replicas: Vec<i32> = (1..=n).collect();
+        let all: Vec<i32> = (1..=n + spares).collect();
         let mut image = MetadataImage::default();
-        for &id in &replicas {
+        for &id in &all {
             image.apply(&MetadataRecord::RegisterBroker {
                 node_id: id,
                 host: "h".into(),
@@ -432,7 +490,7 @@ impl Sim {
             removing_replicas: vec![],
         });
         let image = Rc::new(image);
-        let brokers = replicas
+        let brokers = all
             .iter()
             .map(|&id| Broker {
                 id,
@@ -440,13 +498,11 @@ impl Sim {
                 up: true,
                 incarnation: 0,
                 image: image.clone(),
-                state: Some(ReplicaState::new(
-                    id,
-                    Assignment::from(partition(&image)),
-                    0,
-                    0,
-                    0,
-                )),
+                started: true,
+                hosts: id <= n,
+                copy: 0,
+                state: (id <= n)
+                    .then(|| ReplicaState::new(id, Assignment::from(partition(&image)), 0, 0, 0)),
                 checkpoint: 0,
                 fetching: BTreeMap::new(),
                 fetch_not_before: 0,
@@ -460,11 +516,17 @@ impl Sim {
             seed,
             model,
             rng,
+            xrng,
+            originals: n,
+            reassign_permille,
+            reassigned: false,
+            reassignments: 0,
+            moves: 0,
             now: 0,
             trace,
             brokers,
             image,
-            last_heard: replicas.iter().map(|&id| (id, 0)).collect(),
+            last_heard: all.iter().map(|&id| (id, 0)).collect(),
             net: vec![],
             seq: 0,
             group: BTreeMap::new(),
@@ -482,7 +544,7 @@ impl Sim {
         sim.epoch_leaders.insert(0, leader);
         trace!(
             sim,
-            "seed {seed}: {n} brokers, leader {leader}, min.insync {}",
+            "seed {seed}: {n} replicas and {spares} spare brokers, leader {leader}, min.insync {}",
             sim.min_isr
         );
         sim
@@ -490,8 +552,8 @@ impl Sim {
 
     fn fail(&self, what: String) -> ! {
         panic!(
-            "seed {} step {}: {what}\n(replay with FJORD_SIM_SEED={} FJORD_SIM_MODEL={} for a trace)",
-            self.seed, self.now, self.seed, self.model.name
+            "seed {} step {}: {what}\n(replay with FJORD_SIM_SEED={} FJORD_SIM_MODEL={} FJORD_SIM_REASSIGN={} for a trace)",
+            self.seed, self.now, self.seed, self.model.name, self.reassign_permille
         );
     }
 
@@ -503,20 +565,44 @@ impl Sim {
         &mut self.brokers[(id - 1) as usize]
     }
 
+    fn spare(&self, id: i32) -> bool {
+        id > self.originals
+    }
+
+    /// A spare no split has placed stays on the controller's side.
+    fn group_of(&self, id: i32) -> u8 {
+        match self.group.get(&id) {
+            Some(&g) => g,
+            None if self.spare(id) => self.group.get(&CONTROLLER).copied().unwrap_or(0),
+            None => 0,
+        }
+    }
+
     fn connected(&self, a: i32, b: i32) -> bool {
-        self.group.get(&a).copied().unwrap_or(0) == self.group.get(&b).copied().unwrap_or(0)
+        self.group_of(a) == self.group_of(b)
     }
 
     fn send(&mut self, from: i32, to: i32, msg: Msg) {
-        if !self.connected(from, to) || self.rng.permille(self.drop_permille) {
+        if !self.connected(from, to) {
             return;
         }
+        let (drop_permille, max_delay, now) = (self.drop_permille, self.max_delay, self.now);
+        // A spare's messages draw from the second stream, so that they leave the first
+        // one as it was without spares.
+        let rng = if self.spare(from) || self.spare(to) {
+            &mut self.xrng
+        } else {
+            &mut self.rng
+        };
+        if rng.permille(drop_permille) {
+            return;
+        }
+        let at = now + 1 + rng.below(max_delay);
         let incarnation = if to == CONTROLLER {
             0
         } else {
             self.b(to).incarnation
         };
-        let at = self.now + 1 + self.rng.below(self.max_delay);
         self.seq += 1;
         self.net.push(InFlight {
             at,
@@ -533,6 +619,7 @@ impl Sim {
         self.now += 1;
         if self.faults {
             self.inject_faults();
+            self.reassign_and_spare_faults();
         }
         self.deliver();
         for id in 1..=self.brokers.len() as i32 {
@@ -546,21 +633,15 @@ impl Sim {
         self.check();
     }
 
+    /// The faults of the first stream, over the partition's first replicas and the
+    /// controller.
     fn inject_faults(&mut self) {
-        let n = self.brokers.len() as u64;
+        let n = self.originals as u64;
         let r = self.rng.below(1000);
         match r {
             0..5 => {
                 let id = 1 + self.rng.below(n) as i32;
-                if self.b(id).up {
-                    trace!(self, "crash {id}");
-                    let b = self.b(id);
-                    b.up = false;
-                    b.state = None;
-                    b.fetching.clear();
-                    b.proposals.clear();
-                    b.fail_at.clear();
-                }
+                self.crash(id);
             }
             5..25 => {
                 let id = 1 + self.rng.below(n) as i32;
@@ -582,6 +663,12 @@ impl Sim {
                     let g = self.rng.below(2) as u8;
                     self.group.insert(id, g);
                 }
+                if self.reassigned {
+                    for id in self.originals + 1..=self.brokers.len() as i32 {
+                        let g = self.xrng.below(2) as u8;
+                        self.group.insert(id, g);
+                    }
+                }
                 trace!(self, "split {:?}", self.group);
             }
             33..43 if !self.group.is_empty() => {
@@ -602,12 +689,96 @@ impl Sim {
         }
     }
 
+    fn crash(&mut self, id: i32) {
+        if self.b(id).up {
+            trace!(self, "crash {id}");
+            let b = self.b(id);
+            b.up = false;
+            b.started = false;
+            b.state = None;
+            b.fetching.clear();
+            b.proposals.clear();
+            b.fail_at.clear();
+        }
+    }
+
     fn restart(&mut self, id: i32) {
         let b = self.b(id);
         b.up = true;
         b.incarnation += 1;
+        b.started = false;
         b.state = None;
         b.fetch_not_before = 0;
+    }
+
+    /// The faults of the second stream: the controller is asked to reassign the
+    /// partition, or to cancel its reassignment; and once a reassignment has happened,
+    /// the spares (which may now be replicas) crash, restart and are cut off as the
+    /// others are.
+    fn reassign_and_spare_faults(&mut self) {
+        if self.xrng.permille(self.reassign_permille) {
+            self.reassign();
+        }
+        if !self.reassigned {
+            return;
+        }
+        let spares = self.brokers.len() as u64 - self.originals as u64;
+        let id = self.originals + 1 + self.xrng.below(spares) as i32;
+        match self.xrng.below(1000) {
+            0..5 => self.crash(id),
+            5..25 if !self.b(id).up => {
+                trace!(self, "restart {id}");
+                self.restart(id);
+            }
+            25..28 => {
+                trace!(self, "isolate {id}");
+                self.group.clear();
+                self.group.insert(id, 1);
+            }
+            _ => {}
+        }
+    }
+
+    /// As AlterPartitionReassignments: a random target (any registered brokers, any
+    /// number of them, in any order, the replication factor free to change), or, now and
+    /// then while one is ongoing, a cancellation. The controller commits the record like
+    /// any of its decisions.
+    fn reassign(&mut self) {
+        let p = partition(&self.image).clone();
+        let target = if p.reassigning() && self.xrng.permille(CANCEL_PERMILLE) {
+            None
+        } else {
+            let mut all: Vec<i32> = self.image.brokers.keys().copied().collect();
+            for i in (1..all.len()).rev() {
+                let j = self.xrng.below(i as u64 + 1) as usize;
+                all.swap(i, j);
+            }
+            let size = 1 + self.xrng.below(all.len() as u64) as usize;
+            all.truncate(size);
+            Some(all)
+        };
+        let topic = self.image.topic("t").expect("the topic").clone();
+        match partitions::reassign(&self.image, &topic, 0, target.as_deref(), true) {
+            Ok(Some(record)) => {
+                trace!(
+                    self,
+                    "controller: reassign {:?} (was {:?}, isr {:?})",
+                    target,
+                    p.replicas,
+                    p.isr
+                );
+                self.reassigned = true;
+                self.reassignments += 1;
+                self.commit(vec![record]);
+            }
+            Ok(None) => trace!(self, "controller: reassign {target:?}: already so"),
+            Err((code, why)) => {
+                trace!(
+                    self,
+                    "controller refuses to reassign {target:?}: {code} {why}"
+                )
+            }
+        }
     }
 
     fn deliver(&mut self) {
@@ -639,17 +810,29 @@ impl Sim {
         if records.is_empty() {
             return;
         }
+        let before = partition(&self.image).clone();
         let image = Rc::make_mut(&mut self.image);
         for r in &records {
             image.apply(r);
         }
         let p = partition(&self.image).clone();
+        let set = |r: &[i32]| {
+            let mut r = r.to_vec();
+            r.sort_unstable();
+            r
+        };
+        if !p.reassigning() && set(&p.replicas) != set(&before.original_replicas()) {
+            self.moves += 1;
+        }
         trace!(
             self,
-            "controller: leader {} epoch {} isr {:?} (partition epoch {}) <- {:?}",
+            "controller: leader {} epoch {} isr {:?} replicas {:?} (adding {:?}, removing {:?}) (partition epoch {}) <- {:?}",
             p.leader,
             p.leader_epoch,
             p.isr,
+            p.replicas,
+            p.adding_replicas,
+            p.removing_replicas,
             p.partition_epoch,
             records
                 .iter()
@@ -799,23 +982,14 @@ impl Sim {
     }
 
     /// A newer image: applied to the replication state, as `ReplicaManager::reconcile`.
-    /// A starting broker builds its state once its registration is in the image.
+    /// A starting broker reconciles once its registration is in the image.
     fn apply_image(&mut self, id: i32, image: Rc<MetadataImage>) {
-        let now_ms = self.now_ms();
-        let records_epoch = self.model.leader_records_epoch;
         let b = self.b(id);
-        if b.state.is_none() {
+        if !b.started {
             if image.offset >= b.image.offset && b.registered(&image) {
-                let leo = b.log.leo();
-                let hw = b.checkpoint.clamp(0, leo);
-                let a = Assignment::from(partition(&image));
-                if a.leader == id && records_epoch {
-                    b.log.assign_epoch(a.leader_epoch, leo);
-                }
-                b.state = Some(ReplicaState::new(id, a, hw, leo, now_ms));
+                b.started = true;
                 b.image = image;
-                b.last_hw = b.state.as_ref().unwrap().high_watermark();
-                trace!(self, "{id} starts with hw {hw}, leo {leo}");
+                self.reconcile(id);
             } else if image.offset > b.image.offset {
                 b.image = image;
             }
@@ -824,10 +998,67 @@ impl Sim {
         if image.offset <= b.image.offset {
             return;
         }
-        let leo = b.log.leo();
-        let a = Assignment::from(partition(&image));
         b.image = image;
-        let s = b.state.as_mut().unwrap();
+        self.reconcile(id);
+    }
+
+    /// As `ReplicaManager::reconcile` for the one partition: a broker out of its replicas
+    /// stops and deletes its copy; a broker in them opens its copy (a new one is empty)
+    /// or applies the assignment to the state it has.
+    fn reconcile(&mut self, id: i32) {
+        let now_ms = self.now_ms();
+        let records_epoch = self.model.leader_records_epoch;
+        let b = self.b(id);
+        let a = Assignment::from(partition(&b.image));
+        if !a.replicas.contains(&id) {
+            if b.hosts {
+                if let Some(s) = &mut b.state {
+                    s.stop();
+                }
+                // The fetcher forgets the partition: an answer to a fetch in flight is
+                // never applied to a later copy. The checkpoint goes with the copy.
+                b.state = None;
+                b.hosts = false;
+                b.copy += 1;
+                b.log = SimLog::default();
+                b.checkpoint = 0;
+                b.fetching.clear();
+                b.proposals.clear();
+                b.fail_at.clear();
+                b.last_hw = 0;
+                b.verified_upto = 0;
+                trace!(
+                    self,
+                    "{id} is out of the replicas {:?}: deletes its copy",
+                    a.replicas
+                );
+            }
+            return;
+        }
+        let Some(s) = &mut b.state else {
+            let leo = b.log.leo();
+            // One replica: everything in its log was acknowledged. Several: only what
+            // the checkpoint proves committed, until the leader says more.
+            let hw = if a.replicas.len() <= 1 {
+                leo
+            } else {
+                b.checkpoint.clamp(0, leo)
+            };
+            if a.leader == id && records_epoch {
+                b.log.assign_epoch(a.leader_epoch, leo);
+            }
+            let fresh = !b.hosts;
+            b.hosts = true;
+            b.state = Some(ReplicaState::new(id, a, hw, leo, now_ms));
+            b.last_hw = b.state.as_ref().unwrap().high_watermark();
+            if fresh {
+                trace!(self, "{id} is a new replica: starts with an empty copy");
+            } else {
+                trace!(self, "{id} starts with hw {hw}, leo {leo}");
+            }
+            return;
+        };
+        let leo = b.log.leo();
         if s.apply(a.clone(), leo, now_ms) {
             if s.is_leader() && records_epoch {
                 b.log.assign_epoch(a.leader_epoch, leo);
@@ -876,11 +1107,19 @@ impl Sim {
         if !b.up {
             return;
         }
-        let Some(s) = &mut b.state else {
+        if !b.started {
             // Starting: registers until its registration shows in its image.
             if (now + id as u64).is_multiple_of(5) {
                 let incarnation = b.incarnation;
                 self.send(id, CONTROLLER, Msg::Register { incarnation });
+            }
+            return;
+        }
+        let Some(s) = &mut b.state else {
+            // No copy here: the broker only keeps its session, to be eligible for a
+            // reassignment's ISR.
+            if now.is_multiple_of(HEARTBEAT_EVERY) {
+                self.send(id, CONTROLLER, Msg::Heartbeat);
             }
             return;
         };
@@ -964,8 +1203,14 @@ impl Sim {
     ) -> Option<FetchAnswer> {
         let now_ms = self.now_ms();
         let b = self.b(id);
-        // A broker still starting does not serve yet.
-        let s = b.state.as_mut()?;
+        if !b.started {
+            // A broker still starting does not serve yet.
+            return None;
+        }
+        // Without a copy: NOT_LEADER_OR_FOLLOWER (or UNKNOWN_TOPIC_OR_PARTITION).
+        let Some(s) = b.state.as_mut() else {
+            return Some(FetchAnswer::Error);
+        };
         if leader_epoch != s.assignment.leader_epoch || !s.is_leader() {
             return Some(FetchAnswer::Error);
         }
@@ -1112,6 +1357,7 @@ impl Sim {
         let pending = Pending {
             broker: id,
             incarnation: b.incarnation,
+            copy: b.copy,
             leader_epoch: entry.epoch,
             entry,
             deadline,
@@ -1127,7 +1373,7 @@ impl Sim {
         for p in pending {
             let b = &self.brokers[(p.broker - 1) as usize];
             let s = match &b.state {
-                Some(s) if b.up && b.incarnation == p.incarnation => s,
+                Some(s) if b.up && b.incarnation == p.incarnation && b.copy == p.copy => s,
                 _ => continue,
             };
             if !s.is_leader() || s.assignment.leader_epoch != p.leader_epoch {
@@ -1233,6 +1479,12 @@ impl Sim {
         if p.leader == NO_LEADER {
             self.fail(format!("no leader after settling: {p:?}"));
         }
+        // A reassignment left ongoing completes once its target replicas catch up.
+        if p.reassigning() {
+            self.fail(format!("the reassignment did not complete: {p:?}"));
+        }
+        // The replicas are now the final assignment, whichever the partition moved
+        // through: each must hold all that was ever acknowledged or committed.
         for a in &self.acked {
             for &r in &p.isr {
                 let got = self.brokers[(r - 1) as usize].log.get(a.offset);
@@ -1260,6 +1512,17 @@ impl Sim {
         }
         let leader = &self.brokers[(p.leader - 1) as usize];
         for b in &self.brokers {
+            if !p.replicas.contains(&b.id) {
+                if b.hosts || !b.log.entries.is_empty() {
+                    self.fail(format!(
+                        "broker {} is out of the replicas {:?} but kept its copy ({} records)",
+                        b.id,
+                        p.replicas,
+                        b.log.entries.len()
+                    ));
+                }
+                continue;
+            }
             if b.log.entries != leader.log.entries {
                 self.fail(format!(
                     "broker {}'s log ({} records, end {}) differs from the leader {}'s ({} records, end {})",
@@ -1275,13 +1538,34 @@ impl Sim {
     }
 }
 
-fn run(seed: u64, steps: u64, model: Model, trace: bool) -> (usize, usize) {
-    let mut sim = Sim::new(seed, model, trace);
+/// What one run did: writes acknowledged, records committed, reassignment records
+/// committed, and reassignments that moved the partition to a new set of replicas.
+#[derive(Default, Clone, Copy)]
+struct Totals {
+    acked: usize,
+    committed: usize,
+    reassignments: usize,
+    moves: usize,
+}
+
+/// A run without reassignments: the spares stand by, and the first stream runs as it did
+/// before reassignments were simulated, so a seed replays the trace it was found with.
+fn run_without_reassignments(seed: u64, steps: u64, model: Model) -> Totals {
+    run_with(seed, steps, model, 0, false)
+}
+
+fn run_with(seed: u64, steps: u64, model: Model, reassign_permille: u64, trace: bool) -> Totals {
+    let mut sim = Sim::new(seed, model, reassign_permille, trace);
     for _ in 0..steps {
         sim.step();
     }
     sim.settle_and_check();
-    (sim.acked.len(), sim.committed.len())
+    Totals {
+        acked: sim.acked.len(),
+        committed: sim.committed.len(),
+        reassignments: sim.reassignments,
+        moves: sim.moves,
+    }
 }
 
 fn env(name: &str) -> Option<u64> {
@@ -1303,24 +1587,43 @@ fn model_from_env(default: Model) -> Model {
 
 fn run_seeds(count: u64, steps: u64, model: Model) {
     let model = model_from_env(model);
+    let reassign = env("FJORD_SIM_REASSIGN").unwrap_or(REASSIGN_PERMILLE);
     if let Some(seed) = env("FJORD_SIM_SEED") {
-        let (acked, committed) = run(seed, steps, model, true);
-        eprintln!("seed {seed}: {acked} acknowledged, {committed} committed");
+        let t = run_with(seed, steps, model, reassign, true);
+        eprintln!(
+            "seed {seed}: {} acknowledged, {} committed, {} reassignments, {} moves",
+            t.acked, t.committed, t.reassignments, t.moves
+        );
         return;
     }
     let count = env("FJORD_SIM_SEEDS").unwrap_or(count);
-    let (mut acked, mut committed) = (0, 0);
+    let mut total = Totals::default();
     for seed in 0..count {
-        let (a, c) = run(seed, steps, model, false);
-        acked += a;
-        committed += c;
+        let t = run_with(seed, steps, model, reassign, false);
+        total.acked += t.acked;
+        total.committed += t.committed;
+        total.reassignments += t.reassignments;
+        total.moves += t.moves;
     }
-    // The workload must actually commit and acknowledge, or the checks check nothing.
+    let Totals {
+        acked,
+        committed,
+        reassignments,
+        moves,
+    } = total;
+    eprintln!(
+        "{count} seeds: {acked} acknowledged, {committed} committed, {reassignments} reassignments ({moves} completed)"
+    );
+    // The workload must actually commit, acknowledge and move the partition, or the
+    // checks check nothing (a few seeds may happen to complete no move).
     assert!(
         acked as u64 > count * 10,
         "only {acked} acknowledged over {count} seeds"
     );
-    eprintln!("{count} seeds: {acked} acknowledged, {committed} committed");
+    assert!(
+        reassign == 0 || count < 100 || moves as u64 * 4 > count,
+        "only {moves} reassignments completed over {count} seeds"
+    );
 }
 
 #[test]
@@ -1343,7 +1646,7 @@ fn replication_survives_crashes_partitions_and_loss_long() {
 #[test]
 #[should_panic(expected = "seed 29")]
 fn seed_29_divergence_missed_before_the_leader_writes_in_its_epoch() {
-    run(29, 2000, ORIGINAL, false);
+    run_without_reassignments(29, 2000, ORIGINAL);
 }
 
 /// The same cause, alone, as a liveness failure. Broker 2 leads alone (ISR [2], below
@@ -1354,7 +1657,7 @@ fn seed_29_divergence_missed_before_the_leader_writes_in_its_epoch() {
 #[test]
 #[should_panic(expected = "seed 186")]
 fn seed_186_followers_stuck_past_a_leader_that_never_wrote() {
-    run(186, 2000, NO_EPOCH_ON_ELECTION, false);
+    run_without_reassignments(186, 2000, NO_EPOCH_ON_ELECTION);
 }
 
 /// Broker 1 was leader at epoch 5 with a fetch to it still in flight from broker 3 when
@@ -1365,7 +1668,7 @@ fn seed_186_followers_stuck_past_a_leader_that_never_wrote() {
 #[test]
 #[should_panic(expected = "seed 51")]
 fn seed_51_a_stale_fetch_answer_appended_to_the_new_leader() {
-    run(51, 2000, STALE_ANSWERS_APPLIED, false);
+    run_without_reassignments(51, 2000, STALE_ANSWERS_APPLIED);
 }
 
 /// Leader 1 proposes adding 3 to its ISR; the controller commits it, then is cut off
@@ -1377,5 +1680,50 @@ fn seed_51_a_stale_fetch_answer_appended_to_the_new_leader() {
 #[test]
 #[should_panic(expected = "seed 37")]
 fn seed_37_expansion_committed_but_forgotten_by_the_leader() {
-    run(37, 2000, ISR_FORGOTTEN_ON_ANY_ERROR, false);
+    run_without_reassignments(37, 2000, ISR_FORGOTTEN_ON_ANY_ERROR);
+}
+
+/// Reassignments do not hide what the seeds above show: at the default rate, the first
+/// seed that breaks each model (seed 37 breaks its model before its first reassignment,
+/// and so the same way as above).
+#[test]
+fn the_broken_models_are_caught_with_reassignments_too() {
+    for (seed, model) in [
+        (10, ORIGINAL),
+        (1, NO_EPOCH_ON_ELECTION),
+        (33, STALE_ANSWERS_APPLIED),
+        (37, ISR_FORGOTTEN_ON_ANY_ERROR),
+    ] {
+        let caught =
+            std::panic::catch_unwind(|| run_with(seed, 2000, model, REASSIGN_PERMILLE, false));
+        assert!(
+            caught.is_err(),
+            "seed {seed} no longer breaks {}",
+            model.name
+        );
+    }
+}
+
+/// Found by the simulation, with reassignments asked for at 20 steps per mille (3 replicas,
+/// 2 spares). At step 136 a move to [2, 3] completes and removes broker 1, but the leader
+/// epoch stays 2 (leader 2 did not change). At 139, before 1 has seen that image, a move
+/// to [1] adds it back as a follower of 2, and 1, still following 2 at epoch 2 with its
+/// old copy, sends a fetch at offset 29. At 140 1 sees its removal and deletes
+/// its copy; at 141 it starts an empty one. At 142 the fetch sent from the deleted copy
+/// reaches 2 at the still-current epoch 2 and counts: 1 is caught up at 29, 2 proposes
+/// the ISR [1, 2, 3], and the controller commits it, which completes the move: replicas
+/// [1], ISR [1], leader 1 at epoch 3, with the 4 records its new copy holds. Brokers 2
+/// and 3 delete theirs; committed records 4 to 28 are gone, and at 178 broker 1 holds a
+/// new record at offset 4 below its high watermark. (Seed 1895 at 50 per mille is the
+/// same story. Seed 789 at 5 per mille needs no completion: a replaced move drops the
+/// adding replica 4 at step 381 and the next puts it back at 383; the leader takes 4 into
+/// the ISR on a fetch from its deleted copy, then crashes, and 4 is elected empty.) The fix belongs in `partitions::reassign` and `complete_reassignment`:
+/// bump the leader epoch whenever replicas leave the assignment, so that a removed
+/// replica's fetches are fenced and nothing it sent before it deleted its copy can count
+/// for the one it makes when added back. (With that change, this seed and thousands of
+/// others at 20 and 50 per mille pass.)
+#[test]
+#[ignore = "controller bug: replicas leave the assignment without a leader epoch bump, so a removed replica's fetch counts for the empty copy it makes when added back"]
+fn seed_438_a_deleted_copys_fetch_brings_its_empty_successor_into_the_isr() {
+    run_with(438, 2000, SHELL, 20, false);
 }
