@@ -236,11 +236,20 @@ pub fn reassign(
             .unwrap_or(NO_LEADER);
     }
     complete_reassignment(image, &mut next);
-    if next.leader != p.leader {
+    bump_epochs(p, &mut next);
+    Ok(Some(partition_record(topic, &next)))
+}
+
+/// The epochs of a partition change: the partition epoch always, the leader epoch when
+/// the leader changes or a replica leaves the assignment. The latter fences the removed
+/// replica: a fetch it sent before it learnt of its removal must not count, should it be
+/// added back with an empty copy, as that new copy's progress into the ISR.
+fn bump_epochs(p: &PartitionImage, next: &mut PartitionImage) {
+    let removed = p.replicas.iter().any(|r| !next.replicas.contains(r));
+    if next.leader != p.leader || removed {
         next.leader_epoch = p.leader_epoch + 1;
     }
     next.partition_epoch = p.partition_epoch + 1;
-    Ok(Some(partition_record(topic, &next)))
 }
 
 /// Completes an ongoing reassignment once every target replica is in the ISR: the
@@ -531,10 +540,7 @@ pub fn alter_partition(
     next.isr = ordered;
     // The follower that just joined may be the last a reassignment waited for.
     complete_reassignment(image, &mut next);
-    if next.leader != p.leader {
-        next.leader_epoch = p.leader_epoch + 1;
-    }
-    next.partition_epoch = p.partition_epoch + 1;
+    bump_epochs(p, &mut next);
     Ok((vec![partition_record(topic, &next)], next))
 }
 
@@ -907,5 +913,31 @@ mod tests {
             panic!("a shrink is a partition change");
         };
         assert_eq!((replicas, isr), (vec![2], vec![2]));
+    }
+
+    #[test]
+    fn a_replica_leaving_the_assignment_fences_it_with_a_new_leader_epoch() {
+        let img = image(
+            &[(1, None), (2, None), (3, None)],
+            &[(vec![1, 2, 3], vec![1, 2, 3], 1)],
+        );
+        let topic = img.topic("t").unwrap().clone();
+        let Some(MetadataRecord::Partition {
+            replicas,
+            leader,
+            leader_epoch,
+            ..
+        }) = reassign(&img, &topic, 0, Some(&[1, 2]), true).unwrap()
+        else {
+            panic!("a shrink is a partition change");
+        };
+        // Same leader, yet a new epoch: replica 3's fetches in the old one no longer count.
+        assert_eq!((replicas, leader, leader_epoch), (vec![1, 2], 1, 1));
+        let Some(MetadataRecord::Partition { leader_epoch, .. }) =
+            reassign(&img, &topic, 0, Some(&[3, 2, 1]), true).unwrap()
+        else {
+            panic!("a reorder is a partition change");
+        };
+        assert_eq!(leader_epoch, 0, "nobody left: no new epoch");
     }
 }
