@@ -86,8 +86,10 @@ class Cluster:
     def terminate(self, n, patience=30):
         """SIGTERM (a controlled shutdown), then SIGKILL if it takes too long."""
         p = self.procs.get(n)
-        if p is None or p.poll() is not None:
+        if p is None:
             return None
+        if p.poll() is not None:
+            return p.returncode  # it had stopped on its own already
         if n in self.paused:
             self.resume(n)
         p.send_signal(signal.SIGTERM)

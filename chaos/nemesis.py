@@ -178,12 +178,11 @@ class Nemesis:
                 code = self.c.terminate(node)
                 self.c.start(node)
                 self.down.discard(node)
+            # As an operator does: the next node goes only once this one is back in
+            # every ISR, so a rolling restart never takes two replicas at once.
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not self.stop.is_set():
-                try:
-                    if node in self.c.metadata().brokers:
-                        break
-                except Exception:
-                    pass
+                if self.c.healthy(self.topic):
+                    break
                 time.sleep(0.5)
             self.event("restart", "end", node, f"exit {code}")

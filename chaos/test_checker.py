@@ -89,6 +89,18 @@ def test_lost_write():
     assert r.verdict == "FAIL"
 
 
+def test_ack_without_an_offset_counts_as_acked():
+    ev = clean_history()
+    for e in ev:
+        if e["type"] == "ack" and e["value"] == "p0-3":
+            e["offset"] = None
+    r = check(ev)
+    assert r.verdict == "PASS", r.counts
+    assert r.totals["acked"] == 13
+    del ev[final_index(ev, 0, 3)]
+    assert check(ev).counts["lost"] == 1
+
+
 def test_duplicate():
     ev = clean_history()
     ev.append({"type": "final", "t": 99, "partition": 1, "offset": 6, "key": "b",

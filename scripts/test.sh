@@ -2,7 +2,8 @@
 # Runs every Fjord test: formatting and lints, the Rust unit and integration tests, then
 # the real-client suites in compat/ (each installs what it needs: Python clients from
 # PyPI, kcat from Debian's packages, the Java client from Maven Central, librdkafka's
-# test suite built from the rdkafka-sys source, franz-go's tests from the Go module proxy).
+# test suite built from the rdkafka-sys source, franz-go's tests from the Go module proxy),
+# then the seeded simulations and the short fault-injection runs (chaos/, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +18,8 @@ cargo build --bin fjord
 export FJORD_BIN="$PWD/target/debug/fjord"
 echo "== real-client suites"
 bash compat/run-all.sh
+echo "== simulations"
+bash scripts/simulate --seeds 500
+echo "== chaos: checker tests, then one short run per fault type"
+bash chaos/run-tests.sh
+bash chaos/ci.sh

@@ -404,7 +404,10 @@ async fn controlled_shutdown(state: &Arc<BrokerState>) {
     let st = state.clone();
     let node = state.node_id();
     let call = tokio::task::spawn_blocking(move || {
-        st.controller.controlled_shutdown(node)?;
+        // Within the wait below: a blocking call still running when the process ends
+        // would find its runtime gone.
+        st.controller
+            .controlled_shutdown(node, CONTROLLED_SHUTDOWN_TIMEOUT / 3)?;
         st.reconcile()
             .map_err(|e| fjord_controller::ControllerError::Corrupt(e.to_string()))
     });

@@ -231,7 +231,7 @@ impl Controller {
                 let reply = q.forward(&op, limit)?;
                 let index = reply.log_index;
                 let out = reply.into_result()?;
-                q.wait_applied(index)?;
+                q.wait_applied(index, limit)?;
                 Ok(out)
             }
             None => self.execute(&op).map(|(out, _)| out),
@@ -487,8 +487,14 @@ impl Controller {
     /// A broker about to stop: it is fenced at once, so its partitions get new leaders
     /// before it goes rather than a session timeout later. Its next heartbeat (a restart)
     /// unfences it.
-    pub fn controlled_shutdown(&self, node_id: i32) -> Result<(), ControllerError> {
-        self.submit(ControllerOp::ControlledShutdown { node_id })
+    /// Bounded by `limit` (both reaching the active controller and seeing the change
+    /// here), so that a node stopping with a broken disk is not held up by it.
+    pub fn controlled_shutdown(
+        &self,
+        node_id: i32,
+        limit: std::time::Duration,
+    ) -> Result<(), ControllerError> {
+        self.submit_within(ControllerOp::ControlledShutdown { node_id }, Some(limit))
             .map(|_| ())
     }
 

@@ -579,10 +579,15 @@ impl QuorumMember {
     }
 
     /// Waits until this node has applied the log up to `index`.
-    pub(crate) fn wait_applied(&self, index: u64) -> Result<(), ControllerError> {
+    pub(crate) fn wait_applied(
+        &self,
+        index: u64,
+        limit: Option<Duration>,
+    ) -> Result<(), ControllerError> {
         let mut applied = self.reader.subscribe();
+        let limit = limit.unwrap_or(APPLY_TIMEOUT);
         let waited = self.block(async move {
-            tokio::time::timeout(APPLY_TIMEOUT, applied.wait_for(|&i| i >= index))
+            tokio::time::timeout(limit, applied.wait_for(|&i| i >= index))
                 .await
                 .map(|r| r.is_ok())
         });
@@ -590,7 +595,7 @@ impl QuorumMember {
             Ok(true) => Ok(()),
             _ => Err(ControllerError::NotController(format!(
                 "this node did not apply metadata change {index} within {} s",
-                APPLY_TIMEOUT.as_secs()
+                limit.as_secs()
             ))),
         }
     }
