@@ -675,21 +675,14 @@ async fn start_observer(
         QuorumMember::start_observer(config.node_id, &voters, &bootstrap, metadata_dir, &timing)
             .await?;
     let acceptor = QuorumAcceptor::start(listener, member.clone());
-    let started = std::time::Instant::now();
-    let mut reported = std::time::Instant::now();
+    let mut waiting = Waiting::new();
     let cluster_id = loop {
         let m = member.clone();
         let a = addr.to_string();
         match tokio::task::spawn_blocking(move || m.join(&a)).await {
             Ok(Ok(id)) => break id,
             Ok(Err(e)) => {
-                if reported.elapsed() >= Duration::from_secs(5) {
-                    tracing::info!(
-                        waited_s = started.elapsed().as_secs(),
-                        "waiting to join the metadata quorum as an observer: {e}"
-                    );
-                    reported = std::time::Instant::now();
-                }
+                waiting.note(|| format!("waiting to join the metadata quorum as an observer: {e}"));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => return Err(BrokerError::Startup(format!("joining the quorum: {e}"))),
@@ -748,6 +741,29 @@ async fn start_quorum(
     Ok(controller)
 }
 
+/// A start-up wait for the quorum, reported every 5 s rather than at every retry.
+struct Waiting {
+    started: std::time::Instant,
+    reported: std::time::Instant,
+}
+
+impl Waiting {
+    fn new() -> Waiting {
+        let now = std::time::Instant::now();
+        Waiting {
+            started: now,
+            reported: now,
+        }
+    }
+
+    fn note(&mut self, what: impl FnOnce() -> String) {
+        if self.reported.elapsed() >= Duration::from_secs(5) {
+            tracing::info!(waited_s = self.started.elapsed().as_secs(), "{}", what());
+            self.reported = std::time::Instant::now();
+        }
+    }
+}
+
 /// Registers this broker with the active controller. A quorum member waits for the
 /// quorum to form (nodes start in any order); once registered, its image holds every
 /// change committed before, so the first reconcile never mistakes a partition for a
@@ -758,8 +774,7 @@ async fn register(
     host: String,
     port: i32,
 ) -> Result<(), BrokerError> {
-    let started = std::time::Instant::now();
-    let mut reported = std::time::Instant::now();
+    let mut waiting = Waiting::new();
     loop {
         let c = controller.clone();
         let (id, rack, host) = (config.node_id, config.rack.clone(), host.clone());
@@ -777,13 +792,7 @@ async fn register(
                     ))
                     .into());
                 }
-                if reported.elapsed() >= Duration::from_secs(5) {
-                    tracing::info!(
-                        waited_s = started.elapsed().as_secs(),
-                        "waiting for the metadata quorum: {e}"
-                    );
-                    reported = std::time::Instant::now();
-                }
+                waiting.note(|| format!("waiting for the metadata quorum: {e}"));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Ok(Err(e)) => return Err(e.into()),

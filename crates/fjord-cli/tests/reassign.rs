@@ -8,17 +8,9 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{DeliveryResult, Message};
-use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-
+use support::load::*;
 use support::*;
 
 /// How long a reassignment may take once it is no longer held back by its throttle.
@@ -96,181 +88,6 @@ fn plan_after(output: &str, heading: &str) -> (String, BTreeMap<(String, i32), V
     (json.to_string(), plan)
 }
 
-/// Values acknowledged by the background producer, and its delivery failures.
-#[derive(Default)]
-struct Reports {
-    acked: Mutex<Vec<u64>>,
-    failed: Mutex<Vec<String>>,
-}
-
-#[derive(Clone)]
-struct Reporting(Arc<Reports>);
-
-impl ClientContext for Reporting {}
-
-impl ProducerContext for Reporting {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(m) => {
-                let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-                let n = v
-                    .parse()
-                    .unwrap_or_else(|_| panic!("acknowledged a value never sent: {v}"));
-                self.0.acked.lock().unwrap().push(n);
-            }
-            Err((e, m)) => self.0.failed.lock().unwrap().push(format!(
-                "{}: {e}",
-                String::from_utf8_lossy(m.payload().unwrap_or_default())
-            )),
-        }
-    }
-}
-
-/// An idempotent acks=all producer sending `0, 1, 2, ...` a few milliseconds apart until
-/// stopped.
-struct Background {
-    reports: Arc<Reports>,
-    stop: Arc<AtomicBool>,
-    sent: Arc<Mutex<u64>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-fn key_of(n: u64) -> String {
-    format!("k{}", n % 30)
-}
-
-impl Background {
-    fn start(bootstrap: &str, topic: &str) -> Background {
-        let reports = Arc::new(Reports::default());
-        let p: BaseProducer<Reporting> = client_config(bootstrap)
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "60000")
-            .create_with_context(Reporting(reports.clone()))
-            .expect("producer");
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(Mutex::new(0));
-        let (topic, stopping, counted) = (topic.to_string(), stop.clone(), sent.clone());
-        let thread = std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stopping.load(SeqCst) {
-                send(&p, &topic, None, &key_of(i), &i.to_string());
-                i += 1;
-                *counted.lock().unwrap() = i;
-                std::thread::sleep(Duration::from_millis(3));
-            }
-            let _ = p.flush(Duration::from_secs(80));
-        });
-        Background {
-            reports,
-            stop,
-            sent,
-            thread: Some(thread),
-        }
-    }
-
-    fn acked(&self) -> usize {
-        self.reports.acked.lock().unwrap().len()
-    }
-
-    fn wait_acked(&self, n: usize) {
-        wait_until(&format!("{n} records acknowledged"), || {
-            let failed = self.reports.failed.lock().unwrap().clone();
-            match self.acked() {
-                a if a >= n => Ok(()),
-                a => Err(format!("{a} acknowledged; failures: {failed:?}")),
-            }
-        });
-    }
-
-    /// Stops sending, waits for every delivery report and checks none failed; returns the
-    /// acknowledged values and how many were sent.
-    fn finish(mut self) -> (Vec<u64>, u64) {
-        self.stop.store(true, SeqCst);
-        let thread = self.thread.take().expect("running");
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !thread.is_finished() {
-            assert!(Instant::now() < deadline, "the producer did not finish");
-            std::thread::sleep(POLL);
-        }
-        thread.join().expect("producer thread");
-        let failed = self.reports.failed.lock().unwrap().clone();
-        assert!(
-            failed.is_empty(),
-            "{} deliveries failed during the reassignment; first: {:?}",
-            failed.len(),
-            &failed[..failed.len().min(10)]
-        );
-        let sent = *self.sent.lock().unwrap();
-        let acked = self.reports.acked.lock().unwrap().clone();
-        assert_eq!(acked.len() as u64, sent, "one delivery report per record");
-        (acked, sent)
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.stop.store(true, SeqCst);
-        if let Some(t) = self.thread.take() {
-            if !std::thread::panicking() {
-                let _ = t.join();
-            }
-        }
-    }
-}
-
-/// Every record of the topic from the beginning to the end a consumer may read, once all
-/// of `expected` was seen: (partition, key, value).
-fn read_all(
-    bootstrap: &str,
-    topic: &str,
-    partitions: &[i32],
-    expected: &BTreeSet<String>,
-) -> Vec<(i32, String, String)> {
-    let consumer: BaseConsumer = client_config(bootstrap)
-        .set("group.id", "reassign-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for &p in partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).expect("assign");
-    let (mut out, mut seen, mut at_end) = (Vec::new(), BTreeSet::new(), BTreeSet::new());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let missing = expected.difference(&seen).count();
-        if missing == 0 && at_end.len() == partitions.len() {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "read {} records; {missing} expected values missing (first: {:?})",
-            out.len(),
-            expected.difference(&seen).take(10).collect::<Vec<_>>()
-        );
-        match consumer.poll(POLL) {
-            Some(Ok(m)) => {
-                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-                seen.insert(value.clone());
-                at_end.remove(&m.partition());
-                out.push((m.partition(), key, value));
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                at_end.insert(p);
-            }
-            Some(Err(e)) => eprintln!("consumer error (retrying): {e}"),
-            None => {}
-        }
-    }
-}
-
 /// The names in `dir` of partition directories of `topic`, renamed aside or not.
 fn partition_dirs(dir: &Path, topic: &str) -> BTreeSet<String> {
     std::fs::read_dir(dir)
@@ -318,7 +135,12 @@ fn a_new_broker_is_filled_by_reassignment_while_producers_run() {
         })
         .collect();
     produce_all(&producer(&bootstrap), topic, &preload);
-    let producing = Background::start(&bootstrap, topic);
+    let producing = Background::until_stopped(
+        bootstrap.clone(),
+        topic,
+        Duration::from_millis(3),
+        &[("message.timeout.ms", "60000")],
+    );
     producing.wait_acked(100);
 
     c.start(4);
@@ -542,8 +364,9 @@ fn a_new_broker_is_filled_by_reassignment_while_producers_run() {
     assert_eq!(out, "No partition reassignments found.\n");
 
     // The producer kept going throughout; then every acknowledged value is there once.
-    let during = producing.acked();
+    let during = producing.acked_count();
     producing.wait_acked(during + 100);
+    producing.stop();
     let (acked, sent) = producing.finish();
     let mut expected: BTreeSet<String> = preload.iter().map(|r| r.2.clone()).collect();
     expected.extend(acked.iter().map(u64::to_string));

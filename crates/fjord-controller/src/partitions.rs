@@ -49,15 +49,7 @@ pub fn elect(
     partition: i32,
     election: Election,
 ) -> Result<MetadataRecord, (i16, String)> {
-    let at = format!("{}-{partition}", topic.name);
-    let p = topic
-        .partitions
-        .iter()
-        .find(|p| p.partition == partition)
-        .ok_or((
-            alter_code::UNKNOWN_TOPIC_OR_PARTITION,
-            format!("Unknown partition {at}"),
-        ))?;
+    let (p, at) = find(topic, partition)?;
     let mut next = p.clone();
     match election {
         Election::Preferred => {
@@ -146,15 +138,7 @@ pub fn reassign(
     target: Option<&[i32]>,
     allow_replication_factor_change: bool,
 ) -> Result<Option<MetadataRecord>, (i16, String)> {
-    let at = format!("{}-{partition}", topic.name);
-    let p = topic
-        .partitions
-        .iter()
-        .find(|p| p.partition == partition)
-        .ok_or((
-            alter_code::UNKNOWN_TOPIC_OR_PARTITION,
-            format!("Unknown partition {at}"),
-        ))?;
+    let (p, at) = find(topic, partition)?;
     let original = p.original_replicas();
     let mut next = p.clone();
     match target {
@@ -326,6 +310,18 @@ fn rack_alternating(image: &MetadataImage) -> Vec<i32> {
     (0..deepest)
         .flat_map(|i| racks.values().filter_map(move |ids| ids.get(i).copied()))
         .collect()
+}
+
+/// Partition `partition` of `topic`, and its name for messages (`topic-partition`).
+fn find(topic: &TopicImage, partition: i32) -> Result<(&PartitionImage, String), (i16, String)> {
+    let at = format!("{}-{partition}", topic.name);
+    match topic.partitions.iter().find(|p| p.partition == partition) {
+        Some(p) => Ok((p, at)),
+        None => Err((
+            alter_code::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("Unknown partition {at}"),
+        )),
+    }
 }
 
 /// A new state for one partition, as a record.

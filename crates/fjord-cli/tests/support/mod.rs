@@ -3,6 +3,8 @@
 //! librdkafka (the `rdkafka` crate). Each test file uses only part of it.
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, CString};
 use std::fs::{File, OpenOptions};
