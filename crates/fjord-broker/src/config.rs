@@ -384,7 +384,23 @@ impl BrokerConfig {
         let mut ignored = Vec::new();
         let mut zookeeper = Vec::new();
         let mut unknown = Vec::new();
+        // Kafka's own example configuration (one node, formatted `--standalone`) names
+        // the node itself in controller.quorum.bootstrap.servers. A node with the
+        // controller role and no voter list is Fjord's one-node cluster, which the
+        // setting does not apply to; only a broker-only node finds the quorum by it.
+        let roles = props
+            .get("process.roles")
+            .map(String::as_str)
+            .unwrap_or("broker,controller");
+        let standalone = roles.split(',').any(|r| r.trim() == "controller")
+            && props
+                .get("controller.quorum.voters")
+                .is_none_or(|v| v.trim().is_empty());
         for name in props.keys() {
+            if standalone && name == "controller.quorum.bootstrap.servers" {
+                ignored.push(name.clone());
+                continue;
+            }
             if BROKER_PROPERTIES.iter().any(|(n, _, _)| n == name) {
                 continue;
             }

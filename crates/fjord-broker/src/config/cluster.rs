@@ -129,14 +129,8 @@ pub(super) fn parse(r: &Reader, node_id: i32) -> Result<ClusterConfig, ConfigErr
         return Err(r.invalid(
             "process.roles",
             "a node with only one role is part of a cluster: set controller.quorum.voters (or, \
-             for a broker, controller.quorum.bootstrap.servers)",
-        ));
-    }
-    if roles.controller && voters.is_empty() && !bootstrap_servers.is_empty() {
-        return Err(r.invalid(
-            "controller.quorum.bootstrap.servers",
-            "a node with the controller role needs controller.quorum.voters: Fjord's voter \
-             set is static (dynamic quorums, KIP-853, are not supported)",
+             for a broker, controller.quorum.bootstrap.servers); Fjord's voter set is static \
+             (dynamic quorums, KIP-853, are not supported)",
         ));
     }
     if !roles.controller && (!voters.is_empty() || !bootstrap_servers.is_empty()) {
@@ -504,7 +498,7 @@ mod tests {
                         ("controller.quorum.bootstrap.servers", "127.0.0.1:9093"),
                     ],
                 ),
-                "needs controller.quorum.voters",
+                "part of a cluster",
             ),
             (
                 with(
