@@ -39,11 +39,20 @@ pub fn fjord() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fjord"))
 }
 
+/// A port nothing listens on now, and never handed out before in this test process: the
+/// OS may give a port it just released to the next bind, and two nodes of one cluster
+/// must never share one (a client would talk Kafka to a quorum listener).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if GIVEN.lock().expect("port registry").insert(port) {
+            return port;
+        }
+    }
 }
 
 /// The last `lines` lines of a file.
