@@ -205,19 +205,16 @@ impl TcpTransport {
                 "timed out waiting for the connection".into(),
             ));
         };
-        let res = tokio::time::timeout_at(deadline, exchange(&mut conn, target, addr, &frame))
+        // On any failure, the time limit included, `exchange` has dropped the stream: it
+        // may hold part of a request or of an answer.
+        tokio::time::timeout_at(deadline, exchange(&mut conn, target, addr, &frame))
             .await
             .unwrap_or_else(|_| {
                 Err(TransportError::Lost(
                     target,
                     format!("no answer within {limit:?}"),
                 ))
-            });
-        if res.is_err() {
-            // The stream may hold part of a request or of an answer: never reuse it.
-            *conn = None;
-        }
-        res
+            })
     }
 }
 
@@ -251,24 +248,25 @@ async fn connect(target: NodeId, addr: &str) -> Result<TcpStream, TransportError
     Ok(stream)
 }
 
+/// One request and its answer over the pooled connection, opening one if needed.
+///
+/// The connection is taken out of the pool for the exchange and put back only once the
+/// whole answer has been read. A caller that gives up midway (openraft wraps every RPC
+/// in its own timeout and drops the future) thereby drops the connection with it: left
+/// in the pool, it would still carry the unread answer to the abandoned request, and the
+/// next request would take that answer as its own.
 async fn exchange(
     conn: &mut Option<Conn>,
     target: NodeId,
     addr: &str,
     frame: &[u8],
 ) -> Result<QuorumResponse, TransportError> {
-    if conn
-        .as_ref()
-        .is_some_and(|c| c.addr != addr || !still_open(&c.stream))
-    {
-        *conn = None;
-    }
-    let c = match conn {
-        Some(c) => c,
-        None => conn.insert(Conn {
+    let mut c = match conn.take() {
+        Some(c) if c.addr == addr && still_open(&c.stream) => c,
+        _ => Conn {
             addr: addr.to_string(),
             stream: connect(target, addr).await?,
-        }),
+        },
     };
     // From here on the request may have reached the peer, partly or wholly.
     let lost = |e: String| TransportError::Lost(target, format!("{addr}: {e}"));
@@ -276,9 +274,11 @@ async fn exchange(
         .write_all(frame)
         .await
         .map_err(|e| lost(e.to_string()))?;
-    read_frame(&mut c.stream)
+    let answer = read_frame(&mut c.stream)
         .await
-        .map_err(|e| lost(e.to_string()))
+        .map_err(|e| lost(e.to_string()))?;
+    *conn = Some(c);
+    Ok(answer)
 }
 
 fn mismatch(target: NodeId, resp: &QuorumResponse) -> TransportError {
@@ -820,5 +820,49 @@ mod tests {
         let answer = transport.forward(3, &addr, vec![3, 4]).await;
         assert_eq!(answer.ok(), Some(vec![4, 3]));
         peer.await.expect("peer");
+    }
+
+    /// A peer that answers every request on every connection, the one carrying `[1]`
+    /// only after `delay`.
+    async fn slow_to_answer_one(listener: TcpListener, delay: Duration) {
+        loop {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            tokio::spawn(async move {
+                while let Ok(QuorumRequest::Forward(mut op)) = read_frame(&mut stream).await {
+                    if op == [1] {
+                        tokio::time::sleep(delay).await;
+                    }
+                    op.reverse();
+                    let frame = encode_frame(&QuorumResponse::Forward(op)).expect("encode");
+                    if stream.write_all(&frame).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_request_never_lends_its_answer_to_the_next() {
+        let (listener, addr) = listen().await;
+        let peer = tokio::spawn(slow_to_answer_one(listener, Duration::from_millis(300)));
+        let transport = TcpTransport::new();
+        // The caller gives up, as openraft's own RPC timeout does, by dropping the call.
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            transport.forward(5, &addr, vec![1]),
+        )
+        .await;
+        assert!(
+            abandoned.is_err(),
+            "the slow answer came early: {abandoned:?}"
+        );
+        let answer = transport.forward(5, &addr, vec![2, 3]).await;
+        assert_eq!(answer.ok(), Some(vec![3, 2]));
+        // And once more after the late answer has certainly been sent.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let answer = transport.forward(5, &addr, vec![4, 5]).await;
+        assert_eq!(answer.ok(), Some(vec![5, 4]));
+        peer.abort();
     }
 }
