@@ -128,7 +128,7 @@ fn spawn_leader_log(raft: Raft, id: NodeId) {
             if let Some(fatal) = stopped {
                 // Nothing recovers a stopped raft core in this process: say so once, loudly.
                 tracing::error!(
-                    "this node's metadata quorum member stopped ({fatal}); restart the node"
+                    "this node's metadata quorum member stopped ({fatal}); the node stops"
                 );
                 return;
             }
@@ -152,13 +152,6 @@ fn spawn_leader_log(raft: Raft, id: NodeId) {
             }
         }
     });
-}
-
-fn storage_failure(state: &Result<(), openraft::error::Fatal<NodeId>>) -> Option<String> {
-    match state {
-        Err(e @ openraft::error::Fatal::StorageError(_)) => Some(e.to_string()),
-        _ => None,
-    }
 }
 
 impl QuorumMember {
@@ -486,26 +479,23 @@ impl QuorumMember {
         })
     }
 
-    /// Why this node's raft core stopped on a storage error (its log or state could not
-    /// be written), if it did. Nothing restarts it in this process, and the node can no
-    /// longer follow the cluster.
+    /// Why this node's raft core stopped (a storage error it cannot go on from), if it
+    /// did. Nothing restarts it in this process.
     pub fn fatal(&self) -> Option<String> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        storage_failure(&m.running_state)
+        m.running_state.as_ref().err().map(|e| e.to_string())
     }
 
-    /// Waits until the raft core stops on a storage error; returns why. (A core that
-    /// stopped otherwise, which openraft's own consistency checks in debug builds can
-    /// do, is reported by the leader log and left to the operator.)
+    /// Waits until the raft core stops for good; returns why.
     pub async fn stopped(&self) -> String {
         let mut metrics = self.raft.metrics();
         loop {
-            if let Some(why) = storage_failure(&metrics.borrow_and_update().running_state) {
-                return why;
+            if let Some(why) = metrics.borrow_and_update().running_state.as_ref().err() {
+                return why.to_string();
             }
             if metrics.changed().await.is_err() {
-                return std::future::pending().await;
+                return "the metadata quorum member ended".into();
             }
         }
     }
