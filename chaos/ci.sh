@@ -27,7 +27,9 @@ for fault in kill pause partition disk restart; do
     echo "FAIL chaos $fault (seed $seed): the report follows, then the node logs' tails"
     grep -v '^%' "$out.txt" | tail -60
     for f in "$out"/node-*.log; do
-      [[ -f "$f" ]] && { echo "--- tail of $f"; tail -30 "$f"; }
+      # Warnings and errors say most about what went wrong; the routine INFO lines of
+      # a cluster under faults would crowd them out.
+      [[ -f "$f" ]] && { echo "--- warnings and errors at the end of $f"; grep -v ' INFO ' "$f" | tail -40; }
     done
   else
     tail -1 "$out.txt"

@@ -299,16 +299,7 @@ pub async fn run_controller(
                 break;
             }
             _ = fence.tick() => {
-                let c = controller.clone();
-                match tokio::task::spawn_blocking(move || c.fence_expired()).await {
-                    Ok(Ok(ids)) if !ids.is_empty() => tracing::warn!(
-                        brokers = ?ids,
-                        timeout_ms = config.broker_session_timeout_ms,
-                        "fenced brokers that stopped heartbeating (broker.session.timeout.ms)"
-                    ),
-                    Ok(Err(e)) => tracing::warn!("fencing silent brokers failed: {e}"),
-                    _ => {}
-                }
+                fence_expired(controller.clone(), config.broker_session_timeout_ms).await;
             }
             _ = rebalance.tick(), if config.replication.auto_leader_rebalance => {
                 let c = controller.clone();
@@ -483,15 +474,21 @@ async fn follow_metadata(state: Arc<BrokerState>) {
 }
 
 /// In a cluster: heartbeats to the active controller every `broker.heartbeat.interval.ms`
-/// and, on the active controller, fences brokers whose heartbeats stopped.
+/// and, on the active controller, fences brokers whose heartbeats stopped. The two run
+/// side by side, never waiting on each other: a heartbeat stuck on an unreachable
+/// controller must not hold up this node's own fencing once it is the controller, and a
+/// slow fencing write must not let this broker's own session run out.
 async fn liveness(state: Arc<BrokerState>) {
     if state.controller.quorum().is_none() {
         return;
     }
+    tokio::join!(heartbeats(state.clone()), fence_silent(state));
+}
+
+async fn heartbeats(state: Arc<BrokerState>) {
     let every = Duration::from_millis(state.config.broker_heartbeat_interval_ms);
-    let mut ticks = tokio::time::interval(every.min(Duration::from_secs(1)));
+    let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_beat: Option<tokio::time::Instant> = None;
     // A third of the session: a heartbeat lost to a frozen controller leaves time for
     // two more to reach its successor before the session there runs out.
     let patience = Duration::from_millis(state.config.broker_session_timeout_ms / 3)
@@ -499,31 +496,40 @@ async fn liveness(state: Arc<BrokerState>) {
     loop {
         ticks.tick().await;
         let s = state.clone();
-        let beat = last_beat.is_none_or(|t| t.elapsed() >= every);
-        // Side by side: a heartbeat waiting on an unreachable controller must not hold
-        // up this node's own fencing of silent brokers once it is the controller.
-        let f = s.clone();
-        let beat = tokio::task::spawn_blocking(move || {
-            beat.then(|| s.controller.heartbeat(s.node_id(), patience))
-        });
-        let fence = tokio::task::spawn_blocking(move || f.controller.fence_expired());
-        let (Ok(beat), Ok(fenced)) = tokio::join!(beat, fence) else {
-            continue;
-        };
-        match beat {
-            Some(Ok(())) => last_beat = Some(tokio::time::Instant::now()),
-            Some(Err(e)) => tracing::debug!("heartbeat to the active controller failed: {e}"),
-            None => {}
+        let beat =
+            tokio::task::spawn_blocking(move || s.controller.heartbeat(s.node_id(), patience));
+        match beat.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("heartbeat to the active controller failed: {e}"),
+            Err(e) => tracing::warn!("heartbeat task failed: {e}"),
         }
-        match fenced {
-            Ok(ids) if !ids.is_empty() => tracing::warn!(
-                brokers = ?ids,
-                timeout_ms = state.config.broker_session_timeout_ms,
-                "fenced brokers that stopped heartbeating (broker.session.timeout.ms)"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("fencing silent brokers failed: {e}"),
-        }
+    }
+}
+
+async fn fence_silent(state: Arc<BrokerState>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        fence_expired(
+            state.controller.clone(),
+            state.config.broker_session_timeout_ms,
+        )
+        .await;
+    }
+}
+
+/// One round of fencing on the active controller (nothing elsewhere), logged.
+async fn fence_expired(controller: Arc<Controller>, session_timeout_ms: u64) {
+    match tokio::task::spawn_blocking(move || controller.fence_expired()).await {
+        Ok(Ok(ids)) if !ids.is_empty() => tracing::warn!(
+            brokers = ?ids,
+            timeout_ms = session_timeout_ms,
+            "fenced brokers that stopped heartbeating (broker.session.timeout.ms)"
+        ),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("fencing silent brokers failed: {e}"),
+        Err(e) => tracing::warn!("fencing task failed: {e}"),
     }
 }
 

@@ -18,8 +18,11 @@ pub struct Liveness {
     last_seen: BTreeMap<i32, i64>,
     /// The term this state belongs to: leadership lost or regained means start again.
     term: Option<u64>,
-    /// When this controller's term began (ms): the grace every broker gets.
+    /// When this controller's term began, or it last came back from a stall (ms): the
+    /// grace every broker gets.
     since_ms: i64,
+    /// When [`Liveness::lead`] last ran (ms).
+    checked_ms: i64,
 }
 
 /// What the controller should commit for a broker.
@@ -36,16 +39,24 @@ impl Liveness {
             last_seen: BTreeMap::new(),
             term: None,
             since_ms: 0,
+            checked_ms: 0,
         }
     }
 
-    /// Starts over when `term` is not the one this state was built in.
+    /// Starts over when `term` is not the one this state was built in. Called before every
+    /// check, about once a second: a gap of half a session since the last call means this
+    /// controller itself stood still (SIGSTOP, a suspended VM, a starved process), and the
+    /// silence it measured is its own. Brokers then get a fresh grace instead of all being
+    /// fenced at once for heartbeats that could not have been heard.
     pub fn lead(&mut self, term: u64, now_ms: i64) {
         if self.term != Some(term) {
             self.term = Some(term);
             self.since_ms = now_ms;
             self.last_seen.clear();
+        } else if now_ms - self.checked_ms > self.session_timeout_ms / 2 {
+            self.since_ms = now_ms;
         }
+        self.checked_ms = now_ms;
     }
 
     /// This node no longer leads: what it knew is stale by the time it leads again.
@@ -145,5 +156,26 @@ mod tests {
         l.heartbeat(&img, 1, 59_000);
         l.lead(2, 60_000);
         assert!(l.expired(&img, 60_000).is_empty());
+    }
+
+    #[test]
+    fn a_controller_that_stood_still_fences_nobody_for_its_own_silence() {
+        let img = image(&[1, 2]);
+        let mut l = Liveness::new(9000);
+        l.lead(1, 0);
+        l.heartbeat(&img, 1, 1000);
+        l.heartbeat(&img, 2, 1000);
+        l.lead(1, 1000);
+        // Frozen for 20 s: on waking, nobody is expired yet.
+        l.lead(1, 21_000);
+        assert!(l.expired(&img, 21_000).is_empty());
+        // A broker that keeps heartbeating stays; one that stays silent a whole session
+        // after the stall is fenced.
+        for now in (22_000..=30_000).step_by(1000) {
+            l.heartbeat(&img, 1, now);
+            l.lead(1, now);
+        }
+        l.lead(1, 30_001);
+        assert_eq!(l.expired(&img, 30_001), vec![Verdict::Fence(2)]);
     }
 }
