@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every compat suite (python, kcat, java, librdkafka, franz-go) and fail if any fails.
+# Run every compat suite (python, kcat, java, connect, librdkafka, franz-go) and fail if any fails.
 #   FJORD_BIN=target/release/fjord compat/run-all.sh     # each suite starts its own fjord
 #   KAFKA_BOOTSTRAP=127.0.0.1:19092 compat/run-all.sh    # an already running broker
 set -euo pipefail
@@ -15,7 +15,7 @@ fi
 ok=0
 bad=0
 failed_suites=()
-for suite in python kcat java librdkafka franz-go; do
+for suite in python kcat java connect librdkafka franz-go; do
   echo "=== compat/$suite ==="
   if "$here/$suite/run.sh"; then
     ok=$((ok + 1))
