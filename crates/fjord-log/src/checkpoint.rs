@@ -12,10 +12,17 @@ pub(crate) const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 pub(crate) const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+/// The first offset not yet compacted (the start of the dirty part of a compacted log).
+pub(crate) const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 
 /// Files the log replaces with [`write_atomic`]: a `<name>.tmp` beside them is a leftover of
 /// a write that a crash interrupted.
-pub(crate) const ATOMIC_FILES: [&str; 3] = [LOG_START_FILE, RECOVERY_POINT_FILE, LEADER_EPOCH_FILE];
+pub(crate) const ATOMIC_FILES: [&str; 4] = [
+    LOG_START_FILE,
+    RECOVERY_POINT_FILE,
+    LEADER_EPOCH_FILE,
+    CLEANER_CHECKPOINT_FILE,
+];
 
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 const VERSION: &str = "0";

@@ -41,9 +41,18 @@ pub struct LogConfig {
     pub flush_messages: i64,
     /// `flush.ms`
     pub flush_ms: i64,
-    /// Whether `cleanup.policy` includes `compact`: every record then needs a key. The
-    /// policy itself is the broker's to store and describe.
+    /// Whether `cleanup.policy` includes `compact`: every record then needs a key, and the
+    /// log cleaner compacts the log. The policy itself is the broker's to store and
+    /// describe.
     pub compact: bool,
+    /// `delete.retention.ms`: how long a tombstone stays after it was written.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this are never compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: records older than this are compacted whatever the ratio.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -60,11 +69,15 @@ impl Default for LogConfig {
             flush_messages: i64::MAX,
             flush_ms: i64::MAX,
             compact: false,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }
 
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 14] = [
     "segment.bytes",
     "segment.ms",
     "retention.ms",
@@ -75,6 +88,10 @@ const KEYS: [&str; 10] = [
     "message.timestamp.type",
     "flush.messages",
     "flush.ms",
+    "delete.retention.ms",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
 ];
 
 fn invalid(key: &str, value: &str, reason: impl Into<String>) -> LogError {
@@ -137,6 +154,19 @@ impl LogConfig {
             }
             "flush.messages" => self.flush_messages = parse_long(key, value, 1)?,
             "flush.ms" => self.flush_ms = parse_long(key, value, 0)?,
+            "delete.retention.ms" => self.delete_retention_ms = parse_long(key, value, 0)?,
+            "min.cleanable.dirty.ratio" => {
+                self.min_cleanable_dirty_ratio = match value.trim().parse::<f64>() {
+                    Ok(v) if (0.0..=1.0).contains(&v) => v,
+                    Ok(v) if v > 1.0 => {
+                        return Err(invalid(key, value, "Value must be no more than 1"))
+                    }
+                    Ok(_) => return Err(invalid(key, value, "Value must be at least 0")),
+                    Err(_) => return Err(invalid(key, value, "Not a number of type DOUBLE")),
+                }
+            }
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = parse_long(key, value, 0)?,
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms = parse_long(key, value, 1)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -163,6 +193,10 @@ impl LogConfig {
             "message.timestamp.type" => self.timestamp_type.as_str().to_string(),
             "flush.messages" => self.flush_messages.to_string(),
             "flush.ms" => self.flush_ms.to_string(),
+            "delete.retention.ms" => self.delete_retention_ms.to_string(),
+            "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio.to_string(),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
             _ => return None,
         })
     }
@@ -175,7 +209,9 @@ mod tests {
     #[test]
     fn defaults_match_kafka() {
         let d = LogConfig::defaults();
-        assert_eq!(d.len(), 10);
+        assert_eq!(d.len(), 14);
+        assert!(d.contains(&("min.cleanable.dirty.ratio", "0.5".to_string())));
+        assert!(d.contains(&("delete.retention.ms", "86400000".to_string())));
         assert!(d.contains(&("segment.bytes", "1073741824".to_string())));
         assert!(d.contains(&("max.message.bytes", "1048588".to_string())));
         assert!(d.contains(&("message.timestamp.type", "CreateTime".to_string())));

@@ -79,6 +79,16 @@ impl Fs {
         std::fs::rename(from, to)
     }
 
+    /// Sets the modification time of the file at `path` (milliseconds since the epoch;
+    /// negative leaves it alone): a compacted segment keeps the age of the one it replaces.
+    pub fn set_modified_ms(&self, path: &Path, ms: i64) -> io::Result<()> {
+        if ms < 0 {
+            return Ok(());
+        }
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+        File::options().write(true).open(path)?.set_modified(when)
+    }
+
     pub fn remove_file(&self, path: &Path) -> io::Result<()> {
         #[cfg(test)]
         if let Some(sim) = &self.sim {

@@ -6,6 +6,7 @@
 
 pub mod batch;
 mod checkpoint;
+mod cleaner;
 pub mod config;
 mod error;
 mod fs;
@@ -20,5 +21,5 @@ mod testutil;
 pub use batch::{BatchHeader, BATCH_HEADER_LEN};
 pub use config::{LogConfig, TimestampType};
 pub use error::LogError;
-pub use log::{AppendInfo, Log, ReadInfo, RecoverySummary};
+pub use log::{AppendInfo, CleanOptions, CleanStats, Cleanable, Log, ReadInfo, RecoverySummary};
 pub use producer_state::{BatchMetadata, ProducerEntry, PRODUCER_BATCH_CACHE};

@@ -22,7 +22,8 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::batch::{self, BatchHeader};
 use crate::checkpoint::{
-    self, EpochCache, CLEAN_SHUTDOWN_FILE, LEADER_EPOCH_FILE, LOG_START_FILE, RECOVERY_POINT_FILE,
+    self, EpochCache, CLEANER_CHECKPOINT_FILE, CLEAN_SHUTDOWN_FILE, LEADER_EPOCH_FILE,
+    LOG_START_FILE, RECOVERY_POINT_FILE,
 };
 use crate::config::{LogConfig, TimestampType};
 use crate::error::IoContext;
@@ -111,6 +112,8 @@ pub struct Log {
     offline: AtomicBool,
     offline_reason: Mutex<Option<String>>,
     recovery: RecoverySummary,
+    /// Held for a whole compaction pass: one at a time per log.
+    cleaning: Mutex<()>,
 }
 
 struct Inner {
@@ -140,6 +143,10 @@ struct Inner {
     read_handles: VecDeque<i64>,
     /// Idempotent producers' sequences; checked and updated under this lock with each append.
     producers: ProducerStateManager,
+    /// Compaction: where the dirty part starts (its checkpoint file may lag behind).
+    first_dirty: i64,
+    /// Compaction: when the first tombstone a pass kept may go (`delete.retention.ms`).
+    tombstones_due_ms: Option<i64>,
 }
 
 struct FlushState {
@@ -321,6 +328,7 @@ fn scan_dir(fs: &Fs, dir: &Path) -> Result<Listing, LogError> {
     let mut bases = Vec::new();
     let mut indexes = Vec::new();
     let mut ignored = Vec::new();
+    let mut swaps = Vec::new();
     let names = fs.list(dir).ctx(|| format!("listing {}", dir.display()))?;
     for name in names {
         let Some(name) = name.to_str() else {
@@ -334,11 +342,25 @@ fn scan_dir(fs: &Fs, dir: &Path) -> Result<Listing, LogError> {
             RECOVERY_POINT_FILE,
             LEADER_EPOCH_FILE,
             CLEAN_SHUTDOWN_FILE,
+            CLEANER_CHECKPOINT_FILE,
         ]
         .contains(&name)
             || BROKER_FILES.contains(&name)
         {
             continue;
+        }
+        if let Some(stem) = name.strip_suffix(clean::CLEANED_SUFFIX) {
+            if parse_segment_name(stem).is_some() {
+                tracing::info!(dir = %dir.display(), file = name, "removing a cleaned segment whose swap never began");
+                remove_if_exists(fs, &dir.join(name))?;
+                continue;
+            }
+        }
+        if let Some(stem) = name.strip_suffix(clean::SWAP_SUFFIX) {
+            if let Some((base, kind)) = parse_segment_name(stem) {
+                swaps.push((base, kind, name.to_string()));
+                continue;
+            }
         }
         if checkpoint::is_atomic_temp(name) || is_snapshot_temp(name) {
             tracing::info!(dir = %dir.display(), file = name, "removing temp file of an interrupted checkpoint write");
@@ -360,6 +382,30 @@ fn scan_dir(fs: &Fs, dir: &Path) -> Result<Listing, LogError> {
                 ignored.push(name.to_string());
             }
         }
+    }
+    // A compaction swap whose log file reached `.swap` was committed: finish it. Index
+    // `.swap` files without it belong to a swap that never committed.
+    let committed: Vec<i64> = swaps
+        .iter()
+        .filter(|(_, kind, _)| *kind == FileKind::Log)
+        .map(|(base, _, _)| *base)
+        .collect();
+    for (base, _, name) in &swaps {
+        if !committed.contains(base) {
+            tracing::info!(dir = %dir.display(), file = %name, "removing an index of a compaction swap that never committed");
+            remove_if_exists(fs, &dir.join(name))?;
+        }
+    }
+    for &base in &committed {
+        tracing::info!(dir = %dir.display(), base, "finishing a compaction swap cut short by a crash");
+        clean::finish_swap(fs, dir, base)?;
+        if !bases.contains(&base) {
+            bases.push(base);
+        }
+        indexes.retain(|(b, _)| *b != base);
+    }
+    if !swaps.is_empty() {
+        checkpoint::sync_dir(fs, dir)?;
     }
     bases.sort_unstable();
     for (base, name) in indexes {
@@ -573,6 +619,9 @@ impl Log {
         remove_if_exists(&fs, &marker)?;
         checkpoint::sync_dir(&fs, &dir)?;
 
+        let first_dirty = checkpoint::read_offset(&fs, &dir, CLEANER_CHECKPOINT_FILE)
+            .unwrap_or(log_start)
+            .clamp(log_start, leo);
         summary.segments = segments.len();
         summary.log_start_offset = log_start;
         summary.log_end_offset = leo;
@@ -619,6 +668,8 @@ impl Log {
                 generation: 0,
                 read_handles: VecDeque::new(),
                 producers,
+                first_dirty,
+                tombstones_due_ms: None,
             }),
             leo: AtomicI64::new(leo),
             flush: Mutex::new(FlushState {
@@ -630,6 +681,7 @@ impl Log {
             offline: AtomicBool::new(false),
             offline_reason: Mutex::new(None),
             recovery: summary,
+            cleaning: Mutex::new(()),
         })
     }
 
@@ -1454,6 +1506,13 @@ impl Log {
                 .map_err(|e| self.go_offline(e))?;
             self.inner.lock().persisted_rp = floor;
         }
+        // Compaction has not looked at what will be written above the cut.
+        let first_dirty = self.inner.lock().first_dirty;
+        if first_dirty > floor {
+            checkpoint::write_offset(&self.fs, &self.dir, CLEANER_CHECKPOINT_FILE, floor)
+                .map_err(|e| self.go_offline(e))?;
+            self.inner.lock().first_dirty = floor;
+        }
         let files = self
             .truncate_files(offset, start_over)
             .map_err(|e| self.fail(e))?;
@@ -1656,6 +1715,9 @@ fn wall_clock_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+mod clean;
+pub use clean::{CleanOptions, CleanStats, Cleanable};
 
 #[cfg(test)]
 mod tests;

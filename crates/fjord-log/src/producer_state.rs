@@ -176,6 +176,16 @@ impl ProducerStateManager {
         self.producers.len()
     }
 
+    /// The last offsets of the batches each producer's state remembers. The log cleaner
+    /// keeps these batches whole, so that state rebuilt from the log alone still knows each
+    /// producer's latest sequence.
+    pub fn remembered_batches(&self) -> std::collections::HashSet<i64> {
+        self.producers
+            .values()
+            .flat_map(|p| p.batches.iter().map(BatchMetadata::last_offset))
+            .collect()
+    }
+
     /// Decides whether a client's batches may be appended, given the offset the first one
     /// will get. `append_time` is the stamped time on LogAppendTime topics. Nothing changes
     /// until the caller has written the batches and passes the verdict to [`Self::commit`].

@@ -50,6 +50,20 @@ pub struct Record<'r> {
     pub has_key: bool,
 }
 
+/// One record of a batch with its encoded bytes, for rewriting a batch without it
+/// or with it byte for byte (the log cleaner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawRecord<'r> {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    /// `None` for a null key.
+    pub key: Option<&'r [u8]>,
+    /// A null value: a tombstone on a compacted topic.
+    pub is_tombstone: bool,
+    /// The record as stored, after its length prefix: attributes through headers.
+    pub body: &'r [u8],
+}
+
 /// Most null-key record indexes a summary lists; more only raise the count.
 pub const MAX_LISTED_NULL_KEYS: usize = 10_000;
 
@@ -121,6 +135,16 @@ impl<'a> RecordReader<'a> {
         header: &BatchHeader,
     ) -> Result<RecordReader<'a>, LogError> {
         Self::open(batch, header, usize::MAX, false)
+    }
+
+    /// A reader for [`RecordReader::next_raw`]: each record's whole body is held in turn,
+    /// so memory is bounded by `max_record_bytes` as with [`RecordReader::new`].
+    pub fn raw(
+        batch: &'a [u8],
+        header: &BatchHeader,
+        max_record_bytes: usize,
+    ) -> Result<RecordReader<'a>, LogError> {
+        Self::open(batch, header, max_record_bytes, true)
     }
 
     fn open(
@@ -327,6 +351,58 @@ impl<'a> RecordReader<'a> {
         }
     }
 
+    /// The next record with its encoded body, or `None` after the last declared one. The
+    /// body is parsed only as far as the cleaner needs (offset and timestamp deltas, key,
+    /// whether the value is null) and must hold exactly those fields and the headers.
+    pub fn next_raw(&mut self) -> Result<Option<RawRecord<'_>>, LogError> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.read >= self.declared {
+            self.done = true;
+            if !self.fill()?.is_empty() {
+                return Err(invalid(format!(
+                    "batch declares {} records but holds more record data",
+                    self.declared
+                )));
+            }
+            return Ok(None);
+        }
+        let len = self.read_varint()?;
+        if len <= 0 {
+            self.done = true;
+            return Err(invalid(format!("invalid record length {len}")));
+        }
+        let len = len as usize;
+        if len > self.max_record_bytes {
+            self.done = true;
+            return Err(LogError::RecordTooLarge {
+                size: len,
+                max: self.max_record_bytes,
+            });
+        }
+        self.scratch.clear();
+        if let Err(e) = self.take(len) {
+            self.done = true;
+            return Err(e);
+        }
+        self.read += 1;
+        let body = &self.scratch[..];
+        let parsed = parse_raw(body);
+        if parsed.is_none() {
+            self.done = true;
+        }
+        let (offset_delta, timestamp_delta, key, is_tombstone) =
+            parsed.ok_or_else(|| invalid("malformed record body"))?;
+        Ok(Some(RawRecord {
+            offset_delta,
+            timestamp_delta,
+            key,
+            is_tombstone,
+            body,
+        }))
+    }
+
     fn read_one(&mut self) -> Result<Option<RecordMeta>, LogError> {
         if self.read >= self.declared {
             // Whatever is left would be records the header does not count.
@@ -407,6 +483,44 @@ impl<'a> RecordReader<'a> {
         }
         Ok(())
     }
+}
+
+/// Kafka's zigzag varint at the front of `b`: the value and the bytes it took.
+fn zigzag_at(b: &[u8], max_bytes: usize) -> Option<(i64, usize)> {
+    let mut raw: u64 = 0;
+    for (i, &byte) in b.iter().take(max_bytes).enumerate() {
+        raw |= ((byte & 0x7f) as u64) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some(((raw >> 1) as i64 ^ -((raw & 1) as i64), i + 1));
+        }
+    }
+    None
+}
+
+/// `(offset delta, timestamp delta, key, value is null)` of a record body.
+fn parse_raw(body: &[u8]) -> Option<(i32, i64, Option<&[u8]>, bool)> {
+    let mut at = 1; // attributes
+    let (timestamp_delta, n) = zigzag_at(body.get(at..)?, 10)?;
+    at += n;
+    let (offset_delta, n) = zigzag_at(body.get(at..)?, 5)?;
+    at += n;
+    let offset_delta = i32::try_from(offset_delta).ok()?;
+    let (key_len, n) = zigzag_at(body.get(at..)?, 5)?;
+    at += n;
+    let key = match key_len {
+        -1 => None,
+        l if l >= 0 => {
+            let k = body.get(at..at + l as usize)?;
+            at += l as usize;
+            Some(k)
+        }
+        _ => return None,
+    };
+    let (value_len, _) = zigzag_at(body.get(at..)?, 5)?;
+    if value_len < -1 {
+        return None;
+    }
+    Some((offset_delta, timestamp_delta, key, value_len == -1))
 }
 
 fn stream_error(codec: u8, read: i32, declared: i32, e: std::io::Error) -> LogError {

@@ -21,7 +21,13 @@ const RECOVERY_CHUNK: usize = 1 << 20;
 const HEADER_CHUNK: usize = 16 << 10;
 
 pub(crate) fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
-    dir.join(format!("{base_offset:020}.{ext}"))
+    segment_file(dir, base_offset, ext, "")
+}
+
+/// A segment's file with `suffix` after its usual name: the log cleaner writes a cleaned
+/// segment as `<base>.log.cleaned` (and its indexes likewise) before swapping it in.
+pub(crate) fn segment_file(dir: &Path, base_offset: i64, ext: &str, suffix: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{ext}{suffix}"))
 }
 
 /// What opening a segment found and did.
@@ -114,15 +120,27 @@ impl Segment {
         full_scan: bool,
         index_interval: u32,
     ) -> Result<(Segment, Opened), LogError> {
-        let log_path = segment_path(dir, base_offset, "log");
+        Segment::open_with_suffix(fs, dir, base_offset, "", full_scan, index_interval)
+    }
+
+    /// [`Segment::open`] of the files named with `suffix` (see [`segment_file`]).
+    pub fn open_with_suffix(
+        fs: &Fs,
+        dir: &Path,
+        base_offset: i64,
+        suffix: &str,
+        full_scan: bool,
+        index_interval: u32,
+    ) -> Result<(Segment, Opened), LogError> {
+        let log_path = segment_file(dir, base_offset, "log", suffix);
         let log = fs
             .open(&log_path, OpenMode::Existing)
             .ctx(|| format!("opening segment {}", log_path.display()))?;
         let size = log
             .len()
             .ctx(|| format!("reading size of {}", log_path.display()))?;
-        let index_path = segment_path(dir, base_offset, "index");
-        let time_path = segment_path(dir, base_offset, "timeindex");
+        let index_path = segment_file(dir, base_offset, "index", suffix);
+        let time_path = segment_file(dir, base_offset, "timeindex", suffix);
         let loaded = if full_scan {
             None
         } else {
