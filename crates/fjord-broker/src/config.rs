@@ -156,6 +156,31 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
         PropType::Long,
     ),
     ("log.cleanup.policy", "delete", PropType::List),
+    ("log.cleaner.enable", "true", PropType::Boolean),
+    ("log.cleaner.threads", "1", PropType::Int),
+    (
+        "log.cleaner.dedupe.buffer.size",
+        "134217728",
+        PropType::Long,
+    ),
+    (
+        "log.cleaner.io.max.bytes.per.second",
+        "1.7976931348623157E308",
+        PropType::Double,
+    ),
+    ("log.cleaner.backoff.ms", "15000", PropType::Long),
+    (
+        "log.cleaner.delete.retention.ms",
+        "86400000",
+        PropType::Long,
+    ),
+    ("log.cleaner.min.cleanable.ratio", "0.5", PropType::Double),
+    ("log.cleaner.min.compaction.lag.ms", "0", PropType::Long),
+    (
+        "log.cleaner.max.compaction.lag.ms",
+        "9223372036854775807",
+        PropType::Long,
+    ),
     ("compression.type", "producer", PropType::String),
     ("producer.id.expiration.ms", "86400000", PropType::Int),
     (
@@ -165,6 +190,7 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
     ),
     ("offsets.topic.num.partitions", "50", PropType::Int),
     ("offsets.topic.replication.factor", "3", PropType::Int),
+    ("offsets.topic.segment.bytes", "104857600", PropType::Int),
     ("offsets.retention.minutes", "10080", PropType::Int),
     ("group.initial.rebalance.delay.ms", "3000", PropType::Int),
     ("group.min.session.timeout.ms", "6000", PropType::Int),
@@ -276,6 +302,21 @@ pub struct ReplicationConfig {
 const LEADER_SELECTOR: &str = "org.apache.kafka.common.replica.LeaderSelector";
 const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
 
+/// The log cleaner's settings, with Kafka's names and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanerConfig {
+    /// `log.cleaner.enable`
+    pub enable: bool,
+    /// `log.cleaner.threads`: passes that may run at once.
+    pub threads: usize,
+    /// `log.cleaner.dedupe.buffer.size`: key-map memory, shared by the threads.
+    pub dedupe_buffer_bytes: usize,
+    /// `log.cleaner.io.max.bytes.per.second`: read and write rate of all passes together.
+    pub io_max_bytes_per_second: f64,
+    /// `log.cleaner.backoff.ms`: the pause when no log needs cleaning.
+    pub backoff_ms: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
@@ -317,9 +358,13 @@ pub struct BrokerConfig {
     /// How often expired producer ids are looked for.
     pub producer_id_expiration_check_interval_ms: u64,
     pub cleanup_policy: String,
+    /// The log cleaner (`log.cleaner.*`).
+    pub cleaner: CleanerConfig,
     pub compression_type: String,
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_replication_factor: i16,
+    /// `offsets.topic.segment.bytes`: small segments let the cleaner compact it sooner.
+    pub offsets_topic_segment_bytes: i32,
     pub offsets_retention_minutes: i64,
     pub group_initial_rebalance_delay_ms: u64,
     pub group_min_session_timeout_ms: i32,
@@ -513,6 +558,17 @@ impl BrokerConfig {
             "log.flush.interval.messages",
             r.string("log.flush.interval.messages"),
         )?;
+        for (topic_key, broker_key) in [
+            ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
+            (
+                "min.cleanable.dirty.ratio",
+                "log.cleaner.min.cleanable.ratio",
+            ),
+            ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
+            ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
+        ] {
+            set_log(topic_key, broker_key, r.string(broker_key))?;
+        }
         // Kafka: log.flush.interval.ms falls back to the scheduler interval.
         let flush_ms = match r.opt_long("log.flush.interval.ms")? {
             Some(ms) => ms,
@@ -621,9 +677,36 @@ impl BrokerConfig {
                 "producer.id.expiration.check.interval.ms",
             )? as u64,
             cleanup_policy,
+            cleaner: CleanerConfig {
+                enable: r.boolean("log.cleaner.enable")?,
+                threads: positive("log.cleaner.threads")?.min(64) as usize,
+                dedupe_buffer_bytes: positive("log.cleaner.dedupe.buffer.size")?
+                    .min(usize::MAX as i64) as usize,
+                io_max_bytes_per_second: {
+                    let rate = r.double("log.cleaner.io.max.bytes.per.second")?;
+                    if rate <= 0.0 {
+                        return Err(r.invalid(
+                            "log.cleaner.io.max.bytes.per.second",
+                            "must be greater than 0",
+                        ));
+                    }
+                    rate
+                },
+                backoff_ms: positive("log.cleaner.backoff.ms")? as u64,
+            },
             compression_type,
             offsets_topic_num_partitions: positive("offsets.topic.num.partitions")? as i32,
             offsets_topic_replication_factor: positive("offsets.topic.replication.factor")? as i16,
+            offsets_topic_segment_bytes: {
+                let bytes = positive("offsets.topic.segment.bytes")?;
+                if !(14..=i32::MAX as i64).contains(&bytes) {
+                    return Err(r.invalid(
+                        "offsets.topic.segment.bytes",
+                        "must be between 14 and 2147483647",
+                    ));
+                }
+                bytes as i32
+            },
             offsets_retention_minutes: positive("offsets.retention.minutes")?,
             group_initial_rebalance_delay_ms: r.long("group.initial.rebalance.delay.ms")?.max(0)
                 as u64,
@@ -784,6 +867,15 @@ impl Reader<'_> {
     fn int(&self, name: &str) -> Result<i32, ConfigError> {
         self.opt_int(name)?
             .ok_or_else(|| self.invalid(name, "a value is required"))
+    }
+
+    fn double(&self, name: &str) -> Result<f64, ConfigError> {
+        self.string(name)
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| !v.is_nan())
+            .ok_or_else(|| self.invalid(name, "not a number"))
     }
 
     fn boolean(&self, name: &str) -> Result<bool, ConfigError> {

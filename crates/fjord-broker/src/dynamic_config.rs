@@ -18,9 +18,10 @@ use crate::group::consumer::ConsumerTimeouts;
 /// Broker configs Kafka lets change at runtime (its `DynamicBrokerConfig`). Those Fjord
 /// uses take effect at once: the `log.*` topic defaults, `message.max.bytes`,
 /// `compression.type`, `min.insync.replicas` and `producer.id.expiration.ms` (partitions
-/// pick them up on the next metadata change, which the alteration itself is). The others
-/// (thread pools, cleaner tuning, connection rates) are stored and reported, as Kafka
-/// would, and have no effect here.
+/// pick them up on the next metadata change, which the alteration itself is), and the
+/// cleaner's I/O rate, key-map memory and backoff (read before each pass). The others
+/// (thread pools, the cleaner's thread count, connection rates) are stored and reported,
+/// as Kafka would, and take effect at the next start or not at all.
 pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
     // Topic-level defaults.
     "log.segment.bytes",

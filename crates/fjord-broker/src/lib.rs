@@ -7,6 +7,7 @@
 //! are copied between brokers by [`replication`].
 
 pub mod alloc;
+pub mod cleaner;
 pub mod config;
 pub mod connection;
 pub mod dynamic_config;

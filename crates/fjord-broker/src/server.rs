@@ -139,6 +139,7 @@ impl Server {
         // Each connection holds a clone; when all are dropped, every connection is done.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let maintenance = tokio::spawn(maintenance(self.state.clone()));
+        let cleaner = tokio::spawn(crate::cleaner::run(self.state.clone()));
         let groups = tokio::spawn(crate::group::run(self.state.clone()));
         let follower = tokio::spawn(follow_metadata(self.state.clone()));
         let liveness = tokio::spawn(liveness(self.state.clone()));
@@ -234,6 +235,7 @@ impl Server {
             tracing::warn!("in-flight requests did not finish in time; flushing anyway");
         }
         maintenance.abort();
+        cleaner.abort();
         groups.abort();
         follower.abort();
         fetchers.abort();

@@ -76,6 +76,7 @@ pub struct GroupCoordinator {
     retention_ms: i64,
     default_partitions: i32,
     replication_factor: i16,
+    segment_bytes: i32,
     last_retention_check: AtomicI64,
 }
 
@@ -101,6 +102,7 @@ impl GroupCoordinator {
             retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
             default_partitions: config.offsets_topic_num_partitions,
             replication_factor: config.offsets_topic_replication_factor,
+            segment_bytes: config.offsets_topic_segment_bytes,
             last_retention_check: AtomicI64::new(0),
         }
     }
@@ -201,7 +203,13 @@ impl GroupCoordinator {
             replication_factor: self
                 .replication_factor
                 .min(state.controller.image().live_brokers().count().max(1) as i16),
-            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+            // Kafka's own settings for the topic: compacted, in segments of
+            // offsets.topic.segment.bytes.
+            configs: [
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                ("segment.bytes".to_string(), self.segment_bytes.to_string()),
+            ]
+            .into(),
             ..Default::default()
         };
         // Opened here before the commit, so a broker that cannot host the partitions

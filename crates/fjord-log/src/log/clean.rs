@@ -61,10 +61,18 @@ pub struct CleanStats {
     pub batches_removed: usize,
     /// Distinct keys in the map.
     pub keys: usize,
-    /// Where the dirty part starts now.
+    /// Where the dirty part started before the pass, and where it starts now.
+    pub dirty_from: i64,
     pub first_dirty: i64,
     /// The pass stopped early (the log changed under it); what it did stands.
     pub interrupted: bool,
+}
+
+impl CleanStats {
+    /// Whether the pass changed anything: segments, or where the dirty part starts.
+    pub fn progressed(&self) -> bool {
+        self.segments_rewritten + self.segments_removed > 0 || self.first_dirty > self.dirty_from
+    }
 }
 
 /// How much a pass would find to do, for choosing which log to clean.
@@ -197,6 +205,7 @@ impl Log {
             )
         };
         let mut stats = CleanStats {
+            dirty_from: first_dirty,
             first_dirty,
             ..CleanStats::default()
         };
