@@ -76,8 +76,10 @@ public class ClientCompat {
     }
 
     static void startServer() throws Exception {
+        // The cleaner looks for work every 200 ms instead of 15 s, for the compaction test.
         List<String> cmd = List.of(fjordBin, "server", "--listen", bootstrap,
-                                   "--data-dir", dataDir.toString());
+                                   "--data-dir", dataDir.toString(),
+                                   "--override", "log.cleaner.backoff.ms=200");
         server = new ProcessBuilder(cmd).redirectErrorStream(true)
             .redirectOutput(ProcessBuilder.Redirect.appendTo(new File(dataDir + ".log")))
             .start();
@@ -461,6 +463,60 @@ public class ClientCompat {
         }
     }
 
+    /** Batches the cleaner has to re-encode (some records survive) read back by the Java
+     *  consumer in every codec: newest value of each key, at its offset. */
+    static void testCompaction() throws Exception {
+        String t = createTopic(unique("j-compact"), 1, Map.of(
+            "cleanup.policy", "compact", "segment.ms", "1000", "min.cleanable.dirty.ratio", "0.01"));
+        Map<String, long[]> newest = new HashMap<>();
+        Map<String, String> newestValue = new HashMap<>();
+        for (String codec : List.of("lz4", "snappy", "gzip", "zstd", "none")) {
+            try (KafkaProducer<byte[], byte[]> p = producer(Map.of(ProducerConfig.COMPRESSION_TYPE_CONFIG, codec,
+                    ProducerConfig.LINGER_MS_CONFIG, 50, ProducerConfig.ACKS_CONFIG, "all"))) {
+                List<Future<RecordMetadata>> fs = new ArrayList<>();
+                List<String> keys = new ArrayList<>(), vals = new ArrayList<>();
+                for (int i = 0; i < 60; i++) {
+                    String k = "k" + (i % 9), v = codec + "-" + i + "-" + "x".repeat(i * 7);
+                    keys.add(k); vals.add(v);
+                    fs.add(p.send(new ProducerRecord<>(t, 0, k.getBytes(), v.getBytes(StandardCharsets.UTF_8))));
+                }
+                p.flush();
+                for (int i = 0; i < fs.size(); i++) {
+                    newest.put(keys.get(i), new long[] {fs.get(i).get(20, TimeUnit.SECONDS).offset()});
+                    newestValue.put(keys.get(i), vals.get(i));
+                }
+            }
+        }
+        // Roll the active segment (the cleaner never touches it) with one more record.
+        Thread.sleep(1500);
+        long rollOffset;
+        try (KafkaProducer<byte[], byte[]> p = producer(Map.of())) {
+            rollOffset = p.send(new ProducerRecord<>(t, 0, "roll".getBytes(), "roll".getBytes())).get(20, TimeUnit.SECONDS).offset();
+        }
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
+        List<ConsumerRecord<byte[], byte[]>> got = List.of();
+        while (System.nanoTime() < deadline) {
+            got = new ArrayList<>();
+            try (KafkaConsumer<byte[], byte[]> c = consumer()) {
+                TopicPartition tp = new TopicPartition(t, 0);
+                c.assign(List.of(tp));
+                c.seekToBeginning(List.of(tp));
+                long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+                while (System.nanoTime() < end && (got.isEmpty() || got.get(got.size() - 1).offset() < rollOffset))
+                    for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(300))) got.add(r);
+            }
+            if (got.size() == newest.size() + 1) break;
+            Thread.sleep(1000);
+        }
+        eq(newest.size() + 1, got.size(), "records left after compaction");
+        for (ConsumerRecord<byte[], byte[]> r : got) {
+            String k = new String(r.key());
+            if (k.equals("roll")) { eq(rollOffset, r.offset(), "roll offset"); continue; }
+            eq(newest.get(k)[0], r.offset(), k + " offset");
+            eq(newestValue.get(k), new String(r.value(), StandardCharsets.UTF_8), k + " value");
+        }
+    }
+
     static void testAcks(String acks) throws Exception {
         String t = createTopic(unique("j-acks-" + acks), 1, Map.of());
         try (KafkaProducer<byte[], byte[]> p = producer(Map.of(ProducerConfig.ACKS_CONFIG, acks,
@@ -661,6 +717,7 @@ public class ClientCompat {
         for (String acks : List.of("0", "1", "all")) tests.put("acks_" + acks, () -> testAcks(acks));
         tests.put("headers_timestamps_seek", ClientCompat::testHeadersTimestampsSeek);
         tests.put("keyed_partitioning", ClientCompat::testKeyedPartitioning);
+        tests.put("compaction", ClientCompat::testCompaction);
         tests.put("consumer_protocol_group", () -> testGroup("consumer"));
         tests.put("classic_protocol_group", () -> testGroup("classic"));
         tests.put("durability_kill9", ClientCompat::testDurabilityKill9);

@@ -1081,17 +1081,25 @@ impl Log {
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
         let (candidates, log_start) = {
             let inner = self.inner.lock();
-            let candidates: Vec<(i64, u64)> = inner
+            let candidates: Vec<i64> = inner
                 .segments
                 .iter()
                 .filter(|s| s.max_timestamp >= ts && s.next_offset > inner.log_start)
-                .map(|s| (s.base_offset, s.lookup_time_position(ts)))
+                .map(|s| s.base_offset)
                 .collect();
             (candidates, inner.log_start)
         };
-        for (base, pos) in candidates {
-            let Some(view) = self.view_of(base)? else {
-                continue;
+        for base in candidates {
+            // The position and the file together: compaction may have replaced the
+            // segment since the candidates were listed, and a position in the old file
+            // means nothing in the new one.
+            let (view, pos) = {
+                let mut inner = self.inner.lock();
+                let Some(i) = inner.position_of(base) else {
+                    continue;
+                };
+                let pos = inner.segments[i].lookup_time_position(ts);
+                (inner.view(i)?, pos)
             };
             if let Some(found) = segment::find_by_timestamp(&view, pos, ts, log_start)? {
                 return Ok(Some(found));
