@@ -249,7 +249,8 @@ impl Log {
         let horizon = opts.now_ms.saturating_sub(config.delete_retention_ms);
         let mut tombstones_due: Option<i64> = None;
         for seg in segments.iter().filter(|s| s.base < map_end) {
-            let expired = seg.modified_ms < horizon;
+            // A segment whose age cannot be read keeps its tombstones.
+            let expired = seg.modified_ms >= 0 && seg.modified_ms < horizon;
             let mut kept_tombstone = false;
             let mut keep = |offset: i64, key: Option<&[u8]>, tombstone: bool| {
                 let Some(key) = key else {
@@ -274,7 +275,7 @@ impl Log {
                 &mut stats,
                 io,
             )?;
-            if kept_tombstone {
+            if kept_tombstone && seg.modified_ms >= 0 {
                 let due = seg.modified_ms.saturating_add(config.delete_retention_ms);
                 tombstones_due = Some(tombstones_due.map_or(due, |t| t.min(due)));
             }
