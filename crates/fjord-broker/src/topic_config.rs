@@ -236,15 +236,24 @@ pub fn validate_cleanup_policy(value: &str) -> Result<(), String> {
 }
 
 pub fn validate_compression_type(value: &str) -> Result<(), String> {
-    match value {
-        "producer" => Ok(()),
-        "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Err(format!(
-            "compression.type={value} is not supported yet: Fjord stores batches as the producer compressed them (compression.type=producer)"
-        )),
-        _ => Err(format!(
-            "Invalid value {value} for configuration compression.type: String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer"
-        )),
-    }
+    codec_of(value).map(|_| ())
+}
+
+/// The codec a `compression.type` stores batches in: `None` for `producer` (as sent).
+pub fn codec_of(value: &str) -> Result<Option<u8>, String> {
+    Ok(Some(match value.trim() {
+        "producer" => return Ok(None),
+        "uncompressed" => 0,
+        "gzip" => 1,
+        "snappy" => 2,
+        "lz4" => 3,
+        "zstd" => 4,
+        _ => {
+            return Err(format!(
+                "Invalid value {value} for configuration compression.type: String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer"
+            ))
+        }
+    }))
 }
 
 /// Checks one topic config against Kafka's type and range for it; the error text is what
@@ -355,6 +364,13 @@ pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -
         .unwrap_or(&broker.cleanup_policy)
         .split(',')
         .any(|p| p.trim() == "compact");
+    // Validated when set; an unreadable stored value keeps batches as sent.
+    config.compression = codec_of(
+        overrides
+            .get("compression.type")
+            .unwrap_or(&broker.compression_type),
+    )
+    .unwrap_or(None);
     config
 }
 

@@ -53,6 +53,9 @@ pub struct LogConfig {
     pub min_compaction_lag_ms: i64,
     /// `max.compaction.lag.ms`: records older than this are compacted whatever the ratio.
     pub max_compaction_lag_ms: i64,
+    /// The codec batches are stored in (`compression.type`), `None` for as the producer
+    /// sent them. Like `compact`, the broker sets it from the name it stores.
+    pub compression: Option<u8>,
 }
 
 impl Default for LogConfig {
@@ -73,6 +76,7 @@ impl Default for LogConfig {
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
+            compression: None,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod batch;
 mod checkpoint;
 mod cleaner;
 pub mod config;
+mod encode;
 mod error;
 mod fs;
 mod index;

@@ -750,9 +750,10 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         self.check_online()?;
-        let (max, compact) = {
+        let (max, compact, target_codec) = {
             let inner = self.inner.lock();
-            (inner.config.max_message_bytes, inner.config.compact)
+            let c = &inner.config;
+            (c.max_message_bytes, c.compact, c.compression)
         };
         let mut headers = Vec::new();
         // The largest record timestamp of each batch, which its header must carry.
@@ -791,6 +792,21 @@ impl Log {
         if headers.is_empty() {
             return Err(LogError::CorruptBatch("no record batches".into()));
         }
+        // The topic's compression.type, where it is not the producer's codec.
+        let mut converted;
+        let batches: &mut [u8] = match target_codec {
+            Some(codec)
+                if headers
+                    .iter()
+                    .any(|(h, _)| !h.is_control() && h.compression() != codec) =>
+            {
+                let (bytes, placed) = recompress(batches, &headers, codec, max)?;
+                converted = bytes;
+                headers = placed;
+                &mut converted
+            }
+            _ => batches,
+        };
         let count: i64 = headers
             .iter()
             .map(|(h, _)| h.last_offset_delta as i64 + 1)
@@ -1715,6 +1731,45 @@ impl Log {
         fs.remove_dir_all(&dir)
             .ctx(|| format!("removing {}", dir.display()))
     }
+}
+
+/// A batch's header and where it starts in a request's bytes.
+type Placed = (BatchHeader, usize);
+
+/// `batches` with every batch (but control batches) in codec `codec`, as Kafka's log
+/// validator converts to a topic's `compression.type`; with where each batch now starts.
+/// A converted batch over `max` bytes is refused, as it would be from a producer, and so
+/// is one whose records inflate past `max` on their way to being stored uncompressed.
+fn recompress(
+    batches: &[u8],
+    headers: &[(BatchHeader, usize)],
+    codec: u8,
+    max: u32,
+) -> Result<(Vec<u8>, Vec<Placed>), LogError> {
+    let max_bytes = max as usize;
+    // Compressing shrinks; only the way to no compression can grow a batch past `max`.
+    let input_limit = if codec == 0 {
+        max_bytes
+    } else {
+        max_bytes.saturating_mul(64)
+    };
+    let mut out = Vec::with_capacity(batches.len());
+    let mut placed = Vec::with_capacity(headers.len());
+    for (h, start) in headers {
+        let data = &batches[*start..*start + h.total_len()];
+        let at = out.len();
+        if h.is_control() || h.compression() == codec {
+            out.extend_from_slice(data);
+        } else {
+            let b = crate::encode::rebuild(data, h, codec, max_bytes, input_limit, None)?;
+            if b.len() > max_bytes {
+                return Err(LogError::BatchTooLarge { size: b.len(), max });
+            }
+            out.extend_from_slice(&b);
+        }
+        placed.push((BatchHeader::parse(&out[at..])?, at));
+    }
+    Ok((out, placed))
 }
 
 fn wall_clock_ms() -> i64 {

@@ -902,3 +902,51 @@ fn checkpoint_temp_files_are_cleaned_and_orphan_indexes_removed() {
         .exists());
     assert!(!segment::segment_path(dir.path(), 999_999, "index").exists());
 }
+
+#[test]
+fn a_topic_compression_type_recompresses_what_producers_send() {
+    for (target, codec) in [
+        (3u8, Codec::Gzip),
+        (0, Codec::Zstd),
+        (4, Codec::None),
+        (2, Codec::Lz4),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            compression: Some(target),
+            ..small_config()
+        };
+        let log = Log::open(dir.path(), config).unwrap();
+        // Two batches in one request, as a producer may send them.
+        let mut bytes = build_batch(0, &[100, 110, 120], codec);
+        bytes.extend(build_batch(0, &[130, 140], Codec::Snappy));
+        let info = log.append(&mut bytes, 1, 5000).unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (0, 4));
+        let read = log.read(0, 1 << 20, i64::MAX, true).unwrap();
+        for h in headers(&read.bytes) {
+            assert_eq!(h.compression(), target, "{codec:?} stored as {target}");
+        }
+        assert_eq!(
+            all_records(&log),
+            vec![(0, 100), (1, 110), (2, 120), (3, 130), (4, 140)],
+            "{codec:?} -> {target}"
+        );
+    }
+}
+
+#[test]
+fn a_batch_that_would_store_too_large_uncompressed_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        compression: Some(0),
+        max_message_bytes: 4000,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    // 20 records of 1 KiB zeros compress to far below 4000 bytes, not so uncompressed.
+    let mut b = build_batch_with_value(0, &[1; 20], Codec::Zstd, 1024);
+    assert!(b.len() < 4000);
+    let e = log.append(&mut b, 1, 5000).unwrap_err();
+    assert!(matches!(e, LogError::BatchTooLarge { .. }), "{e:?}");
+    assert_eq!(log.log_end_offset(), 0);
+}
