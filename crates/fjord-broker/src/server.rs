@@ -664,12 +664,7 @@ async fn start_observer(
     listener: Arc<TcpListener>,
     addr: &str,
 ) -> Result<(Arc<Controller>, String, QuorumAcceptor), BrokerError> {
-    let voters = config
-        .cluster
-        .voters
-        .iter()
-        .map(|(id, e)| (*id, format!("{}:{}", e.host, e.port)))
-        .collect();
+    let voters = config.cluster.voter_addresses();
     let bootstrap: Vec<String> = config
         .cluster
         .bootstrap_servers
@@ -728,12 +723,7 @@ async fn start_quorum(
     let listener = TcpListener::bind(&addr)
         .await
         .map_err(|e| BrokerError::io(format!("bind controller listener {addr}"), e))?;
-    let voters = config
-        .cluster
-        .voters
-        .iter()
-        .map(|(id, e)| (*id, format!("{}:{}", e.host, e.port)))
-        .collect();
+    let voters = config.cluster.voter_addresses();
     let timing = QuorumTiming {
         election_timeout_ms: config.election_timeout_ms,
     };

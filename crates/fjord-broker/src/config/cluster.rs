@@ -46,6 +46,14 @@ impl ClusterConfig {
     pub fn is_observer(&self) -> bool {
         self.in_quorum() && !self.roles.controller
     }
+
+    /// Each voter's id and `host:port`, as the quorum member dials them.
+    pub fn voter_addresses(&self) -> BTreeMap<i32, String> {
+        self.voters
+            .iter()
+            .map(|(id, e)| (*id, format!("{}:{}", e.host, e.port)))
+            .collect()
+    }
 }
 
 /// One entry of `listeners`: its name and where it binds.

@@ -163,6 +163,16 @@ struct ClusterView {
     assignment: Assignment,
 }
 
+impl ClusterView {
+    /// The broker ids among `ids` that no registered broker has, each once, in order.
+    fn unregistered<'a>(&self, ids: impl IntoIterator<Item = &'a i32>) -> BTreeSet<i32> {
+        ids.into_iter()
+            .filter(|b| !self.brokers.contains_key(b))
+            .copied()
+            .collect()
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Action {
     Generate,
@@ -646,12 +656,7 @@ fn check_plan_against(plan: &Plan, cluster: &ClusterView) -> Result<()> {
             missing.join(",")
         );
     }
-    let unknown: BTreeSet<i32> = plan
-        .values()
-        .flatten()
-        .filter(|b| !cluster.brokers.contains_key(b))
-        .copied()
-        .collect();
+    let unknown = cluster.unregistered(plan.values().flatten());
     if !unknown.is_empty() {
         bail!(
             "the reassignment names brokers that are not registered: {}",
@@ -835,11 +840,7 @@ fn generate(args: &ReassignArgs) -> Result<ExitCode> {
     )?;
     let mut client = BrokerConn::bootstrap(&args.conn)?;
     let cluster = client.cluster()?;
-    let unknown: Vec<i32> = brokers
-        .iter()
-        .filter(|b| !cluster.brokers.contains_key(b))
-        .copied()
-        .collect();
+    let unknown = cluster.unregistered(&brokers);
     if !unknown.is_empty() {
         bail!(
             "--broker-list names brokers that are not registered: {} (registered: {})",
