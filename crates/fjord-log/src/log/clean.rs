@@ -337,8 +337,10 @@ impl Log {
             .fs
             .open(&path, OpenMode::CreateNew)
             .ctx(|| format!("creating {}", path.display()))?;
+        let first_of_log = self.inner.lock().segments[0].base_offset == base;
         let written = match self.write_cleaned(
             seg.base,
+            first_of_log,
             &view,
             &out,
             keep,
@@ -406,15 +408,17 @@ impl Log {
             remove_cleaned(&self.fs, &self.dir, base)?;
             return Ok(Outcome::Moved);
         };
+        if written == 0 && idx == 0 {
+            // Retention made it the first segment meanwhile: it stays for the next pass.
+            drop(inner);
+            remove_cleaned(&self.fs, &self.dir, base)?;
+            return Ok(Outcome::Moved);
+        }
         if written == 0 {
             remove_cleaned(&self.fs, &self.dir, base)?;
             inner.remove_segment(idx).map_err(|e| self.fail(e))?;
             checkpoint::sync_dir(&self.fs, &self.dir).map_err(|e| self.go_offline(e))?;
             inner.dir_dirty = false;
-            if idx == 0 {
-                let start = inner.log_start.max(inner.segments[0].base_offset);
-                inner.set_log_start(start);
-            }
             return Ok(Outcome::Removed);
         }
         self.swap_in(&mut inner, idx, base)
@@ -427,6 +431,7 @@ impl Log {
     fn write_cleaned(
         &self,
         base: i64,
+        first_of_log: bool,
         view: &SegmentView,
         out: &LogFile,
         keep: &mut Keep<'_>,
@@ -440,7 +445,9 @@ impl Log {
         let mut written = 0u64;
         let mut changed = false;
         let path = || segment_file(&self.dir, base, "log", CLEANED_SUFFIX);
+        let mut last = None;
         while let Some(h) = win.header(pos)? {
+            last = Some(h);
             let len = h.total_len();
             let data = win.get(pos, len)?;
             let filtered = cleaner::filter_batch(data, &h, record_bound.max(len), &mut *keep)?;
@@ -472,6 +479,17 @@ impl Log {
             pos += len as u64;
             stats.bytes_read += len as u64;
             io(len as u64 + bytes.len() as u64);
+        }
+        // The log's first segment never goes: its base offset is where the log starts,
+        // and reads from there must find the first surviving record, as in Kafka, not
+        // an offset out of range. One empty batch, the last one's offsets, keeps it.
+        if written == 0 && first_of_log {
+            if let Some(h) = last {
+                let empty = cleaner::empty_batch(&h);
+                out.write_all_at(&empty, 0)
+                    .ctx(|| format!("writing {}", path().display()))?;
+                written = empty.len() as u64;
+            }
         }
         Ok(changed.then_some(written))
     }
@@ -749,7 +767,7 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_left_empty_is_deleted_and_the_log_start_follows() {
+    fn emptied_segments_go_but_the_first_stays_and_the_log_start_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path(), config()).unwrap();
         for i in 0..40 {
@@ -760,8 +778,21 @@ mod tests {
         let stats = log.clean(&opts(now()), &mut |_| {}).unwrap();
         assert!(stats.segments_removed > 0, "{stats:?}");
         assert!(log.inner.lock().segments.len() < segments);
-        assert!(log.log_start_offset() > 0);
-        assert_eq!(records(&log).last().unwrap().2.as_deref(), Some("v39"));
+        assert_eq!(log.inner.lock().segments[0].base_offset, 0);
+        assert_eq!(
+            log.log_start_offset(),
+            0,
+            "compaction never moves the log start"
+        );
+        // A read from the start finds the first surviving record, past the gap.
+        let recs = records(&log);
+        assert_eq!(recs.last().unwrap().2.as_deref(), Some("v39"));
+        assert!(recs.first().unwrap().0 > 0);
+        // And so it stays after a reopen.
+        log.close().unwrap();
+        let log = Log::open(dir.path(), config()).unwrap();
+        assert_eq!(log.log_start_offset(), 0);
+        assert_eq!(records(&log), recs);
     }
 
     #[test]
