@@ -2,21 +2,22 @@
 
 1. cleaner throughput: ~200 MB of keyed 1 KiB records (10,000 distinct keys, so most
    records are obsolete) go to a topic with segment.bytes=8 MiB while it still has
-   cleanup.policy=delete; the topic is then switched to cleanup.policy=compact and its
-   active segment rolled (segment.ms passes, one more record). Timed until the topic's
-   on-disk size (all files in DIR/<topic>-0) stops shrinking. MB/s is the sum of
+   cleanup.policy=delete; its active segment is rolled (segment.ms passes, one more
+   record), then the topic is switched to cleanup.policy=compact. Timed from the switch
+   until the topic's on-disk size (all files in DIR/<topic>-0) stops shrinking. MB/s is the sum of
    bytes_before over the sum of seconds of the broker's "log compacted" lines; beside it
    the disk's sequential write rate measured in the same directory in the same run
    (256 MB written, fsynced at the end).
-2. produce latency with and without the cleaner: the same backlog, switched to compact;
-   a producer (acks=all, linger.ms=0) sends 100-byte records at a fixed rate to a second,
-   uncompacted topic, and a quarter into that load the backlog's active segment is rolled,
-   which lets the cleaner start on it (at 500+ MB/s a pass over 200 MB is short, so
-   rolling first would let it finish before the load is under way). Latency is the
-   delivery callback time minus the send time. Once
+2. produce latency with and without the cleaner: the same backlog, rolled; a producer
+   (acks=all, linger.ms=0) sends 100-byte records at a fixed rate to a second, uncompacted
+   topic, and a quarter into that load the backlog is switched to cleanup.policy=compact,
+   which starts the cleaner on it (a pass over 200 MB in the page cache takes well under a
+   second, so starting it before the load would let it finish before the load is under
+   way). Latency is the delivery callback time minus the send time. Once
    with the cleaner on (it compacts the backlog under the load) and once with
-   log.cleaner.enable=false, everything else the same. The "during passes" line counts
-   only records sent while a cleaner pass was running (from the broker's log lines).
+   log.cleaner.enable=false, everything else the same. The "pass + 1 s after" lines
+   count only records sent from a pass's start to 1 s after its end (the broker's log
+   lines give both).
 3. __consumer_offsets stays bounded: with offsets.topic.segment.bytes=1 MiB one group
    commits explicit offsets for 100 partitions over and over (100 partitions per
    synchronous commit). After 10k, 50k and 100k partition-offset commits: the on-disk size
@@ -203,12 +204,6 @@ def fill(bootstrap, topic, mb, keys):
     return n
 
 
-def roll(bootstrap, topic, segment_ms):
-    """Past segment.ms, one more record: the active segment is sealed."""
-    time.sleep(segment_ms / 1000 + 0.2)
-    roll_now(bootstrap, topic)
-
-
 def roll_now(bootstrap, topic):
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
     p.produce(topic, b"roll", key=b"roll")
@@ -216,21 +211,24 @@ def roll_now(bootstrap, topic):
         raise RuntimeError("roll record not acknowledged")
 
 
-def prepare_backlog(bootstrap, topic, mb, keys):
+def prepare_backlog(bootstrap, topic, mb, keys, segment_ms=2000):
     """The backlog of measures 1, 2 and 4, written while the topic is cleanup.policy=delete
-    so that nothing is compacted before it is all on disk."""
+    so that nothing is compacted before it is all on disk; then its active segment is
+    rolled (past segment.ms, one more record), so that all of it is cleanable."""
     create(bootstrap, topic, config={"cleanup.policy": "delete",
                                      "segment.bytes": str(SEGMENT),
                                      "segment.ms": "3600000"})
     fill(bootstrap, topic, mb, keys)
+    alter(bootstrap, topic, {"segment.ms": str(segment_ms)})
+    time.sleep(segment_ms / 1000 + 0.2)
+    roll_now(bootstrap, topic)
 
 
-def switch_and_roll(bootstrap, topic, segment_ms=2000):
-    """Returns when the roll record is acknowledged (time.monotonic())."""
-    alter(bootstrap, topic, {"cleanup.policy": "compact", "segment.ms": str(segment_ms),
-                             "min.cleanable.dirty.ratio": "0.5"})
-    roll(bootstrap, topic, segment_ms)
-    return time.monotonic()
+def compact_now(bootstrap, topic):
+    """Switches the topic to cleanup.policy=compact; returns time.monotonic() before."""
+    t0 = time.monotonic()
+    alter(bootstrap, topic, {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.5"})
+    return t0
 
 
 def wait_shrunk(path, passes_seen, t0, size, stable=8.0, limit=300.0):
@@ -291,16 +289,16 @@ def cleaner_throughput(fjord, mb, keys):
         disk = disk_write_rate(b.data)
         prepare_backlog(b.bootstrap, "backlog", mb, keys)
         before = dir_bytes(b.topic_dir("backlog"))
-        rolled = switch_and_roll(b.bootstrap, "backlog")
+        t0 = compact_now(b.bootstrap, "backlog")
         until, after = wait_shrunk(b.topic_dir("backlog"), lambda: b.passes("backlog"),
-                                   rolled, before)
+                                   t0, before)
         passes = b.passes("backlog")
         return {
             "1. cleaner MB/s (sum bytes_before / sum seconds)": pass_rate(passes),
             "1. disk sequential write MB/s (256 MB + fsync)": disk,
             "1. topic on disk before (MB)": before / MB,
             "1. topic on disk after (MB)": after / MB,
-            "1. roll until the last shrink (s)": until,
+            "1. switch to compact until the last shrink (s)": until,
             "1. passes": len(passes),
         }, b.odd_lines(), [f for _, f in passes]
     finally:
@@ -351,6 +349,10 @@ def timed_load(bootstrap, topic, rate, seconds, at=None):
     return out
 
 
+def fmt_time(epoch):
+    return f"{datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc):%H:%M:%S.%f}"
+
+
 def pct(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(q / 100 * len(values)))]
@@ -365,12 +367,9 @@ def produce_latency(fjord, mb, keys, rate, seconds, cleaner):
         b.wait_ready()
         create(b.bootstrap, "load")
         prepare_backlog(b.bootstrap, "backlog", mb, keys)
-        alter(b.bootstrap, "backlog", {"cleanup.policy": "compact", "segment.ms": "2000",
-                                       "min.cleanable.dirty.ratio": "0.5"})
-        time.sleep(2.2)
-        # The roll comes a quarter into the load, so that the pass it starts runs under it.
+        # The switch comes a quarter into the load, so that the pass runs under it.
         sent = timed_load(b.bootstrap, "load", rate, seconds,
-                          at=(seconds / 4, lambda: roll_now(b.bootstrap, "backlog")))
+                          at=(seconds / 4, lambda: compact_now(b.bootstrap, "backlog")))
         lat = [ms for _, ms in sent]
         out = {
             f"2. {tag}: produce p50 (ms)": pct(lat, 50),
@@ -381,15 +380,19 @@ def produce_latency(fjord, mb, keys, rate, seconds, cleaner):
         if cleaner == "true":
             passes = b.passes("backlog")
             windows = [(end - float(f["seconds"]), end) for end, f in passes]
-            during = [ms for t, ms in sent if any(s <= t <= e for s, e in windows)]
             busy = sum(min(e, sent[-1][0]) - max(s, sent[0][0]) for s, e in windows
                        if e > sent[0][0] and s < sent[-1][0])
             out[f"2. {tag}: seconds of the load with a pass running"] = busy
-            if during:
-                out[f"2. {tag}: during passes, records"] = len(during)
-                out[f"2. {tag}: during passes, p99 (ms)"] = pct(during, 99)
-                out[f"2. {tag}: during passes, max (ms)"] = max(during)
+            # From each pass's start to 1 s after its end: the pass and its aftermath.
+            near = [ms for t, ms in sent if any(s <= t <= e + 1 for s, e in windows)]
+            if near:
+                out[f"2. {tag}: pass + 1 s after, records"] = len(near)
+                out[f"2. {tag}: pass + 1 s after, p99 (ms)"] = pct(near, 99)
+                out[f"2. {tag}: pass + 1 s after, max (ms)"] = max(near)
         slow = max(sent, key=lambda x: x[1])
+        for end, f in b.passes("backlog"):
+            print(f"   pass under load, ended {fmt_time(end)} UTC:",
+                  " ".join(f"{k}={v}" for k, v in f.items()), flush=True)
         return out, b.odd_lines(), slow
     finally:
         b.stop()
@@ -480,14 +483,14 @@ def kafka_throughput(mb, keys):
         disk = disk_write_rate(data)
         prepare_backlog(bootstrap, "backlog", mb, keys)
         before = dir_bytes(topic_dir)
-        rolled = switch_and_roll(bootstrap, "backlog")
+        t0 = compact_now(bootstrap, "backlog")
         log = os.path.join(run, "server.log")
 
         def passes():
             with open(log, errors="replace") as f:
                 return KAFKA_CLEANED.findall(f.read())
 
-        until, after = wait_shrunk(topic_dir, passes, rolled, before)
+        until, after = wait_shrunk(topic_dir, passes, t0, before)
         found = passes()
         mbs = sum(float(a) for a, _ in found)
         secs = sum(float(s) for _, s in found)
@@ -497,7 +500,7 @@ def kafka_throughput(mb, keys):
             "4. Kafka disk sequential write MB/s (256 MB + fsync)": disk,
             "4. Kafka topic on disk before (MB)": before / MB,
             "4. Kafka topic on disk after (MB)": after / MB,
-            "4. Kafka roll until the last shrink (s)": until,
+            "4. Kafka switch to compact until the last shrink (s)": until,
             "4. Kafka passes": len(found),
         }
     finally:
@@ -522,7 +525,9 @@ def main():
     started = time.monotonic()
     results = [{} for _ in range(args.runs)]
     odd = []
-    for r in results:
+    for i, r in enumerate(results):
+        # Odd runs put the cleaner-off broker first.
+        order = ("true", "false") if i % 2 == 0 else ("false", "true")
         if "1" in measures:
             out, lines, passes = cleaner_throughput(fjord, args.mb, args.keys)
             r.update(out)
@@ -530,19 +535,18 @@ def main():
             for f in passes:
                 print("   pass:", " ".join(f"{k}={v}" for k, v in f.items()), flush=True)
         if "2" in measures:
-            for cleaner in ("true", "false"):
+            for cleaner in order:
                 out, lines, slow = produce_latency(fjord, args.mb, args.keys, args.rate,
                                                    args.seconds, cleaner)
                 r.update(out)
                 odd += lines
-                print(f"   slowest record, cleaner {cleaner}: sent at "
-                      f"{datetime.datetime.fromtimestamp(slow[0], datetime.timezone.utc):%H:%M:%S.%f}"
-                      f" UTC, {slow[1]:.1f} ms", flush=True)
+                print(f"   slowest record, cleaner {cleaner}: sent at {fmt_time(slow[0])} UTC,"
+                      f" {slow[1]:.1f} ms", flush=True)
         if "3" in measures:
             checkpoints = [c for c in (10000, 50000, 100000) if c <= args.commits]
             if args.commits not in checkpoints:
                 checkpoints.append(args.commits)
-            for cleaner in ("true", "false"):
+            for cleaner in order:
                 rows, lines = offsets_bounded(fjord, args.commits, cleaner, checkpoints)
                 odd += lines
                 for n, size, secs, loaded, rate in rows:
