@@ -4,7 +4,8 @@
    records are obsolete) go to a topic with segment.bytes=8 MiB while it still has
    cleanup.policy=delete; its active segment is rolled (segment.ms passes, one more
    record), then the topic is switched to cleanup.policy=compact. Timed from the switch
-   until the topic's on-disk size (all files in DIR/<topic>-0) stops shrinking. MB/s is the sum of
+   until the topic's on-disk size (all files in DIR/<topic>-0, allocated
+   blocks as du counts them) stops shrinking. MB/s is the sum of
    bytes_before over the sum of seconds of the broker's "log compacted" lines; beside it
    the disk's sequential write rate measured in the same directory in the same run
    (256 MB written, fsynced at the end).
@@ -23,7 +24,10 @@
    synchronous commit). After 10k, 50k and 100k partition-offset commits: the on-disk size
    of all DIR/__consumer_offsets-* directories, and the restart time (SIGTERM, start
    again, from process start until Consumer.committed returns the latest offsets for all
-   100 partitions). Cleaner on, and log.cleaner.enable=false as the baseline.
+   100 partitions; nan and a line saying so when they are not back within 15 s), and the
+   coordinator's own load time from its log. Commits are paced (--commit-calls per
+   second) so that the cleaner runs between them. Cleaner on, and
+   log.cleaner.enable=false as the baseline.
 4. (--kafka) measure 1 on Apache Kafka (bench/kafka/start.sh): on-disk size before and
    after and the time until it stops shrinking, and the MB/s its cleaner logs.
 
@@ -70,7 +74,9 @@ def dir_bytes(path):
     for root, _, files in os.walk(path):
         for f in files:
             try:
-                total += os.stat(os.path.join(root, f)).st_size
+                # Allocated blocks, as du counts them: Kafka's active-segment indexes are
+                # preallocated sparse files whose apparent size is 10 MB each.
+                total += os.stat(os.path.join(root, f)).st_blocks * 512
             except OSError:
                 pass
     return total
@@ -401,31 +407,36 @@ def produce_latency(fjord, mb, keys, rate, seconds, cleaner):
 
 # -- measure 3 -------------------------------------------------------------------------
 
-def committed_ok(bootstrap, group, topic, partitions, expect, limit=60.0):
+def committed_ok(bootstrap, group, topic, partitions, expect, limit=15.0):
     """Until Consumer.committed returns `expect` for every partition. A fresh consumer per
     short attempt: after a FindCoordinator error librdkafka waits a second before it asks
     again, which would time the client rather than the broker."""
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     deadline = time.monotonic() + limit
+    last = None
     while time.monotonic() < deadline:
         c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                       "enable.auto.commit": False, "retry.backoff.ms": 10,
                       "retry.backoff.max.ms": 50})
         try:
-            got = c.committed(tps, timeout=0.25)
+            got = c.committed(tps, timeout=0.1)
             if all(tp.error is None and tp.offset == expect for tp in got):
-                return
-        except Exception:
-            pass
+                return None
+            last = got
+        except Exception as e:
+            last = e
         finally:
             c.close()
-    raise RuntimeError("committed offsets not read back")
+    if isinstance(last, list):
+        wrong = [tp for tp in last if tp.error is not None or tp.offset != expect]
+        last = f"{len(wrong)} partitions differ, e.g. {wrong[0]}"
+    return f"not read back in {limit:.0f} s (expected offset {expect}): {last}"
 
 
 LOADED_RE = re.compile(r"group coordinator loaded groups=\d+ partitions=\d+ elapsed_ms=(\d+)")
 
 
-def offsets_bounded(fjord, commits, cleaner, checkpoints):
+def offsets_bounded(fjord, cleaner, checkpoints, calls_per_s):
     root = tempfile.mkdtemp(prefix="fjord-bench-compaction-")
     b = Fjord(fjord, root, ["log.cleaner.backoff.ms=500", f"log.cleaner.enable={cleaner}",
                             "offsets.topic.segment.bytes=1048576"])
@@ -442,22 +453,26 @@ def offsets_bounded(fjord, commits, cleaner, checkpoints):
                 c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group,
                               "enable.auto.commit": False})
             t0 = time.monotonic()
+            calls = 0
             while done < checkpoint:
+                calls += 1
+                ahead = t0 + calls / calls_per_s - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
                 k += 1
                 c.commit(offsets=[TopicPartition(topic, p, k) for p in range(partitions)],
                          asynchronous=False)
                 done += partitions
-            rate = (checkpoint - (rows[-1][0] if rows else 0)) / (time.monotonic() - t0)
             size = offsets_bytes(b.data)
             c.close()
             c = None
             b.stop()
             t0 = b.start()
             b.wait_ready()
-            committed_ok(b.bootstrap, group, topic, partitions, k)
-            secs = time.monotonic() - t0
+            failed = committed_ok(b.bootstrap, group, topic, partitions, k)
+            secs = float("nan") if failed else time.monotonic() - t0
             loaded = [int(m.group(1)) for m in map(LOADED_RE.search, b.lines()) if m]
-            rows.append((checkpoint, size / MB, secs, loaded[-1] / 1000, rate))
+            rows.append((checkpoint, size / MB, secs, loaded[-1] / 1000, failed))
         return rows, b.odd_lines()
     finally:
         b.stop()
@@ -466,7 +481,7 @@ def offsets_bounded(fjord, commits, cleaner, checkpoints):
 
 # -- measure 4 -------------------------------------------------------------------------
 
-KAFKA_CLEANED = re.compile(r"([\d.]+) MB of log processed in ([\d.]+) seconds")
+KAFKA_CLEANED = re.compile(r"([\d.,]+) MB of log processed in ([\d.,]+) seconds")
 
 
 def kafka_throughput(mb, keys):
@@ -492,8 +507,8 @@ def kafka_throughput(mb, keys):
 
         until, after = wait_shrunk(topic_dir, passes, t0, before)
         found = passes()
-        mbs = sum(float(a) for a, _ in found)
-        secs = sum(float(s) for _, s in found)
+        mbs = sum(float(a.replace(",", "")) for a, _ in found)
+        secs = sum(float(s.replace(",", "")) for _, s in found)
         return {
             "4. Kafka cleaner MB/s (its log: MB processed / seconds)": mbs / secs if secs else
             float("nan"),
@@ -517,6 +532,8 @@ def main():
     a.add_argument("--rate", type=int, default=2000, help="records/s of measure 2")
     a.add_argument("--seconds", type=float, default=20, help="length of measure 2's load")
     a.add_argument("--commits", type=int, default=100000, help="partition-offset commits")
+    a.add_argument("--commit-calls", type=float, default=100,
+                   help="commit calls (of 100 partitions each) per second in measure 3")
     a.add_argument("--measures", default="1,2,3", help="which of 1,2,3 to run")
     a.add_argument("--kafka", action="store_true", help="also measure 1 on Apache Kafka")
     args = a.parse_args()
@@ -547,18 +564,25 @@ def main():
             if args.commits not in checkpoints:
                 checkpoints.append(args.commits)
             for cleaner in order:
-                rows, lines = offsets_bounded(fjord, args.commits, cleaner, checkpoints)
+                rows, lines = offsets_bounded(fjord, cleaner, checkpoints, args.commit_calls)
                 odd += lines
-                for n, size, secs, loaded, rate in rows:
+                for n, size, secs, loaded, failed in rows:
                     tag = "cleaner on " if cleaner == "true" else "cleaner off"
                     r[f"3. {tag}: after {n:>6} commits, __consumer_offsets MB"] = size
                     r[f"3. {tag}: after {n:>6} commits, restart to committed (s)"] = secs
                     r[f"3. {tag}: after {n:>6} commits, coordinator load (s)"] = loaded
-                    r[f"3. {tag}: commits/s up to {n:>6}"] = rate
+                    if failed:
+                        print(f"   cleaner {cleaner}, after {n} commits: committed offsets"
+                              f" {failed}", flush=True)
         if args.kafka:
             r.update(kafka_throughput(args.mb, args.keys))
     for key in results[0]:
-        values = [r[key] for r in results]
+        values = [r[key] for r in results if key in r and r[key] == r[key]]
+        lost = len(results) - len(values)
+        key = key + (f" ({lost} runs lost the offsets)" if lost else "")
+        if not values:
+            print(f"{key:66s}        nan")
+            continue
         if len(values) == 1:
             print(f"{key:66s} {values[0]:10.2f}")
         else:
