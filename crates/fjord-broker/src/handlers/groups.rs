@@ -110,9 +110,10 @@ pub fn find_coordinator(
             (-1, code::INVALID_REQUEST)
         } else if key.is_empty() {
             (-1, code::INVALID_REQUEST)
-        } else if !state.groups.is_loaded() {
-            (-1, code::COORDINATOR_NOT_AVAILABLE)
         } else {
+            // Named even while it loads, as Kafka does: the group requests then answer
+            // COORDINATOR_LOAD_IN_PROGRESS, which clients retry at once, where
+            // COORDINATOR_NOT_AVAILABLE here makes librdkafka wait a second first.
             match state.groups.coordinator_node(state, &key) {
                 -1 => (-1, code::COORDINATOR_NOT_AVAILABLE),
                 n => (n, code::NONE),
