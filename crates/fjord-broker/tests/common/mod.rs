@@ -246,8 +246,15 @@ pub async fn wait_for_coordinator(c: &mut Client) {
                 4,
             )
             .await;
+        // FindCoordinator names the coordinator while it loads, as Kafka's does; the
+        // group requests answer COORDINATOR_LOAD_IN_PROGRESS (14) until it is done.
         if r.coordinators[0].error_code == 0 {
-            return;
+            let groups = c
+                .request(kafka_protocol::messages::ListGroupsRequest::default(), 4)
+                .await;
+            if groups.error_code == 0 {
+                return;
+            }
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
