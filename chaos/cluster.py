@@ -1,12 +1,15 @@
-"""The Fjord nodes of a chaos run, each in its own network namespace, with its data
-directory on a small tmpfs of its own (so the disk fault can fill it without touching
-anything else), and its output in the run's directory.
+"""The nodes of a chaos run, each in its own network namespace, with its data directory
+on a small tmpfs of its own (so the disk fault can fill it without touching anything
+else), and its output in the run's directory. `Cluster` runs Fjord; `KafkaCluster` runs
+Apache Kafka (KRaft, every node a broker and a controller) from the jars the benchmarks
+fetch, under the same faults, for comparison.
 """
 
 import os
 import signal
 import subprocess
 import time
+import uuid
 
 from confluent_kafka.admin import AdminClient
 
@@ -208,3 +211,66 @@ class Cluster:
         for d in reversed(self.mounted):
             sh("umount", "-l", d, check=False)
         self.mounted = []
+
+
+class KafkaCluster(Cluster):
+    """Apache Kafka nodes with the same listeners, addresses and settings as Fjord's.
+
+    Kafka keeps its own defaults where Fjord's differ on purpose: it acknowledges acks=all
+    writes without an fsync (flush.messages and flush.ms are unset), so a run that kills
+    every replica at once can lose writes Kafka acknowledged; the faults here never do."""
+
+    HEAP = "384m"
+
+    def __init__(self, lib, net, out_dir, settings):
+        super().__init__(None, net, out_dir, settings)
+        self.lib = lib
+        self.cluster_id = None
+
+    def props_path(self, n):
+        return os.path.join(self.out, f"node-{n}.properties")
+
+    def jvm(self, extra=()):
+        log4j = os.path.join(self.out, "log4j2.properties")
+        return ["java", f"-Xms{self.HEAP}", f"-Xmx{self.HEAP}", "-XX:+UseG1GC",
+                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
+                *extra, "-cp", os.path.join(self.lib, "*")]
+
+    def prepare(self):
+        super().prepare()
+        with open(os.path.join(self.out, "log4j2.properties"), "w") as f:
+            f.write("status = warn\nappender.out.type = Console\nappender.out.name = OUT\n"
+                    "appender.out.layout.type = PatternLayout\n"
+                    "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+                    "rootLogger.level = INFO\nrootLogger.appenderRef.out.ref = OUT\n"
+                    "logger.state.name = state.change.logger\nlogger.state.level = WARN\n")
+        voters = ",".join(f"{v}@{self.net.ip(v)}:{CONTROLLER_PORT}" for v in self.nodes)
+        # A random cluster id in Kafka's form: a UUID as URL-safe base64 without padding.
+        import base64
+        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        for n in self.nodes:
+            ip = self.net.ip(n)
+            props = [
+                f"node.id={n}",
+                "process.roles=broker,controller",
+                f"listeners=PLAINTEXT://{ip}:{CLIENT_PORT},CONTROLLER://{ip}:{CONTROLLER_PORT}",
+                f"advertised.listeners=PLAINTEXT://{ip}:{CLIENT_PORT}",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"controller.quorum.voters={voters}",
+                f"log.dirs={self.data_dir(n)}",
+                "transaction.state.log.replication.factor=3",
+                "transaction.state.log.min.isr=2",
+            ] + self.settings
+            with open(self.props_path(n), "w") as f:
+                f.write("\n".join(props) + "\n")
+            fmt = subprocess.run(self.jvm() + ["kafka.tools.StorageTool", "format", "-t",
+                                               self.cluster_id, "-c", self.props_path(n)],
+                                 capture_output=True, text=True)
+            if fmt.returncode != 0:
+                raise RuntimeError(f"formatting node {n} failed: {fmt.stdout}{fmt.stderr}")
+
+    def command(self, n):
+        return ["ip", "netns", "exec", self.net.ns(n)] + self.jvm() + [
+            "kafka.Kafka", self.props_path(n)]

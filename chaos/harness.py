@@ -52,6 +52,8 @@ def parse_args():
     a.add_argument("--producers", type=int, default=3)
     a.add_argument("--consumers", type=int, default=2)
     a.add_argument("--out", default=None, help="directory for history, logs and report")
+    a.add_argument("--system", default="fjord", choices=["fjord", "kafka"],
+                   help="what runs on the nodes: Fjord, or Apache Kafka for comparison")
     args = a.parse_args()
     args.faults = [f for f in args.faults.split(",") if f]
     bad = [f for f in args.faults if f not in FAULTS]
@@ -64,6 +66,20 @@ def parse_args():
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1 << 31)
     return args
+
+
+def fetch_kafka(lib):
+    """Apache Kafka's jars, fetched from Maven Central as bench/kafka does, once."""
+    if os.path.isdir(lib) and any(f.startswith("kafka_2.13-") for f in os.listdir(lib)):
+        return True
+    pom = os.path.join(HERE, "..", "bench", "kafka")
+    print(f"chaos: fetching Apache Kafka jars into {lib} ...", flush=True)
+    got = subprocess.run(["mvn", "-q", "-B", "dependency:copy-dependencies",
+                          "-DincludeScope=runtime", f"-DoutputDirectory={lib}"], cwd=pom)
+    if got.returncode != 0:
+        print("chaos: could not fetch Apache Kafka's jars", file=sys.stderr)
+        return False
+    return True
 
 
 def create_topic(bootstrap, partitions, replicas):
@@ -90,8 +106,11 @@ def main():
         return 2
     fjord = os.environ.get("FJORD_BIN") or os.path.join(HERE, "..", "target", "release", "fjord")
     fjord = os.path.abspath(fjord)
-    if not os.access(fjord, os.X_OK):
+    kafka_lib = os.path.abspath(os.path.join(HERE, "..", "bench", ".cache", "kafka-lib"))
+    if args.system == "fjord" and not os.access(fjord, os.X_OK):
         print(f"no fjord binary at {fjord}: build it or set FJORD_BIN", file=sys.stderr)
+        return 2
+    if args.system == "kafka" and not fetch_kafka(kafka_lib):
         return 2
     out = os.path.abspath(args.out or os.path.join(
         HERE, "out", time.strftime("%Y%m%d-%H%M%S") + f"-{args.seed}"))
@@ -99,7 +118,10 @@ def main():
     tag = f"{os.getpid() % 0xffff:04x}"
     subnet = f"10.77.{os.getpid() % 250 + 1}"
     net = net_mod.Network(tag, range(1, args.nodes + 1), subnet)
-    c = cluster_mod.Cluster(fjord, net, out, SETTINGS)
+    if args.system == "kafka":
+        c = cluster_mod.KafkaCluster(kafka_lib, net, out, SETTINGS)
+    else:
+        c = cluster_mod.Cluster(fjord, net, out, SETTINGS)
     history = workload.History(os.path.join(out, "history.jsonl"))
     clients = logging.getLogger("clients")
     clients.propagate = False
@@ -110,7 +132,7 @@ def main():
     workload.CLIENT_LOG["logger"] = clients
     history.write({"type": "meta", "nodes": args.nodes, "seed": args.seed,
                    "faults": args.faults, "workload": args.workload,
-                   "minutes": args.minutes, "system": "fjord",
+                   "minutes": args.minutes, "system": args.system,
                    "partitions": args.partitions, "rate": args.rate})
     print(f"chaos: {args.nodes} nodes, seed {args.seed}, faults {','.join(args.faults)}, "
           f"{args.minutes} min; output in {out}", flush=True)
