@@ -4,14 +4,7 @@
 #   KAFKA_BOOTSTRAP=127.0.0.1:19092 compat/run-all.sh    # an already running broker
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-if [[ -z "${FJORD_BIN:-}" && -z "${KAFKA_BOOTSTRAP:-}" ]]; then
-  echo "set FJORD_BIN=/path/to/fjord or KAFKA_BOOTSTRAP=host:port" >&2
-  exit 2
-fi
-if [[ -n "${FJORD_BIN:-}" ]]; then
-  FJORD_BIN="$(cd "$(dirname "$FJORD_BIN")" && pwd)/$(basename "$FJORD_BIN")"
-  export FJORD_BIN
-fi
+source "$here/target.sh"
 ok=0
 bad=0
 failed_suites=()

@@ -6,14 +6,7 @@
 #   KAFKA_BOOTSTRAP=127.0.0.1:19092 compat/connect/run.sh   # an already running broker
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-if [[ -z "${FJORD_BIN:-}" && -z "${KAFKA_BOOTSTRAP:-}" ]]; then
-  echo "set FJORD_BIN=/path/to/fjord or KAFKA_BOOTSTRAP=host:port" >&2
-  exit 2
-fi
-if [[ -n "${FJORD_BIN:-}" ]]; then
-  FJORD_BIN="$(cd "$(dirname "$FJORD_BIN")" && pwd)/$(basename "$FJORD_BIN")"
-  export FJORD_BIN
-fi
+source "$here/../target.sh"
 cd "$here"
 if ! ls lib/connect-runtime-*.jar >/dev/null 2>&1; then
   mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib

@@ -4,11 +4,7 @@
 #   KAFKA_BOOTSTRAP=127.0.0.1:19092 compat/kcat/run.sh   # an already running broker
 # Prints "N passed, N failed" and exits non-zero on any failure.
 set -euo pipefail
-
-if [[ -z "${FJORD_BIN:-}" && -z "${KAFKA_BOOTSTRAP:-}" ]]; then
-  echo "set FJORD_BIN=/path/to/fjord or KAFKA_BOOTSTRAP=host:port" >&2
-  exit 2
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/../target.sh"
 
 if ! command -v kcat >/dev/null 2>&1; then
   if ! apt-get install -y kcat >/dev/null 2>&1; then

@@ -5,14 +5,7 @@
 # Extra arguments go to pytest (e.g. -k acks).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-if [[ -z "${FJORD_BIN:-}" && -z "${KAFKA_BOOTSTRAP:-}" ]]; then
-  echo "set FJORD_BIN=/path/to/fjord or KAFKA_BOOTSTRAP=host:port" >&2
-  exit 2
-fi
-if [[ -n "${FJORD_BIN:-}" ]]; then
-  FJORD_BIN="$(cd "$(dirname "$FJORD_BIN")" && pwd)/$(basename "$FJORD_BIN")"
-  export FJORD_BIN
-fi
+source "$here/../target.sh"
 cd "$here"
 if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv

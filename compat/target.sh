@@ -1,0 +1,11 @@
+# Sourced first by every compat suite: the broker under test is either started by the
+# suite itself (FJORD_BIN, made absolute here because suites change directory) or already
+# running (KAFKA_BOOTSTRAP). Without either, the suite stops with exit code 2.
+if [[ -z "${FJORD_BIN:-}" && -z "${KAFKA_BOOTSTRAP:-}" ]]; then
+  echo "set FJORD_BIN=/path/to/fjord or KAFKA_BOOTSTRAP=host:port" >&2
+  exit 2
+fi
+if [[ -n "${FJORD_BIN:-}" ]]; then
+  FJORD_BIN="$(cd "$(dirname "$FJORD_BIN")" && pwd)/$(basename "$FJORD_BIN")"
+  export FJORD_BIN
+fi
