@@ -1412,12 +1412,7 @@ impl Log {
         let mut deleted = 0;
         if retention_ms >= 0 {
             while inner.segments.len() > 1 {
-                let s = &inner.segments[0];
-                let ts = if s.max_timestamp >= 0 {
-                    s.max_timestamp
-                } else {
-                    s.modified_ms()
-                };
+                let ts = inner.segments[0].age_ms();
                 if now_ms.saturating_sub(ts) <= retention_ms {
                     break;
                 }

@@ -509,6 +509,16 @@ impl Segment {
         })
     }
 
+    /// The time that ages the segment, for retention and compaction lags: its newest
+    /// record's timestamp, or its file's modification time when it has none.
+    pub fn age_ms(&self) -> i64 {
+        if self.max_timestamp >= 0 {
+            self.max_timestamp
+        } else {
+            self.modified_ms()
+        }
+    }
+
     /// Last modification time, for retention of segments without timestamps.
     pub fn modified_ms(&self) -> i64 {
         std::fs::metadata(&self.log_path)

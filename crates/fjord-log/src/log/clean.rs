@@ -128,18 +128,9 @@ impl Inner {
         let lag = self.config.min_compaction_lag_ms;
         let end = self.segments[..active]
             .iter()
-            .find(|s| s.dirty || lag > 0 && now_ms.saturating_sub(segment_time(s)) < lag)
+            .find(|s| s.dirty || lag > 0 && now_ms.saturating_sub(s.age_ms()) < lag)
             .map_or(self.segments[active].base_offset, |s| s.base_offset);
         (self.first_dirty.clamp(self.log_start, end), end)
-    }
-}
-
-/// The time that ages a segment: its newest record's timestamp, or its file's.
-fn segment_time(s: &Segment) -> i64 {
-    if s.max_timestamp >= 0 {
-        s.max_timestamp
-    } else {
-        s.modified_ms()
     }
 }
 
@@ -156,7 +147,7 @@ impl Log {
                 clean_bytes += s.size;
             } else {
                 dirty_bytes += s.size;
-                let first = s.rolling_base_ms.unwrap_or_else(|| segment_time(s));
+                let first = s.rolling_base_ms.unwrap_or_else(|| s.age_ms());
                 overdue |= now_ms.saturating_sub(first) > max_lag;
             }
         }
