@@ -39,6 +39,13 @@ pub enum LogError {
     /// A batch from a producer epoch older than one already seen (a fenced zombie producer).
     #[error("{0}")]
     InvalidProducerEpoch(String),
+    /// A producer's write does not fit the state of its transaction: a plain write while
+    /// its transaction is open, or a transactional write without a producer id.
+    #[error("{0}")]
+    InvalidTxnState(String),
+    /// A transaction marker from a coordinator older than one that already wrote here.
+    #[error("{0}")]
+    CoordinatorFenced(String),
     /// The file system failed us; the partition's storage is suspect.
     #[error("log storage error while {context}: {source}")]
     Io {
@@ -68,6 +75,8 @@ impl LogError {
             LogError::InvalidConfig { .. } => 40,
             LogError::OutOfOrderSequence(_) => 45,
             LogError::InvalidProducerEpoch(_) => 47,
+            LogError::InvalidTxnState(_) => 48,
+            LogError::CoordinatorFenced(_) => 52,
             LogError::Io { .. } | LogError::Offline { .. } => 56,
         }
     }

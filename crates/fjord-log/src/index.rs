@@ -114,6 +114,18 @@ impl<E: Entry> IndexFile<E> {
         }))
     }
 
+    /// An empty index whose file is only created by its first write: most segments never
+    /// get an entry in their transaction index, and then have no such file.
+    pub fn lazy(fs: &Fs, path: &Path) -> Self {
+        IndexFile {
+            fs: fs.clone(),
+            path: path.to_path_buf(),
+            file: None,
+            entries: Vec::new(),
+            written: 0,
+        }
+    }
+
     pub fn entries(&self) -> &[E] {
         &self.entries
     }

@@ -18,6 +18,7 @@ pub mod records;
 mod segment;
 #[cfg(test)]
 mod testutil;
+pub mod txn;
 
 pub use batch::{BatchHeader, BATCH_HEADER_LEN};
 pub use config::{LogConfig, TimestampType};

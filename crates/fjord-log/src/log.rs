@@ -284,6 +284,8 @@ enum FileKind {
     Log,
     Index,
     TimeIndex,
+    /// Aborted transactions of a segment.
+    TxnIndex,
     /// Producer-state snapshots: not the log's files, but expected beside its segments.
     Snapshot,
 }
@@ -300,6 +302,7 @@ fn parse_segment_name(name: &str) -> Option<(i64, FileKind)> {
         "log" => FileKind::Log,
         "index" => FileKind::Index,
         "timeindex" => FileKind::TimeIndex,
+        "txnindex" => FileKind::TxnIndex,
         "snapshot" => FileKind::Snapshot,
         _ => return None,
     };
@@ -369,7 +372,7 @@ fn scan_dir(fs: &Fs, dir: &Path) -> Result<Listing, LogError> {
         }
         match parse_segment_name(name) {
             Some((base, FileKind::Log)) => bases.push(base),
-            Some((base, FileKind::Index | FileKind::TimeIndex)) => {
+            Some((base, FileKind::Index | FileKind::TimeIndex | FileKind::TxnIndex)) => {
                 indexes.push((base, name.to_string()))
             }
             Some((_, FileKind::Snapshot)) => {}
@@ -604,15 +607,36 @@ impl Log {
         if epochs_changed {
             epochs.store(&fs, &dir)?;
         }
-        // The recovery point moves to the log end; rewriting an unchanged one (or writing a
-        // first one for an empty log, whose recovery scans nothing) would only cost fsyncs.
+        // Idempotent producers' state, from the newest snapshot and the batch headers after
+        // it; the directory sync below makes any stale snapshot's removal durable. The
+        // transaction indexes of scanned segments are rebuilt on the way.
+        let rebuild_from = segments
+            .iter()
+            .zip(&scans)
+            .find(|(_, o)| o.txn_rebuild)
+            .map_or(i64::MAX, |(s, _)| s.base_offset);
+        let mut producers = ProducerStateManager::new(&fs, &dir);
+        producers.load(&mut segments, log_start, leo, rebuild_from)?;
+        for (i, seg) in segments.iter_mut().enumerate() {
+            if seg.base_offset < rebuild_from || !seg.dirty {
+                continue;
+            }
+            if let Some(f) = seg.txn_index.file() {
+                f.sync_data()
+                    .ctx(|| format!("syncing a rebuilt transaction index in {}", dir.display()))?;
+            }
+            seg.dirty = false;
+            if i < last {
+                seg.close_handles();
+            }
+        }
+        // The recovery point moves to the log end, once the rebuilt transaction indexes are
+        // on disk; rewriting an unchanged one (or writing a first one for an empty log,
+        // whose recovery scans nothing) would only cost fsyncs.
         if rp_checkpoint != Some(leo) && !(rp_checkpoint.is_none() && leo == 0) {
+            checkpoint::sync_dir(&fs, &dir)?;
             checkpoint::write_offset(&fs, &dir, RECOVERY_POINT_FILE, leo)?;
         }
-        // Idempotent producers' state, from the newest snapshot and the batch headers after
-        // it; the directory sync below makes any stale snapshot's removal durable.
-        let mut producers = ProducerStateManager::new(&fs, &dir);
-        producers.load(&mut segments, log_start, leo)?;
         // Removing the marker must be durable before any new append, or a later crash would
         // be mistaken for a clean shutdown. The directory sync also covers files recovery
         // created (a first segment, rebuilt index files).
@@ -767,6 +791,16 @@ impl Log {
                 });
             }
             batch::validate(&batches[range.clone()])?;
+            if h.is_control() {
+                return Err(LogError::InvalidRecord(
+                    "Clients are not allowed to write control records".into(),
+                ));
+            }
+            if h.is_transactional() && h.producer_id < 0 {
+                return Err(LogError::InvalidRecord(
+                    "A transactional batch must carry a producer id".into(),
+                ));
+            }
             if h.records_count <= 0 || h.last_offset_delta != h.records_count - 1 {
                 return Err(LogError::CorruptBatch(format!(
                     "batch has {} records but last offset delta {}",
@@ -921,8 +955,21 @@ impl Log {
         .map_err(|e| self.fail(e))?;
         self.write_batches(&mut inner, batches, &headers, now_ms)
             .map_err(|e| self.fail(e))?;
-        for (h, _) in &headers {
-            inner.producers.replay(h);
+        for (h, start) in &headers {
+            let marker = if h.is_control() {
+                // Validated by the leader that wrote it: unreadable means damaged in transit
+                // past the CRC, which cannot happen; refuse the copy rather than guess.
+                Some(crate::txn::read_marker(
+                    &batches[*start..*start + h.total_len()],
+                    h,
+                )?)
+            } else {
+                None
+            };
+            if let Some(aborted) = inner.producers.replay(h, marker) {
+                self.record_aborted(&mut inner, aborted)
+                    .map_err(|e| self.fail(e))?;
+            }
             if inner.epochs.assign(h.partition_leader_epoch, h.base_offset) {
                 inner.epochs_dirty = true;
             }
@@ -939,6 +986,109 @@ impl Log {
             self.flush_until(last_offset + 1)?;
         }
         Ok(info)
+    }
+
+    /// Appends the marker that ends producer `producer_id`'s transaction (WriteTxnMarkers),
+    /// as the leader in `leader_epoch`. A marker from an older producer epoch or an older
+    /// coordinator is refused.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: crate::txn::Marker,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.check_online()?;
+        let mut bytes = crate::txn::marker_batch(producer_id, producer_epoch, marker, now_ms);
+        let mut inner = self.inner.lock();
+        inner.check_writable(&self.dir)?;
+        inner
+            .producers
+            .check_marker(producer_id, producer_epoch, marker)?;
+        let offset = inner.leo();
+        self.maybe_roll(&mut inner, bytes.len() as u64, now_ms, offset, offset)
+            .map_err(|e| self.fail(e))?;
+        batch::set_base_offset(&mut bytes, offset);
+        batch::set_leader_epoch(&mut bytes, leader_epoch);
+        let mut h = BatchHeader::parse(&bytes)?;
+        h.base_offset = offset;
+        h.partition_leader_epoch = leader_epoch;
+        self.write_batches(&mut inner, &bytes, &[(h, 0)], now_ms)
+            .map_err(|e| self.fail(e))?;
+        if let Some(aborted) =
+            inner
+                .producers
+                .complete_txn(producer_id, producer_epoch, offset, marker)
+        {
+            self.record_aborted(&mut inner, aborted)
+                .map_err(|e| self.fail(e))?;
+        }
+        if inner.epochs.assign(leader_epoch, offset) {
+            inner.epochs_dirty = true;
+        }
+        Ok(AppendInfo {
+            base_offset: offset,
+            last_offset: offset,
+            log_append_time: -1,
+            log_start_offset: inner.log_start,
+        })
+    }
+
+    /// Adds an aborted transaction to the index of the active segment, which holds its
+    /// marker. A first entry creates the index file, whose name the next flush makes
+    /// durable with the directory.
+    fn record_aborted(
+        &self,
+        inner: &mut Inner,
+        aborted: crate::txn::AbortedTxn,
+    ) -> Result<(), LogError> {
+        let active = inner.active();
+        let first = active.txn_index.entries().is_empty();
+        active.push_aborted(aborted)?;
+        if first {
+            inner.dir_dirty = true;
+        }
+        Ok(())
+    }
+
+    /// The last stable offset for a high watermark of `high_watermark`: read_committed
+    /// consumers read below it.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        let mut inner = self.inner.lock();
+        inner
+            .producers
+            .first_unstable(high_watermark)
+            .map_or(high_watermark, |u| u.min(high_watermark))
+    }
+
+    /// The aborted transactions a read of `[from, to)` overlaps, oldest first: what a
+    /// read_committed fetch returns beside the records so the consumer drops theirs.
+    pub fn aborted_txns(&self, from: i64, to: i64) -> Vec<crate::txn::AbortedTxn> {
+        let inner = self.inner.lock();
+        let mut out = Vec::new();
+        for seg in &inner.segments[inner.segment_for(from)..] {
+            for t in seg.txn_index.entries() {
+                if t.last_offset >= from && t.first_offset < to {
+                    out.push(*t);
+                }
+                // Every transaction begun below `to` had ended when this one did.
+                if t.last_stable_offset >= to {
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    /// Every producer this partition remembers: `(id, state)` (DescribeProducers).
+    pub fn producer_states(&self) -> Vec<(i64, ProducerEntry)> {
+        let inner = self.inner.lock();
+        inner
+            .producers
+            .producers()
+            .map(|(id, e)| (id, e.clone()))
+            .collect()
     }
 
     /// Rolls to a new segment starting at `first_offset` when the active one is full by
@@ -1614,7 +1764,7 @@ impl Log {
             log_start,
             ..
         } = &mut *inner;
-        if producers.load(segments, *log_start, leo)? {
+        if producers.load(segments, *log_start, leo, i64::MAX)? {
             inner.dir_dirty = true;
         }
         let mut files = Vec::new();
@@ -1782,3 +1932,6 @@ mod tests;
 
 #[cfg(test)]
 mod crash_tests;
+
+#[cfg(test)]
+mod txn_tests;

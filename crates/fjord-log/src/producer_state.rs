@@ -8,16 +8,23 @@
 //! close. They only make the rebuild shorter: a missing or corrupt snapshot costs a longer
 //! header scan, never correctness, so snapshot trouble is logged and never fatal.
 //!
+//! Transactions are tracked here too: each producer's open transaction (its first
+//! offset), so that the partition knows its last stable offset, and the markers that end
+//! them, so that aborted transactions enter the segment's transaction index.
+//!
 //! Snapshot format (all integers big-endian):
 //!
 //! ```text
-//! magic "FJPS" | version u16 = 1 | crc32c u32 of every byte after it | offset i64
+//! magic "FJPS" | version u16 = 2 | crc32c u32 of every byte after it | offset i64
 //! | producer count u32 | per producer: id i64, epoch i16, last timestamp i64,
 //!   batch count u8, per batch: first seq i32, last seq i32, first offset i64,
-//!   last offset delta i32, timestamp i64
+//!   last offset delta i32, timestamp i64;
+//!   then open transaction's first offset i64 (-1: none), coordinator epoch i32
 //! ```
+//!
+//! Version 1 (without the last two fields) is still read.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use crate::batch::BatchHeader;
@@ -25,6 +32,7 @@ use crate::checkpoint;
 use crate::error::IoContext;
 use crate::fs::Fs;
 use crate::segment::{FileWindow, Segment};
+use crate::txn::{self, AbortedTxn, Marker};
 use crate::LogError;
 
 /// Kafka keeps the last five batches per producer: a producer has at most five requests in
@@ -34,7 +42,7 @@ pub const PRODUCER_BATCH_CACHE: usize = 5;
 const SNAPSHOTS_KEPT: usize = 3;
 const SNAPSHOT_EXT: &str = "snapshot";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"FJPS";
-const SNAPSHOT_VERSION: u16 = 1;
+const SNAPSHOT_VERSION: u16 = 2;
 /// magic + version + crc.
 const SNAPSHOT_PREFIX: usize = 10;
 const BATCH_META_LEN: usize = 28;
@@ -66,6 +74,11 @@ pub struct ProducerEntry {
     pub batches: VecDeque<BatchMetadata>,
     /// Timestamp of the latest batch; expiration counts from it.
     pub last_timestamp: i64,
+    /// First offset of the producer's transaction open in this partition, if any.
+    pub current_txn_first_offset: Option<i64>,
+    /// Epoch of the coordinator that wrote this producer's latest marker (-1: none yet):
+    /// a marker from an older coordinator is refused.
+    pub coordinator_epoch: i32,
 }
 
 impl ProducerEntry {
@@ -74,6 +87,8 @@ impl ProducerEntry {
             epoch,
             batches: VecDeque::new(),
             last_timestamp: -1,
+            current_txn_first_offset: None,
+            coordinator_epoch: -1,
         }
     }
 
@@ -151,6 +166,13 @@ pub(crate) struct ProducerStateManager {
     snapshots: BTreeSet<i64>,
     /// A snapshot taken at a segment roll, encoded, waiting to be written off the append path.
     prepared: Option<(i64, Vec<u8>)>,
+    /// Open transactions: first offset → producer id.
+    ongoing: BTreeMap<i64, i64>,
+    /// Transactions whose marker is written but maybe not yet replicated: marker offset →
+    /// first offset. They keep the last stable offset down until the high watermark passes
+    /// their marker, as in Kafka, so read_committed never reads a transaction's records
+    /// before its outcome is on every in-sync replica.
+    unreplicated: BTreeMap<i64, i64>,
 }
 
 pub(crate) fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
@@ -165,6 +187,8 @@ impl ProducerStateManager {
             producers: HashMap::new(),
             snapshots: BTreeSet::new(),
             prepared: None,
+            ongoing: BTreeMap::new(),
+            unreplicated: BTreeMap::new(),
         }
     }
 
@@ -219,6 +243,14 @@ impl ProducerStateManager {
             let mut entry = current
                 .cloned()
                 .unwrap_or_else(|| ProducerEntry::new(h.producer_epoch));
+            if h.is_transactional() {
+                entry.current_txn_first_offset.get_or_insert(first_offset);
+            } else if let Some(open) = entry.current_txn_first_offset {
+                return Err(LogError::InvalidTxnState(format!(
+                    "Expected a transactional write from producer {pid}, whose transaction \
+                     from offset {open} is still open"
+                )));
+            }
             let ts = append_time.unwrap_or(h.max_timestamp);
             entry.add(h.producer_epoch, metadata(h, first_offset, ts));
             updated.insert(pid, entry);
@@ -228,14 +260,23 @@ impl ProducerStateManager {
 
     /// Records the entries of an append that [`Self::check`] admitted and that is now written.
     pub fn commit(&mut self, updated: HashMap<i64, ProducerEntry>) {
+        for (&pid, e) in &updated {
+            if let Some(first) = e.current_txn_first_offset {
+                self.ongoing.insert(first, pid);
+            }
+        }
         self.producers.extend(updated);
     }
 
     /// Records a batch already in the log (a follower's copy, or the rebuild scan): the
-    /// leader validated it, so nothing is refused here.
-    pub fn replay(&mut self, h: &BatchHeader) {
+    /// leader validated it, so nothing is refused here. A control batch comes with its
+    /// marker; the aborted transaction it ends, if any, is returned for the segment's index.
+    pub fn replay(&mut self, h: &BatchHeader, marker: Option<Marker>) -> Option<AbortedTxn> {
+        if let (true, Some(m)) = (h.is_control(), marker) {
+            return self.complete_txn(h.producer_id, h.producer_epoch, h.base_offset, m);
+        }
         if !is_idempotent(h) {
-            return;
+            return None;
         }
         let entry = self
             .producers
@@ -245,15 +286,124 @@ impl ProducerStateManager {
             h.producer_epoch,
             metadata(h, h.base_offset, h.max_timestamp),
         );
+        if h.is_transactional() && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(h.base_offset);
+            self.ongoing.insert(h.base_offset, h.producer_id);
+        }
+        None
+    }
+
+    /// Whether a coordinator may end producer `pid`'s transaction with epoch `epoch`: a
+    /// marker from an older producer epoch, or from an older coordinator, is refused.
+    pub fn check_marker(&self, pid: i64, epoch: i16, marker: Marker) -> Result<(), LogError> {
+        let Some(e) = self.producers.get(&pid) else {
+            return Ok(());
+        };
+        if epoch < e.epoch {
+            return Err(LogError::InvalidProducerEpoch(format!(
+                "Transaction marker epoch {epoch} of producer {pid} is older than its current \
+                 epoch {}",
+                e.epoch
+            )));
+        }
+        if marker.coordinator_epoch < e.coordinator_epoch {
+            return Err(LogError::CoordinatorFenced(format!(
+                "Transaction marker for producer {pid} from coordinator epoch {} is older than \
+                 the last one seen, {}",
+                marker.coordinator_epoch, e.coordinator_epoch
+            )));
+        }
+        Ok(())
+    }
+
+    /// Ends producer `pid`'s open transaction with the marker written at `offset`. An
+    /// abort returns the entry for the transaction index of the marker's segment.
+    pub fn complete_txn(
+        &mut self,
+        pid: i64,
+        epoch: i16,
+        offset: i64,
+        marker: Marker,
+    ) -> Option<AbortedTxn> {
+        let entry = self
+            .producers
+            .entry(pid)
+            .or_insert_with(|| ProducerEntry::new(epoch));
+        if epoch != entry.epoch {
+            // A coordinator that bumped the epoch to abort (a timeout, a fenced producer):
+            // the old epoch's batches can no longer be retried.
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.coordinator_epoch = entry.coordinator_epoch.max(marker.coordinator_epoch);
+        let first = entry.current_txn_first_offset.take()?;
+        self.ongoing.remove(&first);
+        // Still unstable until the marker itself is replicated (see `first_unstable`).
+        self.unreplicated.insert(offset, first);
+        if marker.commit {
+            return None;
+        }
+        let last_stable_offset = self
+            .ongoing
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(offset + 1)
+            .min(offset + 1);
+        Some(AbortedTxn {
+            producer_id: pid,
+            first_offset: first,
+            last_offset: offset,
+            last_stable_offset,
+        })
+    }
+
+    /// The first offset a read_committed consumer may not read yet, given the high
+    /// watermark: the start of the oldest transaction that is open, or whose marker is not
+    /// yet below the high watermark (Kafka's first unstable offset). `None` when there is
+    /// none; the last stable offset is then the high watermark.
+    pub fn first_unstable(&mut self, high_watermark: i64) -> Option<i64> {
+        // Markers now below the high watermark are on every in-sync replica.
+        self.unreplicated = self.unreplicated.split_off(&high_watermark);
+        let open = self.ongoing.keys().next().copied();
+        let unreplicated = self.unreplicated.values().min().copied();
+        match (open, unreplicated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The first offset of the oldest open transaction, if any: compaction stops before it.
+    pub fn first_open_txn(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// Every producer's open transaction, as `(producer id, epoch, first offset, last
+    /// timestamp)` (DescribeProducers).
+    pub fn producers(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(&id, e)| (id, e))
     }
 
     /// Forgets producers whose latest batch is at least `expiration_ms` old
     /// (`producer.id.expiration.ms`). Returns how many were removed.
     pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        // A producer with an open transaction stays: its transaction keeps the last stable
+        // offset where it is until the coordinator ends it.
+        self.producers.retain(|_, e| {
+            e.current_txn_first_offset.is_some()
+                || now_ms.saturating_sub(e.last_timestamp) < expiration_ms
+        });
         before - self.producers.len()
+    }
+
+    fn rebuild_ongoing(&mut self) {
+        self.ongoing = self
+            .producers
+            .iter()
+            .filter_map(|(&pid, e)| e.current_txn_first_offset.map(|f| (f, pid)))
+            .collect();
+        self.unreplicated.clear();
     }
 
     /// Rebuilds the state for a log holding `[log_start, leo)` in `segments`: the newest
@@ -261,11 +411,17 @@ impl ProducerStateManager {
     /// after a truncation.
     /// Returns whether snapshot files were removed: the caller makes that durable with a
     /// directory fsync before anything new is appended at their offsets.
+    ///
+    /// The transaction index of every segment from `rebuild_from` on is rebuilt from the
+    /// batches (they were scanned by recovery, or their index was damaged); the state is
+    /// then loaded from a snapshot at or below it, so that each aborted transaction's
+    /// first offset is known. `i64::MAX` rebuilds none.
     pub fn load(
         &mut self,
         segments: &mut [Segment],
         log_start: i64,
         leo: i64,
+        rebuild_from: i64,
     ) -> Result<bool, LogError> {
         self.producers.clear();
         // A prepared snapshot above `leo` would describe batches that are gone; one at or
@@ -282,7 +438,8 @@ impl ProducerStateManager {
             self.snapshots.remove(offset);
         }
         let mut from = None;
-        while let Some(&offset) = self.snapshots.last() {
+        let usable = leo.min(rebuild_from);
+        while let Some(&offset) = self.snapshots.range(..=usable).next_back() {
             match read_snapshot(&self.dir, offset) {
                 Ok(producers) => {
                     self.producers = producers;
@@ -301,7 +458,16 @@ impl ProducerStateManager {
             }
         }
         let scan_from = from.unwrap_or(log_start).max(log_start);
-        let batches = self.scan(segments, scan_from, leo)?;
+        for seg in segments
+            .iter_mut()
+            .filter(|s| s.base_offset >= rebuild_from)
+        {
+            if !seg.txn_index.entries().is_empty() {
+                seg.txn_index.truncate(0)?;
+            }
+        }
+        self.rebuild_ongoing();
+        let batches = self.scan(segments, scan_from, leo, rebuild_from)?;
         tracing::debug!(
             dir = %self.dir.display(),
             snapshot = ?from,
@@ -318,8 +484,16 @@ impl ProducerStateManager {
         Ok(!stale.is_empty())
     }
 
-    /// Replays the headers of every batch in `[from, to)`; returns how many were read.
-    fn scan(&mut self, segments: &mut [Segment], from: i64, to: i64) -> Result<usize, LogError> {
+    /// Replays the headers of every batch in `[from, to)` (and the record of each control
+    /// batch); aborted transactions whose marker lies in a segment from `rebuild_from` on
+    /// enter its transaction index. Returns how many batches were read.
+    fn scan(
+        &mut self,
+        segments: &mut [Segment],
+        from: i64,
+        to: i64,
+        rebuild_from: i64,
+    ) -> Result<usize, LogError> {
         let mut count = 0;
         if from >= to {
             return Ok(0);
@@ -333,13 +507,11 @@ impl ProducerStateManager {
                 continue;
             }
             let view = seg.view()?;
-            // A sealed, synced segment holds no descriptors while nobody reads it.
-            if i < last && !seg.dirty {
-                seg.close_handles();
-            }
+            let mut aborted = Vec::new();
             let mut win = FileWindow::new(&view.file, view.size, SCAN_CHUNK);
             let mut pos = seg.lookup_position(from);
             while let Some(h) = win.header(pos)? {
+                let at = pos;
                 pos += h.total_len() as u64;
                 if h.last_offset() < from {
                     continue;
@@ -347,8 +519,42 @@ impl ProducerStateManager {
                 if h.base_offset >= to {
                     break;
                 }
-                self.replay(&h);
+                let marker = if h.is_control() {
+                    match txn::read_marker(win.get(at, h.total_len())?, &h) {
+                        Ok(m) => Some(m),
+                        Err(e) => {
+                            // Written by a leader that validated it: a marker that cannot
+                            // be read means damage, and guessing its outcome could show an
+                            // aborted transaction as committed.
+                            return Err(LogError::Offline {
+                                dir: self.dir.display().to_string(),
+                                reason: format!(
+                                    "transaction marker at offset {} cannot be read: {e}",
+                                    h.base_offset
+                                ),
+                            });
+                        }
+                    }
+                } else {
+                    None
+                };
+                if let Some(t) = self.replay(&h, marker) {
+                    aborted.push(t);
+                }
                 count += 1;
+            }
+            if seg.base_offset >= rebuild_from {
+                let grew = !aborted.is_empty();
+                for t in aborted {
+                    seg.push_aborted(t)?;
+                }
+                if grew {
+                    seg.txn_index.write_pending()?;
+                }
+            }
+            // A sealed, synced segment holds no descriptors while nobody reads it.
+            if i < last && !seg.dirty {
+                seg.close_handles();
             }
         }
         Ok(count)
@@ -406,6 +612,8 @@ impl ProducerStateManager {
     /// The caller fsyncs the directory (the removals) before new appends.
     pub fn reset(&mut self) -> Result<(), LogError> {
         self.producers.clear();
+        self.ongoing.clear();
+        self.unreplicated.clear();
         self.prepared = None;
         for offset in std::mem::take(&mut self.snapshots) {
             crate::index::remove_if_exists(&self.fs, &snapshot_path(&self.dir, offset))?;
@@ -505,6 +713,8 @@ fn encode_snapshot(offset: i64, producers: &HashMap<i64, ProducerEntry>) -> Vec<
             body.extend_from_slice(&b.last_offset_delta.to_be_bytes());
             body.extend_from_slice(&b.timestamp.to_be_bytes());
         }
+        body.extend_from_slice(&e.current_txn_first_offset.unwrap_or(-1).to_be_bytes());
+        body.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
     }
     let mut out = Vec::with_capacity(SNAPSHOT_PREFIX + body.len());
     out.extend_from_slice(SNAPSHOT_MAGIC);
@@ -556,7 +766,7 @@ fn decode_snapshot(bytes: &[u8], offset: i64) -> Result<HashMap<i64, ProducerEnt
         return Err("not a producer snapshot".into());
     }
     let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-    if version != SNAPSHOT_VERSION {
+    if !(1..=SNAPSHOT_VERSION).contains(&version) {
         return Err(format!("unknown snapshot version {version}"));
     }
     let stored = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
@@ -590,6 +800,16 @@ fn decode_snapshot(bytes: &[u8], offset: i64) -> Result<HashMap<i64, ProducerEnt
                 last_offset_delta: r.i32()?,
                 timestamp: r.i64()?,
             });
+        }
+        if version >= 2 {
+            let first = r.i64()?;
+            e.current_txn_first_offset = (first >= 0).then_some(first);
+            e.coordinator_epoch = r.i32()?;
+            if first >= offset {
+                return Err(format!(
+                    "producer {id}'s open transaction starts at or above offset {offset}"
+                ));
+            }
         }
         if e.batches.iter().any(|b| b.last_offset() >= offset) {
             return Err(format!(

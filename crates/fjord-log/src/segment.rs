@@ -13,6 +13,7 @@ use crate::error::IoContext;
 use crate::fs::{Fs, LogFile, OpenMode};
 use crate::index::{remove_if_exists, IndexFile, OffsetEntry, TimeEntry};
 use crate::records;
+use crate::txn::AbortedTxn;
 use crate::LogError;
 
 /// Read size for recovery scans: large sequential reads.
@@ -41,6 +42,10 @@ pub(crate) struct Opened {
     pub rebuilt: bool,
     /// `(leader epoch, first offset)` wherever a scanned batch raised the epoch.
     pub epoch_starts: Vec<(i32, i64)>,
+    /// The transaction index is empty and must be rebuilt from the batches (the segment
+    /// was scanned, or its index file was damaged): the log does it with the producer
+    /// state, which knows where each aborted transaction began.
+    pub txn_rebuild: bool,
 }
 
 pub(crate) struct Segment {
@@ -57,6 +62,8 @@ pub(crate) struct Segment {
     pub next_offset: i64,
     pub offset_index: IndexFile<OffsetEntry>,
     pub time_index: IndexFile<TimeEntry>,
+    /// Aborted transactions whose marker is in this segment (`.txnindex`).
+    pub txn_index: IndexFile<AbortedTxn>,
     bytes_since_index: u64,
     /// Largest batch max timestamp in the segment, -1 if none.
     pub max_timestamp: i64,
@@ -102,6 +109,13 @@ impl Segment {
             next_offset: base_offset,
             offset_index: IndexFile::create(fs, &segment_path(dir, base_offset, "index"))?,
             time_index: IndexFile::create(fs, &segment_path(dir, base_offset, "timeindex"))?,
+            txn_index: {
+                // A leftover of an earlier segment at this base describes batches that
+                // are gone.
+                let path = segment_path(dir, base_offset, "txnindex");
+                remove_if_exists(fs, &path)?;
+                IndexFile::lazy(fs, &path)
+            },
             bytes_since_index: 0,
             max_timestamp: -1,
             max_ts_rel: 0,
@@ -153,6 +167,15 @@ impl Segment {
             }
         };
         let trusted = loaded.is_some();
+        let txn_path = segment_file(dir, base_offset, "txnindex", suffix);
+        let (txn_index, txn_damaged) = if !fs.exists(&txn_path) {
+            (IndexFile::lazy(fs, &txn_path), false)
+        } else {
+            match IndexFile::<AbortedTxn>::load(fs, &txn_path)? {
+                Some(t) => (t, false),
+                None => (IndexFile::lazy(fs, &txn_path), true),
+            }
+        };
         let (offset_index, time_index) = match loaded {
             Some(pair) => pair,
             None => (
@@ -169,6 +192,7 @@ impl Segment {
             next_offset: base_offset,
             offset_index,
             time_index,
+            txn_index,
             bytes_since_index: 0,
             max_timestamp: -1,
             max_ts_rel: 0,
@@ -176,6 +200,14 @@ impl Segment {
             dirty: false,
         };
         let mut opened = Opened::default();
+        if txn_damaged {
+            tracing::warn!(
+                segment = %seg.log_path.display(),
+                "transaction index damaged; rebuilding it from the log"
+            );
+            seg.txn_index.remove_file()?;
+            opened.txn_rebuild = true;
+        }
         if !trusted || !seg.indexes_sane() || seg.recompute_tail().is_err() {
             if trusted {
                 tracing::warn!(
@@ -216,6 +248,7 @@ impl Segment {
         self.log = None;
         self.offset_index.close();
         self.time_index.close();
+        self.txn_index.close();
     }
 
     /// Handles to fsync: the `.log`, and with `indexes` also the index files.
@@ -224,6 +257,7 @@ impl Segment {
         if indexes {
             out.extend(self.offset_index.file());
             out.extend(self.time_index.file());
+            out.extend(self.txn_index.file());
         }
     }
 
@@ -324,6 +358,9 @@ impl Segment {
         self.dirty = true;
         self.offset_index.rebuild(Vec::new())?;
         self.time_index.rebuild(Vec::new())?;
+        // Rebuilt by the log from the batches this scan keeps.
+        self.txn_index.remove_file()?;
+        self.txn_index = IndexFile::lazy(&self.fs, &self.txn_path());
         self.bytes_since_index = 0;
         self.max_timestamp = -1;
         self.max_ts_rel = 0;
@@ -368,6 +405,7 @@ impl Segment {
             bytes_cut,
             rebuilt: true,
             epoch_starts,
+            txn_rebuild: true,
         })
     }
 
@@ -447,7 +485,25 @@ impl Segment {
     pub fn write_pending_indexes(&mut self) -> Result<(), LogError> {
         self.dirty = true;
         self.offset_index.write_pending()?;
-        self.time_index.write_pending()
+        self.time_index.write_pending()?;
+        self.txn_index.write_pending()
+    }
+
+    /// Records an aborted transaction whose marker was just appended to this segment. The
+    /// entry reaches the file with the segment's other pending index bytes.
+    pub fn push_aborted(&mut self, txn: AbortedTxn) -> Result<(), LogError> {
+        self.dirty = true;
+        self.txn_index.push(txn)
+    }
+
+    /// `<base>.txnindex` (with the suffix the segment was opened with, if any).
+    fn txn_path(&self) -> PathBuf {
+        let name = self
+            .log_path
+            .file_name()
+            .map(|n| n.to_string_lossy().replacen(".log", ".txnindex", 1))
+            .unwrap_or_default();
+        self.log_path.with_file_name(name)
     }
 
     /// Index file position where reading for `offset` may start.
@@ -486,6 +542,11 @@ impl Segment {
         let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
         let keep_times = self.time_index.count_below_offset(rel);
         self.time_index.truncate(keep_times)?;
+        let keep_aborted = self
+            .txn_index
+            .entries()
+            .partition_point(|t| t.last_offset < offset);
+        self.txn_index.truncate(keep_aborted)?;
         log.set_len(cut)
             .ctx(|| format!("truncating {}", self.log_path.display()))?;
         self.size = cut;
@@ -497,7 +558,8 @@ impl Segment {
         self.log = None;
         remove_if_exists(&self.fs, &self.log_path)?;
         self.offset_index.remove_file()?;
-        self.time_index.remove_file()
+        self.time_index.remove_file()?;
+        self.txn_index.remove_file()
     }
 
     /// Everything a lock-free reader needs; opens the `.log` if its handle is closed.

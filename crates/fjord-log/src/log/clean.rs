@@ -23,7 +23,7 @@
 //! back. Batches an idempotent producer's state still refers to are never removed: when
 //! nothing of one survives, an empty batch with its header stays, as in Kafka.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::*;
 use crate::checkpoint::CLEANER_CHECKPOINT_FILE;
@@ -96,6 +96,35 @@ impl Cleanable {
     }
 }
 
+/// The batches of aborted transactions, from the segments' transaction indexes.
+struct AbortedBatches {
+    /// Producer id → `(first offset, marker offset)` of each of its aborted transactions.
+    by_producer: HashMap<i64, Vec<(i64, i64)>>,
+}
+
+impl AbortedBatches {
+    fn of(segments: &[Segment]) -> AbortedBatches {
+        let mut by_producer: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for t in segments.iter().flat_map(|s| s.txn_index.entries()) {
+            by_producer
+                .entry(t.producer_id)
+                .or_default()
+                .push((t.first_offset, t.last_offset));
+        }
+        AbortedBatches { by_producer }
+    }
+
+    fn contains(&self, h: &BatchHeader) -> bool {
+        h.is_transactional()
+            && !h.is_control()
+            && self.by_producer.get(&h.producer_id).is_some_and(|spans| {
+                spans
+                    .iter()
+                    .any(|&(first, last)| (first..=last).contains(&h.base_offset))
+            })
+    }
+}
+
 /// Whether the record at `(offset, key, is tombstone)` stays.
 type Keep<'a> = dyn FnMut(i64, Option<&[u8]>, bool) -> bool + 'a;
 
@@ -126,9 +155,16 @@ impl Inner {
     fn cleanable_range(&self, now_ms: i64) -> (i64, i64) {
         let active = self.segments.len() - 1;
         let lag = self.config.min_compaction_lag_ms;
+        // Records of an open transaction may still be aborted: a map holding them could
+        // remove older committed values of their keys. Only decided segments are cleaned.
+        let open_txn = self.producers.first_open_txn().unwrap_or(i64::MAX);
         let end = self.segments[..active]
             .iter()
-            .find(|s| s.dirty || lag > 0 && now_ms.saturating_sub(s.age_ms()) < lag)
+            .find(|s| {
+                s.dirty
+                    || s.next_offset > open_txn
+                    || lag > 0 && now_ms.saturating_sub(s.age_ms()) < lag
+            })
             .map_or(self.segments[active].base_offset, |s| s.base_offset);
         (self.first_dirty.clamp(self.log_start, end), end)
     }
@@ -171,10 +207,11 @@ impl Log {
     ) -> Result<CleanStats, LogError> {
         self.check_online()?;
         let _one_pass = self.cleaning.lock();
-        let (first_dirty, end, segments, protected, generation, config) = {
+        let (first_dirty, end, segments, protected, generation, config, aborted) = {
             let inner = self.inner.lock();
             inner.check_writable(&self.dir)?;
             let (first_dirty, end) = inner.cleanable_range(opts.now_ms);
+            let aborted = AbortedBatches::of(&inner.segments);
             let segments: Vec<Planned> = inner
                 .segments
                 .iter()
@@ -193,6 +230,7 @@ impl Log {
                 inner.producers.remembered_batches(),
                 inner.generation,
                 inner.config.clone(),
+                aborted,
             )
         };
         let mut stats = CleanStats {
@@ -216,7 +254,8 @@ impl Log {
             let mut pos = 0u64;
             while let Some(h) = win.header(pos)? {
                 let len = h.total_len();
-                if h.last_offset() >= first_dirty {
+                // An aborted transaction's records never were values of their keys.
+                if h.last_offset() >= first_dirty && !aborted.contains(&h) {
                     let data = win.get(pos, len)?;
                     cleaner::map_keys(data, &h, record_bound.max(len), &mut map)?;
                     stats.bytes_read += len as u64;
@@ -261,6 +300,7 @@ impl Log {
                 seg,
                 &mut keep,
                 &protected,
+                &aborted,
                 record_bound,
                 generation,
                 &mut stats,
@@ -313,6 +353,7 @@ impl Log {
         seg: &Planned,
         keep: &mut Keep<'_>,
         protected: &HashSet<i64>,
+        aborted: &AbortedBatches,
         record_bound: usize,
         generation: u64,
         stats: &mut CleanStats,
@@ -336,6 +377,7 @@ impl Log {
             &out,
             keep,
             protected,
+            aborted,
             record_bound,
             stats,
             io,
@@ -427,6 +469,7 @@ impl Log {
         out: &LogFile,
         keep: &mut Keep<'_>,
         protected: &HashSet<i64>,
+        aborted: &AbortedBatches,
         record_bound: usize,
         stats: &mut CleanStats,
         io: &mut dyn FnMut(u64),
@@ -441,7 +484,13 @@ impl Log {
             last = Some(h);
             let len = h.total_len();
             let data = win.get(pos, len)?;
-            let filtered = cleaner::filter_batch(data, &h, record_bound.max(len), &mut *keep)?;
+            // Aborted batches stay whole, as their markers do: the segment's transaction
+            // index still describes them, and consumers drop them by it.
+            let filtered = if aborted.contains(&h) {
+                Filtered::Whole
+            } else {
+                cleaner::filter_batch(data, &h, record_bound.max(len), &mut *keep)?
+            };
             let producers_batch = h.producer_id >= 0 && protected.contains(&h.last_offset());
             let bytes: std::borrow::Cow<[u8]> = match filtered {
                 Filtered::Whole => data.into(),
