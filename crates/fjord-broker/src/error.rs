@@ -61,6 +61,7 @@ pub mod code {
     pub const UNSUPPORTED_ASSIGNOR: i16 = 112;
     pub const STALE_MEMBER_EPOCH: i16 = 113;
     pub const INVALID_REGULAR_EXPRESSION: i16 = 128;
+    pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@
 //! are copied between brokers by [`replication`].
 
 pub mod alloc;
+pub mod broker_client;
 pub mod cleaner;
 pub mod config;
 pub mod connection;
@@ -20,6 +21,7 @@ pub mod replication;
 pub mod server;
 pub mod state;
 pub mod topic_config;
+pub mod txn;
 
 pub use config::{parse_properties, BrokerConfig, ConfigError};
 pub use error::BrokerError;

@@ -173,6 +173,15 @@ impl Partition {
     /// lock, so a retry is answered with the batch's original offsets (also after a
     /// restart, or on a new leader that copied the batch) and never written twice.
     pub fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo, BrokerError> {
+        self.append_as_leader(|log, epoch| log.append(records, epoch, now_ms))
+    }
+
+    /// Runs `write` (an append stamped with the leader epoch it is given) only while this
+    /// broker leads, then lets the high watermark follow.
+    fn append_as_leader(
+        &self,
+        write: impl FnOnce(&Log, i32) -> Result<AppendInfo, LogError>,
+    ) -> Result<AppendInfo, BrokerError> {
         let info = {
             let state = self.replication.read();
             if !state.is_leader() {
@@ -184,14 +193,27 @@ impl Partition {
                     ),
                 ));
             }
-            self.log
-                .append(records, state.assignment.leader_epoch, now_ms)?
+            write(&self.log, state.assignment.leader_epoch)?
         };
         let mut state = self.replication.write();
         if state.appended(self.log.log_end_offset()) {
             self.publish(&state);
         }
         Ok(info)
+    }
+
+    /// Appends the marker ending producer `producer_id`'s transaction, as the leader
+    /// (WriteTxnMarkers); returns its offset.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: fjord_log::txn::Marker,
+        now_ms: i64,
+    ) -> Result<AppendInfo, BrokerError> {
+        self.append_as_leader(|log, epoch| {
+            log.append_marker(producer_id, producer_epoch, marker, epoch, now_ms)
+        })
     }
 
     /// The ISR is below `min_isr`: acks=all is refused before the append (by the

@@ -224,6 +224,25 @@ impl ProducerStateManager {
         for h in headers {
             let first_offset = offset;
             offset += h.last_offset_delta as i64 + 1;
+            if h.is_transactional() && h.base_sequence < 0 && h.producer_id >= 0 {
+                // A coordinator's own transactional write (offsets sent to a transaction):
+                // no sequence to check, only the transaction to open.
+                let pid = h.producer_id;
+                let current = updated.get(&pid).or_else(|| self.producers.get(&pid));
+                if let Some(e) = current.filter(|e| h.producer_epoch < e.epoch) {
+                    return Err(LogError::InvalidProducerEpoch(format!(
+                        "Epoch {} of producer {pid} is older than its current epoch {}",
+                        h.producer_epoch, e.epoch
+                    )));
+                }
+                let mut entry = current
+                    .cloned()
+                    .unwrap_or_else(|| ProducerEntry::new(h.producer_epoch));
+                entry.epoch = entry.epoch.max(h.producer_epoch);
+                entry.current_txn_first_offset.get_or_insert(first_offset);
+                updated.insert(pid, entry);
+                continue;
+            }
             if !is_idempotent(h) {
                 continue;
             }
@@ -275,17 +294,22 @@ impl ProducerStateManager {
         if let (true, Some(m)) = (h.is_control(), marker) {
             return self.complete_txn(h.producer_id, h.producer_epoch, h.base_offset, m);
         }
-        if !is_idempotent(h) {
+        let coordinator_write = h.is_transactional() && h.producer_id >= 0 && !h.is_control();
+        if !is_idempotent(h) && !coordinator_write {
             return None;
         }
         let entry = self
             .producers
             .entry(h.producer_id)
             .or_insert_with(|| ProducerEntry::new(h.producer_epoch));
-        entry.add(
-            h.producer_epoch,
-            metadata(h, h.base_offset, h.max_timestamp),
-        );
+        if is_idempotent(h) {
+            entry.add(
+                h.producer_epoch,
+                metadata(h, h.base_offset, h.max_timestamp),
+            );
+        } else {
+            entry.epoch = entry.epoch.max(h.producer_epoch);
+        }
         if h.is_transactional() && entry.current_txn_first_offset.is_none() {
             entry.current_txn_first_offset = Some(h.base_offset);
             self.ongoing.insert(h.base_offset, h.producer_id);

@@ -78,7 +78,15 @@ pub struct GroupCoordinator {
     replication_factor: i16,
     segment_bytes: i32,
     last_retention_check: AtomicI64,
+    /// Offsets sent to transactions (TxnOffsetCommit), written but not yet committed:
+    /// group → producer id → offsets. A commit marker on the group's partition makes
+    /// them the group's committed offsets; an abort marker drops them. Lock order:
+    /// `groups` before this.
+    pending_txn: Mutex<HashMap<String, PendingTxnOffsets>>,
 }
+
+/// Offsets pending in transactions, by group and producer id.
+type PendingTxnOffsets = HashMap<i64, BTreeMap<(String, i32), CommittedOffset>>;
 
 impl GroupCoordinator {
     pub fn new(config: &BrokerConfig) -> GroupCoordinator {
@@ -104,6 +112,7 @@ impl GroupCoordinator {
             replication_factor: config.offsets_topic_replication_factor,
             segment_bytes: config.offsets_topic_segment_bytes,
             last_retention_check: AtomicI64::new(0),
+            pending_txn: Mutex::new(HashMap::new()),
         }
     }
 
@@ -252,6 +261,7 @@ impl GroupCoordinator {
         state: &BrokerState,
         group: &str,
         records: &[Record],
+        txn: Option<(i64, i16)>,
     ) -> Result<(Arc<Partition>, i64), BrokerError> {
         let index = offsets::partition_for(group, self.partition_count(state));
         let partition = state.replicas.get(TOPIC, index).ok_or_else(|| {
@@ -260,7 +270,7 @@ impl GroupCoordinator {
                 format!("{TOPIC}-{index} is not hosted on this broker"),
             )
         })?;
-        let mut batch = offsets::batch(records)?;
+        let mut batch = offsets::batch(records, txn)?;
         let info = partition.append(&mut batch, now_ms())?;
         state.replicas.notify_append();
         Ok((partition, info.last_offset + 1))
@@ -277,7 +287,7 @@ impl GroupCoordinator {
             value.map(|v| v.encode()),
             now,
         );
-        if let Err(e) = self.append(state, group, &[record]) {
+        if let Err(e) = self.append(state, group, &[record], None) {
             tracing::error!(group, error = %e, "writing group metadata failed");
         }
     }
@@ -485,6 +495,93 @@ impl GroupCoordinator {
         generation: i32,
         entries: &[CommitEntry],
     ) -> Result<Vec<i16>, i16> {
+        self.write_offsets(
+            state,
+            group,
+            member_id,
+            instance_id,
+            generation,
+            entries,
+            None,
+        )
+        .await
+    }
+
+    /// TxnOffsetCommit: offsets written in producer `(id, epoch)`'s transaction, visible
+    /// to the group only once its commit marker lands on the group's partition.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn txn_commit(
+        &self,
+        state: &BrokerState,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        entries: &[CommitEntry],
+        producer: (i64, i16),
+    ) -> Result<Vec<i16>, i16> {
+        self.write_offsets(
+            state,
+            group,
+            member_id,
+            instance_id,
+            generation,
+            entries,
+            Some(producer),
+        )
+        .await
+    }
+
+    /// A transaction marker was written to partition `index` of the offsets topic:
+    /// producer `producer_id`'s pending offsets there become committed, or are dropped.
+    pub fn complete_txn(&self, state: &BrokerState, index: i32, producer_id: i64, commit: bool) {
+        let count = self.partition_count(state);
+        // Lock order: `groups` before `pending_txn`, as commits take them.
+        let mut groups = self.groups.lock();
+        let mut pending = self.pending_txn.lock();
+        let now = now_ms();
+        for (group, by_producer) in pending.iter_mut() {
+            if offsets::partition_for(group, count) != index {
+                continue;
+            }
+            let Some(written) = by_producer.remove(&producer_id) else {
+                continue;
+            };
+            if commit {
+                groups
+                    .entry(group.clone())
+                    .or_insert_with(|| ClassicGroup::new(group, now))
+                    .offsets
+                    .extend(written);
+            }
+        }
+        pending.retain(|_, by_producer| !by_producer.is_empty());
+    }
+
+    /// Whether an offset of `group` for `(topic, partition)` waits in an open transaction
+    /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT for it).
+    fn unstable(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending_txn
+            .lock()
+            .get(group)
+            .is_some_and(|by_producer| {
+                by_producer
+                    .values()
+                    .any(|o| o.contains_key(&(topic.to_string(), partition)))
+            })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write_offsets(
+        &self,
+        state: &BrokerState,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        entries: &[CommitEntry],
+        txn: Option<(i64, i16)>,
+    ) -> Result<Vec<i16>, i16> {
         self.check(state, group)?;
         self.ensure_topic_async(state)?;
         let image = state.controller.image();
@@ -541,7 +638,9 @@ impl GroupCoordinator {
             };
             // Kafka treats any commit with a negative generation as a simple commit,
             // whatever member id it carries (librdkafka sends its own on such commits).
-            let simple = generation < 0;
+            // A transactional commit from a group the coordinator does not know is taken
+            // as one too: the producer may not be a member at all.
+            let simple = generation < 0 || txn.is_some() && !groups.contains_key(group);
             if !groups.contains_key(group) {
                 if !simple && !consumer_group {
                     return Err(code::UNKNOWN_MEMBER_ID);
@@ -559,10 +658,25 @@ impl GroupCoordinator {
             }
             // Appending under the lock keeps the log's order equal to the memory order
             // when two commits for one partition race.
-            match self.append(state, group, &records) {
+            match self.append(state, group, &records, txn) {
                 Ok(w) => {
-                    for (_, key, value) in &accepted {
-                        g.offsets.insert(key.clone(), value.clone());
+                    match txn {
+                        None => {
+                            for (_, key, value) in &accepted {
+                                g.offsets.insert(key.clone(), value.clone());
+                            }
+                        }
+                        Some((pid, _)) => {
+                            let mut pending = self.pending_txn.lock();
+                            let mine = pending
+                                .entry(group.to_string())
+                                .or_default()
+                                .entry(pid)
+                                .or_default();
+                            for (_, key, value) in &accepted {
+                                mine.insert(key.clone(), value.clone());
+                            }
+                        }
                     }
                     w
                 }
@@ -618,13 +732,25 @@ impl GroupCoordinator {
 
     /// OffsetFetch for one group: `None` topics means every committed partition.
     #[allow(clippy::type_complexity)]
+    /// OffsetFetch: each partition's committed offset and error code. With
+    /// `require_stable`, a partition whose offset waits in an open transaction is
+    /// answered UNSTABLE_OFFSET_COMMIT (the client asks again), as Kafka does (KIP-447).
+    #[allow(clippy::type_complexity)]
     pub fn fetch(
         &self,
         state: &BrokerState,
         group: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Result<Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>, i16> {
+        require_stable: bool,
+    ) -> Result<Vec<(String, Vec<(i32, Option<CommittedOffset>, i16)>)>, i16> {
         self.check(state, group)?;
+        let code_for = |topic: &str, p: i32| {
+            if require_stable && self.unstable(group, topic, p) {
+                code::UNSTABLE_OFFSET_COMMIT
+            } else {
+                code::NONE
+            }
+        };
         let groups = self.groups.lock();
         let committed = groups.get(group).map(|g| &g.offsets);
         let out = match topics {
@@ -635,21 +761,23 @@ impl GroupCoordinator {
                         .into_iter()
                         .map(|p| {
                             let c = committed.and_then(|o| o.get(&(topic.clone(), p))).cloned();
-                            (p, c)
+                            let code = code_for(&topic, p);
+                            (p, c, code)
                         })
                         .collect();
                     (topic, found)
                 })
                 .collect(),
             None => {
-                let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> =
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>, i16)>> =
                     BTreeMap::new();
                 if let Some(offsets) = committed {
                     for ((t, p), c) in offsets {
-                        by_topic
-                            .entry(t.clone())
-                            .or_default()
-                            .push((*p, Some(c.clone())));
+                        by_topic.entry(t.clone()).or_default().push((
+                            *p,
+                            Some(c.clone()),
+                            code_for(t, *p),
+                        ));
                     }
                 }
                 by_topic.into_iter().collect()
@@ -728,7 +856,7 @@ impl GroupCoordinator {
             now,
         ));
         if state.controller.image().topic(TOPIC).is_some() {
-            if let Err(e) = self.append(state, group, &records) {
+            if let Err(e) = self.append(state, group, &records, None) {
                 tracing::error!(group, error = %e, "writing group deletion failed");
                 return e.kafka_code();
             }
@@ -787,7 +915,7 @@ impl GroupCoordinator {
             out.push((topic.clone(), results));
         }
         if !records.is_empty() {
-            self.append(state, group, &records).map_err(|e| {
+            self.append(state, group, &records, None).map_err(|e| {
                 tracing::error!(group, error = %e, "writing offset deletion failed");
                 e.kafka_code()
             })?;
@@ -947,7 +1075,7 @@ impl GroupCoordinator {
                             offsets::record(key.encode(), None, now)
                         })
                         .collect();
-                    if let Err(e) = self.append(state, &g.id, &records) {
+                    if let Err(e) = self.append(state, &g.id, &records, None) {
                         tracing::error!(group = %g.id, error = %e, "writing offset expiry failed");
                     }
                 }
@@ -1005,6 +1133,9 @@ impl GroupCoordinator {
             let mut consumers = self.consumers.lock();
             groups.retain(|id, _| !lost.contains(&offsets::partition_for(id, count)));
             consumers.retain(|id, _| !lost.contains(&offsets::partition_for(id, count)));
+            self.pending_txn
+                .lock()
+                .retain(|id, _| !lost.contains(&offsets::partition_for(id, count)));
             let mut owned = self.owned.lock();
             for index in &lost {
                 owned.remove(index);
@@ -1038,14 +1169,40 @@ impl GroupCoordinator {
         let mut committed: HashMap<String, BTreeMap<(String, i32), CommittedOffset>> =
             HashMap::new();
         for p in partitions {
-            let records = match offsets::read_all(&p.log) {
+            let replayed = match offsets::read_all(&p.log) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(partition = p.index, error = %e, "loading {TOPIC} partition failed; its groups start empty");
                     continue;
                 }
             };
-            for (key, value) in records {
+            // Offsets of transactions still open wait for their markers, as when written.
+            for (pid, records) in replayed.pending {
+                for (key, value) in records {
+                    let (
+                        Some(Key::Offset {
+                            group,
+                            topic,
+                            partition,
+                        }),
+                        Some(v),
+                    ) = (
+                        Key::decode(&key),
+                        value.as_deref().and_then(OffsetValue::decode),
+                    )
+                    else {
+                        continue;
+                    };
+                    self.pending_txn
+                        .lock()
+                        .entry(group)
+                        .or_default()
+                        .entry(pid)
+                        .or_default()
+                        .insert((topic, partition), v.into());
+                }
+            }
+            for (key, value) in replayed.records {
                 match Key::decode(&key) {
                     Some(Key::Offset {
                         group,
@@ -1055,15 +1212,7 @@ impl GroupCoordinator {
                         let offsets = committed.entry(group).or_default();
                         match value.as_deref().and_then(OffsetValue::decode) {
                             Some(v) => {
-                                offsets.insert(
-                                    (topic, partition),
-                                    CommittedOffset {
-                                        offset: v.offset,
-                                        leader_epoch: v.leader_epoch,
-                                        metadata: v.metadata,
-                                        commit_timestamp: v.commit_timestamp,
-                                    },
-                                );
+                                offsets.insert((topic, partition), v.into());
                             }
                             None => {
                                 offsets.remove(&(topic, partition));
@@ -1105,6 +1254,17 @@ impl GroupCoordinator {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "group coordinator loaded"
         );
+    }
+}
+
+impl From<OffsetValue> for CommittedOffset {
+    fn from(v: OffsetValue) -> CommittedOffset {
+        CommittedOffset {
+            offset: v.offset,
+            leader_epoch: v.leader_epoch,
+            metadata: v.metadata,
+            commit_timestamp: v.commit_timestamp,
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! and value layouts (the same as Kafka's, so the topic can be inspected with Kafka's own
 //! tools), and replaying a partition's log into those records at startup.
 
+use std::collections::HashMap;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fjord_log::records::{self, RecordReader};
 use fjord_log::{Log, LogError};
@@ -309,15 +311,25 @@ pub fn record(key: Bytes, value: Option<Bytes>, now_ms: i64) -> Record {
     }
 }
 
-/// Encodes records as one uncompressed v2 batch, ready for `Partition::append`.
-pub fn batch(records: &[Record]) -> Result<BytesMut, BrokerError> {
+/// Encodes records as one uncompressed v2 batch, ready for `Partition::append`. With
+/// `txn` (producer id, epoch) it is a transactional batch of that producer: offsets sent
+/// to a transaction, which its marker later commits or aborts.
+pub fn batch(records: &[Record], txn: Option<(i64, i16)>) -> Result<BytesMut, BrokerError> {
     // Offsets inside a batch are consecutive deltas; the log assigns the real ones.
     let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| Record {
-            offset: i as i64,
-            ..r.clone()
+        .map(|(i, r)| {
+            let mut r = Record {
+                offset: i as i64,
+                ..r.clone()
+            };
+            if let Some((pid, epoch)) = txn {
+                r.transactional = true;
+                r.producer_id = pid;
+                r.producer_epoch = epoch;
+            }
+            r
         })
         .collect();
     let mut buf = BytesMut::new();
@@ -375,11 +387,16 @@ impl Skipped {
 /// batch whose records are malformed is skipped whole, and so is a single record that is
 /// too large or whose key or value does not decode. One bad record must not cost every
 /// group its offsets, nor overwrite a good commit.
-pub fn read_all(log: &Log) -> Result<Vec<(Bytes, Option<Bytes>)>, BrokerError> {
+///
+/// Offsets sent to a transaction (transactional batches) count only once its commit
+/// marker follows; an abort marker drops them. Those of transactions still open at the
+/// end are returned apart, by producer id.
+pub fn read_all(log: &Log) -> Result<Replayed, BrokerError> {
     let max_record = log.config().max_message_bytes as usize;
     // Replay keeps the last value per key, as the coordinator's maps would: memory follows
     // the live state, not the length of the log.
     let mut latest: IndexMap<Bytes, Option<Bytes>> = IndexMap::new();
+    let mut pending: HashMap<i64, IndexMap<Bytes, Option<Bytes>>> = HashMap::new();
     let mut skipped = Skipped {
         warned: 0,
         total: 0,
@@ -392,10 +409,24 @@ pub fn read_all(log: &Log) -> Result<Vec<(Bytes, Option<Bytes>)>, BrokerError> {
             let Ok((h, range)) = item else { break };
             offset = h.last_offset() + 1;
             progressed = true;
+            let bytes = &info.bytes[range];
             if h.is_control() {
+                match fjord_log::txn::read_marker(bytes, &h) {
+                    Ok(m) => {
+                        let written = pending.remove(&h.producer_id).unwrap_or_default();
+                        if m.commit {
+                            latest.extend(written);
+                        }
+                    }
+                    Err(e) => skipped.note(h.base_offset, &format_args!("a marker: {e}")),
+                }
                 continue;
             }
-            let bytes = &info.bytes[range];
+            let sink = if h.is_transactional() {
+                pending.entry(h.producer_id).or_default()
+            } else {
+                &mut latest
+            };
             // The batch as a whole first (CRC, record structure), so that a malformed batch
             // is skipped entirely rather than applied up to its first fault. This pass keeps
             // no record data.
@@ -418,7 +449,7 @@ pub fn read_all(log: &Log) -> Result<Vec<(Bytes, Option<Bytes>)>, BrokerError> {
                         let at = h.base_offset + r.offset_delta as i64;
                         match r.key {
                             Some(key) if decodable(key, r.value) => {
-                                latest.insert(
+                                sink.insert(
                                     Bytes::copy_from_slice(key),
                                     r.value.map(Bytes::copy_from_slice),
                                 );
@@ -449,7 +480,22 @@ pub fn read_all(log: &Log) -> Result<Vec<(Bytes, Option<Bytes>)>, BrokerError> {
             "{TOPIC} replay skipped undecodable records or batches"
         );
     }
-    Ok(latest.into_iter().collect())
+    Ok(Replayed {
+        records: latest.into_iter().collect(),
+        pending: pending
+            .into_iter()
+            .map(|(pid, kv)| (pid, kv.into_iter().collect()))
+            .collect(),
+    })
+}
+
+/// What [`read_all`] found.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// The latest (key, value) of every key; a `None` value is a tombstone.
+    pub records: Vec<(Bytes, Option<Bytes>)>,
+    /// The records of transactions not yet ended, by producer id.
+    pub pending: HashMap<i64, Vec<(Bytes, Option<Bytes>)>>,
 }
 
 #[cfg(test)]
@@ -643,10 +689,10 @@ mod tests {
             bomb(&key("g4"), &raw_record(1, &key("g5"), &value(11))),
             None,
         );
-        let mut later = batch(&[record(key("g6"), Some(value(13)), 1)]).unwrap();
+        let mut later = batch(&[record(key("g6"), Some(value(13)), 1)], None).unwrap();
         log.append(&mut later, 0, 1).unwrap();
 
-        let got = read_all(&log).unwrap();
+        let got = read_all(&log).unwrap().records;
         let expected: Vec<(Bytes, Option<Bytes>)> = vec![
             (key("g1"), Some(value(42))),
             (key("g2"), Some(value(7))),

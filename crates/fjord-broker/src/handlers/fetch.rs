@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
+use kafka_protocol::messages::ProducerId;
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -123,6 +124,9 @@ pub async fn handle(state: &Arc<BrokerState>, req: FetchRequest, version: i16) -
         && client_rack.is_some()
         && config.rack.as_deref() != client_rack.as_deref();
     let reader = Reader {
+        // read_committed (Fetch v4+): up to the last stable offset, with the aborted
+        // transactions of what is returned.
+        read_committed: version >= 4 && req.isolation_level == 1 && replica_id < 0,
         replica: replica_id >= 0,
         replica_id,
         divergent: &divergent,
@@ -170,6 +174,7 @@ fn response(responses: Vec<FetchableTopicResponse>) -> FetchResponse {
 /// How one fetch reads: a follower's reads go to the log end, and partitions where its
 /// log diverged get the diverging epoch instead of records.
 struct Reader<'a> {
+    read_committed: bool,
     replica: bool,
     replica_id: i32,
     divergent: &'a HashMap<(String, i32), Divergence>,
@@ -268,11 +273,12 @@ fn read_once(
                     None => error(index, state.missing_partition_code(name, index)),
                     Some(p) => {
                         let hw = p.high_watermark();
+                        let lso = p.log.last_stable_offset(hw);
                         let start = p.log.log_start_offset();
                         let base = PartitionData::default()
                             .with_partition_index(index)
                             .with_high_watermark(hw)
-                            .with_last_stable_offset(hw)
+                            .with_last_stable_offset(lso)
                             .with_log_start_offset(start)
                             .with_aborted_transactions(None);
                         let divergence = reader.divergent.get(&(name.clone(), index));
@@ -306,6 +312,8 @@ fn read_once(
                             // Consumers read what is committed; followers copy everything.
                             let upto = if reader.replica {
                                 p.log.log_end_offset()
+                            } else if reader.read_committed {
+                                lso
                             } else {
                                 hw
                             };
@@ -328,7 +336,11 @@ fn read_once(
                                         if throttled {
                                             quota.lock().record(read.bytes.len() as u64, now_ms());
                                         }
+                                        let aborted = reader
+                                            .read_committed
+                                            .then(|| aborted_in(&p.log, offset, &read.bytes));
                                         base.with_error_code(code::NONE)
+                                            .with_aborted_transactions(aborted)
                                             .with_records(Some(read.bytes))
                                     }
                                     Err(e) => base
@@ -353,6 +365,26 @@ fn read_once(
         out.push(topic);
     }
     (out, total, any_error)
+}
+
+/// The aborted transactions that the batches read from `offset` overlap, for the consumer
+/// to drop their records (an empty list when there are none, as Kafka answers).
+fn aborted_in(log: &fjord_log::Log, offset: i64, bytes: &Bytes) -> Vec<AbortedTransaction> {
+    let end = fjord_log::batch::iter(bytes)
+        .filter_map(Result::ok)
+        .last()
+        .map_or(offset, |(h, _)| h.last_offset() + 1);
+    if end <= offset {
+        return Vec::new();
+    }
+    log.aborted_txns(offset, end)
+        .into_iter()
+        .map(|t| {
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(t.producer_id))
+                .with_first_offset(t.first_offset)
+        })
+        .collect()
 }
 
 fn error(index: i32, c: i16) -> PartitionData {

@@ -371,7 +371,11 @@ pub fn offset_fetch(
                         opt_text(&g.member_id).as_deref(),
                         g.member_epoch,
                     )
-                    .and_then(|_| state.groups.fetch(state, &g.group_id.0, topics));
+                    .and_then(|_| {
+                        state
+                            .groups
+                            .fetch(state, &g.group_id.0, topics, req.require_stable)
+                    });
                 match checked {
                     Err(e) => OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id)
@@ -388,14 +392,14 @@ pub fn offset_fetch(
                                         .with_partitions(
                                             parts
                                                 .into_iter()
-                                                .map(|(p, c)| {
+                                                .map(|(p, c, err)| {
                                                     let (o, e, m) = fetched(c);
                                                     OffsetFetchResponsePartitions::default()
                                                         .with_partition_index(p)
                                                         .with_committed_offset(o)
                                                         .with_committed_leader_epoch(e)
                                                         .with_metadata(Some(str(m)))
-                                                        .with_error_code(code::NONE)
+                                                        .with_error_code(err)
                                                 })
                                                 .collect(),
                                         )
@@ -421,9 +425,11 @@ pub fn offset_fetch(
             .with_metadata(Some(str(m)))
             .with_error_code(err)
     };
+    // require_stable exists from v7 on; older clients read what is committed.
+    let require_stable = version >= 7 && req.require_stable;
     match state
         .groups
-        .fetch(state, &req.group_id.0, requested.clone())
+        .fetch(state, &req.group_id.0, requested.clone(), require_stable)
     {
         Ok(found) => OffsetFetchResponse::default().with_topics(
             found
@@ -434,7 +440,7 @@ pub fn offset_fetch(
                         .with_partitions(
                             parts
                                 .into_iter()
-                                .map(|(p, c)| partition(p, c, code::NONE))
+                                .map(|(p, c, err)| partition(p, c, err))
                                 .collect(),
                         )
                 })

@@ -16,6 +16,8 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
 pub fn handle(state: &BrokerState, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    // read_committed (v2+) sees up to the last stable offset, not the high watermark.
+    let read_committed = version >= 2 && req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -40,6 +42,11 @@ pub fn handle(state: &BrokerState, req: ListOffsetsRequest, version: i16) -> Lis
                         }
                     };
                     let hw = partition.high_watermark();
+                    let hw = if read_committed {
+                        partition.log.last_stable_offset(hw)
+                    } else {
+                        hw
+                    };
                     let found = match p.timestamp {
                         LATEST => Ok(Some((-1, hw))),
                         EARLIEST | EARLIEST_LOCAL => {
@@ -53,7 +60,8 @@ pub fn handle(state: &BrokerState, req: ListOffsetsRequest, version: i16) -> Lis
                             .map(|r| r.map(|(offset, ts)| (ts, offset))),
                     };
                     match found {
-                        // Records past the high watermark are not visible yet.
+                        // Records past the high watermark (or, read_committed, the last
+                        // stable offset) are not visible yet.
                         Ok(Some((ts, offset))) if offset <= hw => base
                             .with_error_code(code::NONE)
                             .with_timestamp(ts)

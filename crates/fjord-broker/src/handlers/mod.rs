@@ -16,6 +16,7 @@ mod producer_id;
 mod reassign;
 mod records;
 mod topics;
+mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,6 +62,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 pub fn is_supported(api: ApiKey, version: i16) -> bool {
@@ -241,6 +245,15 @@ async fn route(
         )),
         RequestKind::OffsetForLeaderEpoch(r) => respond(ResponseKind::OffsetForLeaderEpoch(
             records::offset_for_leader_epoch(state, r),
+        )),
+        RequestKind::TxnOffsetCommit(r) => respond(ResponseKind::TxnOffsetCommit(
+            txn::txn_offset_commit(state, r, v).await,
+        )),
+        RequestKind::WriteTxnMarkers(r) => respond(ResponseKind::WriteTxnMarkers(
+            txn::write_txn_markers(state, r).await,
+        )),
+        RequestKind::DescribeProducers(r) => respond(ResponseKind::DescribeProducers(
+            txn::describe_producers(state, r),
         )),
         other => Outcome::Close(format!(
             "no handler for {:?}",

@@ -10,17 +10,14 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use crate::broker_client;
 use crate::error::code;
 use crate::replica::Partition;
 use crate::state::{now_ms, BrokerState};
@@ -28,7 +25,6 @@ use crate::state::{now_ms, BrokerState};
 /// Fetch v12: topic names, the last fetched epoch and diverging epochs (KIP-320), the
 /// replica id in the request body.
 const FETCH_VERSION: i16 = 12;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a fetcher with only throttled partitions waits before looking again.
 const THROTTLED_PAUSE: Duration = Duration::from_millis(100);
 
@@ -120,7 +116,7 @@ async fn fetch_from(state: Arc<BrokerState>, leader: i32, slot_no: u32) {
         }
         let stream = match &mut conn {
             Some(s) => s,
-            None => match connect(&state, leader).await {
+            None => match broker_client::connect(&state, leader).await {
                 Ok(s) => conn.insert(s),
                 Err(e) => {
                     tracing::debug!(leader, error = %e, "cannot reach the leader");
@@ -141,7 +137,14 @@ async fn fetch_from(state: Arc<BrokerState>, leader: i32, slot_no: u32) {
         let limit = state.config.socket_request_max_bytes;
         let answer = tokio::time::timeout(
             wait + Duration::from_secs(30),
-            call(stream, correlation, request, limit),
+            broker_client::call::<_, FetchResponse>(
+                stream,
+                "fjord-replica-fetcher",
+                correlation,
+                &request,
+                FETCH_VERSION,
+                limit,
+            ),
         )
         .await;
         let response = match answer {
@@ -173,21 +176,6 @@ async fn fetch_from(state: Arc<BrokerState>, leader: i32, slot_no: u32) {
             }
         }
     }
-}
-
-async fn connect(state: &BrokerState, leader: i32) -> Result<TcpStream, String> {
-    let image = state.controller.image();
-    let b = image
-        .brokers
-        .get(&leader)
-        .ok_or_else(|| format!("broker {leader} is not registered"))?;
-    let addr = format!("{}:{}", b.host, b.port);
-    let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
-        .await
-        .map_err(|_| format!("connecting to {addr} timed out"))?
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    let _ = s.set_nodelay(true);
-    Ok(s)
 }
 
 fn build_request(
@@ -392,56 +380,4 @@ fn truncate(p: &Partition, epoch: i32, end_offset: i64) -> Result<i64, String> {
         .truncate_to(target.min(leo))
         .map_err(|e| format!("truncation to {target} failed: {e}"))?;
     Ok(p.log.log_end_offset())
-}
-
-/// Sends one request and reads its answer, refusing frames over `limit` bytes.
-async fn call(
-    stream: &mut TcpStream,
-    correlation_id: i32,
-    request: FetchRequest,
-    limit: usize,
-) -> Result<FetchResponse, String> {
-    let header = RequestHeader::default()
-        .with_request_api_key(FetchRequest::KEY)
-        .with_request_api_version(FETCH_VERSION)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("fjord-replica-fetcher")));
-    let mut body = BytesMut::new();
-    header
-        .encode(&mut body, FetchRequest::header_version(FETCH_VERSION))
-        .map_err(|e| format!("encoding the request header: {e}"))?;
-    request
-        .encode(&mut body, FETCH_VERSION)
-        .map_err(|e| format!("encoding the request: {e}"))?;
-    let mut frame = BytesMut::with_capacity(body.len() + 4);
-    frame.put_i32(body.len() as i32);
-    frame.extend_from_slice(&body);
-    stream
-        .write_all(&frame)
-        .await
-        .map_err(|e| format!("sending: {e}"))?;
-    let size = stream
-        .read_i32()
-        .await
-        .map_err(|e| format!("reading: {e}"))?;
-    if size < 0 || size as usize > limit {
-        return Err(format!("the leader answered with a frame of {size} bytes"));
-    }
-    let mut buf = vec![0u8; size as usize];
-    stream
-        .read_exact(&mut buf)
-        .await
-        .map_err(|e| format!("reading: {e}"))?;
-    let mut buf = Bytes::from(buf);
-    let version = ApiKey::Fetch.response_header_version(FETCH_VERSION);
-    let header = ResponseHeader::decode(&mut buf, version).map_err(|e| format!("decoding: {e}"))?;
-    if header.correlation_id != correlation_id {
-        return Err("the leader answered another request".into());
-    }
-    let response =
-        FetchResponse::decode(&mut buf, FETCH_VERSION).map_err(|e| format!("decoding: {e}"))?;
-    if buf.has_remaining() {
-        tracing::debug!(extra = buf.remaining(), "fetch response had trailing bytes");
-    }
-    Ok(response)
 }
