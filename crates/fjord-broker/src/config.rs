@@ -192,6 +192,30 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
     ("offsets.topic.replication.factor", "3", PropType::Int),
     ("offsets.topic.segment.bytes", "104857600", PropType::Int),
     ("offsets.retention.minutes", "10080", PropType::Int),
+    ("transaction.state.log.num.partitions", "50", PropType::Int),
+    (
+        "transaction.state.log.replication.factor",
+        "3",
+        PropType::Int,
+    ),
+    ("transaction.state.log.min.isr", "2", PropType::Int),
+    (
+        "transaction.state.log.segment.bytes",
+        "104857600",
+        PropType::Int,
+    ),
+    ("transaction.max.timeout.ms", "900000", PropType::Int),
+    ("transactional.id.expiration.ms", "604800000", PropType::Int),
+    (
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "10000",
+        PropType::Int,
+    ),
+    (
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        "3600000",
+        PropType::Int,
+    ),
     ("group.initial.rebalance.delay.ms", "3000", PropType::Int),
     ("group.min.session.timeout.ms", "6000", PropType::Int),
     ("group.max.session.timeout.ms", "1800000", PropType::Int),
@@ -302,6 +326,27 @@ pub struct ReplicationConfig {
 const LEADER_SELECTOR: &str = "org.apache.kafka.common.replica.LeaderSelector";
 const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
 
+/// The transaction coordinator's settings, with Kafka's names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransactionConfig {
+    /// `transaction.state.log.num.partitions`.
+    pub log_partitions: i32,
+    /// `transaction.state.log.replication.factor` (capped at the live brokers).
+    pub log_replication_factor: i16,
+    /// `transaction.state.log.min.isr`: the topic's `min.insync.replicas`.
+    pub log_min_isr: i32,
+    /// `transaction.state.log.segment.bytes`.
+    pub log_segment_bytes: i32,
+    /// `transaction.max.timeout.ms`: a longer transaction timeout is refused.
+    pub max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: an idle transactional id is forgotten.
+    pub id_expiration_ms: i64,
+    /// How often open transactions are checked against their timeout.
+    pub abort_check_interval_ms: u64,
+    /// How often idle transactional ids are checked for expiry.
+    pub expiry_check_interval_ms: u64,
+}
+
 /// The log cleaner's settings, with Kafka's names and defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CleanerConfig {
@@ -366,6 +411,8 @@ pub struct BrokerConfig {
     /// `offsets.topic.segment.bytes`: small segments let the cleaner compact it sooner.
     pub offsets_topic_segment_bytes: i32,
     pub offsets_retention_minutes: i64,
+    /// The transaction coordinator (`transaction.*`, `transactional.id.expiration.ms`).
+    pub transactions: TransactionConfig,
     pub group_initial_rebalance_delay_ms: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
@@ -708,6 +755,22 @@ impl BrokerConfig {
                 bytes as i32
             },
             offsets_retention_minutes: positive("offsets.retention.minutes")?,
+            transactions: TransactionConfig {
+                log_partitions: positive("transaction.state.log.num.partitions")? as i32,
+                log_replication_factor: positive("transaction.state.log.replication.factor")?
+                    .min(i16::MAX as i64) as i16,
+                log_min_isr: positive("transaction.state.log.min.isr")? as i32,
+                log_segment_bytes: positive("transaction.state.log.segment.bytes")?
+                    .min(i32::MAX as i64) as i32,
+                max_timeout_ms: positive("transaction.max.timeout.ms")? as i32,
+                id_expiration_ms: positive("transactional.id.expiration.ms")?,
+                abort_check_interval_ms: positive(
+                    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                )? as u64,
+                expiry_check_interval_ms: positive(
+                    "transaction.remove.expired.transaction.cleanup.interval.ms",
+                )? as u64,
+            },
             group_initial_rebalance_delay_ms: r.long("group.initial.rebalance.delay.ms")?.max(0)
                 as u64,
             group_min_session_timeout_ms: positive("group.min.session.timeout.ms")? as i32,
@@ -957,14 +1020,11 @@ mod tests {
     fn known_kafka_properties_are_ignored_and_typos_get_a_suggestion() {
         let c = BrokerConfig::from_props(&props(&[
             ("num.io.threads", "8"),
-            ("transaction.state.log.min.isr", "1"),
+            ("queued.max.requests", "500"),
             ("num.partitions", "3"),
         ]))
         .unwrap();
-        assert_eq!(
-            c.ignored,
-            ["num.io.threads", "transaction.state.log.min.isr"]
-        );
+        assert_eq!(c.ignored, ["num.io.threads", "queued.max.requests"]);
         assert_eq!(c.num_partitions, 3);
         assert!(!c.explicit.contains_key("num.io.threads"));
 

@@ -40,7 +40,7 @@ pub mod code {
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 120;
+    pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
     pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
     pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
     pub const NOT_COORDINATOR: i16 = 16;
@@ -62,6 +62,15 @@ pub mod code {
     pub const STALE_MEMBER_EPOCH: i16 = 113;
     pub const INVALID_REGULAR_EXPRESSION: i16 = 128;
     pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+    // The transaction coordinator's answers.
+    pub const INVALID_TXN_STATE: i16 = 48;
+    pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+    pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+    pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+    pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
+    pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
+    pub const PRODUCER_FENCED: i16 = 90;
+    pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 }
 
 #[derive(Debug, thiserror::Error)]

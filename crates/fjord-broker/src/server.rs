@@ -106,6 +106,9 @@ impl Server {
             "broker ready"
         );
         let groups = crate::group::GroupCoordinator::new(&config);
+        let transactions = Arc::new(crate::txn::coordinator::TransactionCoordinator::new(
+            &config.transactions,
+        ));
         let limits = Arc::new(crate::limits::NetworkLimits::new(&config));
         let state = Arc::new(BrokerState {
             limits,
@@ -114,6 +117,7 @@ impl Server {
             controller,
             replicas,
             groups,
+            transactions,
         });
         Ok(Server {
             state,
@@ -141,6 +145,7 @@ impl Server {
         let maintenance = tokio::spawn(maintenance(self.state.clone()));
         let cleaner = tokio::spawn(crate::cleaner::run(self.state.clone()));
         let groups = tokio::spawn(crate::group::run(self.state.clone()));
+        let transactions = tokio::spawn(crate::txn::coordinator::run(self.state.clone()));
         let follower = tokio::spawn(follow_metadata(self.state.clone()));
         let liveness = tokio::spawn(liveness(self.state.clone()));
         let fetchers = tokio::spawn(crate::replication::fetcher::run(self.state.clone()));
@@ -237,6 +242,7 @@ impl Server {
         maintenance.abort();
         cleaner.abort();
         groups.abort();
+        transactions.abort();
         follower.abort();
         fetchers.abort();
         isr.abort();

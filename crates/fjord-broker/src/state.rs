@@ -15,6 +15,7 @@ pub struct BrokerState {
     pub controller: Arc<Controller>,
     pub replicas: ReplicaManager,
     pub groups: crate::group::GroupCoordinator,
+    pub transactions: Arc<crate::txn::coordinator::TransactionCoordinator>,
     /// Connection and request-memory bounds shared by every connection.
     pub limits: Arc<crate::limits::NetworkLimits>,
 }
@@ -22,6 +23,57 @@ pub struct BrokerState {
 impl BrokerState {
     pub fn node_id(&self) -> i32 {
         self.config.node_id
+    }
+
+    /// Creates an internal topic (`__consumer_offsets`, `__transaction_state`) on first
+    /// use and opens its partitions here. The replication factor is capped at the brokers
+    /// alive now, so that a small or starting cluster still gets its coordinators; the
+    /// cap is logged. Blocking: it waits for the metadata commit.
+    pub fn ensure_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), i16> {
+        use crate::error::code;
+        if self.controller.image().topic(name).is_some() {
+            return Ok(());
+        }
+        let spec = fjord_controller::CreateTopicSpec {
+            name: name.into(),
+            num_partitions: partitions,
+            replication_factor: replication_factor
+                .min(self.controller.image().live_brokers().count().max(1) as i16),
+            configs,
+            ..Default::default()
+        };
+        // Opened here before the commit, so a broker that cannot host the partitions
+        // refuses instead of recording a topic it could not start from.
+        let created = self.controller.create_topic_prepared(&spec, |records| {
+            self.replicas
+                .prepare_partitions(name, &spec.configs, records)
+        });
+        if created.is_err() {
+            self.replicas.discard_prepared(name);
+        }
+        match created {
+            Ok(_) => tracing::info!(
+                partitions = spec.num_partitions,
+                replication_factor = spec.replication_factor,
+                "created {name}"
+            ),
+            Err(e) if e.kafka_code() == code::TOPIC_ALREADY_EXISTS => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create {name}");
+                return Err(code::COORDINATOR_NOT_AVAILABLE);
+            }
+        }
+        // Also after losing a creation race: the winner may not have opened the logs yet.
+        self.reconcile().map_err(|e| {
+            tracing::error!(error = %e, "cannot open {name} partitions");
+            code::COORDINATOR_NOT_AVAILABLE
+        })
     }
 
     /// The error for a request about a partition this broker does not host: in a cluster

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fjord_controller::CreateTopicSpec;
 use kafka_protocol::records::Record;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -152,6 +151,11 @@ impl GroupCoordinator {
             .unwrap_or(-1)
     }
 
+    /// The partition of `__consumer_offsets` that holds `group`.
+    pub fn offsets_partition(&self, state: &BrokerState, group: &str) -> i32 {
+        offsets::partition_for(group, self.partition_count(state))
+    }
+
     /// Whether this broker may serve a request for `group` now.
     pub fn check(&self, state: &BrokerState, group: &str) -> Result<(), i16> {
         // Kafka's own decoders refuse any string over 32767 bytes, compact encodings
@@ -204,50 +208,18 @@ impl GroupCoordinator {
         if state.controller.image().topic(TOPIC).is_some() {
             return Ok(());
         }
-        let spec = CreateTopicSpec {
-            name: TOPIC.into(),
-            num_partitions: self.default_partitions,
-            // Capped at the brokers alive now, so a small or starting cluster still gets
-            // its coordinator; the cap is logged below.
-            replication_factor: self
-                .replication_factor
-                .min(state.controller.image().live_brokers().count().max(1) as i16),
-            // Kafka's own settings for the topic: compacted, in segments of
-            // offsets.topic.segment.bytes.
-            configs: [
-                ("cleanup.policy".to_string(), "compact".to_string()),
-                ("segment.bytes".to_string(), self.segment_bytes.to_string()),
-            ]
-            .into(),
-            ..Default::default()
-        };
-        // Opened here before the commit, so a broker that cannot host the partitions
-        // refuses instead of recording a topic it could not start from.
-        let created = state.controller.create_topic_prepared(&spec, |records| {
-            state
-                .replicas
-                .prepare_partitions(TOPIC, &spec.configs, records)
-        });
-        if created.is_err() {
-            state.replicas.discard_prepared(TOPIC);
-        }
-        match created {
-            Ok(_) => tracing::info!(
-                partitions = spec.num_partitions,
-                replication_factor = spec.replication_factor,
-                "created {TOPIC}"
-            ),
-            Err(e) if e.kafka_code() == code::TOPIC_ALREADY_EXISTS => {}
-            Err(e) => {
-                tracing::error!(error = %e, "cannot create {TOPIC}");
-                return Err(code::COORDINATOR_NOT_AVAILABLE);
-            }
-        }
-        // Also after losing a creation race: the winner may not have opened the logs yet.
-        state.reconcile().map_err(|e| {
-            tracing::error!(error = %e, "cannot open {TOPIC} partitions");
-            code::COORDINATOR_NOT_AVAILABLE
-        })?;
+        // Kafka's own settings for the topic: compacted, in segments of
+        // offsets.topic.segment.bytes.
+        let configs = [
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("segment.bytes".to_string(), self.segment_bytes.to_string()),
+        ];
+        state.ensure_internal_topic(
+            TOPIC,
+            self.default_partitions,
+            self.replication_factor,
+            configs.into(),
+        )?;
         // Take up the new partitions this broker leads now, not when the coordinator's
         // task next looks: the request that created the topic is served by it.
         self.sync_ownership(state);

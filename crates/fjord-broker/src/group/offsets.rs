@@ -663,7 +663,7 @@ mod tests {
             }
             .encode()
         };
-        let mut good = batch(&[record(key("g1"), Some(value(42)), 1)]).unwrap();
+        let mut good = batch(&[record(key("g1"), Some(value(42)), 1)], None).unwrap();
         log.append(&mut good, 0, 1).unwrap();
 
         // Written before produce validation existed, or forged: appended the way a follower
@@ -679,10 +679,10 @@ mod tests {
             record(Bytes::from_static(b"\x7f\x7f??"), Some(value(1)), 1),
             record(key("g2"), Some(value(7)), 1),
         ] {
-            follow(batch(&[r]).unwrap().to_vec(), None);
+            follow(batch(&[r], None).unwrap().to_vec(), None);
         }
         // A batch declaring more records than it holds is skipped whole: g3 stays unset.
-        let short = batch(&[record(key("g3"), Some(value(9)), 1)]).unwrap();
+        let short = batch(&[record(key("g3"), Some(value(9)), 1)], None).unwrap();
         follow(short.to_vec(), Some(3));
         // The bomb's giant record is skipped unread; the record after it still counts.
         follow(

@@ -70,13 +70,12 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 fn message(c: i16) -> Option<StrBytes> {
     let m = match c {
         code::NONE => return None,
-        super::producer_id::TRANSACTIONS_REFUSED => super::producer_id::TRANSACTIONS_UNSUPPORTED,
         code::COORDINATOR_NOT_AVAILABLE => "The coordinator is not available.",
         code::COORDINATOR_LOAD_IN_PROGRESS => {
             "The coordinator is loading and hence can't process requests."
         }
         code::NOT_COORDINATOR => "This is not the correct coordinator.",
-        code::INVALID_REQUEST => "Only group coordinator keys are supported.",
+        code::INVALID_REQUEST => "Only group and transaction coordinator keys are supported.",
         _ => "",
     };
     Some(str(m))
@@ -97,14 +96,21 @@ pub fn find_coordinator(
     if req.key_type == KEY_TYPE_GROUP && state.controller.quorum().is_some() {
         let _ = state.groups.ensure_topic(state);
     }
+    // Likewise `__transaction_state`, on one node too: transactions have no other path
+    // that creates it.
+    if req.key_type == KEY_TYPE_TRANSACTION {
+        let _ = state.transactions.ensure_topic(state);
+    }
     let image = state.controller.image();
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
-        let (node, err) = if req.key_type == KEY_TYPE_TRANSACTION {
-            // No transaction coordinator yet: refuse with a code clients treat as fatal,
-            // so that init_transactions() fails now rather than at the client's timeout.
-            super::producer_id::warn_refused("FindCoordinator", &key);
-            (-1, super::producer_id::TRANSACTIONS_REFUSED)
+        let (node, err) = if key.is_empty() {
+            (-1, code::INVALID_REQUEST)
+        } else if req.key_type == KEY_TYPE_TRANSACTION {
+            match state.transactions.coordinator_node(state, &key) {
+                -1 => (-1, code::COORDINATOR_NOT_AVAILABLE),
+                n => (n, code::NONE),
+            }
         } else if req.key_type != KEY_TYPE_GROUP {
             // Share-group coordinators are not here.
             (-1, code::INVALID_REQUEST)

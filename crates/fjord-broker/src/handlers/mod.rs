@@ -12,7 +12,6 @@ mod list_offsets;
 mod log_dirs;
 mod metadata;
 mod produce;
-mod producer_id;
 mod reassign;
 mod records;
 mod topics;
@@ -62,7 +61,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
     (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::DescribeProducers, 0, 0),
 ];
@@ -203,10 +207,22 @@ async fn route(
         RequestKind::ListPartitionReassignments(r) => respond(
             ResponseKind::ListPartitionReassignments(reassign::list(state, r)),
         ),
-        // Allocating a producer-id block commits metadata.
-        RequestKind::InitProducerId(r) => {
-            off_runtime(state, v, move |s| producer_id::init(s, r)).await
-        }
+        RequestKind::InitProducerId(r) => respond(ResponseKind::InitProducerId(
+            txn::init_producer_id(state, r, v).await,
+        )),
+        RequestKind::AddPartitionsToTxn(r) => respond(ResponseKind::AddPartitionsToTxn(
+            txn::add_partitions_to_txn(state, r, v).await,
+        )),
+        RequestKind::AddOffsetsToTxn(r) => respond(ResponseKind::AddOffsetsToTxn(
+            txn::add_offsets_to_txn(state, r, v).await,
+        )),
+        RequestKind::EndTxn(r) => respond(ResponseKind::EndTxn(txn::end_txn(state, r, v).await)),
+        RequestKind::DescribeTransactions(r) => respond(ResponseKind::DescribeTransactions(
+            txn::describe_transactions(state, r),
+        )),
+        RequestKind::ListTransactions(r) => respond(ResponseKind::ListTransactions(
+            txn::list_transactions(state, r, v),
+        )),
         // May create __consumer_offsets.
         RequestKind::FindCoordinator(r) => {
             off_runtime(state, v, move |s| groups::find_coordinator(s, r, v)).await

@@ -6,9 +6,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
 };
+use kafka_protocol::messages::describe_transactions_response::{
+    TopicData, TransactionState as DescribedTxn,
+};
+use kafka_protocol::messages::list_transactions_response::TransactionState as ListedTxn;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
@@ -16,9 +24,12 @@ use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
 use kafka_protocol::messages::{
-    DescribeProducersRequest, DescribeProducersResponse, ProducerId, TopicName,
-    TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest,
-    WriteTxnMarkersResponse,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
+    ListTransactionsResponse, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 
 use super::str;
@@ -26,6 +37,7 @@ use crate::error::code;
 use crate::group::CommitEntry;
 use crate::state::BrokerState;
 use crate::txn::markers::{self, MarkerRequest};
+use crate::txn::metadata::{TxnMetadata, TxnState};
 
 /// WriteTxnMarkers: a coordinator (maybe this broker's own) ends a transaction in the
 /// partitions led here.
@@ -197,4 +209,335 @@ pub fn describe_producers(
         })
         .collect();
     DescribeProducersResponse::default().with_topics(topics)
+}
+
+/// PRODUCER_FENCED is newer than some request versions: their clients know it as
+/// INVALID_PRODUCER_EPOCH, which Kafka answers them instead.
+fn fenced_for(c: i16, knows_fenced: bool) -> i16 {
+    if c == code::PRODUCER_FENCED && !knows_fenced {
+        code::INVALID_PRODUCER_EPOCH
+    } else {
+        c
+    }
+}
+
+/// InitProducerId: an idempotent producer gets a fresh producer id; a transactional one
+/// goes to its transaction coordinator, which bumps its epoch (fencing older producers).
+pub async fn init_producer_id(
+    state: &Arc<BrokerState>,
+    req: InitProducerIdRequest,
+    version: i16,
+) -> InitProducerIdResponse {
+    let Some(id) = req.transactional_id.as_ref().map(|i| i.0.to_string()) else {
+        let st = state.clone();
+        return match tokio::task::spawn_blocking(move || st.controller.allocate_producer_id()).await
+        {
+            Ok(Ok(pid)) => InitProducerIdResponse::default()
+                .with_error_code(code::NONE)
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(0),
+            other => {
+                if let Ok(Err(e)) = other {
+                    tracing::error!(error = %e, "allocating a producer id failed");
+                }
+                InitProducerIdResponse::default()
+                    .with_error_code(code::COORDINATOR_NOT_AVAILABLE)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1)
+            }
+        };
+    };
+    // KIP-360 (v3+): a producer that had an id says which, to be bumped in place.
+    let expected =
+        (version >= 3 && req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
+    let result = state
+        .transactions
+        .init_producer_id(state, &id, req.transaction_timeout_ms, expected)
+        .await;
+    match result {
+        Ok((pid, epoch)) => InitProducerIdResponse::default()
+            .with_error_code(code::NONE)
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch),
+        Err(c) => InitProducerIdResponse::default()
+            .with_error_code(fenced_for(c, version >= 4))
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    }
+}
+
+/// AddPartitionsToTxn: v0-3 from a producer (one transaction); v4+ batched from brokers,
+/// possibly only verifying that partitions are in their transactions.
+pub async fn add_partitions_to_txn(
+    state: &Arc<BrokerState>,
+    req: AddPartitionsToTxnRequest,
+    version: i16,
+) -> AddPartitionsToTxnResponse {
+    if version <= 3 {
+        let results = add_one(
+            state,
+            &req.v3_and_below_transactional_id.0,
+            (
+                req.v3_and_below_producer_id.0,
+                req.v3_and_below_producer_epoch,
+            ),
+            &req.v3_and_below_topics,
+            false,
+            version >= 2,
+        )
+        .await;
+        return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
+    }
+    let mut out = Vec::with_capacity(req.transactions.len());
+    for t in &req.transactions {
+        let results = add_one(
+            state,
+            &t.transactional_id.0,
+            (t.producer_id.0, t.producer_epoch),
+            &t.topics,
+            t.verify_only,
+            true,
+        )
+        .await;
+        out.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(t.transactional_id.clone())
+                .with_topic_results(results),
+        );
+    }
+    AddPartitionsToTxnResponse::default()
+        .with_error_code(code::NONE)
+        .with_results_by_transaction(out)
+}
+
+/// One transaction's partitions: each partition's code. Partitions of unknown topics
+/// fail the request, the others are then not attempted, as Kafka answers.
+async fn add_one(
+    state: &Arc<BrokerState>,
+    id: &str,
+    producer: (i64, i16),
+    topics: &[AddPartitionsToTxnTopic],
+    verify_only: bool,
+    knows_fenced: bool,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    let image = state.controller.image();
+    let wanted: Vec<(String, i32)> = topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|&p| (t.name.0.to_string(), p)))
+        .collect();
+    let unknown: Vec<bool> = wanted
+        .iter()
+        .map(|(t, p)| {
+            image
+                .topic(t)
+                .is_none_or(|t| !t.partitions.iter().any(|x| x.partition == *p))
+        })
+        .collect();
+    let codes: Vec<i16> = if unknown.iter().any(|u| *u) {
+        unknown
+            .iter()
+            .map(|&u| {
+                if u {
+                    code::UNKNOWN_TOPIC_OR_PARTITION
+                } else {
+                    code::OPERATION_NOT_ATTEMPTED
+                }
+            })
+            .collect()
+    } else if verify_only {
+        match state
+            .transactions
+            .verify_partitions(state, id, producer, &wanted)
+        {
+            Ok(codes) => codes,
+            Err(c) => vec![c; wanted.len()],
+        }
+    } else {
+        let c = match state
+            .transactions
+            .add_partitions(state, id, producer, &wanted)
+            .await
+        {
+            Ok(()) => code::NONE,
+            Err(c) => fenced_for(c, knows_fenced),
+        };
+        vec![c; wanted.len()]
+    };
+    let mut by_topic: BTreeMap<String, Vec<AddPartitionsToTxnPartitionResult>> = BTreeMap::new();
+    for ((topic, p), c) in wanted.into_iter().zip(codes) {
+        by_topic.entry(topic).or_default().push(
+            AddPartitionsToTxnPartitionResult::default()
+                .with_partition_index(p)
+                .with_partition_error_code(c),
+        );
+    }
+    by_topic
+        .into_iter()
+        .map(|(name, results)| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(TopicName(str(name)))
+                .with_results_by_partition(results)
+        })
+        .collect()
+}
+
+/// AddOffsetsToTxn: the group's partition of `__consumer_offsets` joins the transaction,
+/// so that its marker settles the offsets TxnOffsetCommit writes there.
+pub async fn add_offsets_to_txn(
+    state: &Arc<BrokerState>,
+    req: AddOffsetsToTxnRequest,
+    version: i16,
+) -> AddOffsetsToTxnResponse {
+    let group = req.group_id.0.to_string();
+    let partition = {
+        let st = state.clone();
+        // The offsets topic may not exist yet; creating it commits metadata.
+        match tokio::task::spawn_blocking(move || st.groups.ensure_topic(&st)).await {
+            Ok(Ok(())) => Ok(state.groups.offsets_partition(state, &group)),
+            Ok(Err(c)) => Err(c),
+            Err(_) => Err(code::COORDINATOR_NOT_AVAILABLE),
+        }
+    };
+    let c = match partition {
+        Err(c) => c,
+        Ok(p) => match state
+            .transactions
+            .add_partitions(
+                state,
+                &req.transactional_id.0,
+                (req.producer_id.0, req.producer_epoch),
+                &[(crate::group::offsets::TOPIC.to_string(), p)],
+            )
+            .await
+        {
+            Ok(()) => code::NONE,
+            Err(c) => fenced_for(c, version >= 2),
+        },
+    };
+    AddOffsetsToTxnResponse::default().with_error_code(c)
+}
+
+/// EndTxn: commit or abort. Answered once the decision is durable; the markers follow.
+pub async fn end_txn(state: &Arc<BrokerState>, req: EndTxnRequest, version: i16) -> EndTxnResponse {
+    let c = match state
+        .transactions
+        .end_txn(
+            state,
+            &req.transactional_id.0,
+            (req.producer_id.0, req.producer_epoch),
+            req.committed,
+        )
+        .await
+    {
+        Ok(()) => code::NONE,
+        Err(c) => fenced_for(c, version >= 2),
+    };
+    EndTxnResponse::default()
+        .with_error_code(c)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1)
+}
+
+fn txn_state(md: &TxnMetadata) -> DescribedTxn {
+    DescribedTxn::default()
+        .with_error_code(code::NONE)
+        .with_transactional_id(TransactionalId(str(md.transactional_id.clone())))
+        .with_transaction_state(str(md.state.name()))
+        .with_transaction_timeout_ms(md.timeout_ms)
+        .with_transaction_start_time_ms(md.start_ms)
+        .with_producer_id(ProducerId(md.producer_id))
+        .with_producer_epoch(md.producer_epoch)
+        .with_topics(
+            md.partitions_by_topic()
+                .into_iter()
+                .map(|(t, ps)| {
+                    TopicData::default()
+                        .with_topic(TopicName(str(t)))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        )
+}
+
+/// DescribeTransactions: the ids this broker coordinates.
+pub fn describe_transactions(
+    state: &BrokerState,
+    req: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    let states = req
+        .transactional_ids
+        .into_iter()
+        .map(|id| match state.transactions.describe(state, &id.0) {
+            Ok(md) => txn_state(&md),
+            Err(c) => DescribedTxn::default()
+                .with_transactional_id(id)
+                .with_error_code(c)
+                .with_transaction_state(str(""))
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        })
+        .collect();
+    DescribeTransactionsResponse::default().with_transaction_states(states)
+}
+
+/// ListTransactions: the ids coordinated here, filtered by state, producer id and (v1+)
+/// how long their transaction has been open.
+pub fn list_transactions(
+    state: &BrokerState,
+    req: ListTransactionsRequest,
+    version: i16,
+) -> ListTransactionsResponse {
+    let all = match state.transactions.list() {
+        Ok(all) => all,
+        Err(c) => return ListTransactionsResponse::default().with_error_code(c),
+    };
+    let known = [
+        "Empty",
+        "Ongoing",
+        "PrepareCommit",
+        "PrepareAbort",
+        "CompleteCommit",
+        "CompleteAbort",
+        "PrepareEpochFence",
+    ];
+    let unknown: Vec<_> = req
+        .state_filters
+        .iter()
+        .filter(|s| !known.contains(&s.as_str()))
+        .cloned()
+        .collect();
+    let now = crate::state::now_ms();
+    let listed = all
+        .into_iter()
+        .filter(|md| {
+            req.state_filters.is_empty()
+                || req
+                    .state_filters
+                    .iter()
+                    .any(|s| s.as_str() == md.state.name())
+        })
+        .filter(|md| {
+            req.producer_id_filters.is_empty()
+                || req
+                    .producer_id_filters
+                    .contains(&ProducerId(md.producer_id))
+        })
+        .filter(|md| {
+            version < 1
+                || req.duration_filter < 0
+                || md.state == TxnState::Ongoing
+                    && md.start_ms >= 0
+                    && now - md.start_ms >= req.duration_filter
+        })
+        .map(|md| {
+            ListedTxn::default()
+                .with_transactional_id(TransactionalId(str(md.transactional_id.clone())))
+                .with_producer_id(ProducerId(md.producer_id))
+                .with_transaction_state(str(md.state.name()))
+        })
+        .collect();
+    ListTransactionsResponse::default()
+        .with_error_code(code::NONE)
+        .with_unknown_state_filters(unknown)
+        .with_transaction_states(listed)
 }
