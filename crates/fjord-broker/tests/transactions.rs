@@ -42,7 +42,10 @@ fn txn_batch(values: &[&str], producer: (i64, i16), seq: i32) -> Bytes {
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             sequence: seq + i as i32,
-            timestamp: 1000,
+            // Now: an old timestamp would let retention remove the segment.
+            timestamp: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
             key: None,
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
             headers: Default::default(),
@@ -132,16 +135,26 @@ async fn add(
 }
 
 async fn end(c: &mut common::Client, id: &str, producer: (i64, i16), commit: bool) -> i16 {
-    c.request(
-        EndTxnRequest::default()
-            .with_transactional_id(tid(id))
-            .with_producer_id(ProducerId(producer.0))
-            .with_producer_epoch(producer.1)
-            .with_committed(commit),
-        3,
-    )
-    .await
-    .error_code
+    // CONCURRENT_TRANSACTIONS while the last outcome's markers are written: retried.
+    let mut code = 0;
+    for _ in 0..200 {
+        code = c
+            .request(
+                EndTxnRequest::default()
+                    .with_transactional_id(tid(id))
+                    .with_producer_id(ProducerId(producer.0))
+                    .with_producer_epoch(producer.1)
+                    .with_committed(commit),
+                3,
+            )
+            .await
+            .error_code;
+        if code != 51 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    code
 }
 
 /// The values a fetch from 0 returns, and its last stable offset and aborted list.
@@ -149,6 +162,11 @@ async fn read(c: &mut common::Client, topic: &str, committed: bool) -> (Vec<Stri
     let req = fetch_req(topic, 0, 0, 0).with_isolation_level(committed as i8);
     let r = c.request(req, 12).await;
     let p = &r.responses[0].partitions[0];
+    assert_eq!(
+        p.error_code, 0,
+        "fetch of {topic}: start {} hw {} lso {}",
+        p.log_start_offset, p.high_watermark, p.last_stable_offset
+    );
     // Markers are records too, in control batches the client never shows.
     let mut records = p.records.clone().unwrap_or_default();
     let mut vals = Vec::new();
@@ -324,5 +342,36 @@ async fn an_open_transaction_is_aborted_once_its_timeout_passes() {
     assert_eq!(aborted, 1);
     // Its producer was fenced by the abort's epoch bump.
     assert_eq!(end(&mut c, "app-4", me, true).await, PRODUCER_FENCED);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_transaction_open_across_a_crash_is_aborted_by_the_next_producer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_in(tmp.path(), &[]).await;
+    let mut c = b.client().await;
+    create(&mut c, "t", 1, 1).await;
+    let (_, pid, epoch) = init(&mut c, "app-5", 60_000).await;
+    let old = (pid, epoch);
+    assert_eq!(add(&mut c, "app-5", old, "t", 3).await, 0);
+    c.request(produce_req("t", 0, txn_batch(&["open"], old, 0), -1), 9)
+        .await;
+    drop(c);
+    b.crash().await;
+
+    // The coordinator reloads the id from its log: same producer id, the open
+    // transaction aborted at epoch + 1, the new producer at epoch + 2.
+    let b = TestBroker::start_in(tmp.path(), &[]).await;
+    let mut c = b.client().await;
+    assert_eq!(latest(&mut c, "t", true).await, 0);
+    let (err, pid2, epoch2) = init(&mut c, "app-5", 60_000).await;
+    assert_eq!((err, pid2, epoch2), (0, pid, epoch + 2));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while latest(&mut c, "t", true).await != 2 {
+        assert!(std::time::Instant::now() < deadline, "never aborted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (vals, lso, aborted) = read(&mut c, "t", true).await;
+    assert_eq!((vals, lso, aborted), (vec!["open".to_string()], 2, 1));
     b.stop().await;
 }

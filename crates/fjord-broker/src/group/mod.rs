@@ -1141,7 +1141,7 @@ impl GroupCoordinator {
         let mut committed: HashMap<String, BTreeMap<(String, i32), CommittedOffset>> =
             HashMap::new();
         for p in partitions {
-            let replayed = match offsets::read_all(&p.log) {
+            let replayed = match offsets::read_all(&p.log, TOPIC, &offsets::decodable) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(partition = p.index, error = %e, "loading {TOPIC} partition failed; its groups start empty");

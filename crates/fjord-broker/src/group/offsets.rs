@@ -351,7 +351,7 @@ pub fn batch(records: &[Record], txn: Option<(i64, i16)>) -> Result<BytesMut, Br
 }
 
 /// Whether a record's key and value are ones replay can apply.
-fn decodable(key: &[u8], value: Option<&[u8]>) -> bool {
+pub fn decodable(key: &[u8], value: Option<&[u8]>) -> bool {
     match Key::decode(key) {
         Some(Key::Offset { .. }) => value.is_none_or(|v| OffsetValue::decode(v).is_some()),
         Some(Key::Group { .. }) => value.is_none_or(|v| GroupValue::decode(v).is_some()),
@@ -363,17 +363,18 @@ fn decodable(key: &[u8], value: Option<&[u8]>) -> bool {
 const REPLAY_WARNINGS: u32 = 20;
 
 /// Counts what replay skips, warning for the first few and summing up the rest.
-struct Skipped {
+struct Skipped<'a> {
+    topic: &'a str,
     warned: u32,
     total: u64,
 }
 
-impl Skipped {
+impl Skipped<'_> {
     fn note(&mut self, offset: i64, what: &dyn std::fmt::Display) {
         self.total += 1;
         if self.warned < REPLAY_WARNINGS {
             self.warned += 1;
-            tracing::warn!(offset, "{TOPIC} replay skips {what}");
+            tracing::warn!(offset, "{} replay skips {what}", self.topic);
         }
     }
 }
@@ -391,13 +392,21 @@ impl Skipped {
 /// Offsets sent to a transaction (transactional batches) count only once its commit
 /// marker follows; an abort marker drops them. Those of transactions still open at the
 /// end are returned apart, by producer id.
-pub fn read_all(log: &Log) -> Result<Replayed, BrokerError> {
+///
+/// `decodable` says which records the topic's coordinator understands (`__consumer_offsets`
+/// and `__transaction_state` are read the same way, each with its own record layouts).
+pub fn read_all(
+    log: &Log,
+    topic: &str,
+    decodable: &dyn Fn(&[u8], Option<&[u8]>) -> bool,
+) -> Result<Replayed, BrokerError> {
     let max_record = log.config().max_message_bytes as usize;
     // Replay keeps the last value per key, as the coordinator's maps would: memory follows
     // the live state, not the length of the log.
     let mut latest: IndexMap<Bytes, Option<Bytes>> = IndexMap::new();
     let mut pending: HashMap<i64, IndexMap<Bytes, Option<Bytes>>> = HashMap::new();
     let mut skipped = Skipped {
+        topic,
         warned: 0,
         total: 0,
     };
@@ -477,7 +486,7 @@ pub fn read_all(log: &Log) -> Result<Replayed, BrokerError> {
         tracing::warn!(
             skipped = skipped.total,
             dir = %log.dir().display(),
-            "{TOPIC} replay skipped undecodable records or batches"
+            "{topic} replay skipped undecodable records or batches"
         );
     }
     Ok(Replayed {
@@ -692,7 +701,7 @@ mod tests {
         let mut later = batch(&[record(key("g6"), Some(value(13)), 1)], None).unwrap();
         log.append(&mut later, 0, 1).unwrap();
 
-        let got = read_all(&log).unwrap().records;
+        let got = read_all(&log, TOPIC, &decodable).unwrap().records;
         let expected: Vec<(Bytes, Option<Bytes>)> = vec![
             (key("g1"), Some(value(42))),
             (key("g2"), Some(value(7))),

@@ -52,6 +52,9 @@ pub struct TransactionCoordinator {
     owned: Mutex<HashMap<i32, i32>>,
     /// Ids whose markers a task is sending now: one task per id.
     completing: Mutex<HashSet<String>>,
+    /// Held by [`TransactionCoordinator::sync_ownership`]. Lock order: `owned` before
+    /// `txns`; neither is held while taking this.
+    syncing: Mutex<()>,
     loaded: AtomicBool,
     config: TransactionConfig,
     last_abort_check: AtomicI64,
@@ -71,6 +74,7 @@ impl TransactionCoordinator {
             txns: Mutex::new(HashMap::new()),
             owned: Mutex::new(HashMap::new()),
             completing: Mutex::new(HashSet::new()),
+            syncing: Mutex::new(()),
             loaded: AtomicBool::new(false),
             config: config.clone(),
             last_abort_check: AtomicI64::new(0),
@@ -521,6 +525,9 @@ impl TransactionCoordinator {
     /// now, drops those of partitions no longer led. Blocking: run it off the async
     /// workers. Returns the ids whose markers must be sent.
     pub fn sync_ownership(&self, state: &BrokerState) -> Vec<String> {
+        // One at a time (the timer task and a FindCoordinator that created the topic may
+        // both call it), so that a partition is never loaded twice at once.
+        let _one = self.syncing.lock();
         let hosted: Vec<Arc<Partition>> = state
             .replicas
             .all()
@@ -568,12 +575,14 @@ impl TransactionCoordinator {
         let mut unfinished = Vec::new();
         for (p, epoch) in to_load {
             let loaded = load(&p);
-            let mut txns = self.txns.lock();
-            for (id, md) in loaded {
-                if metadata::needs_markers(&md).is_some() {
-                    unfinished.push(id.clone());
+            {
+                let mut txns = self.txns.lock();
+                for (id, md) in loaded {
+                    if metadata::needs_markers(&md).is_some() {
+                        unfinished.push(id.clone());
+                    }
+                    txns.insert(id, md);
                 }
-                txns.insert(id, md);
             }
             self.owned.lock().insert(p.index, epoch);
         }
@@ -655,7 +664,8 @@ fn coordinator_code(c: i16) -> i16 {
 /// The ids of one `__transaction_state` partition, from its log.
 fn load(p: &Partition) -> Vec<(String, TxnMetadata)> {
     let started = std::time::Instant::now();
-    let replayed = match offsets::read_all(&p.log) {
+    let decodable = |k: &[u8], v: Option<&[u8]>| txnlog::decode_record(k, v).is_some();
+    let replayed = match offsets::read_all(&p.log, TOPIC, &decodable) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(partition = p.index, error = %e, "loading {TOPIC} partition failed; its transactional ids start empty");
