@@ -36,6 +36,15 @@ if [[ -n "${FJORD_BIN:-}" ]]; then
       failed_suites+=("$suite-3-nodes")
     fi
   done
+  # librdkafka's tests that need replication factor 3 (transactions among them).
+  echo "=== compat/librdkafka on a 3-node cluster ==="
+  if LIBRDKAFKA_ALLOW_LIST="$here/librdkafka/allow-list-cluster.txt" LIBRDKAFKA_MODES=classic \
+    "$here/on-cluster.sh" librdkafka; then
+    ok=$((ok + 1))
+  else
+    bad=$((bad + 1))
+    failed_suites+=("librdkafka-3-nodes")
+  fi
 fi
 if (( bad > 0 )); then
   echo "failed suites: ${failed_suites[*]}"

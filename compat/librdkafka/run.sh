@@ -20,6 +20,8 @@
 #                        timing-bound tests such as 0088 or an admin call in 0091 sometimes
 #                        ran out of time, and one test timing out aborts the whole run)
 #   LIBRDKAFKA_TESTS     run only these test numbers, e.g. "0001,0030" (default: allow-list)
+#   LIBRDKAFKA_ALLOW_LIST  another allow-list file (allow-list-cluster.txt: the tests that
+#                        need several brokers, run by compat/on-cluster.sh librdkafka)
 #   LIBRDKAFKA_KEEP_LOGS a directory to copy test-runner's output (and fjord's log) into
 # A broker given by KAFKA_BOOTSTRAP needs librdkafka's default test cluster settings:
 # num.partitions=4 (e.g. KAFKA_OVERRIDES="num.partitions=4" bench/kafka/start.sh).
@@ -134,7 +136,7 @@ WRAP
 done
 
 # --- run each mode, then check the allow-list -------------------------------------------
-allow="$here/allow-list.txt"
+allow="${LIBRDKAFKA_ALLOW_LIST:-$here/allow-list.txt}"
 modes="${LIBRDKAFKA_MODES:-classic consumer}"
 parallel="${LIBRDKAFKA_PARALLEL:-2}"
 

@@ -1,7 +1,6 @@
 """What a careless or hostile client must not be able to do, seen through real clients:
 idempotent retries across a kill -9, internal topics, keyless records on compacted topics,
-configs outside Kafka's ranges, oversized partition counts, refused transactions, and
-pipelined commits."""
+configs outside Kafka's ranges, oversized partition counts, and pipelined commits."""
 import threading
 import time
 
@@ -145,17 +144,6 @@ def test_huge_partition_counts_are_refused_at_once(broker):
     with pytest.raises(KafkaException) as e:
         fs[t].result(timeout=40)
     assert kafka_error(e.value).code() == KafkaError.POLICY_VIOLATION
-
-
-def test_transactional_producer_is_refused_quickly_and_clearly(broker, is_fjord):
-    if not is_fjord:
-        pytest.skip("checks Fjord's refusal; Apache Kafka supports transactions")
-    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": unique("txn")})
-    started = time.monotonic()
-    with pytest.raises(KafkaException) as e:
-        p.init_transactions(30)
-    assert time.monotonic() - started < 10, "refused at once, not after a timeout"
-    assert "does not support transactions" in kafka_error(e.value).str()
 
 
 def test_pipelined_commits_keep_their_order(broker):
