@@ -375,3 +375,48 @@ async fn a_transaction_open_across_a_crash_is_aborted_by_the_next_producer() {
     assert_eq!((vals, lso, aborted), (vec!["open".to_string()], 2, 1));
     b.stop().await;
 }
+
+/// A transactional Produce, as a transactional producer sends it (with its id).
+fn txn_produce(id: &str, topic: &str, records: Bytes) -> kafka_protocol::messages::ProduceRequest {
+    produce_req(topic, 0, records, -1).with_transactional_id(Some(tid(id)))
+}
+
+#[tokio::test]
+async fn a_transactional_write_outside_an_open_transaction_is_refused() {
+    let b = TestBroker::start().await;
+    let mut c = b.client().await;
+    create(&mut c, "t", 1, 1).await;
+    let (_, pid, epoch) = init(&mut c, "app-6", 60_000).await;
+    let me = (pid, epoch);
+    let code = |r: kafka_protocol::messages::ProduceResponse| {
+        r.responses[0].partition_responses[0].error_code
+    };
+    // Not added to the transaction: the coordinator says no, nothing is appended.
+    let r = c
+        .request(txn_produce("app-6", "t", txn_batch(&["early"], me, 0)), 9)
+        .await;
+    assert_eq!(code(r), INVALID_TXN_STATE);
+    assert_eq!(latest(&mut c, "t", false).await, 0);
+
+    assert_eq!(add(&mut c, "app-6", me, "t", 3).await, 0);
+    let r = c
+        .request(txn_produce("app-6", "t", txn_batch(&["in"], me, 0)), 9)
+        .await;
+    assert_eq!(code(r), 0);
+    assert_eq!(end(&mut c, "app-6", me, true).await, 0);
+    // Wait until the transaction is complete at the coordinator.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while end(&mut c, "app-6", me, true).await != 0 || latest(&mut c, "t", true).await != 2 {
+        assert!(std::time::Instant::now() < deadline, "never completed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A late batch of the ended transaction (same epoch) would open a transaction no
+    // coordinator knows of, holding read_committed back forever: refused.
+    let r = c
+        .request(txn_produce("app-6", "t", txn_batch(&["late"], me, 1)), 9)
+        .await;
+    assert_eq!(code(r), INVALID_TXN_STATE);
+    assert_eq!(latest(&mut c, "t", true).await, 2);
+    assert_eq!(latest(&mut c, "t", false).await, 2);
+    b.stop().await;
+}

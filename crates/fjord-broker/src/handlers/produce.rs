@@ -36,8 +36,12 @@ pub async fn handle(
         + std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     // Appends write files (and fsync when flush.messages says so, or when a segment rolls):
     // they run on the blocking pool, never on an async worker.
+    // The first transactional batch of a transaction in a partition must belong to an open
+    // transaction the coordinator knows (KIP-890 part 1).
+    let refused = crate::txn::verify::unverified(state, &req).await;
     let st = state.clone();
-    let appended = tokio::task::spawn_blocking(move || append_all(&st, req, version)).await;
+    let appended =
+        tokio::task::spawn_blocking(move || append_all(&st, req, version, &refused)).await;
     let (mut responses, to_sync) = match appended {
         Ok(done) => done,
         // Nothing is known about what was appended: closing makes the client retry.
@@ -94,6 +98,7 @@ fn append_all(
     state: &BrokerState,
     req: ProduceRequest,
     version: i16,
+    refused: &std::collections::HashMap<(String, i32), i16>,
 ) -> (Vec<TopicProduceResponse>, Vec<(usize, usize, Appended)>) {
     let acks = req.acks;
     let image = state.controller.image();
@@ -116,6 +121,14 @@ fn append_all(
                 Err(BrokerError::Kafka(
                     code::INVALID_REQUIRED_ACKS,
                     format!("acks must be -1 (all), 0 or 1, not {acks}"),
+                ))
+            } else if let Some(&c) = refused.get(&(name.clone(), index)) {
+                Err(BrokerError::Kafka(
+                    c,
+                    format!(
+                        "The partition {name}-{index} is not in the producer's ongoing \
+                         transaction, as its coordinator says (or it could not be asked)"
+                    ),
                 ))
             } else if super::topics::is_internal_topic(&name) {
                 // As Kafka: only the broker itself appends to its internal topics.
