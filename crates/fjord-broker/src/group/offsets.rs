@@ -398,7 +398,7 @@ impl Skipped<'_> {
 pub fn read_all(
     log: &Log,
     topic: &str,
-    decodable: &dyn Fn(&[u8], Option<&[u8]>) -> bool,
+    decodable: &Decodable,
 ) -> Result<Replayed, BrokerError> {
     let max_record = log.config().max_message_bytes as usize;
     // Replay keeps the last value per key, as the coordinator's maps would: memory follows
@@ -497,6 +497,9 @@ pub fn read_all(
             .collect(),
     })
 }
+
+/// Whether a record's (key, value) is one its topic's coordinator understands.
+pub type Decodable = dyn Fn(&[u8], Option<&[u8]>) -> bool;
 
 /// What [`read_all`] found.
 #[derive(Debug, Default)]
