@@ -1,6 +1,6 @@
 // Java client compat suite: org.apache.kafka:kafka-clients (Admin, KafkaProducer,
 // KafkaConsumer with assign()/seek(), and a consumer group on the new consumer protocol,
-// group.protocol=consumer) against a broker.
+// group.protocol=consumer; transactions, transaction version 1) against a broker.
 //
 // FJORD_BIN=/path/to/fjord  -> this program starts `fjord server` on a free loopback port with
 //                              a temporary data dir, and kill -9 / restarts it for durability.
@@ -27,11 +27,13 @@ import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.IsolationLevel;
 import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.KafkaFuture;
 import org.apache.kafka.common.Node;
@@ -130,11 +132,16 @@ public class ClientCompat {
     }
 
     static KafkaConsumer<byte[], byte[]> consumer() {
+        return consumer(Map.of());
+    }
+
+    static KafkaConsumer<byte[], byte[]> consumer(Map<String, Object> extra) {
         Map<String, Object> p = new HashMap<>();
         p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false);
         p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
         p.put(ConsumerConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 20000);
+        p.putAll(extra);
         return new KafkaConsumer<>(p, new ByteArrayDeserializer(), new ByteArrayDeserializer());
     }
 
@@ -585,6 +592,10 @@ public class ClientCompat {
     }
 
     static KafkaConsumer<byte[], byte[]> groupConsumer(String group, String protocol) {
+        return groupConsumer(group, protocol, Map.of());
+    }
+
+    static KafkaConsumer<byte[], byte[]> groupConsumer(String group, String protocol, Map<String, Object> extra) {
         Map<String, Object> p = new HashMap<>();
         p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
@@ -592,6 +603,7 @@ public class ClientCompat {
         p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false);
         p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
         p.put(ConsumerConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, 20000);
+        p.putAll(extra);
         return new KafkaConsumer<>(p, new ByteArrayDeserializer(), new ByteArrayDeserializer());
     }
 
@@ -657,6 +669,193 @@ public class ClientCompat {
         }
     }
 
+    // The first InitProducerId on a fresh broker waits for the transaction coordinator (Kafka
+    // creates __transaction_state then), and initTransactions() waits only max.block.ms.
+    static KafkaProducer<byte[], byte[]> txnProducer(String transactionalId) {
+        KafkaProducer<byte[], byte[]> p = producer(Map.of(ProducerConfig.TRANSACTIONAL_ID_CONFIG, transactionalId,
+            ProducerConfig.MAX_BLOCK_MS_CONFIG, 60000));
+        try {
+            p.initTransactions();
+        } catch (RuntimeException e) {
+            p.close(Duration.ZERO);
+            throw e;
+        }
+        return p;
+    }
+
+    static Map<TopicPartition, Long> latestOffsets(Admin a, Map<TopicPartition, OffsetSpec> specs,
+                                                   IsolationLevel level) throws Exception {
+        Map<TopicPartition, Long> out = new HashMap<>();
+        a.listOffsets(specs, new ListOffsetsOptions(level)).all().get(20, TimeUnit.SECONDS)
+            .forEach((tp, info) -> out.put(tp, info.offset()));
+        return out;
+    }
+
+    /** Waits until no transaction is open on the topic (LSO == high watermark):
+     *  commitTransaction() and abortTransaction() return once the coordinator has logged the
+     *  outcome, and the markers reach the partitions after that. */
+    static void awaitSettled(String topic, int partitions) throws Exception {
+        Map<TopicPartition, OffsetSpec> specs = new HashMap<>();
+        for (int i = 0; i < partitions; i++) specs.put(new TopicPartition(topic, i), OffsetSpec.latest());
+        try (Admin a = admin()) {
+            long deadline = System.nanoTime() + WAIT.toNanos();
+            while (true) {
+                Map<TopicPartition, Long> hw = latestOffsets(a, specs, IsolationLevel.READ_UNCOMMITTED);
+                Map<TopicPartition, Long> lso = latestOffsets(a, specs, IsolationLevel.READ_COMMITTED);
+                if (lso.equals(hw)) return;
+                check(System.nanoTime() < deadline, topic + ": LSO " + lso + " still behind the high watermark " + hw);
+                Thread.sleep(100);
+            }
+        }
+    }
+
+    /** The values of every partition of the topic, in offset order, from the beginning to the
+     *  end at this isolation level (the LSO with read_committed, the high watermark
+     *  otherwise), read once no transaction is open. */
+    static List<List<String>> readAll(String topic, int partitions, String isolation) throws Exception {
+        awaitSettled(topic, partitions);
+        try (KafkaConsumer<byte[], byte[]> c = consumer(Map.of(ConsumerConfig.ISOLATION_LEVEL_CONFIG, isolation))) {
+            List<TopicPartition> tps = new ArrayList<>();
+            List<List<String>> out = new ArrayList<>();
+            for (int i = 0; i < partitions; i++) {
+                tps.add(new TopicPartition(topic, i));
+                out.add(new ArrayList<>());
+            }
+            c.assign(tps);
+            c.seekToBeginning(tps);
+            Map<TopicPartition, Long> end = c.endOffsets(tps);
+            // Markers and skipped aborted records take offsets too, so the end is a position,
+            // not a count of records.
+            long deadline = System.nanoTime() + WAIT.toNanos();
+            while (tps.stream().anyMatch(tp -> c.position(tp) < end.get(tp))) {
+                check(System.nanoTime() < deadline, isolation + " read of " + topic + " did not reach " + end);
+                for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(200)))
+                    out.get(r.partition()).add(new String(r.value(), StandardCharsets.UTF_8));
+            }
+            return out;
+        }
+    }
+
+    /** Commit, abort, commit, five records each over two partitions: read_committed sees the
+     *  ten committed ones, read_uncommitted all fifteen, in each partition's order. */
+    static void testTransactions() throws Exception {
+        String t = createTopic(unique("j-txn"), 2, Map.of());
+        try (KafkaProducer<byte[], byte[]> p = txnProducer(unique("j-txn-id"))) {
+            for (String tag : List.of("c1", "a", "c2")) {
+                p.beginTransaction();
+                for (int i = 0; i < 5; i++)
+                    p.send(new ProducerRecord<>(t, i % 2, null, (tag + "-" + i).getBytes(StandardCharsets.UTF_8)));
+                if (tag.equals("a")) {
+                    // abortTransaction() drops batches still in the client: flushed, the
+                    // aborted records are in the log for read_committed to skip.
+                    p.flush();
+                    p.abortTransaction();
+                } else {
+                    p.commitTransaction();
+                }
+            }
+        }
+        eq(List.of(List.of("c1-0", "c1-2", "c1-4", "c2-0", "c2-2", "c2-4"),
+                   List.of("c1-1", "c1-3", "c2-1", "c2-3")),
+           readAll(t, 2, "read_committed"), "read_committed");
+        eq(List.of(List.of("c1-0", "c1-2", "c1-4", "a-0", "a-2", "a-4", "c2-0", "c2-2", "c2-4"),
+                   List.of("c1-1", "c1-3", "a-1", "a-3", "c2-1", "c2-3")),
+           readAll(t, 2, "read_uncommitted"), "read_uncommitted");
+    }
+
+    /** A second producer with the same transactional.id fences the first and aborts the
+     *  transaction it left open, records already in the log included. */
+    static void testTransactionsFencing() throws Exception {
+        String t = createTopic(unique("j-fence"), 1, Map.of());
+        String id = unique("j-fence-id");
+        try (KafkaProducer<byte[], byte[]> a = txnProducer(id)) {
+            a.beginTransaction();
+            for (int i = 0; i < 3; i++)
+                a.send(new ProducerRecord<>(t, 0, null, ("a-" + i).getBytes(StandardCharsets.UTF_8)));
+            a.flush();
+            try (KafkaProducer<byte[], byte[]> b = txnProducer(id)) {
+                eq(List.of(List.of()), readAll(t, 1, "read_committed"), "read_committed after the fence");
+                try {
+                    a.commitTransaction();
+                    throw new AssertionError("the fenced producer committed");
+                } catch (ProducerFencedException | InvalidProducerEpochException e) {
+                    // Fjord, like Kafka 4.1, gives ProducerFencedException.
+                }
+                b.beginTransaction();
+                for (int i = 0; i < 3; i++)
+                    b.send(new ProducerRecord<>(t, 0, null, ("b-" + i).getBytes(StandardCharsets.UTF_8)));
+                b.commitTransaction();
+            }
+        }
+        eq(List.of(List.of("b-0", "b-1", "b-2")), readAll(t, 1, "read_committed"), "read_committed");
+        eq(List.of(List.of("a-0", "a-1", "a-2", "b-0", "b-1", "b-2")), readAll(t, 1, "read_uncommitted"),
+           "read_uncommitted");
+    }
+
+    /** Exactly once from one topic to another: a read_committed group member hands each
+     *  batch's offsets to its producer's transaction, so output and progress commit or abort
+     *  together. One batch is aborted and processed again from the group's offsets; the output
+     *  holds every input record once, in order, and the group's offsets end at the input's end. */
+    static void testTransactionsConsumeTransformProduce() throws Exception {
+        String in = createTopic(unique("j-eos-in"), 2, Map.of());
+        String out = createTopic(unique("j-eos-out"), 2, Map.of());
+        produceEach(in, 2, 50, "in");
+        List<TopicPartition> inTps = List.of(new TopicPartition(in, 0), new TopicPartition(in, 1));
+        int aborted = 0;
+        // Ten records a poll: a dozen transactions or so, one aborted midway.
+        try (KafkaConsumer<byte[], byte[]> c = groupConsumer(unique("g-eos"), "classic", Map.of(
+                 ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed",
+                 ConsumerConfig.MAX_POLL_RECORDS_CONFIG, 10));
+             KafkaProducer<byte[], byte[]> p = txnProducer(unique("j-eos-id"))) {
+            c.subscribe(List.of(in));
+            Map<TopicPartition, Long> progress = new HashMap<>();
+            int done = 0;
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            while (done < 100) {
+                check(System.nanoTime() < deadline, "processed " + done + " of 100 input records");
+                ConsumerRecords<byte[], byte[]> batch = c.poll(Duration.ofMillis(200));
+                if (batch.isEmpty()) continue;
+                p.beginTransaction();
+                Map<TopicPartition, OffsetAndMetadata> next = new HashMap<>();
+                for (ConsumerRecord<byte[], byte[]> r : batch) {
+                    p.send(new ProducerRecord<>(out, r.partition(), null,
+                        ("T:" + new String(r.value(), StandardCharsets.UTF_8)).getBytes(StandardCharsets.UTF_8)));
+                    next.put(new TopicPartition(in, r.partition()), new OffsetAndMetadata(r.offset() + 1));
+                }
+                p.sendOffsetsToTransaction(next, c.groupMetadata());
+                if (aborted == 0 && done >= 30) {
+                    // Flushed so that the aborted output is in the log, not just dropped.
+                    p.flush();
+                    p.abortTransaction();
+                    aborted = batch.count();
+                    // The aborted offsets must not count: resume from what the group holds.
+                    Map<TopicPartition, OffsetAndMetadata> committed = c.committed(c.assignment());
+                    for (TopicPartition tp : c.assignment()) {
+                        OffsetAndMetadata o = committed.get(tp);
+                        eq(progress.get(tp), o == null ? null : o.offset(), "committed offset of " + tp + " after the abort");
+                        if (o == null) c.seekToBeginning(List.of(tp)); else c.seek(tp, o);
+                    }
+                    continue;
+                }
+                p.commitTransaction();
+                next.forEach((tp, o) -> progress.put(tp, o.offset()));
+                done += batch.count();
+            }
+            Map<TopicPartition, OffsetAndMetadata> committed = c.committed(new HashSet<>(inTps));
+            Map<TopicPartition, Long> got = new HashMap<>();
+            for (TopicPartition tp : inTps)
+                got.put(tp, committed.get(tp) == null ? null : committed.get(tp).offset());
+            eq(c.endOffsets(inTps), got, "group offsets after the last transaction");
+        }
+        check(aborted > 0, "no batch was aborted");
+        List<List<String>> want = List.of(new ArrayList<>(), new ArrayList<>());
+        for (int part = 0; part < 2; part++)
+            for (int i = 0; i < 50; i++) want.get(part).add("T:in-" + part + "-" + i);
+        eq(want, readAll(out, 2, "read_committed"), "read_committed output");
+        eq(100 + aborted, readAll(out, 2, "read_uncommitted").stream().mapToInt(List::size).sum(),
+           "read_uncommitted output, the aborted batch included");
+    }
+
     static void testDurabilityKill9() throws Exception {
         if (fjordBin == null) throw new Skip("needs FJORD_BIN: cannot kill -9 an external broker");
         String t = createTopic(unique("j-dur"), 2, Map.of());
@@ -720,6 +919,9 @@ public class ClientCompat {
         tests.put("compaction", ClientCompat::testCompaction);
         tests.put("consumer_protocol_group", () -> testGroup("consumer"));
         tests.put("classic_protocol_group", () -> testGroup("classic"));
+        tests.put("transactions", ClientCompat::testTransactions);
+        tests.put("transactions_fencing", ClientCompat::testTransactionsFencing);
+        tests.put("transactions_consume_transform_produce", ClientCompat::testTransactionsConsumeTransformProduce);
         tests.put("durability_kill9", ClientCompat::testDurabilityKill9);
 
         String only = args.length > 0 ? args[0] : null;
