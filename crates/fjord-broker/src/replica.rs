@@ -416,6 +416,42 @@ pub struct ReplicaManager {
     pub follower_quota: Mutex<RateWindow>,
 }
 
+/// How a coordinator's partitions of internal topic `topic` moved since it last looked:
+/// `(partitions it now leads in another epoch than the one it loaded them in, with that
+/// epoch; partitions it holds but no longer leads or hosts)`. `owned` maps the partitions
+/// it holds to the leader epoch they were loaded in.
+#[allow(clippy::type_complexity)]
+pub fn ownership_changes(
+    replicas: &ReplicaManager,
+    topic: &str,
+    owned: &HashMap<i32, i32>,
+) -> (Vec<(Arc<Partition>, i32)>, Vec<i32>) {
+    let hosted: Vec<Arc<Partition>> = replicas
+        .all()
+        .into_iter()
+        .filter(|p| p.topic == topic)
+        .collect();
+    let mut to_load = Vec::new();
+    let mut lost = Vec::new();
+    for p in &hosted {
+        let a = p.assignment();
+        let held = owned.get(&p.index);
+        if p.is_leader() {
+            if held != Some(&a.leader_epoch) {
+                to_load.push((p.clone(), a.leader_epoch));
+            }
+        } else if held.is_some() {
+            lost.push(p.index);
+        }
+    }
+    for &index in owned.keys() {
+        if !hosted.iter().any(|p| p.index == index) {
+            lost.push(index);
+        }
+    }
+    (to_load, lost)
+}
+
 fn quota(config: &BrokerConfig) -> RateWindow {
     let r = &config.replication;
     RateWindow::new(r.quota_window_ms, r.quota_windows)

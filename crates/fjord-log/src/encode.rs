@@ -71,7 +71,7 @@ pub(crate) fn rebuild(
 }
 
 /// Kafka's zigzag varint.
-fn put_varint(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8) | 0x80);

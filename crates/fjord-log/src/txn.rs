@@ -16,6 +16,7 @@
 //! ```
 
 use crate::batch::{BatchHeader, BATCH_HEADER_LEN, CRC_POS, CRC_START, LOG_OVERHEAD};
+use crate::encode::put_varint;
 use crate::index::Entry;
 use crate::records::RecordReader;
 use crate::LogError;
@@ -150,15 +151,6 @@ pub fn read_marker(batch: &[u8], h: &BatchHeader) -> Result<Marker, LogError> {
         commit,
         coordinator_epoch,
     })
-}
-
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
 }
 
 #[cfg(test)]

@@ -1072,34 +1072,9 @@ impl GroupCoordinator {
     /// partition it no longer leads, whose clients then get NOT_COORDINATOR and find the
     /// new coordinator. Blocking: run it off the async threads.
     pub fn sync_ownership(&self, state: &BrokerState) {
-        let hosted: Vec<Arc<Partition>> = state
-            .replicas
-            .all()
-            .into_iter()
-            .filter(|p| p.topic == TOPIC)
-            .collect();
         let count = self.partition_count(state);
-        let mut to_load = Vec::new();
-        let mut lost = Vec::new();
-        {
-            let owned = self.owned.lock();
-            for p in &hosted {
-                let a = p.assignment();
-                let held = owned.get(&p.index);
-                if p.is_leader() {
-                    if held != Some(&a.leader_epoch) {
-                        to_load.push((p.clone(), a.leader_epoch));
-                    }
-                } else if held.is_some() {
-                    lost.push(p.index);
-                }
-            }
-            for &index in owned.keys() {
-                if !hosted.iter().any(|p| p.index == index) {
-                    lost.push(index);
-                }
-            }
-        }
+        let (to_load, lost) =
+            crate::replica::ownership_changes(&state.replicas, TOPIC, &self.owned.lock());
         if !lost.is_empty() {
             let mut groups = self.groups.lock();
             let mut consumers = self.consumers.lock();

@@ -395,11 +395,7 @@ impl Skipped<'_> {
 ///
 /// `decodable` says which records the topic's coordinator understands (`__consumer_offsets`
 /// and `__transaction_state` are read the same way, each with its own record layouts).
-pub fn read_all(
-    log: &Log,
-    topic: &str,
-    decodable: &Decodable,
-) -> Result<Replayed, BrokerError> {
+pub fn read_all(log: &Log, topic: &str, decodable: &Decodable) -> Result<Replayed, BrokerError> {
     let max_record = log.config().max_message_bytes as usize;
     // Replay keeps the last value per key, as the coordinator's maps would: memory follows
     // the live state, not the length of the log.

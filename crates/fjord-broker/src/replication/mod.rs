@@ -9,7 +9,7 @@
 pub mod checkpoint;
 pub mod fetcher;
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 pub mod state;
 pub mod throttle;
 

@@ -102,11 +102,12 @@ const CANCEL_PERMILLE: u64 = 250;
 /// is what it was before reassignments were simulated.
 const SECOND_STREAM: u64 = 0x7EA5_5167;
 
-/// splitmix64: tiny, seedable, and good enough to pick faults.
-struct Rng(u64);
+/// splitmix64: tiny, seedable, and good enough to pick faults. The broker's other
+/// simulations draw from it too.
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -114,12 +115,12 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 
     /// True with probability `p` per mille.
-    fn permille(&mut self, p: u64) -> bool {
+    pub(crate) fn permille(&mut self, p: u64) -> bool {
         self.below(1000) < p
     }
 }

@@ -528,34 +528,9 @@ impl TransactionCoordinator {
         // One at a time (the timer task and a FindCoordinator that created the topic may
         // both call it), so that a partition is never loaded twice at once.
         let _one = self.syncing.lock();
-        let hosted: Vec<Arc<Partition>> = state
-            .replicas
-            .all()
-            .into_iter()
-            .filter(|p| p.topic == TOPIC)
-            .collect();
         let count = self.partition_count(state);
-        let mut to_load = Vec::new();
-        let mut lost = Vec::new();
-        {
-            let owned = self.owned.lock();
-            for p in &hosted {
-                let a = p.assignment();
-                let held = owned.get(&p.index);
-                if p.is_leader() {
-                    if held != Some(&a.leader_epoch) {
-                        to_load.push((p.clone(), a.leader_epoch));
-                    }
-                } else if held.is_some() {
-                    lost.push(p.index);
-                }
-            }
-            for &index in owned.keys() {
-                if !hosted.iter().any(|p| p.index == index) {
-                    lost.push(index);
-                }
-            }
-        }
+        let (to_load, lost) =
+            crate::replica::ownership_changes(&state.replicas, TOPIC, &self.owned.lock());
         let reloaded: Vec<i32> = to_load.iter().map(|(p, _)| p.index).collect();
         if !lost.is_empty() || !reloaded.is_empty() {
             let mut owned = self.owned.lock();

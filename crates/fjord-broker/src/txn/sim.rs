@@ -46,6 +46,7 @@ use super::metadata::{
     from_log, init_producer_id, needs_markers, Then, Transit, TxnMetadata, TxnState,
 };
 use crate::error::code;
+use crate::replication::sim::Rng;
 
 const IDS: [&str; 3] = ["t0", "t1", "t2"];
 /// Producer `i` uses `IDS[i % IDS.len()]`: two producers per id.
@@ -56,28 +57,6 @@ const MAX_TIMEOUT_MS: i32 = 60_000;
 const EXPIRATION_MS: i64 = 30_000;
 /// Where the simulated producer id allocator starts; the seeded records use lower ids.
 const FIRST_PID: i64 = 2000;
-
-/// splitmix64: tiny, seedable, and good enough to pick faults.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    /// True with probability `p` per mille.
-    fn permille(&mut self, p: u64) -> bool {
-        self.below(1000) < p
-    }
-}
 
 /// The coordinator around the rules: the correct one, and ones with a mistake each of the
 /// checks must catch.
