@@ -106,6 +106,11 @@ def fmt_t(t):
     return f"t={t:.1f}s" if isinstance(t, (int, float)) else "t=?"
 
 
+def txn_name(producer, txn):
+    return f"transaction {txn} of producer {producer}" if txn is not None else \
+        f"a transaction of producer {producer}"
+
+
 def describe(consumer, t):
     # Who saw a value at an offset: a group consumer's poll, or the final read (None).
     return "final read" if consumer is None else f"poll by {consumer} {fmt_t(t)}"
@@ -139,9 +144,17 @@ class Checker:
         self.open_faults = defaultdict(list)
         # Transactions, checked at the end since a poll may be logged before its
         # producer gets to log the commit or abort.
-        self.txn_committed = []  # (producer, values, t)
-        self.txn_aborted = {}  # value -> (producer, t)
+        # (outcome, producer, txn, values, t): outcome "commit", "abort" or "unknown".
+        self.txns = []
+        self.txn_committed = {}  # value -> (producer, txn, t)
+        # Values that must never be read with read_committed: aborted, or of a
+        # transaction of unknown outcome whose commit was never asked for.
+        # value -> (producer, txn, t, why)
+        self.txn_aborted = {}
+        self.txn_unknown = {}  # value -> (producer, txn, t)
+        self.txn_writes = {}  # value -> (partition, offset, key) from its delivery report
         self.rc_polls = []  # (consumer, partition, offset, value, t)
+        self.final_rc = False  # the final read was read_committed
         # Looked up once: add() runs for every one of possibly millions of events.
         self.handlers = {name[3:]: getattr(self, name) for name in dir(self)
                          if name.startswith("on_")}
@@ -236,6 +249,8 @@ class Checker:
     def on_final(self, ev, t):
         self.n_final += 1
         p, o, v = int(ev["partition"]), int(ev["offset"]), ev["value"]
+        if ev.get("isolation") == "read_committed":
+            self.final_rc = True
         self.observe(p, o, v, None, t)
         self.final.setdefault(v, []).append((p, o))
         self.final_at.setdefault((p, o), v)
@@ -260,12 +275,37 @@ class Checker:
 
     # --- transactions (txn workload) ---
 
+    # A transaction's values are acknowledged when its commit returns: the time of that
+    # counts as an ack's for availability, and its values are then held to everything an
+    # acked value is (present once, where its write said, in order).
+
+    def on_txn_write(self, ev, t):
+        offset = ev.get("offset")
+        self.txn_writes[ev["value"]] = (int(ev["partition"]),
+                                        -1 if offset is None else int(offset), ev.get("key"))
+
     def on_txn_commit(self, ev, t):
-        self.txn_committed.append((ev["producer"], list(ev["values"]), t))
+        prod, txn, values = ev["producer"], ev.get("txn"), list(ev["values"])
+        self.txns.append(("commit", prod, txn, values, t))
+        for v in values:
+            self.txn_committed[v] = (prod, txn, t)
+            self.ack_times.append(t)
 
     def on_txn_abort(self, ev, t):
+        prod, txn, values = ev["producer"], ev.get("txn"), list(ev["values"])
+        self.txns.append(("abort", prod, txn, values, t))
         for v in ev["values"]:
-            self.txn_aborted[v] = (ev["producer"], t)
+            self.txn_aborted[v] = (prod, txn, t, "aborted")
+
+    def on_txn_unknown(self, ev, t):
+        # It may have committed or aborted; either is fine, half of it is not. But a
+        # transaction whose commit was never asked for cannot have committed.
+        prod, txn, values = ev["producer"], ev.get("txn"), list(ev["values"])
+        self.txns.append(("unknown", prod, txn, values, t))
+        for v in values:
+            self.txn_unknown[v] = (prod, txn, t)
+            if ev.get("commit_requested") is False:
+                self.txn_aborted[v] = (prod, txn, t, "ended without a commit ever asked for")
 
     # --- end of history ---
 
@@ -275,6 +315,10 @@ class Checker:
             for s in starts:
                 r.fault_windows.append((f, node, s, self.last_t))
         r.fault_windows.sort(key=lambda w: w[2])
+        for v, (prod, txn, t) in self.txn_committed.items():
+            if v not in self.acked:
+                p, o, key = self.txn_writes.get(v, (-1, -1, None))
+                self.acked[v] = (p, o, prod, key, t)
         self.check_lost_and_duplicated()
         self.check_ack_offsets()
         self.check_order()
@@ -287,14 +331,23 @@ class Checker:
             "polled": self.n_polled,
             "final records": self.n_final,
         }
+        if self.txns:
+            for outcome in ("commit", "abort", "unknown"):
+                r.totals[f"txn {outcome}"] = sum(1 for x in self.txns if x[0] == outcome)
         return r
 
     def check_lost_and_duplicated(self):
         r = self.r
         for v, (p, o, prod, key, t) in self.acked.items():
             if v not in self.final:
-                self.example("lost", f"{v!r} (key {key!r}) acked at p{p}/o{o} {fmt_t(t)}, "
-                                     f"absent from the final read")
+                if v in self.txn_committed:
+                    _, txn, _ = self.txn_committed[v]
+                    where = f"written at p{p}/o{o}" if p >= 0 else "no write reported"
+                    self.example("lost", f"{v!r} of {txn_name(prod, txn)}, committed "
+                                         f"{fmt_t(t)}, {where}, absent from the final read")
+                else:
+                    self.example("lost", f"{v!r} (key {key!r}) acked at p{p}/o{o} {fmt_t(t)}, "
+                                         f"absent from the final read")
         for v, places in self.final.items():
             if len(places) > 1:
                 where = ", ".join(f"p{p}/o{o}" for p, o in sorted(places)[:4])
@@ -304,7 +357,12 @@ class Checker:
                 if v in self.sent:
                     r.unacked_present += 1
                     if len(r.unacked_present_examples) < MAX_EXAMPLES:
-                        why = "failed" if v in self.failed else "never answered"
+                        if v in self.txn_unknown:
+                            why = f"transaction {self.txn_unknown[v][1]}, outcome unknown"
+                        elif v in self.txn_aborted:
+                            why = f"transaction {self.txn_aborted[v][1]}, aborted"
+                        else:
+                            why = "failed" if v in self.failed else "never answered"
                         p, o = places[0]
                         r.unacked_present_examples.append(f"{v!r} ({why}) at p{p}/o{o}")
                 else:
@@ -359,7 +417,8 @@ class Checker:
             # already counted as a duplicate.
             p, o = places[0] if len(places) == 1 else min(places, key=lambda x: (x[1], x[0]))
             by_prod_part[(prod, p)].append((o, seq, v))
-            by_prod_key[(prod, key)].append((p, o, seq, v))
+            if key is not None:
+                by_prod_key[(prod, key)].append((p, o, seq, v))
 
         for (prod, key), items in by_prod_key.items():
             parts = defaultdict(list)
@@ -381,27 +440,40 @@ class Checker:
 
     def check_transactions(self):
         """Transactional checks; inert until the txn workload logs txn_* events."""
-        # Aborted read: a read_committed consumer must never see an aborted record.
+        def whence(v):
+            prod, txn, t, why = self.txn_aborted[v]
+            return f"{txn_name(prod, txn)}, {why} {fmt_t(t)}"
+
+        # Aborted read: a read_committed reader must never see a record of an aborted
+        # transaction (nor of one that never asked to commit).
         for c, p, o, v, t in self.rc_polls:
             if v in self.txn_aborted:
                 self.example("aborted_reads",
-                             f"consumer {c} read {v!r} at p{p}/o{o} {fmt_t(t)}, from a "
-                             f"transaction {self.txn_aborted[v][0]} aborted "
-                             f"{fmt_t(self.txn_aborted[v][1])}")
-        # A committed transaction is all-or-nothing in the final read. Wholly absent is
-        # loss of acknowledged writes; partly present breaks atomicity.
-        for prod, values, t in self.txn_committed:
+                             f"consumer {c} read {v!r} at p{p}/o{o} {fmt_t(t)}, from {whence(v)}")
+        if self.final_rc:
+            for v in self.txn_aborted:
+                for p, o in self.final.get(v, ()):
+                    self.example("aborted_reads",
+                                 f"final read (read_committed) found {v!r} at p{p}/o{o}, "
+                                 f"from {whence(v)}")
+        # A transaction is all or nothing in the final read. A committed one wholly
+        # absent is lost (its values were judged as acked); partly present breaks
+        # atomicity. One of unknown outcome may be either, never half. Read with
+        # read_uncommitted, aborted and unknown ones may show what got written, so only
+        # committed ones are held to it then.
+        for outcome, prod, txn, values, t in self.txns:
+            if outcome != "commit" and not self.final_rc:
+                continue
             present = [v for v in values if v in self.final]
-            if not present:
-                for v in values:
-                    if v not in self.acked:  # acked ones were already judged as lost
-                        self.example("lost", f"{v!r} in a transaction of {prod} committed "
-                                             f"{fmt_t(t)}, absent from the final read")
-            elif len(present) < len(values):
+            if present and len(present) < len(values):
                 missing = [v for v in values if v not in self.final]
+                what = {"commit": "committed", "abort": "aborted",
+                        "unknown": "of unknown outcome, ended"}[outcome]
                 self.example("half_transactions",
-                             f"{prod} committed {len(values)} values {fmt_t(t)}; final read "
-                             f"lacks {len(missing)}: {', '.join(map(repr, missing[:3]))}")
+                             f"{txn_name(prod, txn)} ({len(values)} values) {what} "
+                             f"{fmt_t(t)}; the final read has "
+                             f"{', '.join(map(repr, present[:3]))} but lacks "
+                             f"{', '.join(map(repr, missing[:3]))}")
 
     def check_availability(self):
         r = self.r

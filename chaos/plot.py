@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Draws a Fjord chaos run as a timeline PNG: acks per second on top, ack latency p50
-and p99 per second below (log scale), with every injected fault shaded by type.
+and p99 per second below (log scale), with every injected fault shaded by type. For the
+txn workload, an ack is a committed record (counted when its commit returns) and its
+latency is that of its transaction, from begin to the commit's return.
 
     python chaos/plot.py HISTORY.jsonl OUT.png [--verdict PASS|FAIL]
 
@@ -61,6 +63,13 @@ class Timeline:
             lat = ev.get("latency")
             if isinstance(lat, (int, float)) and lat >= 0:
                 self.latency[sec].append(lat)
+        elif typ == "txn_commit":
+            sec = int(t)
+            n = len(ev.get("values") or ())
+            self.acks[sec] += n
+            lat = ev.get("latency")
+            if isinstance(lat, (int, float)) and lat >= 0:
+                self.latency[sec].extend([lat] * n)
         elif typ == "fault":
             f, node = ev.get("fault"), ev.get("node")
             if ev.get("phase") == "start":
@@ -101,14 +110,15 @@ class Timeline:
 
         fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(14, 7),
                                           gridspec_kw={"height_ratios": [1, 1]})
+        txn = meta.get("workload") == "txn"
         top.step(secs, tput, where="post", color="black", linewidth=0.8)
-        top.set_ylabel("acks / s")
+        top.set_ylabel("committed records / s" if txn else "acks / s")
         top.set_ylim(bottom=0)
         bottom.plot(secs, p50, color="tab:green", linewidth=0.8, label="p50")
         bottom.plot(secs, p99, color="tab:red", linewidth=0.8, label="p99")
         if any(not math.isnan(v) for v in p99):
             bottom.set_yscale("log")
-        bottom.set_ylabel("ack latency (ms)")
+        bottom.set_ylabel("transaction latency (ms)" if txn else "ack latency (ms)")
         bottom.set_xlabel("time since start (s)")
         bottom.set_xlim(0, end)
 
@@ -143,9 +153,10 @@ def plot_file(history, out, verdict=None):
     decode = json.JSONDecoder().raw_decode
     with open(history, encoding="utf-8") as f:
         for line in f:
-            # Only acks, faults and the meta line are drawn; a substring test skips
-            # decoding the sends, polls and final records that make up most of a run.
-            if '"ack"' in line or '"fault"' in line or '"meta"' in line:
+            # Only acks, commits, faults and the meta line are drawn; a substring test
+            # skips decoding the sends, polls and final records that make up most of a run.
+            if ('"ack"' in line or '"txn_commit"' in line or '"fault"' in line
+                    or '"meta"' in line):
                 tl.add(decode(line.strip())[0])
     tl.render(out, verdict=verdict)
 

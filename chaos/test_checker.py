@@ -1,4 +1,5 @@
-"""Tests for the Fjord chaos checker and plot on small synthetic histories.
+"""Tests for the Fjord chaos checker and plot on small synthetic histories, and for how
+the txn workload logs a transaction's outcome.
 
 Each violation test starts from a clean history that passes and breaks exactly one
 thing, so a check that stops detecting its violation fails its test.
@@ -8,8 +9,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import checker  # noqa: E402
@@ -353,6 +356,374 @@ def test_examples_are_capped():
     r = check(ev)
     assert r.counts["lost"] == 61
     assert len(r.examples["lost"]) == checker.MAX_EXAMPLES
+
+
+# --- the txn workload ---
+
+# (producer, txn, [(value, partition)], outcome); outcome "commit", "abort", "unknown"
+# (commit asked for, so it may have gone either way) or "unknown-nocommit" (ended without
+# a commit ever asked for). `landed` says whether an unknown one turned out committed.
+TXNS = [
+    (0, "0-t0", [("0-0", 0), ("0-1", 1)], "commit", True),
+    (1, "1-t0", [("1-0", 0), ("1-1", 1), ("1-2", 0)], "commit", True),
+    (0, "0-t1", [("0-2", 0), ("0-3", 1)], "abort", False),
+    (1, "1-t1", [("1-3", 1), ("1-4", 0)], "unknown", True),
+    (0, "0-t2", [("0-4", 1), ("0-5", 0)], "unknown", False),
+    (1, "1-t2", [("1-5", 0), ("1-6", 1)], "unknown-nocommit", False),
+    (0, "0-t3", [("0-6", 0), ("0-7", 1)], "commit", True),
+]
+
+
+def clean_txn_history():
+    """Seven transactions of two transactional producers over two partitions: three
+    committed, one aborted, three of unknown outcome (one of which landed). Every record
+    and every transaction marker takes an offset, as in a Kafka log. A read_committed
+    consumer polls what committed, a kill fault sits between two commits, and the final
+    read_committed read holds exactly the transactions that landed."""
+    ev = [{"type": "meta", "t": 0.0, "nodes": 3, "seed": 7, "faults": ["kill"],
+           "workload": "txn", "minutes": 1, "system": "fjord", "partitions": 2}]
+    t = 0.0
+    next_offset = {0: 0, 1: 0}
+    visible = []  # (partition, offset, key, value) of transactions that landed
+    for prod, txn, records, outcome, landed in TXNS:
+        t += 0.5
+        written = []
+        for v, part in records:
+            ev.append({"type": "send", "t": t, "producer": prod, "txn": txn, "key": f"k{part}",
+                       "value": v, "partition": part})
+        for v, part in records:
+            o = next_offset[part]
+            next_offset[part] += 1
+            ev.append({"type": "txn_write", "t": t + 0.01, "producer": prod, "txn": txn,
+                       "key": f"k{part}", "value": v, "partition": part, "offset": o})
+            written.append((part, o, f"k{part}", v))
+        for part in {part for _, part in records}:
+            next_offset[part] += 1  # the marker
+        values = [v for v, _ in records]
+        done = {"type": "txn_" + outcome.split("-")[0], "t": t + 0.1, "producer": prod,
+                "txn": txn, "values": values}
+        if outcome == "commit":
+            done.update(planned=True, latency=0.1)
+        elif outcome == "abort":
+            done.update(planned=True, latency=0.1)
+        else:
+            done.update(commit_requested=outcome == "unknown", error="fenced")
+        ev.append(done)
+        if landed:
+            visible += written
+        if txn == "1-t0":
+            ev.append({"type": "fault", "t": t + 0.2, "fault": "kill", "phase": "start",
+                       "node": 2, "detail": "leader"})
+            ev.append({"type": "fault", "t": t + 3.0, "fault": "kill", "phase": "end",
+                       "node": 2, "detail": ""})
+    t += 1
+    ev.append({"type": "assign", "t": t, "consumer": 0, "partitions": [0, 1]})
+    for part, o, key, v in sorted(visible):
+        t += 0.01
+        ev.append({"type": "poll", "t": t, "consumer": 0, "partition": part, "offset": o,
+                   "key": key, "value": v, "isolation": "read_committed"})
+    t += 1
+    for part, o, key, v in sorted(visible):
+        ev.append({"type": "final", "t": t, "partition": part, "offset": o, "key": key,
+                   "value": v, "isolation": "read_committed"})
+    return ev
+
+
+def txn_values(txn):
+    return next(r for _, name, r, _, _ in TXNS if name == txn)
+
+
+def drop_final(ev, value):
+    return [e for e in ev if not (e["type"] == "final" and e["value"] == value)]
+
+
+def add_final(ev, value, part, offset, isolation="read_committed"):
+    e = {"type": "final", "t": 99, "partition": part, "offset": offset, "key": f"k{part}",
+         "value": value}
+    if isolation:
+        e["isolation"] = isolation
+    return ev + [e]
+
+
+def write_offset(ev, value):
+    return next(e["offset"] for e in ev if e["type"] == "txn_write" and e["value"] == value)
+
+
+def test_clean_txn_history_passes():
+    r = check(clean_txn_history())
+    assert r.verdict == "PASS", r.examples
+    assert r.violations == 0
+    # Committed values count as acked; those of the unknown transaction that landed are
+    # indeterminate writes that landed, not violations.
+    assert r.totals["acked"] == 7
+    assert r.totals["final records"] == 9
+    assert r.unacked_present == 2
+    assert any("outcome unknown" in e for e in r.unacked_present_examples)
+    assert (r.totals["txn commit"], r.totals["txn abort"], r.totals["txn unknown"]) == (3, 1, 3)
+
+
+def test_txn_commit_times_are_acks_for_availability():
+    r = check(clean_txn_history())
+    # The kill starts 0.1 s after 1-t0's commit; the next commit (0-t1 is an abort, so
+    # 0-t3's at 3.6 s) is the first ack after it.
+    assert r.faults["kill"].injected == 1
+    assert r.faults["kill"].max_unavailable == pytest.approx(3.6 - 1.2)
+
+
+def test_queue_totals_have_no_txn_columns():
+    assert not any(k.startswith("txn") for k in check(clean_history()).totals)
+
+
+def test_txn_without_commits_fails():
+    ev = [e for e in clean_txn_history() if e["type"] != "txn_commit"]
+    r = check(ev)
+    assert r.totals["acked"] == 0
+    assert r.verdict == "FAIL"
+
+
+def test_committed_value_missing_is_lost_and_half_visible():
+    ev = drop_final(clean_txn_history(), "1-2")
+    r = check(ev)
+    assert r.counts["lost"] == 1
+    assert "'1-2'" in r.examples["lost"][0] and "1-t0" in r.examples["lost"][0]
+    assert r.counts["half_transactions"] == 1
+    assert "1-t0" in r.examples["half_transactions"][0]
+    assert r.verdict == "FAIL"
+
+
+def test_committed_transaction_wholly_missing_is_lost_not_half():
+    ev = drop_final(drop_final(clean_txn_history(), "0-6"), "0-7")
+    r = check(ev)
+    assert r.counts["lost"] == 2
+    assert r.counts["half_transactions"] == 0
+    assert all("0-t3" in e for e in r.examples["lost"])
+
+
+def test_committed_value_read_twice_is_a_duplicate():
+    ev = add_final(clean_txn_history(), "0-1", 1, 40)
+    r = check(ev)
+    assert r.counts["duplicated"] == 1
+    assert "'0-1'" in r.examples["duplicated"][0]
+
+
+def test_committed_value_at_another_offset_than_its_write():
+    ev = clean_txn_history()
+    for e in ev:
+        if e["type"] == "txn_write" and e["value"] == "1-1":
+            e["offset"] = 30
+    r = check(ev)
+    assert r.counts["inconsistent_offsets"] == 1
+    assert "p1/o30" in r.examples["inconsistent_offsets"][0]
+
+
+def test_committed_values_out_of_order():
+    # 0-6 and 0-0, both committed, both of producer 0 in partition 0, swap places.
+    ev = clean_txn_history()
+    a, b = write_offset(ev, "0-0"), write_offset(ev, "0-6")
+    for e in ev:
+        if e.get("value") in ("0-0", "0-6") and e["type"] in ("txn_write", "poll", "final"):
+            e["offset"] = b if e["value"] == "0-0" else a
+    r = check(ev)
+    assert r.counts["reordered"] >= 1
+    assert r.counts["inconsistent_offsets"] == 0
+
+
+def test_aborted_value_polled_with_read_committed():
+    ev = clean_txn_history()
+    o = write_offset(ev, "0-2")
+    ev.insert(-1, {"type": "poll", "t": 50, "consumer": 1, "partition": 0, "offset": o,
+                   "key": "k0", "value": "0-2", "isolation": "read_committed"})
+    r = check(ev)
+    assert r.counts["aborted_reads"] == 1
+    assert "'0-2'" in r.examples["aborted_reads"][0]
+    assert "0-t1" in r.examples["aborted_reads"][0]
+    assert r.verdict == "FAIL"
+
+
+def test_aborted_value_polled_without_read_committed_is_not_judged():
+    ev = clean_txn_history()
+    ev.insert(-1, {"type": "poll", "t": 50, "consumer": 1, "partition": 0,
+                   "offset": write_offset(ev, "0-2"), "key": "k0", "value": "0-2"})
+    assert check(ev).counts["aborted_reads"] == 0
+
+
+def test_aborted_transaction_in_the_final_read():
+    ev = clean_txn_history()
+    whole = add_final(add_final(ev, "0-2", 0, write_offset(ev, "0-2")),
+                      "0-3", 1, write_offset(ev, "0-3"))
+    r = check(whole)
+    assert r.counts["aborted_reads"] == 2
+    assert r.counts["half_transactions"] == 0
+    assert r.verdict == "FAIL"
+    # Half of it: both an aborted read and a half-visible transaction.
+    r = check(add_final(ev, "0-3", 1, write_offset(ev, "0-3")))
+    assert r.counts["aborted_reads"] == 1
+    assert r.counts["half_transactions"] == 1
+
+
+def test_aborted_values_in_a_read_uncommitted_final_read_are_not_judged():
+    ev = clean_txn_history()
+    for e in ev:
+        e.pop("isolation", None)
+    ev = add_final(ev, "0-3", 1, write_offset(ev, "0-3"), isolation=None)
+    r = check(ev)
+    assert r.counts["aborted_reads"] == 0
+    assert r.counts["half_transactions"] == 0
+    assert r.verdict == "PASS", r.examples
+
+
+def test_unknown_outcome_either_way_passes():
+    ev = clean_txn_history()
+    # 1-t1 landed in the clean history; 0-t2 did not. Swap that round.
+    for v, part in txn_values("1-t1"):
+        ev = drop_final(ev, v)
+    for v, part in txn_values("0-t2"):
+        ev = add_final(ev, v, part, write_offset(ev, v))
+    r = check(ev)
+    assert r.verdict == "PASS", r.examples
+    assert r.unacked_present == 2
+
+
+def test_unknown_outcome_half_visible():
+    ev = clean_txn_history()
+    r = check(drop_final(ev, "1-4"))
+    assert r.counts["half_transactions"] == 1
+    assert "1-t1" in r.examples["half_transactions"][0]
+    assert "unknown" in r.examples["half_transactions"][0]
+    assert r.counts["lost"] == 0
+    assert r.verdict == "FAIL"
+
+
+def test_unknown_outcome_without_a_commit_asked_for_must_not_be_read():
+    # 1-t2 ended (fenced) before commit_transaction was ever called: it cannot have
+    # committed, so reading it with read_committed is an aborted read.
+    ev = clean_txn_history()
+    for v, part in txn_values("1-t2"):
+        ev = add_final(ev, v, part, write_offset(ev, v))
+    r = check(ev)
+    assert r.counts["aborted_reads"] == 2
+    assert "without a commit ever asked for" in r.examples["aborted_reads"][0]
+    assert r.verdict == "FAIL"
+
+
+def test_txn_history_cli_and_plot(tmp_path):
+    h = write_history(tmp_path, clean_txn_history())
+    rep, png = tmp_path / "r.md", tmp_path / "t.png"
+    p = run_cli(h, "--report", rep, "--plot", png)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.rstrip("\n").splitlines()[-1] == (
+        "faults: 1 injected; acked: 7; lost: 0; duplicated: 0; reordered: 0; "
+        "inconsistent offsets: 0; verdict: PASS")
+    assert "| txn commit | txn abort | txn unknown |" in rep.read_text()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_txn_cli_aborted_read_fails_with_clean_last_counts(tmp_path):
+    ev = clean_txn_history()
+    ev = add_final(ev, "0-2", 0, write_offset(ev, "0-2"))
+    p = run_cli(write_history(tmp_path, ev))
+    assert p.returncode == 1
+    assert p.stdout.rstrip().splitlines()[-1].endswith(
+        "lost: 0; duplicated: 0; reordered: 0; inconsistent offsets: 0; verdict: FAIL")
+    assert "| aborted reads (read_committed) | 1 |" in p.stdout
+
+
+# How the txn workload ends a transaction and logs its outcome, on a stand-in producer
+# whose commit and abort fail as scripted.
+
+class FakeHistory:
+    def __init__(self):
+        self.events = []
+
+    def write(self, ev):
+        self.events.append(ev)
+
+    def of(self, *types):
+        return [e for e in self.events if e["type"] in types]
+
+
+class ScriptedProducer:
+    """commit_transaction and abort_transaction raise the scripted errors in turn, then
+    succeed."""
+
+    def __init__(self, commit=(), abort=()):
+        self.script = {"commit": list(commit), "abort": list(abort)}
+        self.calls = []
+
+    def call(self, name):
+        self.calls.append(name)
+        if self.script[name]:
+            raise KafkaException(self.script[name].pop(0))
+
+    def commit_transaction(self, timeout):
+        self.call("commit")
+
+    def abort_transaction(self, timeout):
+        self.call("abort")
+
+
+def ending(commit, producer):
+    """Runs TxnProducers.end on `producer`; returns (history, producer it went on with)."""
+    import workload
+    h = FakeHistory()
+    tp = workload.TxnProducers("unused:9092", "chaos", h, 1, 10, 1, 2)
+    tp.init = lambda i, old=None: "recreated"
+    return h, tp.end(0, producer, "0-t0", ["0-0", "0-1"], commit=commit,
+                     start=time.monotonic())
+
+
+def kerr(code, **flags):
+    return KafkaError(code, "scripted", **flags)
+
+
+def test_workload_logs_commit_only_when_it_returned():
+    p = ScriptedProducer()
+    h, after = ending(True, p)
+    assert after is p
+    [done] = h.of("txn_commit", "txn_abort", "txn_unknown")
+    assert done["type"] == "txn_commit" and done["values"] == ["0-0", "0-1"]
+
+
+def test_workload_retries_a_retriable_commit():
+    p = ScriptedProducer(commit=[kerr(KafkaError._TIMED_OUT, retriable=True)] * 2)
+    h, after = ending(True, p)
+    assert p.calls == ["commit"] * 3
+    assert [e["type"] for e in h.of("txn_commit", "txn_abort", "txn_unknown")] == ["txn_commit"]
+    assert len(h.of("txn_error")) == 2 and after is p
+
+
+def test_workload_aborts_when_the_commit_requires_it():
+    p = ScriptedProducer(commit=[kerr(KafkaError._PURGE_QUEUE, txn_requires_abort=True)])
+    h, after = ending(True, p)
+    assert p.calls == ["commit", "abort"]
+    [done] = h.of("txn_commit", "txn_abort", "txn_unknown")
+    assert done["type"] == "txn_abort" and done["planned"] is False
+
+
+def test_workload_fenced_commit_is_unknown_and_recreates():
+    p = ScriptedProducer(commit=[kerr(KafkaError._FENCED, fatal=True)])
+    h, after = ending(True, p)
+    assert after == "recreated"
+    [done] = h.of("txn_commit", "txn_abort", "txn_unknown")
+    assert done["type"] == "txn_unknown" and done["commit_requested"] is True
+
+
+def test_workload_failed_abort_after_abortable_commit_is_unknown():
+    p = ScriptedProducer(commit=[kerr(KafkaError._PURGE_QUEUE, txn_requires_abort=True)],
+                         abort=[kerr(KafkaError._FENCED, fatal=True)])
+    h, after = ending(True, p)
+    [done] = h.of("txn_commit", "txn_abort", "txn_unknown")
+    assert done["type"] == "txn_unknown" and done["commit_requested"] is True
+
+
+def test_workload_fenced_planned_abort_never_asked_to_commit():
+    p = ScriptedProducer(abort=[kerr(KafkaError._TIMED_OUT, retriable=True),
+                                kerr(KafkaError._FENCED, fatal=True)])
+    h, after = ending(False, p)
+    assert p.calls == ["abort", "abort"]
+    [done] = h.of("txn_commit", "txn_abort", "txn_unknown")
+    assert done["type"] == "txn_unknown" and done["commit_requested"] is False
+    assert after == "recreated"
 
 
 # --- the command line ---

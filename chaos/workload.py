@@ -1,6 +1,14 @@
-"""The queue workload: idempotent acks=all producers writing unique values, a consumer
-group committing offsets while partitions move, and a final full read. Every send,
-acknowledgement, failure, poll, commit and assignment change goes to the history.
+"""The workloads.
+
+queue: idempotent acks=all producers writing unique values, a consumer group committing
+offsets while partitions move, and a final full read. Every send, acknowledgement,
+failure, poll, commit and assignment change goes to the history.
+
+txn: transactional producers writing unique values in transactions of a few records
+over several partitions, each transaction committed or aborted at random; read_committed
+consumers in a group; a final read_committed read once no transaction is open. Every
+send, write, transactional call that failed, and the outcome of every transaction
+(committed, aborted, or unknown) goes to the history.
 """
 
 import json
@@ -8,7 +16,9 @@ import random
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition, OFFSET_BEGINNING
+from confluent_kafka import (Consumer, IsolationLevel, KafkaError, KafkaException, Producer,
+                             TopicPartition, OFFSET_BEGINNING)
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 KEYS = 20
 
@@ -136,9 +146,246 @@ class Producers:
         self.unflushed += left
 
 
-class Consumers:
-    def __init__(self, bootstrap, topic, group, history, count):
+class TxnProducers:
+    """Transactional producers, one transactional.id each, writing unique values "I-SEQ"
+    in transactions of 2-5 records over several partitions; a fifth of the transactions
+    are aborted on purpose. Each record's send and write (delivery report) is logged with
+    its transaction, and each transaction's outcome once it is known:
+
+    - txn_commit: commit_transaction returned;
+    - txn_abort: abort_transaction returned (planned, or because the commit failed with an
+      abortable error);
+    - txn_unknown: neither could be confirmed (a fatal error such as fencing, or retries
+      that never succeeded) and the producer was recreated with the same transactional.id,
+      whose init_transactions completes or aborts what was left. `commit_requested` says
+      whether commit_transaction was ever called for it: if not, it cannot have committed.
+
+    Failed calls follow librdkafka's rules: an abortable error (txn_requires_abort) means
+    abort; a retriable one means the same call again; a fatal one means a new producer.
+    """
+
+    ABORT_RATE = 0.2
+    RECORDS = (2, 5)
+    # The coordinator aborts a transaction left open this long; short enough that one a
+    # stopped producer left open does not hold the final read back for long.
+    TXN_TIMEOUT_MS = 30000
+    CALL_TIMEOUT = 30.0  # seconds for one init/commit/abort call
+    END_PATIENCE = 180.0  # seconds of retrying one commit or abort before giving up
+    INIT_PATIENCE = 120.0  # seconds of failing init_transactions after the run's end
+
+    def __init__(self, bootstrap, topic, history, count, rate, seed, partitions):
         self.bootstrap = bootstrap
+        self.topic = topic
+        self.h = history
+        self.count = count
+        self.rate = rate  # records per second, over all producers
+        self.seed = seed
+        self.partitions = partitions
+        self.stop = threading.Event()
+        self.ready = [threading.Event() for _ in range(count)]
+        self.threads = [threading.Thread(target=self.run, args=(i,), name=f"txn-producer-{i}",
+                                         daemon=True) for i in range(count)]
+        self.unflushed = 0
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def wait_ready(self, limit):
+        """Waits until every producer has initialised its transactions once."""
+        deadline = time.monotonic() + limit
+        return all(e.wait(max(0.0, deadline - time.monotonic())) for e in self.ready)
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+    def error(self, i, txn, call, e):
+        err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+        ev = {"type": "txn_error", "producer": i, "txn": txn, "call": call, "error": str(e)}
+        if err is not None:
+            ev.update(code=err.name(), fatal=err.fatal(), retriable=err.retriable(),
+                      abortable=err.txn_requires_abort())
+        self.h.write(ev)
+        return err
+
+    def make(self, i):
+        def on_error(err):
+            if err.fatal():
+                self.h.write({"type": "producer_fatal", "producer": i, "error": str(err)})
+
+        return Producer(client_config({
+            "bootstrap.servers": self.bootstrap,
+            "transactional.id": f"chaos-txn-{i}",
+            "transaction.timeout.ms": self.TXN_TIMEOUT_MS,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "request.timeout.ms": 10000,
+            "socket.timeout.ms": 10000,
+            "reconnect.backoff.max.ms": 1000,
+            "error_cb": on_error,
+        }))
+
+    def drop(self, p):
+        """Lets go of a producer about to be replaced: what it still holds fails (and is
+        logged as failed by its delivery reports)."""
+        if p is None:
+            return
+        try:
+            p.purge(in_queue=True, in_flight=True, blocking=False)
+            p.flush(1)
+        except Exception:
+            pass
+
+    def init(self, i, old=None):
+        """A new producer for transactional id i, its transactions initialised; None if the
+        run is over and it cannot be had."""
+        self.drop(old)
+        p = self.make(i)
+        given_up_at = None
+        while True:
+            try:
+                p.init_transactions(self.CALL_TIMEOUT)
+                self.h.write({"type": "txn_init", "producer": i})
+                self.ready[i].set()
+                return p
+            except KafkaException as e:
+                err = self.error(i, None, "init", e)
+                if self.stop.is_set():
+                    given_up_at = given_up_at or time.monotonic() + self.INIT_PATIENCE
+                    if time.monotonic() > given_up_at:
+                        return None
+                if err is None or not err.retriable():
+                    # Fatal, or not worth retrying on this instance: start over.
+                    time.sleep(1)
+                    self.drop(p)
+                    p = self.make(i)
+                else:
+                    time.sleep(0.2)
+
+    def run(self, i):
+        rng = random.Random(self.seed * 1000 + 500 + i)
+        p = self.init(i)
+        seq = 0
+        n = 0
+        interval = self.count / self.rate
+        next_at = time.monotonic()
+        while p is not None and not self.stop.is_set():
+            now = time.monotonic()
+            if now < next_at:
+                p.poll(min(next_at - now, 0.05))
+                continue
+            size = rng.randint(*self.RECORDS)
+            # After an outage, catch up on at most a second's worth.
+            next_at = max(next_at, now - 1.0) + size * interval
+            parts = rng.sample(range(self.partitions), min(size, self.partitions))
+            parts += [rng.randrange(self.partitions) for _ in range(size - len(parts))]
+            abort = rng.random() < self.ABORT_RATE
+            txn = f"{i}-t{n}"
+            n += 1
+            p, seq = self.transaction(i, p, txn, parts, abort, seq)
+        if p is not None:
+            self.unflushed += p.flush(10)
+
+    def transaction(self, i, p, txn, parts, abort, seq):
+        """Runs one transaction; returns the producer to go on with and the next seq."""
+        try:
+            p.begin_transaction()
+        except KafkaException as e:
+            self.error(i, txn, "begin", e)
+            return self.init(i, p), seq
+        start = time.monotonic()
+        values = []
+        enqueued = True
+        for part in parts:
+            key = f"k{part}"
+            value = f"{i}-{seq}"
+            seq += 1
+            self.h.write({"type": "send", "producer": i, "txn": txn, "key": key,
+                          "value": value, "partition": part})
+            while True:
+                try:
+                    p.produce(self.topic, key=key, value=value, partition=part,
+                              on_delivery=self.delivered(i, txn, key, value))
+                    values.append(value)
+                    break
+                except BufferError:
+                    p.poll(0.1)
+                except KafkaException as e:
+                    self.h.write({"type": "fail", "producer": i, "txn": txn, "key": key,
+                                  "value": value, "error": str(e)})
+                    enqueued = False
+                    break
+            if not enqueued:
+                break
+        p.poll(0)
+        if abort and enqueued:
+            # Abort only once the records are written (abort_transaction drops those still
+            # queued in the client): the log then holds aborted records for read_committed
+            # readers to skip.
+            p.flush(self.CALL_TIMEOUT)
+        # A transaction missing a record it meant to hold is aborted, not committed.
+        return self.end(i, p, txn, values, commit=enqueued and not abort, start=start), seq
+
+    def delivered(self, i, txn, key, value):
+        def cb(err, msg):
+            if err is None:
+                self.h.write({"type": "txn_write", "producer": i, "txn": txn, "key": key,
+                              "value": value, "partition": msg.partition(),
+                              "offset": msg.offset()})
+            else:
+                self.h.write({"type": "fail", "producer": i, "txn": txn, "key": key,
+                              "value": value, "error": str(err)})
+        return cb
+
+    def end(self, i, p, txn, values, commit, start):
+        """Commits or aborts; logs the outcome only once a call confirmed it. Returns the
+        producer to go on with (a new one if this one had to go)."""
+        call = "commit" if commit else "abort"
+        commit_requested = False
+        give_up = time.monotonic() + self.END_PATIENCE
+        last = None
+        while True:
+            if call == "commit":
+                commit_requested = True
+            try:
+                if call == "commit":
+                    p.commit_transaction(self.CALL_TIMEOUT)
+                else:
+                    p.abort_transaction(self.CALL_TIMEOUT)
+            except KafkaException as e:
+                last = e
+                err = self.error(i, txn, call, e)
+                if err is None or err.fatal():
+                    break
+                if err.txn_requires_abort() and call == "commit":
+                    call = "abort"
+                    continue
+                if (err.retriable() or err.txn_requires_abort()) and time.monotonic() < give_up:
+                    time.sleep(0.2)
+                    continue
+                break
+            else:
+                self.h.write({"type": "txn_commit" if call == "commit" else "txn_abort",
+                              "producer": i, "txn": txn, "values": values,
+                              "planned": commit == (call == "commit"),
+                              "latency": round(time.monotonic() - start, 4)})
+                return p
+        # Neither outcome confirmed: it may have committed (if a commit was asked for) or
+        # aborted. A new producer with the same id settles it either way.
+        self.h.write({"type": "txn_unknown", "producer": i, "txn": txn, "values": values,
+                      "commit_requested": commit_requested, "error": str(last)})
+        return self.init(i, p)
+
+
+class Consumers:
+    def __init__(self, bootstrap, topic, group, history, count, isolation=None):
+        self.bootstrap = bootstrap
+        # None: the client's default; the txn workload asks for read_committed, and its
+        # polls say so (the checker holds only those to "no aborted reads").
+        self.isolation = isolation
         self.topic = topic
         self.group = group
         self.h = history
@@ -156,7 +403,7 @@ class Consumers:
             t.join()
 
     def run(self, i):
-        c = Consumer(client_config({
+        conf = {
             "bootstrap.servers": self.bootstrap,
             "group.id": self.group,
             "enable.auto.commit": False,
@@ -164,7 +411,10 @@ class Consumers:
             "session.timeout.ms": 10000,
             "heartbeat.interval.ms": 1000,
             "socket.timeout.ms": 10000,
-        }))
+        }
+        if self.isolation:
+            conf["isolation.level"] = self.isolation
+        c = Consumer(client_config(conf))
 
         def on_assign(consumer, parts):
             self.h.write({"type": "assign", "consumer": i,
@@ -181,10 +431,13 @@ class Consumers:
         while not self.stop.is_set():
             msg = c.poll(0.5)
             if msg is not None and msg.error() is None:
-                self.h.write({"type": "poll", "consumer": i, "partition": msg.partition(),
-                              "offset": msg.offset(),
-                              "key": msg.key().decode() if msg.key() else None,
-                              "value": msg.value().decode() if msg.value() else None})
+                ev = {"type": "poll", "consumer": i, "partition": msg.partition(),
+                      "offset": msg.offset(),
+                      "key": msg.key().decode() if msg.key() else None,
+                      "value": msg.value().decode() if msg.value() else None}
+                if self.isolation:
+                    ev["isolation"] = self.isolation
+                self.h.write(ev)
             if time.monotonic() - last_commit >= 1.0:
                 self.commit(c, i)
                 last_commit = time.monotonic()
@@ -234,3 +487,68 @@ def final_read(bootstrap, topic, partitions, history, limit=120.0):
             done.add(p)
     c.close()
     return read, len(done) == partitions
+
+
+def final_read_committed(bootstrap, topic, partitions, history, limit=180.0):
+    """The txn workload's final read: waits until no transaction is open on any partition
+    (the last stable offset has reached the high watermark: every transaction ended, by
+    its producer or by the coordinator's timeout), then reads every partition from its
+    start with read_committed, as a fresh consumer outside any group, until the client
+    reports its end at that high watermark. Returns the number of records read and whether
+    the read was complete (settled, and every partition read to its end)."""
+    admin = AdminClient(client_config({"bootstrap.servers": bootstrap,
+                                       "socket.timeout.ms": 10000}))
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+
+    def latest(isolation):
+        fs = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps},
+                                isolation_level=isolation, request_timeout=15)
+        return {tp.partition: f.result(timeout=20).offset for tp, f in fs.items()}
+
+    deadline = time.monotonic() + limit
+    hw = lso = None
+    settled = False
+    while time.monotonic() < deadline:
+        try:
+            hw = latest(IsolationLevel.READ_UNCOMMITTED)
+            lso = latest(IsolationLevel.READ_COMMITTED)
+        except Exception:
+            time.sleep(1)
+            continue
+        if hw == lso:
+            settled = True
+            break
+        time.sleep(0.5)
+    history.write({"type": "final_settle", "settled": settled,
+                   "high_watermarks": hw, "last_stable_offsets": lso})
+    # Unsettled: read what can be read, to the last stable offsets.
+    ends = dict(lso or {})
+    c = Consumer(client_config({
+        "bootstrap.servers": bootstrap,
+        "group.id": "chaos-final-read",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+        "socket.timeout.ms": 10000,
+    }))
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    read = 0
+    done = set()
+    while len(done) < partitions and time.monotonic() < deadline + 60:
+        msg = c.poll(0.5)
+        if msg is None:
+            continue
+        p = msg.partition()
+        if msg.error() is not None:
+            # The end of a partition, for read_committed its last stable offset; control
+            # records (transaction markers) take offsets but are never returned.
+            if msg.error().code() == KafkaError._PARTITION_EOF and msg.offset() >= ends.get(p, 0):
+                done.add(p)
+            continue
+        history.write({"type": "final", "partition": p, "offset": msg.offset(),
+                       "key": msg.key().decode() if msg.key() else None,
+                       "value": msg.value().decode() if msg.value() else None,
+                       "isolation": "read_committed"})
+        read += 1
+    c.close()
+    return read, settled and len(done) == partitions
