@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The short chaos runs of the test suite: one run per fault type on 3 nodes, each
-# CHAOS_MINUTES long (default 1), with fixed seeds so that a failure replays. Needs root
-# (network namespaces, tmpfs): elsewhere it says SKIP and why, and exits 0.
+# The short chaos runs of the test suite: one queue run per fault type on 3 nodes, then
+# one txn run (kills and network partitions), each CHAOS_MINUTES long (default 1), with
+# fixed seeds so that a failure replays. Needs root (network namespaces, tmpfs): elsewhere
+# it says SKIP and why, and exits 0.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 minutes="${CHAOS_MINUTES:-1}"
@@ -16,15 +17,19 @@ fi
 ip netns del fjord-chaos-probe
 mkdir -p "$here/out"
 status=0
-seed=11
-for fault in kill pause partition disk restart; do
-  echo "== chaos: $fault, $minutes min, seed $seed"
-  out="$here/out/ci-$fault"
+
+# run NAME SEED ARGS...: one run into out/ci-NAME; on failure, the report and the nodes'
+# warnings.
+run() {
+  local name="$1" seed="$2"
+  shift 2
+  echo "== chaos: $name, $minutes min, seed $seed"
+  local out="$here/out/ci-$name"
   rm -rf "$out"
-  if ! "$here/run" --nodes 3 --minutes "$minutes" --seed "$seed" --faults "$fault" \
+  if ! "$here/run" --nodes 3 --minutes "$minutes" --seed "$seed" "$@" \
       --out "$out" > "$out.txt" 2>&1; then
     status=1
-    echo "FAIL chaos $fault (seed $seed): the report follows, then the node logs' tails"
+    echo "FAIL chaos $name (seed $seed): the report follows, then the node logs' tails"
     grep -v '^%' "$out.txt" | tail -60
     for f in "$out"/node-*.log; do
       # Warnings and errors say most about what went wrong; the routine INFO lines of
@@ -34,6 +39,12 @@ for fault in kill pause partition disk restart; do
   else
     tail -1 "$out.txt"
   fi
+}
+
+seed=11
+for fault in kill pause partition disk restart; do
+  run "$fault" "$seed" --faults "$fault"
   seed=$((seed + 1))
 done
+run txn 16 --workload txn --faults kill,partition
 exit "$status"
