@@ -9,6 +9,12 @@
 # `fjord cluster --nodes N` instead, with default.replication.factor 3 (or N when
 # smaller), and `BS` lists every broker. With KAFKA_BOOTSTRAP it
 # uses that broker as is.
+#
+#   broker_restart [SECONDS_DOWN]
+#
+# (one `fjord server` only) kill -9s the server and starts it again (after SECONDS_DOWN,
+# default 0) on the same port and data directory, appending to `$work/server.log`, and
+# waits up to 30 s for the port.
 
 broker_cleanup() {
   if [[ -n "${server_pid:-}" ]] && kill -0 "$server_pid" 2>/dev/null; then
@@ -28,7 +34,7 @@ broker_start() {
     BS="$KAFKA_BOOTSTRAP"
     return
   fi
-  local port deadline ports=()
+  local port ports=()
   if [[ -n "${FJORD_CLUSTER_NODES:-}" ]]; then
     local n="$FJORD_CLUSTER_NODES" base
     # A base port whose N client ports and N controller ports (base+100...) are all free.
@@ -63,12 +69,19 @@ PY
     ports=("$port")
     BS="127.0.0.1:$port"
     mkdir -p "$work/data"
+    server_args=("$@")
     "$FJORD_BIN" server --listen "$BS" --data-dir "$work/data" "$@" > "$work/server.log" 2>&1 &
   fi
   server_pid=$!
+  broker_wait_listening "${ports[@]}"
+}
+
+# Waits up to 30 s until every port given accepts connections; exits if the server dies.
+broker_wait_listening() {
+  local port deadline
   # A cluster's nodes listen once the quorum has formed and they are registered.
   deadline=$((SECONDS + 30))
-  for port in "${ports[@]}"; do
+  for port in "$@"; do
     until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
       if ! kill -0 "$server_pid" 2>/dev/null; then
         echo "fjord exited during startup:" >&2; tail -20 "$work/server.log" >&2
@@ -79,4 +92,19 @@ PY
       sleep 0.1
     done
   done
+}
+
+broker_restart() {
+  [[ -n "${server_pid:-}" && -z "${FJORD_CLUSTER_NODES:-}" ]] \
+    || { echo "broker_restart: needs one fjord server started by broker_start" >&2; return 1; }
+  kill -9 "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  echo "=== $(date +%H:%M:%S.%N | cut -c1-12) kill -9 ===" >> "$work/server.log"
+  sleep "${1:-0}"
+  echo "=== $(date +%H:%M:%S.%N | cut -c1-12) restarting on the same data dir ===" \
+    >> "$work/server.log"
+  "$FJORD_BIN" server --listen "$BS" --data-dir "$work/data" "${server_args[@]}" \
+    >> "$work/server.log" 2>&1 &
+  server_pid=$!
+  broker_wait_listening "${BS##*:}"
 }
