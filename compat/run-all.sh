@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run every compat suite (python, kcat, java, connect, librdkafka, franz-go) and fail if any fails.
+# Run every compat suite (python, kcat, java, connect, streams, librdkafka, franz-go) and fail if
+# any fails.
 #   FJORD_BIN=target/release/fjord compat/run-all.sh     # each suite starts its own fjord
 #   KAFKA_BOOTSTRAP=127.0.0.1:19092 compat/run-all.sh    # an already running broker
 set -euo pipefail
@@ -8,7 +9,7 @@ source "$here/target.sh"
 ok=0
 bad=0
 failed_suites=()
-for suite in python kcat java connect librdkafka franz-go; do
+for suite in python kcat java connect streams librdkafka franz-go; do
   echo "=== compat/$suite ==="
   if "$here/$suite/run.sh"; then
     ok=$((ok + 1))

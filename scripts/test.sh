@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every Fjord test: formatting and lints, the Rust unit and integration tests, then
 # the real-client suites in compat/ (each installs what it needs: Python clients from
-# PyPI, kcat from Debian's packages, the Java client from Maven Central, librdkafka's
-# test suite built from the rdkafka-sys source, franz-go's tests from the Go module proxy),
-# then the seeded simulations and the short fault-injection runs (chaos/, as root).
+# PyPI, kcat from Debian's packages, the Java client, Kafka Connect and Kafka Streams from
+# Maven Central, librdkafka's test suite built from the rdkafka-sys source, franz-go's tests
+# from the Go module proxy), then the seeded simulations and the short fault-injection runs
+# (chaos/, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
