@@ -116,9 +116,21 @@ def main(path):
         "",
     ]
     out = Path(__file__).parent / "RESULTS.md"
-    out.write_text("\n".join(lines) + "\n")
+    # The sections after the generated part (cluster, quorum, compaction, transactions)
+    # come from other scripts and are written by hand: they are kept as they are.
+    kept = ""
+    if out.exists():
+        old = out.read_text()
+        at = old.find(HAND_WRITTEN)
+        if at >= 0:
+            kept = "\n" + old[at:]
+    out.write_text("\n".join(lines) + "\n" + kept)
     chart(med, Path(__file__).parent / "results.png")
     print(f"wrote {out}")
+
+
+# The first hand-written section of RESULTS.md; everything from it on is kept.
+HAND_WRITTEN = "## Cluster: 3 nodes"
 
 
 def chart(med, out):
