@@ -456,54 +456,6 @@ impl GroupCoordinator {
         Ok(out)
     }
 
-    /// OffsetCommit: a group-level error, or one code per entry (in order). Answers
-    /// only once the commit is on disk.
-    pub async fn commit(
-        &self,
-        state: &BrokerState,
-        group: &str,
-        member_id: &str,
-        instance_id: Option<&str>,
-        generation: i32,
-        entries: &[CommitEntry],
-    ) -> Result<Vec<i16>, i16> {
-        self.write_offsets(
-            state,
-            group,
-            member_id,
-            instance_id,
-            generation,
-            entries,
-            None,
-        )
-        .await
-    }
-
-    /// TxnOffsetCommit: offsets written in producer `(id, epoch)`'s transaction, visible
-    /// to the group only once its commit marker lands on the group's partition.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn txn_commit(
-        &self,
-        state: &BrokerState,
-        group: &str,
-        member_id: &str,
-        instance_id: Option<&str>,
-        generation: i32,
-        entries: &[CommitEntry],
-        producer: (i64, i16),
-    ) -> Result<Vec<i16>, i16> {
-        self.write_offsets(
-            state,
-            group,
-            member_id,
-            instance_id,
-            generation,
-            entries,
-            Some(producer),
-        )
-        .await
-    }
-
     /// A transaction marker was written to partition `index` of the offsets topic:
     /// producer `producer_id`'s pending offsets there become committed, or are dropped.
     pub fn complete_txn(&self, state: &BrokerState, index: i32, producer_id: i64, commit: bool) {
@@ -543,8 +495,12 @@ impl GroupCoordinator {
             })
     }
 
+    /// OffsetCommit, and TxnOffsetCommit with `txn` = the producer's (id, epoch): a
+    /// group-level error, or one code per entry (in order). Answers only once the commit
+    /// is on disk. Offsets of a transaction become the group's only when its commit
+    /// marker lands on the group's partition ([`GroupCoordinator::complete_txn`]).
     #[allow(clippy::too_many_arguments)]
-    async fn write_offsets(
+    pub async fn commit(
         &self,
         state: &BrokerState,
         group: &str,

@@ -320,6 +320,7 @@ pub async fn offset_commit(state: &BrokerState, req: OffsetCommitRequest) -> Off
             opt_text(&req.group_instance_id).as_deref(),
             req.generation_id_or_member_epoch,
             &entries,
+            None,
         )
         .await;
     let mut codes = match result {

@@ -126,14 +126,14 @@ pub async fn txn_offset_commit(
     };
     let result = state
         .groups
-        .txn_commit(
+        .commit(
             state,
             &group,
             &member,
             instance.as_deref(),
             generation,
             &entries,
-            (req.producer_id.0, req.producer_epoch),
+            Some((req.producer_id.0, req.producer_epoch)),
         )
         .await;
     let mut codes = match result {
