@@ -6,17 +6,15 @@
 mod common;
 
 use bytes::Buf;
-use bytes::{Bytes, BytesMut};
-use common::{create, fetch_req, name, produce_req, s, TestBroker};
+use bytes::Bytes;
+use common::{create, fetch_req, name, produce_req, s, transactional_batch, TestBroker};
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, DescribeTransactionsRequest, EndTxnRequest, FindCoordinatorRequest,
     InitProducerIdRequest, ListOffsetsRequest, ProducerId, TransactionalId,
 };
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
 
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const INVALID_TXN_STATE: i16 = 48;
@@ -27,41 +25,14 @@ fn tid(id: &str) -> TransactionalId {
     TransactionalId(s(id))
 }
 
-/// A transactional batch of `values` from `(producer id, epoch)`, sequences from `seq`.
+/// A transactional batch of `values` from `(producer id, epoch)`, sequences from `seq`,
+/// stamped now: an old timestamp would let retention remove the segment.
 fn txn_batch(values: &[&str], producer: (i64, i16), seq: i32) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: true,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: producer.0,
-            producer_epoch: producer.1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: seq + i as i32,
-            // Now: an old timestamp would let retention remove the segment.
-            timestamp: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-            key: None,
-            value: Some(Bytes::copy_from_slice(v.as_bytes())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+    transactional_batch(&values, now, (producer.0, producer.1, seq))
 }
 
 async fn init(c: &mut common::Client, id: &str, timeout_ms: i32) -> (i16, i64, i16) {

@@ -181,12 +181,28 @@ pub fn producer_batch(
     compression: Compression,
     producer: Option<(i64, i16, i32)>,
 ) -> Bytes {
+    encode_batch(values, key, ts, compression, producer, false)
+}
+
+/// A transactional producer's uncompressed batch, `producer` = (id, epoch, first sequence).
+pub fn transactional_batch(values: &[&[u8]], ts: i64, producer: (i64, i16, i32)) -> Bytes {
+    encode_batch(values, None, ts, Compression::None, Some(producer), true)
+}
+
+fn encode_batch(
+    values: &[&[u8]],
+    key: Option<&[u8]>,
+    ts: i64,
+    compression: Compression,
+    producer: Option<(i64, i16, i32)>,
+    transactional: bool,
+) -> Bytes {
     let (producer_id, producer_epoch, first_seq) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = values
         .iter()
         .enumerate()
         .map(|(i, v)| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
