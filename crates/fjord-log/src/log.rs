@@ -1786,6 +1786,16 @@ impl Log {
         self.inner.lock().producers.entry(producer_id).cloned()
     }
 
+    /// Whether producer `producer_id` has a transaction open here at epoch `epoch`
+    /// (checked on the transactional produce path, without copying its state).
+    pub fn has_open_txn(&self, producer_id: i64, epoch: i16) -> bool {
+        self.inner
+            .lock()
+            .producers
+            .entry(producer_id)
+            .is_some_and(|e| e.epoch == epoch && e.current_txn_first_offset.is_some())
+    }
+
     /// Number of producer ids with state in this partition.
     pub fn producer_count(&self) -> usize {
         self.inner.lock().producers.len()

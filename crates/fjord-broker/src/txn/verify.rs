@@ -52,13 +52,7 @@ pub async fn unverified(state: &BrokerState, req: &ProduceRequest) -> HashMap<(S
             let Some(partition) = state.replicas.get(&topic, p.index) else {
                 continue;
             };
-            let open = partition
-                .log
-                .producer_state(h.producer_id)
-                .is_some_and(|e| {
-                    e.epoch == h.producer_epoch && e.current_txn_first_offset.is_some()
-                });
-            if !open {
+            if !partition.log.has_open_txn(h.producer_id, h.producer_epoch) {
                 wanted
                     .entry((h.producer_id, h.producer_epoch))
                     .or_default()
