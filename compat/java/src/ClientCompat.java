@@ -792,6 +792,51 @@ public class ClientCompat {
            "read_uncommitted");
     }
 
+    /** What kafka-transactions.sh reads, through the Java Admin client: an open transaction
+     *  is listed (ListTransactions), described with its partitions (DescribeTransactions), and
+     *  its partition names the producer and where its transaction starts (DescribeProducers);
+     *  once committed, the id is CompleteCommit and the partition has no open transaction. */
+    static void testTransactionsAdmin() throws Exception {
+        String t = createTopic(unique("j-txadm"), 1, Map.of());
+        String id = unique("j-txadm-id");
+        TopicPartition tp = new TopicPartition(t, 0);
+        try (Admin a = admin(); KafkaProducer<byte[], byte[]> p = txnProducer(id)) {
+            produceEach(t, 1, 2, "plain");
+            p.beginTransaction();
+            p.send(new ProducerRecord<>(t, 0, null, "open".getBytes(StandardCharsets.UTF_8)));
+            p.flush();
+
+            boolean listed = a.listTransactions().all().get(30, TimeUnit.SECONDS).stream()
+                .anyMatch(l -> l.transactionalId().equals(id) && l.state() == TransactionState.ONGOING);
+            check(listed, "ListTransactions names " + id + " as Ongoing");
+            TransactionDescription d = a.describeTransactions(List.of(id)).description(id)
+                .get(30, TimeUnit.SECONDS);
+            eq(TransactionState.ONGOING, d.state(), "DescribeTransactions state");
+            eq(Set.of(tp), d.topicPartitions(), "DescribeTransactions partitions");
+            ProducerState open = a.describeProducers(List.of(tp)).partitionResult(tp)
+                .get(30, TimeUnit.SECONDS).activeProducers().stream()
+                .filter(ps -> ps.producerId() == d.producerId()).findFirst()
+                .orElseThrow(() -> new AssertionError("DescribeProducers lacks producer " + d.producerId()));
+            // Two plain records first: the transaction starts at offset 2.
+            eq(OptionalLong.of(2), open.currentTransactionStartOffset(), "open transaction's start offset");
+
+            p.commitTransaction();
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (true) {
+                TransactionState s = a.describeTransactions(List.of(id)).description(id)
+                    .get(30, TimeUnit.SECONDS).state();
+                if (s == TransactionState.COMPLETE_COMMIT) break;
+                check(System.nanoTime() < deadline, "transaction still " + s + " 30 s after its commit");
+                Thread.sleep(50);
+            }
+            ProducerState after = a.describeProducers(List.of(tp)).partitionResult(tp)
+                .get(30, TimeUnit.SECONDS).activeProducers().stream()
+                .filter(ps -> ps.producerId() == d.producerId()).findFirst()
+                .orElseThrow(() -> new AssertionError("DescribeProducers lost producer " + d.producerId()));
+            eq(OptionalLong.empty(), after.currentTransactionStartOffset(), "no open transaction after the commit");
+        }
+    }
+
     /** Exactly once from one topic to another: a read_committed group member hands each
      *  batch's offsets to its producer's transaction, so output and progress commit or abort
      *  together. One batch is aborted and processed again from the group's offsets; the output
@@ -921,6 +966,7 @@ public class ClientCompat {
         tests.put("classic_protocol_group", () -> testGroup("classic"));
         tests.put("transactions", ClientCompat::testTransactions);
         tests.put("transactions_fencing", ClientCompat::testTransactionsFencing);
+        tests.put("transactions_admin", ClientCompat::testTransactionsAdmin);
         tests.put("transactions_consume_transform_produce", ClientCompat::testTransactionsConsumeTransformProduce);
         tests.put("durability_kill9", ClientCompat::testDurabilityKill9);
 
