@@ -258,7 +258,13 @@ impl Controller {
                         rack: rack.clone(),
                         incarnation: *incarnation,
                     };
-                    Ok((plan_registration(image, record), ()))
+                    let mut records = plan_registration(image, record);
+                    // The very first record of a new cluster: it starts with every feature
+                    // at its new-cluster level. Older logs keep their levels.
+                    if image.offset == 0 && !records.is_empty() {
+                        records.splice(0..0, crate::features::bootstrap());
+                    }
+                    Ok((records, ()))
                 })
                 .map(done),
             ControllerOp::CreateTopic(spec) => self
@@ -369,6 +375,21 @@ impl Controller {
                     ))
                 })
                 .map(|((start, end), index)| (OpOutput::ProducerIds { start, end }, index)),
+            ControllerOp::UpdateFeature {
+                name,
+                level,
+                allow_downgrade,
+            } => self
+                .commit(|image| {
+                    let downgrade = if *allow_downgrade {
+                        crate::features::Downgrade::Allow
+                    } else {
+                        crate::features::Downgrade::Refuse
+                    };
+                    let record = crate::features::plan_update(image, name, *level, downgrade)?;
+                    Ok((record.into_iter().collect(), ()))
+                })
+                .map(done),
         }
     }
 
@@ -617,6 +638,22 @@ impl Controller {
             resource,
             name: name.to_string(),
             changes: changes.to_vec(),
+        })
+        .map(|_| ())
+    }
+
+    /// Finalizes feature `name` at `level` (0 turns it off); lowering it only with
+    /// `allow_downgrade`.
+    pub fn update_feature(
+        &self,
+        name: &str,
+        level: i16,
+        allow_downgrade: bool,
+    ) -> Result<(), ControllerError> {
+        self.submit(ControllerOp::UpdateFeature {
+            name: name.to_string(),
+            level,
+            allow_downgrade,
         })
         .map(|_| ())
     }

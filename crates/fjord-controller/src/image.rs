@@ -88,9 +88,17 @@ pub struct MetadataImage {
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
     /// Dynamic group configs by group id.
     pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Finalized feature levels by name; a feature absent here is at level 0.
+    #[serde(default)]
+    pub features: BTreeMap<String, i16>,
 }
 
 impl MetadataImage {
+    /// The finalized level of feature `name`; 0 when it was never finalized.
+    pub fn feature_level(&self, name: &str) -> i16 {
+        self.features.get(name).copied().unwrap_or(0)
+    }
+
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {
         self.topics.get(name)
     }
@@ -226,6 +234,13 @@ impl MetadataImage {
             }
             MetadataRecord::ProducerIds { next } => {
                 self.next_producer_id = self.next_producer_id.max(*next);
+            }
+            MetadataRecord::FeatureLevel { name, level } => {
+                if *level == 0 {
+                    self.features.remove(name);
+                } else {
+                    self.features.insert(name.clone(), *level);
+                }
             }
             MetadataRecord::Config {
                 resource,

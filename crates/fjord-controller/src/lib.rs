@@ -6,6 +6,7 @@
 
 mod controller;
 mod error;
+pub mod features;
 mod image;
 pub mod liveness;
 mod log;

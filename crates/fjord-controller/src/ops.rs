@@ -69,6 +69,13 @@ pub enum ControllerOp {
     },
     /// Reserves the next block of producer ids for the asking broker.
     ProducerIdBlock,
+    /// Sets a cluster-wide feature level (UpdateFeatures); lowering it only if
+    /// `allow_downgrade`.
+    UpdateFeature {
+        name: String,
+        level: i16,
+        allow_downgrade: bool,
+    },
     /// The quorum as the active controller sees it (DescribeQuorum).
     DescribeQuorum,
 }

@@ -68,6 +68,9 @@ pub enum MetadataRecord {
         key: String,
         value: Option<String>,
     },
+    /// A cluster-wide feature was finalized at `level` (Kafka's FeatureLevelRecord); level
+    /// 0 turns it off. Written at the first start of a new cluster and by UpdateFeatures.
+    FeatureLevel { name: String, level: i16 },
 }
 
 /// What a dynamic config belongs to.

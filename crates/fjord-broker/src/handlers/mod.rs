@@ -6,6 +6,7 @@
 mod api_versions;
 mod cluster;
 mod configs;
+mod features;
 mod fetch;
 mod groups;
 mod list_offsets;
@@ -63,12 +64,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
-    (ApiKey::EndTxn, 0, 4),
-    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::EndTxn, 0, 5),
+    (ApiKey::TxnOffsetCommit, 0, 5),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::UpdateFeatures, 0, 2),
 ];
 
 pub fn is_supported(api: ApiKey, version: i16) -> bool {
@@ -155,7 +157,9 @@ async fn route(
 ) -> Outcome {
     let respond = |r: ResponseKind| Outcome::Respond(Box::new(r), v);
     match kind {
-        RequestKind::ApiVersions(_) => respond(ResponseKind::ApiVersions(api_versions::handle())),
+        RequestKind::ApiVersions(_) => respond(ResponseKind::ApiVersions(api_versions::handle(
+            &state.controller.image(),
+        ))),
         // May auto-create topics.
         RequestKind::Metadata(r) => off_runtime(state, v, move |s| metadata::handle(s, r, v)).await,
         RequestKind::Produce(r) => match produce::handle(state, r, v, turn).await {
@@ -183,6 +187,10 @@ async fn route(
             configs::describe(state, r, v),
         )),
         RequestKind::AlterConfigs(r) => off_runtime(state, v, move |s| configs::alter(s, r)).await,
+        // Commits metadata.
+        RequestKind::UpdateFeatures(r) => {
+            off_runtime(state, v, move |s| features::update(s, r, v)).await
+        }
         RequestKind::IncrementalAlterConfigs(r) => {
             off_runtime(state, v, move |s| configs::incremental_alter(s, r)).await
         }

@@ -37,8 +37,9 @@ pub async fn handle(
     // Appends write files (and fsync when flush.messages says so, or when a segment rolls):
     // they run on the blocking pool, never on an async worker.
     // The first transactional batch of a transaction in a partition must belong to an open
-    // transaction the coordinator knows (KIP-890 part 1).
-    let refused = crate::txn::verify::unverified(state, &req).await;
+    // transaction the coordinator knows (KIP-890 part 1), or is added to it (part 2).
+    let ask = crate::txn::verify::Ask::for_produce(version);
+    let refused = crate::txn::verify::unverified(state, &req, ask).await;
     let st = state.clone();
     let appended =
         tokio::task::spawn_blocking(move || append_all(&st, req, version, &refused)).await;

@@ -92,12 +92,17 @@ pub async fn write_txn_markers(
 
 /// TxnOffsetCommit: a transactional producer sends a group's offsets into its
 /// transaction; they count for the group once the transaction commits.
+///
+/// The group's partition of `__consumer_offsets` is checked like a produced partition
+/// (see [`crate::txn::verify`]): verified to be in the transaction, or added to it for
+/// v5+ (transaction version 2, whose producers send no AddOffsetsToTxn).
 pub async fn txn_offset_commit(
-    state: &BrokerState,
+    state: &Arc<BrokerState>,
     req: TxnOffsetCommitRequest,
     version: i16,
 ) -> TxnOffsetCommitResponse {
     let group = req.group_id.0.to_string();
+    let refused = in_transaction(state, &req, version).await.err();
     let mut entries = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
@@ -124,18 +129,23 @@ pub async fn txn_offset_commit(
     } else {
         (String::new(), None, -1)
     };
-    let result = state
-        .groups
-        .commit(
-            state,
-            &group,
-            &member,
-            instance.as_deref(),
-            generation,
-            &entries,
-            Some((req.producer_id.0, req.producer_epoch)),
-        )
-        .await;
+    let result = match refused {
+        Some(c) => Err(c),
+        None => {
+            state
+                .groups
+                .commit(
+                    state,
+                    &group,
+                    &member,
+                    instance.as_deref(),
+                    generation,
+                    &entries,
+                    Some((req.producer_id.0, req.producer_epoch)),
+                )
+                .await
+        }
+    };
     let mut codes = match result {
         Ok(codes) => codes.into_iter(),
         Err(e) => vec![e; entries.len()].into_iter(),
@@ -159,6 +169,47 @@ pub async fn txn_offset_commit(
         })
         .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+/// Whether the group's offsets partition may take the producer's transactional offsets:
+/// it is in the producer's transaction (asked of the coordinator, or added for v5+), or
+/// the transaction is already open there. The error is a code TxnOffsetCommit clients
+/// act on: fenced, not in the transaction, or retriable.
+async fn in_transaction(
+    state: &Arc<BrokerState>,
+    req: &TxnOffsetCommitRequest,
+    version: i16,
+) -> Result<(), i16> {
+    use crate::txn::verify::{self, Ask};
+    let producer = (req.producer_id.0, req.producer_epoch);
+    let partition = offsets_partition(state, &req.group_id.0).await?;
+    let topic = crate::group::offsets::TOPIC;
+    if verify::open_here(state, topic, partition, producer) {
+        return Ok(());
+    }
+    let ask = if version >= 5 { Ask::Add } else { Ask::Verify };
+    let id = req.transactional_id.0.to_string();
+    let codes = verify::ask(state, &id, producer, &[(topic.to_string(), partition)], ask).await;
+    match codes.first().copied().unwrap_or(code::UNKNOWN_SERVER_ERROR) {
+        code::NONE => Ok(()),
+        code::PRODUCER_FENCED | code::INVALID_PRODUCER_EPOCH => Err(code::INVALID_PRODUCER_EPOCH),
+        code::INVALID_TXN_STATE | code::INVALID_PRODUCER_ID_MAPPING => Err(code::INVALID_TXN_STATE),
+        code::CONCURRENT_TRANSACTIONS => Err(code::CONCURRENT_TRANSACTIONS),
+        // The coordinator could not say: retriable, without looking up the group's
+        // coordinator again (this broker is it).
+        _ => Err(code::COORDINATOR_LOAD_IN_PROGRESS),
+    }
+}
+
+/// The group's partition of `__consumer_offsets`, creating the topic if it is missing
+/// (which commits metadata, so off the async workers).
+async fn offsets_partition(state: &Arc<BrokerState>, group: &str) -> Result<i32, i16> {
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || st.groups.ensure_topic(&st)).await {
+        Ok(Ok(())) => Ok(state.groups.offsets_partition(state, group)),
+        Ok(Err(c)) => Err(c),
+        Err(_) => Err(code::COORDINATOR_NOT_AVAILABLE),
+    }
 }
 
 /// DescribeProducers: the producers each partition led here remembers, with the start
@@ -284,6 +335,7 @@ pub async fn add_partitions_to_txn(
             &req.v3_and_below_topics,
             false,
             version >= 2,
+            false,
         )
         .await;
         return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
@@ -296,6 +348,7 @@ pub async fn add_partitions_to_txn(
             (t.producer_id.0, t.producer_epoch),
             &t.topics,
             t.verify_only,
+            true,
             true,
         )
         .await;
@@ -319,6 +372,7 @@ async fn add_one(
     topics: &[AddPartitionsToTxnTopic],
     verify_only: bool,
     knows_fenced: bool,
+    knows_batches: bool,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let image = state.controller.image();
     let wanted: Vec<(String, i32)> = topics
@@ -353,9 +407,12 @@ async fn add_one(
             Err(c) => vec![c; wanted.len()],
         }
     } else {
+        // v4+ adds come from brokers adding the partitions a transaction version 2
+        // producer wrote to; v0-3 from a classic producer itself.
+        let client_version = if knows_batches { 2 } else { 1 };
         let c = match state
             .transactions
-            .add_partitions(state, id, producer, &wanted)
+            .add_partitions(state, id, producer, &wanted, client_version)
             .await
         {
             Ok(()) => code::NONE,
@@ -388,17 +445,7 @@ pub async fn add_offsets_to_txn(
     req: AddOffsetsToTxnRequest,
     version: i16,
 ) -> AddOffsetsToTxnResponse {
-    let group = req.group_id.0.to_string();
-    let partition = {
-        let st = state.clone();
-        // The offsets topic may not exist yet; creating it commits metadata.
-        match tokio::task::spawn_blocking(move || st.groups.ensure_topic(&st)).await {
-            Ok(Ok(())) => Ok(state.groups.offsets_partition(state, &group)),
-            Ok(Err(c)) => Err(c),
-            Err(_) => Err(code::COORDINATOR_NOT_AVAILABLE),
-        }
-    };
-    let c = match partition {
+    let c = match offsets_partition(state, &req.group_id.0).await {
         Err(c) => c,
         Ok(p) => match state
             .transactions
@@ -407,6 +454,7 @@ pub async fn add_offsets_to_txn(
                 &req.transactional_id.0,
                 (req.producer_id.0, req.producer_epoch),
                 &[(crate::group::offsets::TOPIC.to_string(), p)],
+                1,
             )
             .await
         {
@@ -418,24 +466,33 @@ pub async fn add_offsets_to_txn(
 }
 
 /// EndTxn: commit or abort. Answered once the decision is durable; the markers follow.
+/// v5+ is transaction version 2: the epoch is bumped, and the answer carries the producer
+/// id and epoch to go on with.
 pub async fn end_txn(state: &Arc<BrokerState>, req: EndTxnRequest, version: i16) -> EndTxnResponse {
-    let c = match state
+    let client_version = if version >= 5 { 2 } else { 1 };
+    let (c, producer) = match state
         .transactions
         .end_txn(
             state,
             &req.transactional_id.0,
             (req.producer_id.0, req.producer_epoch),
             req.committed,
+            client_version,
         )
         .await
     {
-        Ok(()) => code::NONE,
-        Err(c) => fenced_for(c, version >= 2),
+        Ok(p) => (code::NONE, p),
+        Err(c) => (fenced_for(c, version >= 2), (-1, -1)),
     };
-    EndTxnResponse::default()
-        .with_error_code(c)
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1)
+    let response = EndTxnResponse::default().with_error_code(c);
+    // The fields exist from v5 only; older versions must leave them at their defaults.
+    if version >= 5 {
+        response
+            .with_producer_id(ProducerId(producer.0))
+            .with_producer_epoch(producer.1)
+    } else {
+        response
+    }
 }
 
 fn txn_state(md: &TxnMetadata) -> DescribedTxn {

@@ -186,7 +186,7 @@ impl TransactionCoordinator {
         transit: &Transit,
     ) -> Result<(), i16> {
         let now = now_ms();
-        let value = transit.record().map(|v| txnlog::encode_value(&v));
+        let value = transit.record().map(|v| txnlog::encode(&v));
         let record = offsets::record(txnlog::encode_key(id), value, now);
         let mut batch = offsets::batch(&[record], None).map_err(|_| code::UNKNOWN_SERVER_ERROR)?;
         let p = owner.partition.clone();
@@ -257,15 +257,7 @@ impl TransactionCoordinator {
             .get(id)
             .is_none_or(|md| md.producer_epoch >= i16::MAX - 2);
         let mut fresh = if needs_id {
-            let st = state.clone();
-            match tokio::task::spawn_blocking(move || st.controller.allocate_producer_id()).await {
-                Ok(Ok(pid)) => Some(pid),
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "allocating a producer id failed");
-                    return Err(code::COORDINATOR_NOT_AVAILABLE);
-                }
-                Err(_) => return Err(code::COORDINATOR_NOT_AVAILABLE),
-            }
+            Some(allocate_producer_id(state).await?)
         } else {
             None
         };
@@ -299,12 +291,15 @@ impl TransactionCoordinator {
     }
 
     /// AddPartitionsToTxn (and AddOffsetsToTxn): the partitions join the transaction.
+    /// `client_version` is the transaction version the request implies (2 when a broker
+    /// adds the partitions its writes reach).
     pub async fn add_partitions(
         self: &Arc<Self>,
         state: &Arc<BrokerState>,
         id: &str,
         producer: (i64, i16),
         partitions: &[(String, i32)],
+        client_version: i16,
     ) -> Result<(), i16> {
         let owner = self.owner(state, id)?;
         let transit = {
@@ -314,6 +309,7 @@ impl TransactionCoordinator {
                 producer.0,
                 producer.1,
                 partitions,
+                client_version,
                 now_ms(),
             )?
         };
@@ -355,27 +351,55 @@ impl TransactionCoordinator {
             .collect())
     }
 
-    /// EndTxn: the decision is durable when this returns NONE; its markers follow.
+    /// EndTxn: the decision is durable when this returns NONE; its markers follow. The
+    /// answer is the producer id and epoch to go on with (new ones for transaction version
+    /// 2, `client_version` 2).
     pub async fn end_txn(
         self: &Arc<Self>,
         state: &Arc<BrokerState>,
         id: &str,
         producer: (i64, i16),
         commit: bool,
-    ) -> Result<(), i16> {
+        client_version: i16,
+    ) -> Result<(i64, i16), i16> {
         let owner = self.owner(state, id)?;
-        let transit = {
+        // A bump that finds the epoch run out moves to a new producer id: allocated before
+        // the lock, off the async workers, and only then.
+        let needs_id = client_version >= 2
+            && self
+                .txns
+                .lock()
+                .get(id)
+                .is_some_and(|md| md.producer_epoch >= i16::MAX - 1);
+        let mut fresh = if needs_id {
+            Some(allocate_producer_id(state).await?)
+        } else {
+            None
+        };
+        let (transit, current) = {
             let mut txns = self.txns.lock();
-            metadata::end_txn(txns.get_mut(id), producer.0, producer.1, commit, now_ms())?
+            let mut allocate = || fresh.take().ok_or(code::COORDINATOR_NOT_AVAILABLE);
+            let transit = metadata::end_txn(
+                txns.get_mut(id),
+                producer.0,
+                producer.1,
+                commit,
+                client_version,
+                &mut allocate,
+                now_ms(),
+            )?;
+            let current = txns.get(id).map(TxnMetadata::producer_after_markers);
+            (transit, current)
         };
         let Some(transit) = transit else {
-            return Ok(());
+            return current.ok_or(code::INVALID_PRODUCER_ID_MAPPING);
         };
+        let answer = transit.target.producer_after_markers();
         let then = self.write(state, &owner, id, transit).await?;
         self.follow_up(state, id, &then);
         match then {
             Then::WriteMarkers { reply: Some(c), .. } if c != code::NONE => Err(c),
-            _ => Ok(()),
+            _ => Ok(answer),
         }
     }
 
@@ -629,6 +653,20 @@ impl TransactionCoordinator {
 /// Kafka's answers for a failed write of the coordinator's log: the partition moved
 /// (NOT_COORDINATOR, the client looks for the new one) or the write could not be made
 /// durable on enough replicas (COORDINATOR_NOT_AVAILABLE, the client retries).
+/// A new producer id from the controller, allocated off the async workers (it may commit
+/// metadata).
+async fn allocate_producer_id(state: &Arc<BrokerState>) -> Result<i64, i16> {
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || st.controller.allocate_producer_id()).await {
+        Ok(Ok(pid)) => Ok(pid),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "allocating a producer id failed");
+            Err(code::COORDINATOR_NOT_AVAILABLE)
+        }
+        Err(_) => Err(code::COORDINATOR_NOT_AVAILABLE),
+    }
+}
+
 fn coordinator_code(c: i16) -> i16 {
     match c {
         code::NOT_LEADER_OR_FOLLOWER => code::NOT_COORDINATOR,

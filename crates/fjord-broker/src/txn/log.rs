@@ -116,6 +116,17 @@ impl TxnLogValue {
     }
 }
 
+/// `v` in the layout Kafka writes for it: version 1 (with the producer id a rotation moves
+/// to and the client's transaction version) for transaction version 2, version 0, which
+/// every reader of the log understands, otherwise.
+pub fn encode(v: &TxnLogValue) -> Bytes {
+    if v.client_transaction_version >= 2 {
+        encode_value_v1(v)
+    } else {
+        encode_value(v)
+    }
+}
+
 /// `v` in layout version 0, which drops the version 1 fields.
 pub fn encode_value(v: &TxnLogValue) -> Bytes {
     let mut buf = BytesMut::with_capacity(64);

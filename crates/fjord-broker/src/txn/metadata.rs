@@ -1,6 +1,6 @@
 //! The transaction coordinator's state machine for one transactional id: what each request
-//! does to the id's metadata, decided as Kafka's coordinator decides it for classic
-//! transactions (transaction version 1). Pure: no I/O, no clock (`now_ms` is a parameter),
+//! does to the id's metadata, decided as Kafka's coordinator decides it, for classic
+//! transactions (transaction version 1) and for KIP-890's version 2. Pure: no I/O, no clock (`now_ms` is a parameter),
 //! no locks, no async. The coordinator around it owns the map of ids, the log writes,
 //! the markers and the answers.
 //!
@@ -36,11 +36,22 @@
 //! know it (InitProducerId below v4; EndTxn, AddPartitionsToTxn, AddOffsetsToTxn below
 //! v2), and INVALID_REQUEST for an empty transactional id in AddPartitionsToTxn and EndTxn.
 //!
+//! # Transaction version 2
+//!
+//! A client speaks version 2 when the cluster finalized `transaction.version` 2: EndTxn
+//! v5+, and partitions added by the brokers its writes reach (AddPartitionsToTxn v4+
+//! without verify_only) instead of by itself. Then every EndTxn bumps the epoch: the
+//! markers carry the new one, so a late write of the ended transaction is refused by
+//! every partition, and the producer goes on at the epoch EndTxn answers. When the epoch
+//! runs out, EndTxn takes a new producer id, which the transaction moves to once its
+//! markers are written (epoch 0). A retry of an EndTxn whose answer was lost is known by
+//! its epoch, one below the id's, and answered as the first was. An abort may also come
+//! with no transaction open (the client cannot know whether its writes reached a
+//! partition): it bumps the epoch all the same.
+//!
 //! # Left out
 //!
-//! Transaction version 2 (KIP-890: the epoch bumped by every EndTxn, EndTxn from Empty,
-//! partitions added implicitly) and two-phase commit (KIP-939). Room is kept: the log
-//! reads the version 1 fields, and the metadata knows the producer id before a rotation.
+//! Two-phase commit (KIP-939).
 //!
 //! Kafka bumps the epoch in memory before a fencing abort is written, and keeps it (with a
 //! flag not to bump twice) if the write fails. Here a failed write leaves the metadata as
@@ -153,6 +164,12 @@ pub struct TxnMetadata {
     /// When the open transaction began (its first partition); -1 when none is open.
     pub start_ms: i64,
     pub last_update_ms: i64,
+    /// The transaction version of the client's last AddPartitionsToTxn or EndTxn: 2 or more
+    /// bumps the epoch at every end (KIP-890); below is classic.
+    pub client_version: i16,
+    /// Transaction version 2 only: the producer id a decided transaction moves to once its
+    /// markers are written, when its epoch ran out; -1 otherwise.
+    pub next_producer_id: i64,
     /// The state a transit being written leads to.
     pending: Option<TxnState>,
 }
@@ -173,7 +190,24 @@ impl TxnMetadata {
             partitions: BTreeSet::new(),
             start_ms: -1,
             last_update_ms: now_ms,
+            client_version: 0,
+            next_producer_id: NO_PRODUCER_ID,
             pending: None,
+        }
+    }
+
+    /// Whether this id's transactions end with an epoch bump (transaction version 2).
+    pub fn bumps_epoch(&self) -> bool {
+        self.client_version >= 2
+    }
+
+    /// The producer id and epoch to go on with once the decided transaction is complete:
+    /// what EndTxn v5+ answers.
+    pub fn producer_after_markers(&self) -> (i64, i16) {
+        if self.next_producer_id != NO_PRODUCER_ID {
+            (self.next_producer_id, 0)
+        } else {
+            (self.producer_id, self.producer_epoch)
         }
     }
 
@@ -206,6 +240,8 @@ impl From<&TxnMetadata> for TxnLogValue {
             last_update_ms: md.last_update_ms,
             start_ms: md.start_ms,
             previous_producer_id: md.last_producer_id,
+            next_producer_id: md.next_producer_id,
+            client_transaction_version: md.client_version,
             ..TxnLogValue::new(md.producer_id, md.producer_epoch, md.timeout_ms, md.state)
         }
     }
@@ -241,6 +277,8 @@ pub fn from_log(transactional_id: &str, v: &TxnLogValue) -> TxnMetadata {
         partitions,
         start_ms: v.start_ms,
         last_update_ms: v.last_update_ms,
+        client_version: v.client_transaction_version,
+        next_producer_id: v.next_producer_id,
         pending: None,
     }
 }
@@ -503,12 +541,14 @@ fn check_producer(md: &TxnMetadata, producer_id: i64, producer_epoch: i16) -> Re
 
 /// AddPartitionsToTxn (and AddOffsetsToTxn, with the group's offsets partition): the
 /// partitions join the open transaction, which begins here if none is open. Ok(None) when
-/// they all are in it already.
+/// they all are in it already. `client_version` is the transaction version of the client
+/// (2 when a broker adds the partitions for it).
 pub fn add_partitions(
     current: Option<&mut TxnMetadata>,
     producer_id: i64,
     producer_epoch: i16,
     partitions: &[(String, i32)],
+    client_version: i16,
     now_ms: i64,
 ) -> Result<Option<Transit>, i16> {
     let md = live(current)?;
@@ -534,42 +574,70 @@ pub fn add_partitions(
         partitions: all,
         start_ms,
         last_update_ms: now_ms,
+        client_version,
         ..md.clone()
     };
     Ok(Some(begin(md, target, Then::ReplyNone)))
 }
 
 /// EndTxn: commit or abort the open transaction. Ok(None) for a retry of an EndTxn that
-/// already completed the same way (answer NONE).
+/// already completed the same way (answer NONE, with [`TxnMetadata::producer_after_markers`]
+/// of the id as it is). `client_version` is 2 for EndTxn v5+ (KIP-890), which bumps the
+/// epoch; `new_producer_id` is called only when that bump finds the epoch exhausted.
 pub fn end_txn(
     current: Option<&mut TxnMetadata>,
     producer_id: i64,
     producer_epoch: i16,
     commit: bool,
+    client_version: i16,
+    new_producer_id: &mut dyn FnMut() -> Result<i64, i16>,
     now_ms: i64,
 ) -> Result<Option<Transit>, i16> {
     let md = live(current)?;
-    check_producer(md, producer_id, producer_epoch)?;
-    let same = |state_commits: bool| state_commits == commit;
-    match md.state {
-        TxnState::Ongoing => {
-            let target = TxnMetadata {
-                state: if commit {
-                    TxnState::PrepareCommit
-                } else {
-                    TxnState::PrepareAbort
-                },
-                last_update_ms: now_ms,
-                ..md.clone()
-            };
-            let then = Then::WriteMarkers {
-                commit,
-                reply: Some(code::NONE),
-            };
-            Ok(Some(begin(md, target, then)))
+    let bump = client_version >= 2;
+    // Version 2 retries: the answer was the bumped epoch, one above the request's; or,
+    // after a rotation, epoch 0 of the new id for the old id's last epoch. A fence that
+    // bumped to i16::MAX is no retry: that epoch is never handed out (the producer must
+    // start over, and InitProducerId rotates the id).
+    let retry_bump = md.bumps_epoch()
+        && i32::from(producer_epoch) + 1 == i32::from(md.producer_epoch)
+        && md.producer_after_markers() != (md.producer_id, i16::MAX);
+    let retry_rotation = md.bumps_epoch()
+        && md.producer_epoch == 0
+        && md.last_producer_id == producer_id
+        && producer_epoch == i16::MAX - 1;
+    let retry = retry_bump || retry_rotation;
+    if md.producer_id != producer_id && !retry_rotation {
+        return Err(code::INVALID_PRODUCER_ID_MAPPING);
+    }
+    let same_epoch = producer_epoch == md.producer_epoch;
+    let epoch_ok = if md.bumps_epoch() {
+        // The same epoch is the next EndTxn, not a retry, once the id bumps at each end.
+        match md.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => retry_bump,
+            TxnState::CompleteCommit | TxnState::CompleteAbort => retry || same_epoch,
+            _ => same_epoch,
         }
-        TxnState::CompleteCommit if same(true) => Ok(None),
-        TxnState::CompleteAbort if same(false) => Ok(None),
+    } else {
+        same_epoch
+    };
+    if !epoch_ok {
+        return Err(code::PRODUCER_FENCED);
+    }
+    if md.pending.is_some() {
+        return Err(code::CONCURRENT_TRANSACTIONS);
+    }
+    let same = |state_commits: bool| state_commits == commit;
+    let idle = md.state.is_idle();
+    match md.state {
+        TxnState::Ongoing => prepare_end(md, commit, bump, new_producer_id, now_ms).map(Some),
+        TxnState::CompleteCommit if same(true) && (retry || !md.bumps_epoch()) => Ok(None),
+        TxnState::CompleteAbort if same(false) && (retry || !md.bumps_epoch()) => Ok(None),
+        // Version 2: an abort with nothing open (its writes may never have reached a
+        // partition) still ends the transaction, bumping the epoch.
+        _ if idle && bump && !commit && !retry => {
+            prepare_end(md, false, true, new_producer_id, now_ms).map(Some)
+        }
         // The markers of the same decision are still being written.
         TxnState::PrepareCommit if same(true) => Err(code::CONCURRENT_TRANSACTIONS),
         TxnState::PrepareAbort if same(false) => Err(code::CONCURRENT_TRANSACTIONS),
@@ -577,6 +645,43 @@ pub fn end_txn(
         // The other decision, or no transaction open.
         _ => Err(code::INVALID_TXN_STATE),
     }
+}
+
+/// The transit to PrepareCommit or PrepareAbort; with `bump`, at the next epoch (and, when
+/// this one is exhausted, toward a new producer id).
+fn prepare_end(
+    md: &mut TxnMetadata,
+    commit: bool,
+    bump: bool,
+    new_producer_id: &mut dyn FnMut() -> Result<i64, i16>,
+    now_ms: i64,
+) -> Result<Transit, i16> {
+    let mut target = TxnMetadata {
+        state: if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        },
+        last_update_ms: now_ms,
+        ..md.clone()
+    };
+    if bump {
+        // The producer never holds an epoch above i16::MAX - 1 (`epoch_exhausted`), so the
+        // markers' epoch is at most i16::MAX; saturating guards a forged record.
+        target.producer_epoch = md.producer_epoch.saturating_add(1);
+        target.last_producer_epoch = md.producer_epoch;
+        target.client_version = target.client_version.max(2);
+        target.next_producer_id = if epoch_exhausted(md.producer_epoch) {
+            new_producer_id()?
+        } else {
+            NO_PRODUCER_ID
+        };
+    }
+    let then = Then::WriteMarkers {
+        commit,
+        reply: Some(code::NONE),
+    };
+    Ok(begin(md, target, then))
 }
 
 /// After every marker of a PrepareCommit or PrepareAbort is written: the transit to
@@ -590,12 +695,20 @@ pub fn complete_markers(md: &mut TxnMetadata, now_ms: i64) -> Result<Transit, i1
         TxnState::PrepareAbort => TxnState::CompleteAbort,
         _ => return Err(code::INVALID_TXN_STATE),
     };
-    let target = TxnMetadata {
+    let mut target = TxnMetadata {
         state,
         partitions: BTreeSet::new(),
         last_update_ms: now_ms,
         ..md.clone()
     };
+    if md.next_producer_id != NO_PRODUCER_ID {
+        // The epoch ran out: the markers went out under the old id, the producer goes on
+        // with the new one. The old id is kept to know a retry of the EndTxn by it.
+        target.last_producer_id = md.producer_id;
+        target.producer_id = md.next_producer_id;
+        target.producer_epoch = 0;
+        target.next_producer_id = NO_PRODUCER_ID;
+    }
     Ok(begin(md, target, Then::Completed))
 }
 
@@ -683,7 +796,7 @@ fn awaits(md: &TxnMetadata, transit: &Transit) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::txn::log::{decode_value, encode_value};
+    use crate::txn::log::{decode_value, encode_value, encode_value_v1};
 
     const MAX: i32 = DEFAULT_MAX_TIMEOUT_MS;
 
@@ -725,7 +838,7 @@ mod tests {
     /// An id with a transaction open on t-0 since `now`.
     fn ongoing(now: i64) -> TxnMetadata {
         let mut md = initialised(now);
-        let t = add_partitions(Some(&mut md), 100, 0, &[tp("t", 0)], now)
+        let t = add_partitions(Some(&mut md), 100, 0, &[tp("t", 0)], 1, now)
             .unwrap()
             .unwrap();
         assert_eq!(write(&mut md, t), Then::ReplyNone);
@@ -735,7 +848,9 @@ mod tests {
     /// The same id with its transaction decided and completed.
     fn completed(commit: bool) -> TxnMetadata {
         let mut md = ongoing(0);
-        let t = end_txn(Some(&mut md), 100, 0, commit, 1).unwrap().unwrap();
+        let t = end_txn(Some(&mut md), 100, 0, commit, 1, &mut no_pid, 1)
+            .unwrap()
+            .unwrap();
         write(&mut md, t);
         let t = complete_markers(&mut md, 2).unwrap();
         assert_eq!(write(&mut md, t), Then::Completed);
@@ -848,7 +963,7 @@ mod tests {
     #[test]
     fn init_while_a_transit_is_pending_is_concurrent() {
         let mut md = initialised(0);
-        let _t = add_partitions(Some(&mut md), 100, 0, &[tp("t", 0)], 1)
+        let _t = add_partitions(Some(&mut md), 100, 0, &[tp("t", 0)], 1, 1)
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -860,7 +975,9 @@ mod tests {
     #[test]
     fn init_while_markers_are_written_is_concurrent() {
         let mut md = ongoing(0);
-        let t = end_txn(Some(&mut md), 100, 0, true, 1).unwrap().unwrap();
+        let t = end_txn(Some(&mut md), 100, 0, true, 1, &mut no_pid, 1)
+            .unwrap()
+            .unwrap();
         write(&mut md, t);
         assert_eq!(md.state, TxnState::PrepareCommit);
         assert_eq!(
@@ -886,7 +1003,7 @@ mod tests {
         write(&mut md, t);
         // The old producer is fenced at once, while the markers are written.
         assert_eq!(
-            end_txn(Some(&mut md), 100, 0, true, 2).err(),
+            end_txn(Some(&mut md), 100, 0, true, 1, &mut no_pid, 2).err(),
             Some(code::PRODUCER_FENCED)
         );
         let t = complete_markers(&mut md, 3).unwrap();
@@ -1059,9 +1176,9 @@ mod tests {
     #[test]
     fn add_with_another_producer_id_is_invalid_mapping() {
         let mut md = initialised(0);
-        let r = add_partitions(Some(&mut md), 101, 0, &[tp("t", 0)], 1);
+        let r = add_partitions(Some(&mut md), 101, 0, &[tp("t", 0)], 1, 1);
         assert_eq!(r.err(), Some(code::INVALID_PRODUCER_ID_MAPPING));
-        let r = add_partitions(None, 100, 0, &[tp("t", 0)], 1);
+        let r = add_partitions(None, 100, 0, &[tp("t", 0)], 1, 1);
         assert_eq!(r.err(), Some(code::INVALID_PRODUCER_ID_MAPPING));
     }
 
@@ -1069,7 +1186,7 @@ mod tests {
     fn add_with_another_epoch_is_fenced() {
         let mut md = initialised(0);
         for epoch in [-1, 1] {
-            let r = add_partitions(Some(&mut md), 100, epoch, &[tp("t", 0)], 1);
+            let r = add_partitions(Some(&mut md), 100, epoch, &[tp("t", 0)], 1, 1);
             assert_eq!(r.err(), Some(code::PRODUCER_FENCED), "{epoch}");
         }
     }
@@ -1077,25 +1194,27 @@ mod tests {
     #[test]
     fn add_while_pending_or_preparing_is_concurrent() {
         let mut md = initialised(0);
-        let t = add_partitions(Some(&mut md), 100, 0, &[tp("t", 0)], 1)
+        let t = add_partitions(Some(&mut md), 100, 0, &[tp("t", 0)], 1, 1)
             .unwrap()
             .unwrap();
-        let r = add_partitions(Some(&mut md), 100, 0, &[tp("t", 1)], 1);
+        let r = add_partitions(Some(&mut md), 100, 0, &[tp("t", 1)], 1, 1);
         assert_eq!(r.err(), Some(code::CONCURRENT_TRANSACTIONS));
         write(&mut md, t);
-        let t = end_txn(Some(&mut md), 100, 0, false, 2).unwrap().unwrap();
+        let t = end_txn(Some(&mut md), 100, 0, false, 1, &mut no_pid, 2)
+            .unwrap()
+            .unwrap();
         write(&mut md, t);
-        let r = add_partitions(Some(&mut md), 100, 0, &[tp("t", 1)], 3);
+        let r = add_partitions(Some(&mut md), 100, 0, &[tp("t", 1)], 1, 3);
         assert_eq!(r.err(), Some(code::CONCURRENT_TRANSACTIONS));
         md.state = TxnState::PrepareEpochFence;
-        let r = add_partitions(Some(&mut md), 100, 0, &[tp("t", 1)], 3);
+        let r = add_partitions(Some(&mut md), 100, 0, &[tp("t", 1)], 1, 3);
         assert_eq!(r.err(), Some(code::CONCURRENT_TRANSACTIONS));
     }
 
     #[test]
     fn add_of_partitions_already_in_the_transaction_writes_nothing() {
         let mut md = ongoing(0);
-        let r = add_partitions(Some(&mut md), 100, 0, &[tp("t", 0)], 1);
+        let r = add_partitions(Some(&mut md), 100, 0, &[tp("t", 0)], 1, 1);
         assert_eq!(r, Ok(None));
         assert_eq!(md.pending(), None);
     }
@@ -1103,12 +1222,12 @@ mod tests {
     #[test]
     fn add_starts_a_transaction_and_grows_it_keeping_its_start() {
         let mut md = completed(true);
-        let t = add_partitions(Some(&mut md), 100, 0, &[tp("b", 1)], 10)
+        let t = add_partitions(Some(&mut md), 100, 0, &[tp("b", 1)], 1, 10)
             .unwrap()
             .unwrap();
         write(&mut md, t);
         assert_eq!((md.state, md.start_ms), (TxnState::Ongoing, 10));
-        let t = add_partitions(Some(&mut md), 100, 0, &[tp("a", 0), tp("b", 1)], 20)
+        let t = add_partitions(Some(&mut md), 100, 0, &[tp("a", 0), tp("b", 1)], 1, 20)
             .unwrap()
             .unwrap();
         write(&mut md, t);
@@ -1123,7 +1242,9 @@ mod tests {
     fn end_of_an_open_transaction_prepares_and_then_completes_it() {
         for commit in [true, false] {
             let mut md = ongoing(0);
-            let t = end_txn(Some(&mut md), 100, 0, commit, 5).unwrap().unwrap();
+            let t = end_txn(Some(&mut md), 100, 0, commit, 1, &mut no_pid, 5)
+                .unwrap()
+                .unwrap();
             assert_eq!(
                 t.then,
                 Then::WriteMarkers {
@@ -1149,21 +1270,29 @@ mod tests {
     #[test]
     fn end_retried_after_the_same_outcome_completed_answers_none() {
         let mut md = completed(true);
-        assert_eq!(end_txn(Some(&mut md), 100, 0, true, 9), Ok(None));
+        assert_eq!(
+            end_txn(Some(&mut md), 100, 0, true, 1, &mut no_pid, 9),
+            Ok(None)
+        );
         let mut md = completed(false);
-        assert_eq!(end_txn(Some(&mut md), 100, 0, false, 9), Ok(None));
+        assert_eq!(
+            end_txn(Some(&mut md), 100, 0, false, 1, &mut no_pid, 9),
+            Ok(None)
+        );
     }
 
     #[test]
     fn end_retried_while_the_same_outcome_is_prepared_is_concurrent() {
         for commit in [true, false] {
             let mut md = ongoing(0);
-            let t = end_txn(Some(&mut md), 100, 0, commit, 1).unwrap().unwrap();
+            let t = end_txn(Some(&mut md), 100, 0, commit, 1, &mut no_pid, 1)
+                .unwrap()
+                .unwrap();
             // While its record is written, and after.
-            let r = end_txn(Some(&mut md), 100, 0, commit, 1);
+            let r = end_txn(Some(&mut md), 100, 0, commit, 1, &mut no_pid, 1);
             assert_eq!(r.err(), Some(code::CONCURRENT_TRANSACTIONS));
             write(&mut md, t);
-            let r = end_txn(Some(&mut md), 100, 0, commit, 1);
+            let r = end_txn(Some(&mut md), 100, 0, commit, 1, &mut no_pid, 1);
             assert_eq!(r.err(), Some(code::CONCURRENT_TRANSACTIONS));
         }
     }
@@ -1171,12 +1300,14 @@ mod tests {
     #[test]
     fn end_with_the_other_outcome_is_invalid_state() {
         let mut md = completed(true);
-        let r = end_txn(Some(&mut md), 100, 0, false, 9);
+        let r = end_txn(Some(&mut md), 100, 0, false, 1, &mut no_pid, 9);
         assert_eq!(r.err(), Some(code::INVALID_TXN_STATE));
         let mut md = ongoing(0);
-        let t = end_txn(Some(&mut md), 100, 0, false, 1).unwrap().unwrap();
+        let t = end_txn(Some(&mut md), 100, 0, false, 1, &mut no_pid, 1)
+            .unwrap()
+            .unwrap();
         write(&mut md, t);
-        let r = end_txn(Some(&mut md), 100, 0, true, 1);
+        let r = end_txn(Some(&mut md), 100, 0, true, 1, &mut no_pid, 1);
         assert_eq!(r.err(), Some(code::INVALID_TXN_STATE));
     }
 
@@ -1184,7 +1315,7 @@ mod tests {
     fn end_with_no_transaction_open_is_invalid_state() {
         let mut md = initialised(0);
         for commit in [true, false] {
-            let r = end_txn(Some(&mut md), 100, 0, commit, 1);
+            let r = end_txn(Some(&mut md), 100, 0, commit, 1, &mut no_pid, 1);
             assert_eq!(r.err(), Some(code::INVALID_TXN_STATE));
         }
     }
@@ -1192,11 +1323,11 @@ mod tests {
     #[test]
     fn end_from_another_producer_is_refused() {
         let mut md = ongoing(0);
-        let r = end_txn(Some(&mut md), 7, 0, true, 1);
+        let r = end_txn(Some(&mut md), 7, 0, true, 1, &mut no_pid, 1);
         assert_eq!(r.err(), Some(code::INVALID_PRODUCER_ID_MAPPING));
-        let r = end_txn(Some(&mut md), 100, 1, true, 1);
+        let r = end_txn(Some(&mut md), 100, 1, true, 1, &mut no_pid, 1);
         assert_eq!(r.err(), Some(code::PRODUCER_FENCED));
-        let r = end_txn(None, 100, 0, true, 1);
+        let r = end_txn(None, 100, 0, true, 1, &mut no_pid, 1);
         assert_eq!(r.err(), Some(code::INVALID_PRODUCER_ID_MAPPING));
     }
 
@@ -1207,7 +1338,9 @@ mod tests {
             complete_markers(&mut md, 1).err(),
             Some(code::INVALID_TXN_STATE)
         );
-        let t = end_txn(Some(&mut md), 100, 0, true, 1).unwrap().unwrap();
+        let t = end_txn(Some(&mut md), 100, 0, true, 1, &mut no_pid, 1)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             complete_markers(&mut md, 1).err(),
             Some(code::CONCURRENT_TRANSACTIONS)
@@ -1223,7 +1356,9 @@ mod tests {
         assert!(timed_out(&md, 1000 + 60_001));
         assert!(!timed_out(&initialised(0), i64::MAX));
         let mut md = ongoing(0);
-        let _t = end_txn(Some(&mut md), 100, 0, true, 1).unwrap().unwrap();
+        let _t = end_txn(Some(&mut md), 100, 0, true, 1, &mut no_pid, 1)
+            .unwrap()
+            .unwrap();
         assert!(
             !timed_out(&md, i64::MAX),
             "a pending transit is not timed out"
@@ -1247,7 +1382,7 @@ mod tests {
             (TxnState::PrepareAbort, 1)
         );
         write(&mut md, t);
-        let r = add_partitions(Some(&mut md), 100, 0, &[tp("t", 1)], 60_002);
+        let r = add_partitions(Some(&mut md), 100, 0, &[tp("t", 1)], 1, 60_002);
         assert_eq!(r.err(), Some(code::PRODUCER_FENCED));
     }
 
@@ -1278,7 +1413,7 @@ mod tests {
         assert!(abort_transition(&mut md, &t));
         assert_eq!(md, before);
         assert_eq!(
-            end_txn(Some(&mut md), 100, 0, true, 1).map(|t| t.is_some()),
+            end_txn(Some(&mut md), 100, 0, true, 1, &mut no_pid, 1).map(|t| t.is_some()),
             Ok(true)
         );
     }
@@ -1286,7 +1421,9 @@ mod tests {
     #[test]
     fn stale_transit_is_neither_completed_nor_aborted() {
         let mut md = ongoing(0);
-        let t = end_txn(Some(&mut md), 100, 0, true, 1).unwrap().unwrap();
+        let t = end_txn(Some(&mut md), 100, 0, true, 1, &mut no_pid, 1)
+            .unwrap()
+            .unwrap();
         // The coordinator reloaded the id meanwhile: its metadata came from the log.
         let mut reloaded = from_log("t", &TxnLogValue::from(&ongoing(0)));
         assert!(!abort_transition(&mut reloaded, &t));
@@ -1295,7 +1432,7 @@ mod tests {
             Err(code::NOT_COORDINATOR)
         );
         // A transit of another kind pending on it is not touched either.
-        let other = add_partitions(Some(&mut reloaded), 100, 0, &[tp("x", 0)], 2)
+        let other = add_partitions(Some(&mut reloaded), 100, 0, &[tp("x", 0)], 1, 2)
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -1311,13 +1448,206 @@ mod tests {
         let mut md = ongoing(7);
         md.partitions.insert(tp("a", 3));
         let loaded = from_log("t", &decode_value(&encode_value(&(&md).into())).unwrap());
-        // Version 0 does not hold the producer id and epoch before the last init.
+        // Version 0 does not hold the producer id and epoch before the last init, nor the
+        // client's transaction version.
         let expected = TxnMetadata {
             last_producer_id: NO_PRODUCER_ID,
             last_producer_epoch: NO_PRODUCER_EPOCH,
-            ..md
+            client_version: 0,
+            ..md.clone()
         };
         assert_eq!(loaded, expected);
+        // Version 1 holds all but the epoch before the last init (Kafka's log has no room
+        // for it either).
+        md.client_version = 2;
+        md.next_producer_id = 555;
+        md.last_producer_id = 99;
+        let loaded = from_log("t", &decode_value(&encode_value_v1(&(&md).into())).unwrap());
+        assert_eq!(
+            loaded,
+            TxnMetadata {
+                last_producer_epoch: NO_PRODUCER_EPOCH,
+                ..md
+            }
+        );
+    }
+
+    /// An id with a transaction version 2 transaction open on t-0 at `epoch`.
+    fn ongoing_v2(epoch: i16) -> TxnMetadata {
+        let mut md = initialised(0);
+        md.producer_epoch = epoch;
+        let t = add_partitions(Some(&mut md), 100, epoch, &[tp("t", 0)], 2, 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(write(&mut md, t), Then::ReplyNone);
+        assert!(md.bumps_epoch());
+        md
+    }
+
+    /// Ends `md`'s transaction through EndTxn v5 and writes its markers.
+    fn end_v2(md: &mut TxnMetadata, epoch: i16, commit: bool) {
+        let t = end_txn(Some(md), 100, epoch, commit, 2, &mut no_pid, 3)
+            .unwrap()
+            .unwrap();
+        write(md, t);
+        let t = complete_markers(md, 4).unwrap();
+        assert_eq!(write(md, t), Then::Completed);
+    }
+
+    #[test]
+    fn v2_end_bumps_the_epoch_and_the_markers_carry_it() {
+        for commit in [true, false] {
+            let mut md = ongoing_v2(3);
+            let t = end_txn(Some(&mut md), 100, 3, commit, 2, &mut no_pid, 3)
+                .unwrap()
+                .unwrap();
+            assert_eq!(t.target.producer_epoch, 4);
+            assert_eq!(t.target.producer_after_markers(), (100, 4));
+            write(&mut md, t);
+            // The markers go out at the bumped epoch: late writes at 3 are refused.
+            assert_eq!(needs_markers(&md), Some(commit));
+            assert_eq!((md.producer_id, md.producer_epoch), (100, 4));
+            let t = complete_markers(&mut md, 4).unwrap();
+            write(&mut md, t);
+            assert_eq!(md.producer_after_markers(), (100, 4));
+            assert!(md.partitions.is_empty());
+        }
+    }
+
+    #[test]
+    fn v2_retry_of_an_end_is_known_by_the_epoch_below() {
+        let mut md = ongoing_v2(3);
+        let t = end_txn(Some(&mut md), 100, 3, true, 2, &mut no_pid, 3)
+            .unwrap()
+            .unwrap();
+        write(&mut md, t);
+        // Markers still being written: the retry waits.
+        let r = end_txn(Some(&mut md), 100, 3, true, 2, &mut no_pid, 3);
+        assert_eq!(r.err(), Some(code::CONCURRENT_TRANSACTIONS));
+        let t = complete_markers(&mut md, 4).unwrap();
+        write(&mut md, t);
+        // Complete: the same answer again, nothing written.
+        let r = end_txn(Some(&mut md), 100, 3, true, 2, &mut no_pid, 5);
+        assert_eq!(r, Ok(None));
+        assert_eq!(md.producer_after_markers(), (100, 4));
+        // The other outcome under the old epoch is no retry.
+        let r = end_txn(Some(&mut md), 100, 3, false, 2, &mut no_pid, 5);
+        assert_eq!(r.err(), Some(code::INVALID_TXN_STATE));
+        // A commit at the new epoch with nothing open is no transaction.
+        let r = end_txn(Some(&mut md), 100, 4, true, 2, &mut no_pid, 5);
+        assert_eq!(r.err(), Some(code::INVALID_TXN_STATE));
+        // Two epochs back is a zombie.
+        let r = end_txn(Some(&mut md), 100, 2, true, 2, &mut no_pid, 5);
+        assert_eq!(r.err(), Some(code::PRODUCER_FENCED));
+    }
+
+    #[test]
+    fn v2_next_transaction_runs_at_the_bumped_epoch_only() {
+        let mut md = ongoing_v2(3);
+        end_v2(&mut md, 3, true);
+        let r = add_partitions(Some(&mut md), 100, 3, &[tp("t", 1)], 2, 5);
+        assert_eq!(r.err(), Some(code::PRODUCER_FENCED));
+        let t = add_partitions(Some(&mut md), 100, 4, &[tp("t", 1)], 2, 5)
+            .unwrap()
+            .unwrap();
+        write(&mut md, t);
+        assert_eq!(md.state, TxnState::Ongoing);
+        // The old epoch's retry of the last EndTxn is no longer one: a transaction is open.
+        let r = end_txn(Some(&mut md), 100, 3, true, 2, &mut no_pid, 6);
+        assert_eq!(r.err(), Some(code::PRODUCER_FENCED));
+        end_v2(&mut md, 4, false);
+        assert_eq!(md.producer_after_markers(), (100, 5));
+        assert_eq!(md.state, TxnState::CompleteAbort);
+    }
+
+    #[test]
+    fn v2_abort_with_nothing_open_bumps_the_epoch() {
+        // After InitProducerId, and after a completed transaction.
+        let mut fresh = initialised(0);
+        let mut done = ongoing_v2(0);
+        end_v2(&mut done, 0, true);
+        for (md, epoch) in [(&mut fresh, 0), (&mut done, 1)] {
+            let r = end_txn(Some(md), 100, epoch, true, 2, &mut no_pid, 5);
+            assert_eq!(r.err(), Some(code::INVALID_TXN_STATE));
+            let t = end_txn(Some(md), 100, epoch, false, 2, &mut no_pid, 5)
+                .unwrap()
+                .unwrap();
+            assert_eq!(t.target.state, TxnState::PrepareAbort);
+            assert!(t.target.partitions.is_empty());
+            assert_eq!(t.target.producer_after_markers(), (100, epoch + 1));
+        }
+        // Classic clients get no such abort.
+        let mut md = initialised(0);
+        let r = end_txn(Some(&mut md), 100, 0, false, 1, &mut no_pid, 5);
+        assert_eq!(r.err(), Some(code::INVALID_TXN_STATE));
+    }
+
+    #[test]
+    fn v2_exhausted_epoch_moves_to_a_new_producer_id_after_the_markers() {
+        let last = i16::MAX - 1;
+        let mut md = ongoing_v2(last);
+        let t = end_txn(Some(&mut md), 100, last, true, 2, &mut pids(555), 3)
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.target.producer_after_markers(), (555, 0));
+        write(&mut md, t);
+        // The markers go out under the old id, at the epoch no producer ever holds.
+        assert_eq!((md.producer_id, md.producer_epoch), (100, i16::MAX));
+        let t = complete_markers(&mut md, 4).unwrap();
+        write(&mut md, t);
+        assert_eq!((md.producer_id, md.producer_epoch), (555, 0));
+        assert_eq!(md.next_producer_id, NO_PRODUCER_ID);
+        // A retry by the old id at its last epoch gets the same answer.
+        let r = end_txn(Some(&mut md), 100, last, true, 2, &mut no_pid, 5);
+        assert_eq!(r, Ok(None));
+        assert_eq!(md.producer_after_markers(), (555, 0));
+        // Any other epoch of the old id is not this id's producer any more.
+        let r = end_txn(Some(&mut md), 100, 5, true, 2, &mut no_pid, 5);
+        assert_eq!(r.err(), Some(code::INVALID_PRODUCER_ID_MAPPING));
+        // The new id starts its first transaction at epoch 0.
+        let t = add_partitions(Some(&mut md), 555, 0, &[tp("t", 0)], 2, 6)
+            .unwrap()
+            .unwrap();
+        write(&mut md, t);
+        assert_eq!(md.state, TxnState::Ongoing);
+    }
+
+    #[test]
+    fn v2_fence_to_the_last_epoch_is_never_handed_out() {
+        let last = i16::MAX - 1;
+        let mut md = ongoing_v2(last);
+        let t = abort_timed_out(&mut md, 1_000_000).unwrap();
+        write(&mut md, t);
+        let t = complete_markers(&mut md, 1_000_001).unwrap();
+        write(&mut md, t);
+        assert_eq!(md.producer_epoch, i16::MAX);
+        // Not a retry: the producer is fenced and starts over with a new id.
+        let r = end_txn(Some(&mut md), 100, last, false, 2, &mut no_pid, 1_000_002);
+        assert_eq!(r.err(), Some(code::PRODUCER_FENCED));
+        let plan = init_producer_id(Some(&mut md), "t", 60_000, None, MAX, &mut pids(7), 9);
+        assert_eq!(
+            plan.unwrap().transit.then,
+            Then::ReplyProducer {
+                producer_id: 7,
+                producer_epoch: 0
+            }
+        );
+    }
+
+    #[test]
+    fn v2_timed_out_transaction_aborted_by_the_coordinator_is_a_retried_abort() {
+        let mut md = ongoing_v2(3);
+        let t = abort_timed_out(&mut md, 1_000_000).unwrap();
+        write(&mut md, t);
+        let t = complete_markers(&mut md, 1_000_001).unwrap();
+        write(&mut md, t);
+        // The producer's own abort at its epoch finds the bump done: it goes on at it.
+        let r = end_txn(Some(&mut md), 100, 3, false, 2, &mut no_pid, 1_000_002);
+        assert_eq!(r, Ok(None));
+        assert_eq!(md.producer_after_markers(), (100, 4));
+        // Its commit does not: that transaction was aborted.
+        let r = end_txn(Some(&mut md), 100, 3, true, 2, &mut no_pid, 1_000_002);
+        assert_eq!(r.err(), Some(code::INVALID_TXN_STATE));
     }
 
     #[test]

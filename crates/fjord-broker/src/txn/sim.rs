@@ -6,7 +6,9 @@
 //! client (which retries), restarts that lose everything but the log (a write in flight at
 //! the crash may or may not have landed), and time that jumps, so that transactions time
 //! out and idle ids expire. Some ids start near the end of their epochs, so that producer
-//! ids rotate.
+//! ids rotate. Each seed picks, per id, whether its producers speak transaction version 1
+//! or 2 (KIP-890: EndTxn bumps the epoch and hands out the next one, an abort may come
+//! with nothing open, and a bump past the last epoch rotates the producer id).
 //!
 //! Everything that is not the rules is a small model of the coordinator around them
 //! (`Sim`) and of the clients (`Producer`), single-threaded and driven by one seed.
@@ -15,9 +17,11 @@
 //! 1. what a client is handed by InitProducerId is the newest producer id and epoch
 //!    written for its id, and no two runs of a producer are handed the same pair;
 //! 2. every request that succeeds (AddPartitionsToTxn, EndTxn) comes with the newest pair
-//!    written for its id, and not from a producer whose transaction was since aborted by a
-//!    timeout or another InitProducerId: at most one producer per id can succeed, and an
-//!    older epoch never succeeds once a newer one was handed out;
+//!    handed out for its id, and not from a producer whose transaction was since aborted by
+//!    a timeout or another InitProducerId: at most one producer per id can succeed, and an
+//!    older epoch never succeeds once a newer one was handed out. A version 2 EndTxn hands
+//!    out the pair the log's last record goes on with, never to two runs; its retry (by
+//!    the epoch below) is answered with that same pair;
 //! 3. each transaction is decided once: its PrepareCommit or PrepareAbort is written at
 //!    most once, its Complete record agrees with it, and what EndTxn answered agrees too;
 //! 4. a producer id belongs to one transactional id, and its epochs never go backwards,
@@ -41,6 +45,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::log::{self, TxnLogValue};
+use super::metadata::NO_PRODUCER_ID;
 use super::metadata::{
     abort_timed_out, abort_transition, complete_markers, complete_transition, end_txn, expire,
     from_log, init_producer_id, needs_markers, Then, Transit, TxnMetadata, TxnState,
@@ -121,6 +126,9 @@ struct Stats {
     landed_at_crash: u64,
     loaded_prepared: u64,
     lost_answers: u64,
+    v2_bumps: u64,
+    v2_rotations: u64,
+    v2_empty_aborts: u64,
 }
 
 impl Stats {
@@ -142,6 +150,9 @@ impl Stats {
         self.landed_at_crash += o.landed_at_crash;
         self.loaded_prepared += o.loaded_prepared;
         self.lost_answers += o.lost_answers;
+        self.v2_bumps += o.v2_bumps;
+        self.v2_rotations += o.v2_rotations;
+        self.v2_empty_aborts += o.v2_empty_aborts;
     }
 }
 
@@ -234,11 +245,45 @@ impl Oracle {
             },
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
                 let commit = v.state == TxnState::PrepareCommit;
-                // Only a fence, which aborts, bumps the epoch.
-                let bump = if commit { 0 } else { 1 };
+                let v2 = v.client_transaction_version >= 2;
+                // A fence, which aborts, bumps the epoch; every version 2 end bumps it by
+                // exactly one.
+                let bump = if commit && !v2 { 0 } else { 1 };
+                let bumped_right = |p: &TxnLogValue| {
+                    same_producer(p, bump) && (!v2 || p.producer_epoch != v.producer_epoch)
+                };
+                let mut serial = serial;
                 match prev {
-                    Some(p) if p.state == TxnState::Ongoing && same_producer(p, bump) => {}
+                    Some(p) if p.state == TxnState::Ongoing && bumped_right(p) => {}
+                    // Version 2: an abort with nothing open, at the next epoch.
+                    Some(p)
+                        if v2
+                            && !commit
+                            && v.partitions.is_empty()
+                            && matches!(
+                                p.state,
+                                TxnState::Empty
+                                    | TxnState::CompleteCommit
+                                    | TxnState::CompleteAbort
+                            )
+                            && same_producer(p, 1)
+                            && p.producer_epoch != v.producer_epoch =>
+                    {
+                        serial += 1;
+                        self.serial.insert(id.into(), serial);
+                    }
                     _ => return Err(format!("{id} decided {v:?} after {prev_state:?}")),
+                }
+                if v.next_producer_id != NO_PRODUCER_ID {
+                    if !v2 || v.producer_epoch != i16::MAX {
+                        return Err(format!("{id} rotates its producer id early: {v:?}"));
+                    }
+                    if let Some(owner) = self.owner.get(&v.next_producer_id) {
+                        return Err(format!(
+                            "producer id {} to move {id} to belongs to {owner}",
+                            v.next_producer_id
+                        ));
+                    }
                 }
                 if let Some(was) = self.decided.insert((id.into(), serial), commit) {
                     return Err(format!("{id}'s transaction {serial} decided twice ({was})"));
@@ -251,7 +296,16 @@ impl Oracle {
                 } else {
                     TxnState::PrepareAbort
                 };
-                if prev_state != Some(prepared) || !prev.is_some_and(|p| same_producer(p, 0)) {
+                // The same producer, or the one a version 2 bump past the last epoch moves
+                // to, at epoch 0.
+                let continues = |p: &TxnLogValue| {
+                    if p.next_producer_id == NO_PRODUCER_ID {
+                        same_producer(p, 0)
+                    } else {
+                        v.producer_id == p.next_producer_id && v.producer_epoch == 0
+                    }
+                };
+                if prev_state != Some(prepared) || !prev.is_some_and(continues) {
                     return Err(format!("{id} completed {v:?} after {prev:?}"));
                 }
                 if self.decided.get(&(id.into(), serial)) != Some(&commit) {
@@ -282,6 +336,56 @@ impl Oracle {
                 "{id}: {pid}/{epoch} handed to run {run}, and before to run {holder}"
             ));
         }
+        Ok(())
+    }
+
+    /// A version 2 EndTxn of `held` succeeded without a write: `held` is the newest pair, or
+    /// the one just below the pair the log goes on with (the same producer id one epoch
+    /// down, or the old id at its last epoch after a rotation).
+    fn retried_end(&self, id: &str, held: Option<(i64, i16)>) -> Result<(), String> {
+        let Some((pid, epoch)) = held else {
+            return Err(format!(
+                "{id}: EndTxn succeeded for a producer without an id"
+            ));
+        };
+        if self.newest.get(id) == Some(&(pid, epoch)) {
+            return Ok(());
+        }
+        let below = self.last.get(id).is_some_and(|v| {
+            (v.producer_id == pid && i32::from(epoch) + 1 == i32::from(v.producer_epoch))
+                || (v.previous_producer_id == pid && v.producer_epoch == 0 && epoch == i16::MAX - 1)
+        });
+        if !below {
+            return Err(format!(
+                "{id}: EndTxn of {pid}/{epoch} answered as a retry, but the log has {:?}",
+                self.last.get(id)
+            ));
+        }
+        Ok(())
+    }
+
+    /// A version 2 EndTxn answered `run` with the pair to go on with: the one the log's
+    /// last record of `id` goes on with, handed to no other run. It is the newest now.
+    fn handed_by_end(&mut self, id: &str, run: u64, pair: (i64, i16)) -> Result<(), String> {
+        let logged = self.last.get(id).map(|v| {
+            if v.next_producer_id != NO_PRODUCER_ID {
+                (v.next_producer_id, 0)
+            } else {
+                (v.producer_id, v.producer_epoch)
+            }
+        });
+        if logged != Some(pair) {
+            return Err(format!(
+                "{id}: EndTxn handed out {pair:?}, but the log goes on with {logged:?}"
+            ));
+        }
+        let holder = self.holders.entry(pair).or_insert(run);
+        if *holder != run {
+            return Err(format!(
+                "{id}: {pair:?} handed to run {run} by EndTxn, and before to run {holder}"
+            ));
+        }
+        self.newest.insert(id.into(), pair);
         Ok(())
     }
 
@@ -340,6 +444,8 @@ struct Sim {
     oracle: Oracle,
     /// Per producer id, the highest epoch memory held.
     mem_epochs: BTreeMap<i64, i16>,
+    /// The transaction version the producers of each id (by its index in `IDS`) speak.
+    versions: [i16; IDS.len()],
     stats: Stats,
 }
 
@@ -356,9 +462,11 @@ impl Sim {
                 waiting: false,
             })
             .collect();
+        let mut rng = Rng(seed);
+        let versions = [0; IDS.len()].map(|_| if rng.permille(500) { 2 } else { 1 });
         let mut sim = Sim {
             shell,
-            rng: Rng(seed),
+            rng,
             step: 0,
             trace,
             now: 1_000_000,
@@ -371,6 +479,7 @@ impl Sim {
             next_run: PRODUCERS as u64,
             oracle: Oracle::default(),
             mem_epochs: BTreeMap::new(),
+            versions,
             stats: Stats::default(),
         };
         // t0 is three epochs from exhaustion, and producer 0 holds its epoch; t1 has a
@@ -403,6 +512,11 @@ impl Sim {
         sim.producers[0].held = Some((1000, i16::MAX - 3));
         sim.load()?;
         Ok(sim)
+    }
+
+    fn version_of(&self, id: &str) -> i16 {
+        let i = IDS.iter().position(|x| *x == id).unwrap_or(0);
+        self.versions[i]
     }
 
     fn say(&self, what: impl FnOnce() -> String) {
@@ -478,7 +592,7 @@ impl Sim {
 
     fn append(&mut self, id: &str, record: Option<TxnLogValue>) -> Result<(), String> {
         let key = log::encode_key(id);
-        let value = record.as_ref().map(log::encode_value);
+        let value = record.as_ref().map(log::encode);
         let (read_id, read) = log::decode_record(&key, value.as_deref())
             .ok_or_else(|| format!("the record written for {id} does not decode"))?;
         if read_id != id {
@@ -607,6 +721,7 @@ impl Sim {
                         self.oracle
                             .succeeded(id, self.producers[i].held, "EndTxn")?;
                         self.oracle.answered(id, commit)?;
+                        self.end_answered(i, id)?;
                         let p = &mut self.producers[i];
                         p.in_txn = false;
                         p.ending = None;
@@ -631,6 +746,27 @@ impl Sim {
         Ok(())
     }
 
+    /// EndTxn answered NONE to producer `i`: a version 2 producer goes on with the pair the
+    /// id's metadata hands out (the coordinator's answer).
+    fn end_answered(&mut self, i: usize, id: &str) -> Result<(), String> {
+        if self.version_of(id) < 2 {
+            return Ok(());
+        }
+        let md = self
+            .mem
+            .get(id)
+            .ok_or_else(|| format!("EndTxn of {id} answered, which memory does not hold"))?;
+        let pair = md.producer_after_markers();
+        let p = &self.producers[i];
+        self.oracle.handed_by_end(id, p.run, pair)?;
+        self.stats.v2_bumps += 1;
+        if p.held.is_some_and(|(pid, _)| pid != pair.0) {
+            self.stats.v2_rotations += 1;
+        }
+        self.producers[i].held = Some(pair);
+        Ok(())
+    }
+
     /// The answer to a request that wrote nothing.
     fn answered_at_once(&mut self, i: usize, asked: Asked, result: i16) -> Result<(), String> {
         let id = self.producers[i].id;
@@ -644,9 +780,17 @@ impl Sim {
                 }
                 Asked::End { commit } => {
                     self.stats.end_retries_answered += 1;
-                    self.oracle
-                        .succeeded(id, self.producers[i].held, "EndTxn")?;
+                    // A version 2 retry is known by its epoch below the id's: the pair it
+                    // holds may no longer be the newest, and the answer hands out the one
+                    // that is.
+                    if self.version_of(id) < 2 {
+                        self.oracle
+                            .succeeded(id, self.producers[i].held, "EndTxn")?;
+                    } else {
+                        self.oracle.retried_end(id, self.producers[i].held)?;
+                    }
                     self.oracle.answered(id, commit)?;
+                    self.end_answered(i, id)?;
                     self.producers[i].in_txn = false;
                     self.producers[i].ending = None;
                 }
@@ -717,11 +861,13 @@ impl Sim {
                         (t.to_string(), self.rng.below(3) as i32)
                     })
                     .collect();
+                let version = self.version_of(id);
                 let result = super::metadata::add_partitions(
                     self.mem.get_mut(id),
                     pid,
                     epoch,
                     &parts,
+                    version,
                     self.now,
                 );
                 match result {
@@ -730,8 +876,10 @@ impl Sim {
                     Err(c) => self.answered_at_once(i, Asked::Add, c),
                 }
             }
-            _ if in_txn || roll > 95 => {
-                let commit = self.rng.permille(700);
+            // Ending with nothing open: an application's abort after writes that all failed
+            // (fine in version 2), or a zombie's late EndTxn.
+            _ if in_txn || roll > 90 => {
+                let commit = self.rng.permille(if in_txn { 700 } else { 300 });
                 self.producers[i].ending = Some(commit);
                 self.request_end(i, pid, epoch, commit)
             }
@@ -790,8 +938,29 @@ impl Sim {
     fn request_end(&mut self, i: usize, pid: i64, epoch: i16, commit: bool) -> Result<(), String> {
         let id = self.producers[i].id;
         let asked = Asked::End { commit };
-        match end_txn(self.mem.get_mut(id), pid, epoch, commit, self.now) {
-            Ok(Some(t)) => self.start_write(id, t, Some((i, asked))),
+        let version = self.version_of(id);
+        let mut next_pid = self.next_pid;
+        let mut alloc = || {
+            next_pid += 1;
+            Ok(next_pid - 1)
+        };
+        let result = end_txn(
+            self.mem.get_mut(id),
+            pid,
+            epoch,
+            commit,
+            version,
+            &mut alloc,
+            self.now,
+        );
+        self.next_pid = next_pid;
+        match result {
+            Ok(Some(t)) => {
+                if t.target.partitions.is_empty() {
+                    self.stats.v2_empty_aborts += 1;
+                }
+                self.start_write(id, t, Some((i, asked)))
+            }
             Ok(None) => self.answered_at_once(i, asked, code::NONE),
             Err(c) => self.answered_at_once(i, asked, c),
         }
@@ -844,7 +1013,7 @@ impl Sim {
                 .last
                 .get(id)
                 .ok_or_else(|| format!("{id} is in memory, not in the log: {md:?}"))?;
-            if log::encode_value(&TxnLogValue::from(md)) != log::encode_value(logged) {
+            if log::encode(&TxnLogValue::from(md)) != log::encode(logged) {
                 return Err(format!(
                     "{id}: memory differs from the log\n memory {md:?}\n log    {logged:?}"
                 ));
@@ -913,7 +1082,7 @@ impl Sim {
         let durable = |mem: &BTreeMap<String, TxnMetadata>| -> BTreeMap<String, Bytes> {
             mem.iter()
                 .filter(|(_, md)| md.producer_epoch >= 0)
-                .map(|(id, md)| (id.clone(), log::encode_value(&TxnLogValue::from(md))))
+                .map(|(id, md)| (id.clone(), log::encode(&TxnLogValue::from(md))))
                 .collect()
         };
         if durable(&self.rebuild()?) != durable(&self.mem) {
@@ -990,6 +1159,9 @@ fn transactions_survive_zombies_failed_writes_restarts_and_timeouts() {
         ("writes landed at a crash", s.landed_at_crash),
         ("prepared transactions loaded", s.loaded_prepared),
         ("lost answers", s.lost_answers),
+        ("version 2 epoch bumps", s.v2_bumps),
+        ("version 2 rotations", s.v2_rotations),
+        ("version 2 aborts with nothing open", s.v2_empty_aborts),
     ];
     for (what, n) in reached {
         assert!(n > 0, "no {what} in the run: {s:?}");
