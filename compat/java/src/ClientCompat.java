@@ -1,6 +1,6 @@
 // Java client compat suite: org.apache.kafka:kafka-clients (Admin, KafkaProducer,
 // KafkaConsumer with assign()/seek(), and a consumer group on the new consumer protocol,
-// group.protocol=consumer; transactions, transaction version 1) against a broker.
+// group.protocol=consumer; transactions, at transaction version 2) against a broker.
 //
 // FJORD_BIN=/path/to/fjord  -> this program starts `fjord server` on a free loopback port with
 //                              a temporary data dir, and kill -9 / restarts it for durability.
@@ -740,7 +740,8 @@ public class ClientCompat {
      *  ten committed ones, read_uncommitted all fifteen, in each partition's order. */
     static void testTransactions() throws Exception {
         String t = createTopic(unique("j-txn"), 2, Map.of());
-        try (KafkaProducer<byte[], byte[]> p = txnProducer(unique("j-txn-id"))) {
+        String id = unique("j-txn-id");
+        try (KafkaProducer<byte[], byte[]> p = txnProducer(id)) {
             for (String tag : List.of("c1", "a", "c2")) {
                 p.beginTransaction();
                 for (int i = 0; i < 5; i++)
@@ -761,6 +762,16 @@ public class ClientCompat {
         eq(List.of(List.of("c1-0", "c1-2", "c1-4", "a-0", "a-2", "a-4", "c2-0", "c2-2", "c2-4"),
                    List.of("c1-1", "c1-3", "a-1", "a-3", "c2-1", "c2-3")),
            readAll(t, 2, "read_uncommitted"), "read_uncommitted");
+        // A new cluster runs transaction version 2 (KIP-890), which this client then speaks:
+        // each commit or abort bumped the epoch the producer started with.
+        try (Admin a = admin()) {
+            var finalized = a.describeFeatures().featureMetadata().get().finalizedFeatures();
+            var tv = finalized.get("transaction.version");
+            eq((short) 2, tv == null ? null : tv.maxVersionLevel(), "finalized transaction.version");
+            TransactionDescription d = a.describeTransactions(List.of(id)).description(id).get();
+            eq(3, d.producerEpoch(), "producer epoch after three transactions");
+            eq(TransactionState.COMPLETE_COMMIT, d.state(), "transaction state");
+        }
     }
 
     /** A second producer with the same transactional.id fences the first and aborts the
