@@ -774,6 +774,60 @@ public class ClientCompat {
         }
     }
 
+    /** transaction.version is a cluster feature: listed by describeFeatures, lowered only
+     *  with a downgrade type, and followed by producers started after a change (version 1:
+     *  the epoch stays; version 2: each transaction bumps it). */
+    static void testTransactionVersionFeature() throws Exception {
+        String t = createTopic(unique("j-tv"), 1, Map.of());
+        String tv = "transaction.version";
+        try (Admin a = admin()) {
+            var supported = a.describeFeatures().featureMetadata().get().supportedFeatures().get(tv);
+            eq((short) 2, supported == null ? null : supported.maxVersion(), "supported " + tv);
+            try {
+                setFeature(a, tv, 1, FeatureUpdate.UpgradeType.UPGRADE);
+                throw new AssertionError("a downgrade typed as an upgrade was accepted");
+            } catch (ExecutionException e) {
+                if (!(e.getCause() instanceof InvalidUpdateVersionException)) throw e;
+            }
+            setFeature(a, tv, 1, FeatureUpdate.UpgradeType.SAFE_DOWNGRADE);
+            try {
+                eq(0, epochAfterTwoCommits(a, t), "epoch after two transactions at version 1");
+            } finally {
+                setFeature(a, tv, 2, FeatureUpdate.UpgradeType.UPGRADE);
+            }
+            eq(2, epochAfterTwoCommits(a, t), "epoch after two transactions at version 2");
+        }
+    }
+
+    /** Sets a feature and waits until describeFeatures shows it, and a moment more for
+     *  every broker's metadata to have it. */
+    static void setFeature(Admin a, String name, int level, FeatureUpdate.UpgradeType type) throws Exception {
+        a.updateFeatures(Map.of(name, new FeatureUpdate((short) level, type)), new UpdateFeaturesOptions()).all().get();
+        long deadline = System.currentTimeMillis() + 10000;
+        while (true) {
+            var r = a.describeFeatures().featureMetadata().get().finalizedFeatures().get(name);
+            short got = r == null ? 0 : r.maxVersionLevel();
+            if (got == level) break;
+            if (System.currentTimeMillis() > deadline)
+                throw new AssertionError(name + " is " + got + ", not " + level + ", after the update");
+            Thread.sleep(100);
+        }
+        Thread.sleep(500);
+    }
+
+    /** A new transactional producer commits two transactions; its epoch afterwards. */
+    static int epochAfterTwoCommits(Admin a, String topic) throws Exception {
+        String id = unique("j-tv-id");
+        try (KafkaProducer<byte[], byte[]> p = txnProducer(id)) {
+            for (int i = 0; i < 2; i++) {
+                p.beginTransaction();
+                p.send(new ProducerRecord<>(topic, 0, null, ("tv-" + i).getBytes(StandardCharsets.UTF_8)));
+                p.commitTransaction();
+            }
+        }
+        return a.describeTransactions(List.of(id)).description(id).get().producerEpoch();
+    }
+
     /** A second producer with the same transactional.id fences the first and aborts the
      *  transaction it left open, records already in the log included. */
     static void testTransactionsFencing() throws Exception {
@@ -978,6 +1032,7 @@ public class ClientCompat {
         tests.put("transactions", ClientCompat::testTransactions);
         tests.put("transactions_fencing", ClientCompat::testTransactionsFencing);
         tests.put("transactions_admin", ClientCompat::testTransactionsAdmin);
+        tests.put("transactions_version_feature", ClientCompat::testTransactionVersionFeature);
         tests.put("transactions_consume_transform_produce", ClientCompat::testTransactionsConsumeTransformProduce);
         tests.put("durability_kill9", ClientCompat::testDurabilityKill9);
 
