@@ -134,6 +134,17 @@ exec java -Xmx256m -XX:TieredStopAtLevel=1 -Xshare:auto \\
 WRAP
   chmod +x "$work/kafka/bin/${tool%%:*}"
 done
+# librdkafka's Java helpers (tests/java): test_run_java builds them with `make java`
+# against $KAFKA_PATH/libs and runs them through kafka-run-class.sh, with CLASSPATH set to
+# their directory. 0098_consumer_txn's transactions come from TransactionProducerCli.
+ln -sfn "$kafka_lib" "$work/kafka/libs"
+cat > "$work/kafka/bin/kafka-run-class.sh" <<WRAP
+#!/usr/bin/env bash
+exec java -Xmx256m -XX:TieredStopAtLevel=1 -Xshare:auto \\
+  -Dlog4j2.configurationFile="$work/kafka/log4j2.properties" \\
+  -cp "\${CLASSPATH:+\$CLASSPATH:}$kafka_lib/*" "\$@"
+WRAP
+chmod +x "$work/kafka/bin/kafka-run-class.sh"
 
 # --- run each mode, then check the allow-list -------------------------------------------
 allow="${LIBRDKAFKA_ALLOW_LIST:-$here/allow-list.txt}"
