@@ -611,15 +611,15 @@ pub fn end_txn(
         return Err(code::INVALID_PRODUCER_ID_MAPPING);
     }
     let same_epoch = producer_epoch == md.producer_epoch;
-    let epoch_ok = if md.bumps_epoch() {
-        // The same epoch is the next EndTxn, not a retry, once the id bumps at each end.
-        match md.state {
-            TxnState::PrepareCommit | TxnState::PrepareAbort => retry_bump,
-            TxnState::CompleteCommit | TxnState::CompleteAbort => retry || same_epoch,
-            _ => same_epoch,
+    // Once the id bumps at each end, the same epoch is the next EndTxn, not a retry.
+    let epoch_ok = match md.state {
+        TxnState::PrepareCommit | TxnState::PrepareAbort if md.bumps_epoch() => {
+            retry_bump || same_epoch
         }
-    } else {
-        same_epoch
+        TxnState::CompleteCommit | TxnState::CompleteAbort if md.bumps_epoch() => {
+            retry || same_epoch
+        }
+        _ => same_epoch,
     };
     if !epoch_ok {
         return Err(code::PRODUCER_FENCED);
@@ -631,6 +631,12 @@ pub fn end_txn(
     let idle = md.state.is_idle();
     match md.state {
         TxnState::Ongoing => prepare_end(md, commit, bump, new_producer_id, now_ms).map(Some),
+        // The producer already holds the bumped epoch and ends its next transaction while
+        // the markers of the last are still being written: it waits for them (Kafka
+        // answers PRODUCER_FENCED here, which is fatal to a producer nobody fenced).
+        TxnState::PrepareCommit | TxnState::PrepareAbort if md.bumps_epoch() && !retry => {
+            Err(code::CONCURRENT_TRANSACTIONS)
+        }
         TxnState::CompleteCommit if same(true) && (retry || !md.bumps_epoch()) => Ok(None),
         TxnState::CompleteAbort if same(false) && (retry || !md.bumps_epoch()) => Ok(None),
         // Version 2: an abort with nothing open (its writes may never have reached a
@@ -1521,9 +1527,14 @@ mod tests {
             .unwrap()
             .unwrap();
         write(&mut md, t);
-        // Markers still being written: the retry waits.
+        // Markers still being written: the retry waits, and so does the next EndTxn, at
+        // the epoch the first one answered.
         let r = end_txn(Some(&mut md), 100, 3, true, 2, &mut no_pid, 3);
         assert_eq!(r.err(), Some(code::CONCURRENT_TRANSACTIONS));
+        for commit in [true, false] {
+            let r = end_txn(Some(&mut md), 100, 4, commit, 2, &mut no_pid, 3);
+            assert_eq!(r.err(), Some(code::CONCURRENT_TRANSACTIONS));
+        }
         let t = complete_markers(&mut md, 4).unwrap();
         write(&mut md, t);
         // Complete: the same answer again, nothing written.
