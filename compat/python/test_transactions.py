@@ -219,6 +219,28 @@ def test_commit_abort_commit_read_committed_and_uncommitted(bootstrap):
         kc.close()
 
 
+def test_fetches_of_nothing_but_aborted_records_reach_the_end(bootstrap):
+    """A large aborted transaction fills whole fetch responses with records read_committed
+    must drop (librdkafka once failed such a response as too large, its issue 2993): the
+    consumer skips them all, without error, to the one committed record after them."""
+    topic = unique("txn-aborted-fetch")
+    create_topic(bootstrap, topic, 1, config={"max.message.bytes": "10000"})
+    p = txn_producer(bootstrap, unique("txn-aborted-fetch-id"),
+                     **{"linger.ms": 100, "message.max.bytes": 10000})
+    p.begin_transaction()
+    for i in range(1000):
+        p.produce(topic, b"%04d" % i + b"x" * 996, partition=0)
+    p.flush(TXN_WAIT_S)
+    p.abort_transaction(TXN_WAIT_S)
+    p.begin_transaction()
+    p.produce(topic, b"committed", partition=0)
+    p.commit_transaction(TXN_WAIT_S)
+    got, ends = read_to_end(bootstrap, topic, [0], RC)
+    # 1000 aborted records, their marker, the committed record and its marker.
+    assert [(o, v) for o, _, v in got[0]] == [(1001, b"committed")]
+    assert ends == {0: 1003}
+
+
 def test_open_transaction_holds_back_read_committed(bootstrap):
     """An open transaction pins the LSO at its first offset: read_committed sees nothing from
     there on, not even a later non-transactional record, and ListOffsets(read_committed)
