@@ -43,6 +43,8 @@ enum Command {
     Configs(tools::configs::ConfigsArgs),
     /// List, describe, reset and delete consumer groups (like kafka-consumer-groups.sh).
     ConsumerGroups(tools::consumer_groups::GroupsArgs),
+    /// Describe, upgrade, downgrade and disable cluster features (like kafka-features.sh).
+    Features(tools::features::FeaturesArgs),
     /// Describe the metadata quorum (like kafka-metadata-quorum.sh).
     MetadataQuorum(tools::metadata_quorum::MetadataQuorumArgs),
     /// Move leadership to preferred replicas, or elect one unclean (like kafka-leader-election.sh).
@@ -57,7 +59,7 @@ enum Command {
 }
 
 /// Subcommand names, so a usage line can point at the right `--help`.
-const TOOLS: [&str; 11] = [
+const TOOLS: [&str; 12] = [
     "server",
     "cluster",
     "perf",
@@ -66,6 +68,7 @@ const TOOLS: [&str; 11] = [
     "console-consumer",
     "configs",
     "consumer-groups",
+    "features",
     "metadata-quorum",
     "leader-election",
     "reassign-partitions",
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::ConsoleConsumer(_) => "console-consumer",
         Command::Configs(_) => "configs",
         Command::ConsumerGroups(_) => "consumer-groups",
+        Command::Features(_) => "features",
         Command::MetadataQuorum(_) => "metadata-quorum",
         Command::LeaderElection(_) => "leader-election",
         Command::ReassignPartitions(_) => "reassign-partitions",
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         Command::ConsoleConsumer(args) => tools::console_consumer::run(args),
         Command::Configs(args) => tools::configs::run(args),
         Command::ConsumerGroups(args) => tools::consumer_groups::run(args),
+        Command::Features(args) => tools::features::run(args),
         Command::MetadataQuorum(args) => tools::metadata_quorum::run(args),
         Command::LeaderElection(args) => tools::leader_election::run(args),
         Command::ReassignPartitions(args) => tools::reassign_partitions::run(args),

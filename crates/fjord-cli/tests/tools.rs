@@ -1236,3 +1236,84 @@ fn metadata_quorum_describes_a_single_node() {
     );
     assert_one_line_error(&neither, 2, "describe without a view");
 }
+
+/// `features` describes, lowers and raises `transaction.version` as kafka-features.sh does;
+/// a downgrade asked as an upgrade, an unknown feature and a level above the supported
+/// range are refused with one line each and exit 1, changing nothing.
+#[test]
+fn features_describe_downgrade_and_upgrade_transaction_version() {
+    let s = Server::start();
+    let describe = |want: i16| {
+        let o = s.tool("features", &["describe"], "");
+        assert_ok(&o, "describe");
+        let out = stdout(&o);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("Feature: transaction.version\t"))
+            .unwrap_or_else(|| panic!("no transaction.version in:\n{out}"));
+        assert!(
+            line.contains("SupportedMinVersion: 0\tSupportedMaxVersion: 2\t"),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("\tFinalizedVersionLevel: {want}\t")),
+            "{line}"
+        );
+    };
+    // A new cluster starts at version 2.
+    describe(2);
+    for (args, what) in [
+        (
+            vec!["upgrade", "--feature", "transaction.version=1"],
+            "upgrade to a lower level",
+        ),
+        (
+            vec!["upgrade", "--feature", "transaction.version=3"],
+            "unsupported level",
+        ),
+        (
+            vec!["upgrade", "--feature", "no.such.feature=1"],
+            "unknown feature",
+        ),
+    ] {
+        let o = s.tool("features", &args, "");
+        let err = assert_one_line_error(&o, 1, what);
+        assert!(err.starts_with("Could not upgrade "), "{what}: {err}");
+    }
+    describe(2);
+    let o = s.tool(
+        "features",
+        &[
+            "downgrade",
+            "--feature",
+            "transaction.version=1",
+            "--dry-run",
+        ],
+        "",
+    );
+    assert_ok(&o, "dry run");
+    assert_eq!(stdout(&o), "transaction.version can be downgraded to 1.\n");
+    describe(2);
+    let o = s.tool(
+        "features",
+        &["downgrade", "--feature", "transaction.version=1"],
+        "",
+    );
+    assert_ok(&o, "downgrade");
+    assert_eq!(stdout(&o), "transaction.version was downgraded to 1.\n");
+    describe(1);
+    let o = s.tool(
+        "features",
+        &["disable", "--feature", "transaction.version"],
+        "",
+    );
+    assert_eq!(stdout(&o), "transaction.version was disabled.\n");
+    describe(0);
+    let o = s.tool(
+        "features",
+        &["upgrade", "--feature", "transaction.version=2"],
+        "",
+    );
+    assert_eq!(stdout(&o), "transaction.version was upgraded to 2.\n");
+    describe(2);
+}

@@ -1,7 +1,8 @@
 //! The Kafka-style command-line tools of the `fjord` binary, one module per tool, using
 //! librdkafka (through the rdkafka crate) as their client; `metadata-quorum`,
-//! `leader-election` and `reassign-partitions` send DescribeQuorum, ElectLeaders and the
-//! partition reassignment requests themselves (`wire`), which the rdkafka crate lacks.
+//! `leader-election`, `reassign-partitions` and `features` send DescribeQuorum,
+//! ElectLeaders, the partition reassignment requests, ApiVersions and UpdateFeatures
+//! themselves (`wire`), which the rdkafka crate lacks.
 
 pub mod admin;
 pub mod common;
@@ -9,6 +10,7 @@ pub mod configs;
 pub mod console_consumer;
 pub mod console_producer;
 pub mod consumer_groups;
+pub mod features;
 pub mod leader_election;
 pub mod metadata_quorum;
 pub mod reassign_partitions;
