@@ -1259,6 +1259,25 @@ mod tests {
     }
 
     #[test]
+    fn features_start_at_their_new_cluster_levels_only_in_a_new_log() {
+        use crate::features::TRANSACTION_VERSION;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Controller::open(dir.path(), 1).unwrap();
+            c.register_broker(1, "127.0.0.1", 9092, None).unwrap();
+            assert_eq!(c.image().feature_level(TRANSACTION_VERSION), 2);
+            c.update_feature(TRANSACTION_VERSION, 0, true).unwrap();
+        }
+        // A restart (and a new endpoint) replays the log: the level stays as it was set.
+        let c = Controller::open(dir.path(), 1).unwrap();
+        c.register_broker(1, "127.0.0.1", 9093, None).unwrap();
+        assert_eq!(c.image().feature_level(TRANSACTION_VERSION), 0);
+        assert!(c.update_feature(TRANSACTION_VERSION, 3, false).is_err());
+        c.update_feature(TRANSACTION_VERSION, 2, false).unwrap();
+        assert_eq!(c.image().feature_level(TRANSACTION_VERSION), 2);
+    }
+
+    #[test]
     fn a_refused_preparation_commits_nothing() {
         let dir = tempfile::tempdir().unwrap();
         {

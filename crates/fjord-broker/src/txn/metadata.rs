@@ -1,8 +1,8 @@
 //! The transaction coordinator's state machine for one transactional id: what each request
 //! does to the id's metadata, decided as Kafka's coordinator decides it, for classic
-//! transactions (transaction version 1) and for KIP-890's version 2. Pure: no I/O, no clock (`now_ms` is a parameter),
-//! no locks, no async. The coordinator around it owns the map of ids, the log writes,
-//! the markers and the answers.
+//! transactions (transaction version 1) and for KIP-890's version 2. Pure: no I/O, no
+//! clock (`now_ms` is a parameter), no locks, no async. The coordinator around it owns the
+//! map of ids, the log writes, the markers and the answers.
 //!
 //! # Driving it
 //!

@@ -82,10 +82,10 @@ pub async fn unverified(
             if !h.is_transactional() || h.producer_id < 0 {
                 continue;
             }
-            if state.replicas.get(&topic, p.index).is_none() {
+            let Some(partition) = state.replicas.get(&topic, p.index) else {
                 continue;
-            }
-            if !open_here(state, &topic, p.index, (h.producer_id, h.producer_epoch)) {
+            };
+            if !partition.log.has_open_txn(h.producer_id, h.producer_epoch) {
                 wanted
                     .entry((h.producer_id, h.producer_epoch))
                     .or_default()
