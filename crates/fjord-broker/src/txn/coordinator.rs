@@ -256,11 +256,7 @@ impl TransactionCoordinator {
             .lock()
             .get(id)
             .is_none_or(|md| md.producer_epoch >= i16::MAX - 2);
-        let mut fresh = if needs_id {
-            Some(allocate_producer_id(state).await?)
-        } else {
-            None
-        };
+        let mut fresh = producer_id_if(state, needs_id).await?;
         let plan = {
             let mut txns = self.txns.lock();
             let mut allocate = || fresh.take().ok_or(code::COORDINATOR_NOT_AVAILABLE);
@@ -371,11 +367,7 @@ impl TransactionCoordinator {
                 .lock()
                 .get(id)
                 .is_some_and(|md| md.producer_epoch >= i16::MAX - 1);
-        let mut fresh = if needs_id {
-            Some(allocate_producer_id(state).await?)
-        } else {
-            None
-        };
+        let mut fresh = producer_id_if(state, needs_id).await?;
         let (transit, current) = {
             let mut txns = self.txns.lock();
             let mut allocate = || fresh.take().ok_or(code::COORDINATOR_NOT_AVAILABLE);
@@ -653,12 +645,15 @@ impl TransactionCoordinator {
 /// Kafka's answers for a failed write of the coordinator's log: the partition moved
 /// (NOT_COORDINATOR, the client looks for the new one) or the write could not be made
 /// durable on enough replicas (COORDINATOR_NOT_AVAILABLE, the client retries).
-/// A new producer id from the controller, allocated off the async workers (it may commit
-/// metadata).
-async fn allocate_producer_id(state: &Arc<BrokerState>) -> Result<i64, i16> {
+/// A new producer id from the controller if `needed`, allocated off the async workers (it
+/// may commit metadata).
+async fn producer_id_if(state: &Arc<BrokerState>, needed: bool) -> Result<Option<i64>, i16> {
+    if !needed {
+        return Ok(None);
+    }
     let st = state.clone();
     match tokio::task::spawn_blocking(move || st.controller.allocate_producer_id()).await {
-        Ok(Ok(pid)) => Ok(pid),
+        Ok(Ok(pid)) => Ok(Some(pid)),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "allocating a producer id failed");
             Err(code::COORDINATOR_NOT_AVAILABLE)
