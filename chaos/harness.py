@@ -51,6 +51,10 @@ def parse_args():
     a.add_argument("--faults", default="kill,pause,partition,disk,restart",
                    help="any of " + ",".join(FAULTS))
     a.add_argument("--workload", default="queue", choices=["queue", "txn"])
+    a.add_argument("--kill-target", default="any",
+                   choices=["any", "leader", "controller", "random"],
+                   help="what a kill fault kills: a partition leader, the active controller, "
+                        "a random node, or any of the three (the default)")
     a.add_argument("--partitions", type=int, default=6)
     a.add_argument("--rate", type=float, default=600.0, help="records per second in all")
     a.add_argument("--producers", type=int, default=3)
@@ -162,7 +166,7 @@ def main():
             producers = workload.Producers(bootstrap, TOPIC, history, args.producers,
                                            args.rate, args.seed)
         nem = nemesis_mod.Nemesis(c, history, args.faults, args.seed, TOPIC,
-                                  args.partitions, SESSION_MS / 1000)
+                                  args.partitions, SESSION_MS / 1000, args.kill_target)
         consumers.start()
         producers.start()
         if txn and not producers.wait_ready(90):

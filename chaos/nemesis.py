@@ -2,8 +2,8 @@
 them, writing a `fault` event at the start and end of each.
 
 Faults:
-- kill: kill -9 of a partition leader, the active controller or a random node; it is
-  restarted after a random delay.
+- kill: kill -9 of a partition leader, the active controller or a random node (or always
+  one of them, with `kill_target`); it is restarted after a random delay.
 - pause: SIGSTOP of a leader for longer than the broker session timeout, then SIGCONT.
 - partition: one node isolated, the cluster split into a majority and a minority, or a
   leader cut off from its followers while clients still reach it; healed after a delay.
@@ -22,7 +22,8 @@ import time
 
 
 class Nemesis:
-    def __init__(self, cluster, history, faults, seed, topic, partitions, session_s):
+    def __init__(self, cluster, history, faults, seed, topic, partitions, session_s,
+                 kill_target="any"):
         self.c = cluster
         self.h = history
         self.faults = faults
@@ -30,6 +31,7 @@ class Nemesis:
         self.topic = topic
         self.partitions = partitions
         self.session_s = session_s
+        self.kill_target = kill_target
         self.stop = threading.Event()
         self.lock = threading.Lock()  # one fault changes the cluster at a time
         self.injected = 0
@@ -89,6 +91,8 @@ class Nemesis:
     def target(self):
         """A partition leader, the active controller or any node."""
         kind = self.rng.choice(["leader", "controller", "random"])
+        if self.kill_target != "any":
+            kind = self.kill_target
         node = -1
         if kind == "leader":
             node = self.c.leader_of(self.topic, self.rng.randrange(self.partitions))
