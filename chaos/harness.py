@@ -49,7 +49,8 @@ def parse_args():
     a.add_argument("--minutes", type=float, default=2.0)
     a.add_argument("--seed", type=int, default=None)
     a.add_argument("--faults", default="kill,pause,partition,disk,restart",
-                   help="any of " + ",".join(FAULTS))
+                   help="any of " + ",".join(FAULTS)
+                        + "; one named twice is chosen twice as often")
     a.add_argument("--workload", default="queue", choices=["queue", "txn"])
     a.add_argument("--kill-target", default="any",
                    choices=["any", "leader", "controller", "random"],
