@@ -9,3 +9,17 @@ if [[ -n "${FJORD_BIN:-}" ]]; then
   FJORD_BIN="$(cd "$(dirname "$FJORD_BIN")" && pwd)/$(basename "$FJORD_BIN")"
   export FJORD_BIN
 fi
+
+# java_build JAR SOURCE...: for a suite in Java, run from its directory: its Maven
+# dependencies into lib/ (fetched once, while no lib/JAR-*.jar is there), then SOURCE...
+# compiled afresh into lib/classes.
+java_build() {
+  local jar="$1"
+  shift
+  if ! ls lib/"$jar"-*.jar >/dev/null 2>&1; then
+    mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib
+  fi
+  rm -rf lib/classes
+  mkdir -p lib/classes
+  javac -d lib/classes -cp "lib/*" "$@"
+}

@@ -8,12 +8,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/../target.sh"
 cd "$here"
-if ! ls lib/connect-runtime-*.jar >/dev/null 2>&1; then
-  mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib
-fi
-rm -rf lib/classes
-mkdir -p lib/classes
-javac -d lib/classes -cp "lib/*" src/TopicConfigs.java
+java_build connect-runtime src/TopicConfigs.java
 
 N=200          # lines before the worker restart
 M=100          # lines after it

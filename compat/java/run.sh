@@ -7,10 +7,5 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/../target.sh"
 cd "$here"
-if ! ls lib/kafka-clients-*.jar >/dev/null 2>&1; then
-  mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib
-fi
-rm -rf lib/classes
-mkdir -p lib/classes
-javac -d lib/classes -cp "lib/*" src/ClientCompat.java
+java_build kafka-clients src/ClientCompat.java
 exec timeout --kill-after=10 900 java -Xmx256m -cp "lib/classes:lib/*" ClientCompat "$@"

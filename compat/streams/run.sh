@@ -12,12 +12,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/../target.sh"
 cd "$here"
-if ! ls lib/kafka-streams-*.jar >/dev/null 2>&1; then
-  mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib
-fi
-rm -rf lib/classes
-mkdir -p lib/classes
-javac -d lib/classes -cp "lib/*" src/WordCountEos.java
+java_build kafka-streams src/WordCountEos.java
 
 # shellcheck source=../broker.sh
 source "$here/../broker.sh"
