@@ -52,8 +52,11 @@ class History:
             self.f.close()
 
 
-class Producers:
-    def __init__(self, bootstrap, topic, history, count, rate, seed):
+class ProducerThreads:
+    """`count` producer threads, each running `self.run(i)` until `stop` is set, sharing a
+    rate in records per second over all of them."""
+
+    def __init__(self, bootstrap, topic, history, count, rate, seed, name):
         self.bootstrap = bootstrap
         self.topic = topic
         self.h = history
@@ -61,7 +64,7 @@ class Producers:
         self.rate = rate  # records per second, over all producers
         self.seed = seed
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.run, args=(i,), name=f"producer-{i}",
+        self.threads = [threading.Thread(target=self.run, args=(i,), name=f"{name}-{i}",
                                          daemon=True) for i in range(count)]
         self.unflushed = 0
 
@@ -73,6 +76,11 @@ class Producers:
         self.stop.set()
         for t in self.threads:
             t.join()
+
+
+class Producers(ProducerThreads):
+    def __init__(self, bootstrap, topic, history, count, rate, seed):
+        super().__init__(bootstrap, topic, history, count, rate, seed, "producer")
 
     def make(self, i, fatal):
         def on_error(err):
@@ -146,7 +154,7 @@ class Producers:
         self.unflushed += left
 
 
-class TxnProducers:
+class TxnProducers(ProducerThreads):
     """Transactional producers, one transactional.id each, writing unique values "I-SEQ"
     in transactions of 2-5 records over several partitions; a fifth of the transactions
     are aborted on purpose. Each record's send and write (delivery report) is logged with
@@ -174,32 +182,14 @@ class TxnProducers:
     INIT_PATIENCE = 120.0  # seconds of failing init_transactions after the run's end
 
     def __init__(self, bootstrap, topic, history, count, rate, seed, partitions):
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.h = history
-        self.count = count
-        self.rate = rate  # records per second, over all producers
-        self.seed = seed
+        super().__init__(bootstrap, topic, history, count, rate, seed, "txn-producer")
         self.partitions = partitions
-        self.stop = threading.Event()
         self.ready = [threading.Event() for _ in range(count)]
-        self.threads = [threading.Thread(target=self.run, args=(i,), name=f"txn-producer-{i}",
-                                         daemon=True) for i in range(count)]
-        self.unflushed = 0
-
-    def start(self):
-        for t in self.threads:
-            t.start()
 
     def wait_ready(self, limit):
         """Waits until every producer has initialised its transactions once."""
         deadline = time.monotonic() + limit
         return all(e.wait(max(0.0, deadline - time.monotonic())) for e in self.ready)
-
-    def finish(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join()
 
     def error(self, i, txn, call, e):
         err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
