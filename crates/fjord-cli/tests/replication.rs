@@ -722,9 +722,12 @@ fn pause_a_leader(controller: bool) {
          after {replaced:?}",
         during.partitions(topic)[&partition].leader,
     );
-    // A session timeout, plus the election of a new controller and the session it grants
-    // every broker, plus slack for a loaded machine.
-    let bound = 3 * SESSION_TIMEOUT;
+    // The victim stays frozen through the wait above, so its replacement already proves
+    // the fencing; the bound only catches a fencing that drags. It is a session timeout,
+    // plus the election of a new controller (split votes can take a few rounds on a loaded
+    // machine: three rounds of 1 s were seen) and the fresh session a new controller grants
+    // every broker, plus slack for the dozen clusters the other tests run at once.
+    let bound = 5 * SESSION_TIMEOUT;
     assert!(
         replaced < bound,
         "broker {victim} (active controller: {controller}) was paused {replaced:?} before \
