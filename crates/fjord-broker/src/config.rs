@@ -8,6 +8,7 @@
 
 mod cluster;
 mod kafka_names;
+mod security;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,8 +16,12 @@ use std::path::PathBuf;
 
 use fjord_log::{LogConfig, TimestampType};
 
-pub use cluster::{ClusterConfig, Roles};
+pub use cluster::{ClientListener, ClusterConfig, Roles, SecurityProtocol};
 pub use kafka_names::is_kafka_broker_property;
+pub use security::{
+    is_sensitive, ClientAuth, Keystore, ListenerSecurity, Mechanism, SecurityConfig, TlsSettings,
+    Truststore,
+};
 
 /// The kinds a property value can take; also the `config_type` DescribeConfigs reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +64,33 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
         PropType::List,
     ),
     ("inter.broker.listener.name", "", PropType::String),
+    // TLS listeners (SSL, SASL_SSL). Kafka's keystore default is JKS, which Fjord does
+    // not read; PEM is named explicitly, as with Kafka.
+    ("ssl.keystore.type", "JKS", PropType::String),
+    ("ssl.keystore.location", "", PropType::String),
+    ("ssl.keystore.password", "", PropType::String),
+    ("ssl.keystore.certificate.chain", "", PropType::String),
+    ("ssl.keystore.key", "", PropType::String),
+    ("ssl.key.password", "", PropType::String),
+    ("ssl.truststore.type", "JKS", PropType::String),
+    ("ssl.truststore.location", "", PropType::String),
+    ("ssl.truststore.password", "", PropType::String),
+    ("ssl.truststore.certificates", "", PropType::String),
+    ("ssl.client.auth", "none", PropType::String),
+    ("ssl.enabled.protocols", "TLSv1.2,TLSv1.3", PropType::List),
+    ("ssl.principal.mapping.rules", "DEFAULT", PropType::String),
+    // SASL listeners. Kafka's default is GSSAPI (Kerberos), which Fjord does not offer;
+    // SCRAM keeps passwords off the wire, so it is Fjord's default.
+    (
+        "sasl.enabled.mechanisms",
+        "SCRAM-SHA-256,SCRAM-SHA-512",
+        PropType::List,
+    ),
+    (
+        "connection.failed.authentication.delay.ms",
+        "100",
+        PropType::Int,
+    ),
     ("controller.quorum.voters", "", PropType::List),
     ("controller.quorum.bootstrap.servers", "", PropType::List),
     (
@@ -370,6 +402,8 @@ pub struct BrokerConfig {
     pub advertised: Endpoint,
     /// Roles, the controller listener and the quorum's voters.
     pub cluster: ClusterConfig,
+    /// TLS and SASL, per client listener.
+    pub security: SecurityConfig,
     /// `controller.quorum.election.timeout.ms`.
     pub election_timeout_ms: u64,
     /// How often a cluster member tells the active controller it is alive.
@@ -493,7 +527,9 @@ impl BrokerConfig {
                 ignored.push(name.clone());
                 continue;
             }
-            if BROKER_PROPERTIES.iter().any(|(n, _, _)| n == name) {
+            if BROKER_PROPERTIES.iter().any(|(n, _, _)| n == name)
+                || security::is_used_listener_property(name)
+            {
                 continue;
             }
             if name.starts_with("zookeeper.") {
@@ -529,6 +565,7 @@ impl BrokerConfig {
             return Err(r.invalid("node.id", "must be 0 or greater"));
         }
         let cluster = cluster::parse(&r, node_id)?;
+        let security = security::parse(&r, &cluster.client_listeners)?;
         let data_dir = match r.string("log.dir") {
             d if !d.is_empty() && !props.contains_key("log.dirs") => d,
             _ => r.string("log.dirs"),
@@ -703,6 +740,7 @@ impl BrokerConfig {
                 },
             },
             cluster,
+            security,
             rack: Some(r.string("broker.rack")).filter(|s| !s.is_empty()),
             data_dir: PathBuf::from(data_dir),
             num_partitions: positive("num.partitions")? as i32,
@@ -1013,7 +1051,111 @@ mod tests {
         let e = BrokerConfig::from_props(&props(&[("num.partitions", "0")])).unwrap_err();
         assert!(e.to_string().contains("greater than 0"), "{e}");
         let e = BrokerConfig::from_props(&props(&[("listeners", "SSL://h:1")])).unwrap_err();
-        assert!(e.to_string().contains("PLAINTEXT"), "{e}");
+        assert!(e.to_string().contains("ssl.keystore.type=PEM"), "{e}");
+        let e = BrokerConfig::from_props(&props(&[("listeners", "TLS://h:1")])).unwrap_err();
+        assert!(e.to_string().contains("no security protocol"), "{e}");
+    }
+
+    #[test]
+    fn listeners_take_their_security_with_per_listener_overrides() {
+        let c = BrokerConfig::from_props(&props(&[
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,SECURE://127.0.0.1:9093,SASL_PLAINTEXT://127.0.0.1:9094",
+            ),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,SECURE:SASL_SSL,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            ),
+            (
+                "advertised.listeners",
+                "PLAINTEXT://a:9092,SECURE://b:9093,SASL_PLAINTEXT://c:9094",
+            ),
+            ("ssl.keystore.type", "PEM"),
+            ("ssl.keystore.location", "/keys/all.pem"),
+            ("listener.name.secure.ssl.keystore.location", "/keys/secure.pem"),
+            ("listener.name.secure.sasl.enabled.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-256"),
+            (
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config",
+                "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                 user_bob=\"bob-secret\";",
+            ),
+        ]))
+        .unwrap();
+        let names: Vec<_> = c
+            .cluster
+            .client_listeners
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(names, ["PLAINTEXT", "SECURE", "SASL_PLAINTEXT"]);
+        assert_eq!(c.cluster.client_listeners[1].advertised.host, "b");
+        assert_eq!(
+            c.cluster.client_listeners[1].protocol,
+            SecurityProtocol::SaslSsl
+        );
+        let secure = &c.security.listeners["SECURE"];
+        assert_eq!(secure.mechanisms, [Mechanism::ScramSha512]);
+        assert_eq!(
+            secure.tls.as_ref().map(|t| t.keystore.clone()),
+            Some(Keystore::PemFile("/keys/secure.pem".into()))
+        );
+        let sasl = &c.security.listeners["SASL_PLAINTEXT"];
+        assert_eq!(sasl.mechanisms, [Mechanism::Plain, Mechanism::ScramSha256]);
+        assert_eq!(sasl.plain_users["bob"], "bob-secret");
+        assert!(sasl.tls.is_none());
+        // Used, not ignored, so DescribeConfigs and the start-up line know them.
+        assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+
+        for (props_, needle) in [
+            (
+                vec![
+                    ("listeners", "SASL_PLAINTEXT://127.0.0.1:1"),
+                    ("sasl.enabled.mechanisms", "GSSAPI"),
+                ],
+                "not GSSAPI",
+            ),
+            (
+                vec![
+                    ("listeners", "SSL://127.0.0.1:1"),
+                    ("ssl.keystore.type", "PEM"),
+                ],
+                "ssl.keystore.location",
+            ),
+            (
+                vec![
+                    ("listeners", "SSL://127.0.0.1:1"),
+                    ("ssl.keystore.type", "PEM"),
+                    ("ssl.keystore.location", "/k.pem"),
+                    ("ssl.client.auth", "required"),
+                ],
+                "truststore",
+            ),
+            (
+                vec![
+                    ("listeners", "SSL://127.0.0.1:1"),
+                    ("ssl.keystore.type", "PEM"),
+                    ("ssl.keystore.location", "/k.pem"),
+                    ("ssl.enabled.protocols", "TLSv1.1"),
+                ],
+                "not TLSv1.1",
+            ),
+            (
+                vec![
+                    ("listeners", "PLAINTEXT://127.0.0.1:1"),
+                    ("advertised.listeners", "PLAINTEXT://a:1,OTHER://b:2"),
+                    (
+                        "listener.security.protocol.map",
+                        "PLAINTEXT:PLAINTEXT,OTHER:PLAINTEXT",
+                    ),
+                ],
+                "not in listeners",
+            ),
+        ] {
+            let e = BrokerConfig::from_props(&props(&props_)).unwrap_err();
+            assert!(e.to_string().contains(needle), "{needle}: {e}");
+        }
     }
 
     #[test]

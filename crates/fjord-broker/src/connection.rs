@@ -16,6 +16,11 @@
 //! Anything malformed — a frame over `socket.request.max.bytes`, a header or body that does
 //! not decode, an unknown API key — closes this connection with a warning; the broker and
 //! every other connection carry on.
+//!
+//! On a TLS listener the handshake comes first (bounded by `fjord.request.read.timeout.ms`);
+//! on a SASL listener nothing but ApiVersions, SaslHandshake and SaslAuthenticate is served
+//! until the client has authenticated, and a failed login is answered after
+//! `connection.failed.authentication.delay.ms`, then the connection closes.
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -25,15 +30,20 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::Decodable;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::time::{timeout_at, Instant};
 
 use crate::handlers::{self, Outcome};
 use crate::limits::{Activity, ByteGauge, Ticket};
+use crate::security::sasl::{AuthStep, Authenticator};
+use crate::security::{Listener, Session, ANONYMOUS};
 use crate::state::BrokerState;
+
+/// The two directions of a connection, plain TCP or TLS alike.
+type ReadSide = Box<dyn AsyncRead + Send + Unpin>;
+type WriteSide = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Requests one connection may have in flight before the reader stops reading.
 const MAX_IN_FLIGHT: usize = 128;
@@ -41,6 +51,7 @@ const MAX_IN_FLIGHT: usize = 128;
 pub struct Connection {
     socket: TcpStream,
     peer: SocketAddr,
+    listener: Arc<Listener>,
     state: Arc<BrokerState>,
     shutdown: broadcast::Receiver<()>,
     ticket: Ticket,
@@ -54,6 +65,8 @@ enum Close {
     Idle,
     Evicted,
     Bad(String),
+    /// A failed login: its answer is queued, then the connection closes.
+    Unauthenticated,
 }
 
 /// The right to take effect next on this connection. Dropping it hands the right to the
@@ -98,6 +111,7 @@ impl Connection {
     pub fn new(
         socket: TcpStream,
         peer: SocketAddr,
+        listener: Arc<Listener>,
         state: Arc<BrokerState>,
         shutdown: broadcast::Receiver<()>,
         ticket: Ticket,
@@ -106,6 +120,7 @@ impl Connection {
         Connection {
             socket,
             peer,
+            listener,
             state,
             shutdown,
             ticket,
@@ -117,19 +132,28 @@ impl Connection {
         let Connection {
             socket,
             peer,
+            listener,
             state,
             mut shutdown,
             ticket,
             _done,
         } = self;
         let activity = ticket.activity.clone();
+        let Some((reader, writer, principal)) = open(socket, peer, &listener, &state).await else {
+            drop(ticket);
+            return;
+        };
+        let session = Session::new(peer, &listener.name, &principal);
+        let authenticator = listener
+            .protocol
+            .sasl()
+            .then(|| Authenticator::new(&listener.security));
         let budget = Arc::new(Budget {
             unsent: ByteGauge::default(),
             requests: ByteGauge::default(),
             unsent_limit: state.config.fetch_max_bytes.max(1 << 20),
             request_limit: state.config.socket_request_max_bytes,
         });
-        let (reader, writer) = socket.into_split();
         let (order_tx, order_rx) = mpsc::channel(MAX_IN_FLIGHT);
         let mut write_task = tokio::spawn(write_responses(
             writer,
@@ -140,7 +164,7 @@ impl Connection {
             Duration::from_millis(state.config.connections_max_idle_ms),
         ));
         let close = tokio::select! {
-            c = read_requests(reader, peer, &state, order_tx, &budget, &activity) => c,
+            c = read_requests(reader, session, authenticator, &state, order_tx, &budget, &activity) => c,
             _ = shutdown.recv() => Close::Shutdown,
             _ = activity.evict.notified() => Close::Evicted,
             // The writer stopped (the client went away or a response could not be built):
@@ -158,6 +182,7 @@ impl Connection {
             }
             Close::Evicted => tracing::debug!(%peer, "closed to make room for a new connection"),
             Close::Eof | Close::Shutdown => tracing::debug!(%peer, "connection closed"),
+            Close::Unauthenticated => {}
         }
         if quiet {
             // Nothing is in flight on an idle connection: close at once.
@@ -173,7 +198,7 @@ impl Connection {
 /// `connections.max.idle.ms`; a prefix that starts but does not finish in time is an error.
 /// Cancel-safe reads are used so a timeout never loses bytes of a frame.
 async fn read_size(
-    reader: &mut OwnedReadHalf,
+    reader: &mut ReadSide,
     state: &BrokerState,
     activity: &Activity,
 ) -> Result<i32, Close> {
@@ -220,8 +245,9 @@ async fn read_size(
 }
 
 async fn read_requests(
-    mut reader: OwnedReadHalf,
-    peer: SocketAddr,
+    mut reader: ReadSide,
+    mut session: Session,
+    mut authenticator: Option<Authenticator>,
     state: &Arc<BrokerState>,
     order: mpsc::Sender<oneshot::Receiver<Reply>>,
     budget: &Arc<Budget>,
@@ -272,6 +298,47 @@ async fn read_requests(
         if order.send(reply_rx).await.is_err() {
             return Close::Eof;
         }
+        // Until a SASL client has logged in, the SASL requests are answered here, in
+        // order, and anything but ApiVersions ends the connection.
+        if let Some(auth) = authenticator.as_mut() {
+            if api_key != ApiKey::ApiVersions {
+                let step = authenticate(auth, &header, api_key, request, &session, state).await;
+                let (bytes, next) = match step {
+                    Ok(done) => done,
+                    Err(why) => return Close::Bad(why),
+                };
+                let size = bytes.len();
+                budget.unsent.add(size);
+                activity.request_started();
+                let _ = reply_tx.send(Reply {
+                    bytes: Some(bytes),
+                    counted: size,
+                });
+                drop(counted);
+                match next {
+                    Login::Pending => {}
+                    Login::Done(principal) => {
+                        session = Session::new(session.peer, &session.listener, &principal);
+                        authenticator = None;
+                    }
+                    Login::Failed => {
+                        // The empty reply tells the writer to close after the answer.
+                        let (close_tx, close_rx) = oneshot::channel();
+                        if order.send(close_rx).await.is_ok() {
+                            activity.request_started();
+                            let _ = close_tx.send(Reply {
+                                bytes: Some(Bytes::new()),
+                                counted: 0,
+                            });
+                        }
+                        return Close::Unauthenticated;
+                    }
+                }
+                continue;
+            }
+        }
+        let peer = session.peer;
+        let request_session = session.clone();
         activity.request_started();
         let (turn_tx, next) = oneshot::channel::<()>();
         let wait_for = std::mem::replace(&mut previous, next);
@@ -289,7 +356,7 @@ async fn read_requests(
                 header,
                 api_key,
                 request,
-                peer,
+                &request_session,
                 Turn(turn_tx),
             )
             .await;
@@ -312,6 +379,131 @@ async fn read_requests(
     }
 }
 
+/// Where a SASL login stands after one request.
+enum Login {
+    Pending,
+    Done(String),
+    Failed,
+}
+
+/// The TLS handshake on a TLS listener (the client's certificate subject, mapped by
+/// `ssl.principal.mapping.rules`, is its principal), then the two directions of the
+/// stream. `None` when the handshake failed or timed out; that is logged here.
+async fn open(
+    socket: TcpStream,
+    peer: SocketAddr,
+    listener: &Listener,
+    state: &BrokerState,
+) -> Option<(ReadSide, WriteSide, String)> {
+    let Some(tls) = &listener.tls else {
+        let (r, w) = socket.into_split();
+        return Some((Box::new(r), Box::new(w), ANONYMOUS.to_string()));
+    };
+    let limit = Duration::from_millis(state.config.request_read_timeout_ms);
+    let stream = match tokio::time::timeout(limit, tls.acceptor().accept(socket)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, listener = %listener.name, "TLS handshake failed: {e}");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(%peer, listener = %listener.name, "TLS handshake not done within {} ms", limit.as_millis());
+            return None;
+        }
+    };
+    let subject = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| crate::security::tls::subject_name(cert));
+    let principal = match (subject, &listener.principal_mapper) {
+        (Some(s), Some(mapper)) => format!("User:{}", mapper.map(&s)),
+        _ => ANONYMOUS.to_string(),
+    };
+    let (r, w) = tokio::io::split(stream);
+    Some((Box::new(r), Box::new(w), principal))
+}
+
+/// Answers one request of a connection that has not logged in yet: SaslHandshake or
+/// SaslAuthenticate, encoded, and where the login stands. Any other request is an error.
+async fn authenticate(
+    auth: &mut Authenticator,
+    header: &RequestHeader,
+    api_key: ApiKey,
+    request: Request,
+    session: &Session,
+    state: &BrokerState,
+) -> Result<(Bytes, Login), String> {
+    let kind = match request {
+        Request::Kind(k) => *k,
+        _ => {
+            return Err(format!(
+                "{api_key:?} v{} before SASL authentication",
+                header.request_api_version
+            ))
+        }
+    };
+    let (response, login) = match kind {
+        RequestKind::SaslHandshake(req) => {
+            let (resp, ok) = auth.handshake(&req);
+            if !ok {
+                tracing::info!(
+                    peer = %session.peer,
+                    listener = %session.listener,
+                    mechanism = %req.mechanism.as_str(),
+                    "SASL handshake refused (code {})",
+                    resp.error_code
+                );
+            }
+            let login = if ok { Login::Pending } else { Login::Failed };
+            (
+                kafka_protocol::messages::ResponseKind::SaslHandshake(resp),
+                login,
+            )
+        }
+        RequestKind::SaslAuthenticate(req) => {
+            let image = state.controller.image();
+            match auth.authenticate(&req, &image) {
+                AuthStep::Continue(resp) => (
+                    kafka_protocol::messages::ResponseKind::SaslAuthenticate(resp),
+                    Login::Pending,
+                ),
+                AuthStep::Done(resp, user) => {
+                    tracing::debug!(peer = %session.peer, %user, "authenticated");
+                    (
+                        kafka_protocol::messages::ResponseKind::SaslAuthenticate(resp),
+                        Login::Done(format!("User:{user}")),
+                    )
+                }
+                AuthStep::Failed(resp, why) => {
+                    // Never the secret: the reason names the user at most.
+                    tracing::info!(
+                        peer = %session.peer,
+                        listener = %session.listener,
+                        "failed authentication: {why}"
+                    );
+                    // Slows down guessing: each failed attempt costs the client this long
+                    // (and a new connection).
+                    let delay = state.config.security.failed_authentication_delay_ms;
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    (
+                        kafka_protocol::messages::ResponseKind::SaslAuthenticate(resp),
+                        Login::Failed,
+                    )
+                }
+            }
+        }
+        _ => {
+            return Err(format!(
+                "{api_key:?} request before SASL authentication completed"
+            ))
+        }
+    };
+    let bytes = handlers::encode_response(header, api_key, response, header.request_api_version)?;
+    Ok((bytes, login))
+}
+
 /// Frees a request's bytes, on the connection and broker-wide, once it is answered.
 struct RequestBytes {
     budget: Arc<Budget>,
@@ -332,7 +524,7 @@ async fn run_one(
     header: RequestHeader,
     api_key: ApiKey,
     request: Request,
-    peer: SocketAddr,
+    session: &Session,
     turn: Turn,
 ) -> Reply {
     // A fetch's answer can be large: room for it is taken before any of it is read, so
@@ -351,7 +543,7 @@ async fn run_one(
         },
         _ => 0,
     };
-    let bytes = match handlers::handle(state, &header, peer, request, turn).await {
+    let bytes = match handlers::handle(state, &header, session, request, turn).await {
         Outcome::Respond(r, version) => {
             match handlers::encode_response(&header, api_key, *r, version) {
                 Ok(bytes) => Some(bytes),
@@ -432,7 +624,7 @@ pub enum Request {
 }
 
 async fn write_responses(
-    writer: OwnedWriteHalf,
+    writer: WriteSide,
     mut order: mpsc::Receiver<oneshot::Receiver<Reply>>,
     peer: SocketAddr,
     budget: Arc<Budget>,

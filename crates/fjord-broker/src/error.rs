@@ -69,7 +69,13 @@ pub mod code {
     pub const CONCURRENT_TRANSACTIONS: i16 = 51;
     pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
     pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
+    pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+    pub const ILLEGAL_SASL_STATE: i16 = 34;
+    pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
     pub const PRODUCER_FENCED: i16 = 90;
+    pub const RESOURCE_NOT_FOUND: i16 = 91;
+    pub const DUPLICATE_RESOURCE: i16 = 92;
+    pub const UNACCEPTABLE_CREDENTIAL: i16 = 93;
     pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 }
 

@@ -18,6 +18,7 @@ pub mod handlers;
 pub mod limits;
 pub mod replica;
 pub mod replication;
+pub mod security;
 pub mod server;
 pub mod state;
 pub mod topic_config;

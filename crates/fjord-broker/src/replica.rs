@@ -1361,6 +1361,7 @@ mod tests {
             port: 9092,
             rack: None,
             incarnation: None,
+            listeners: vec![],
         });
         let mut new = old.clone();
         let topic_id = Uuid::new_v4();

@@ -15,18 +15,26 @@ use fjord_controller::Controller;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, ClientListener};
 use crate::connection::Connection;
 use crate::error::BrokerError;
 use crate::replica::ReplicaManager;
+use crate::security::Listener;
 use crate::state::{now_ms, BrokerState};
 
 /// How long shutdown waits for in-flight requests before flushing and exiting anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
+/// How often TLS keystore files are checked for a renewed certificate.
+const CERTIFICATE_CHECK: Duration = Duration::from_secs(5);
+
 pub struct Server {
     state: Arc<BrokerState>,
+    /// The inter-broker listener, and what its connections need to know of it.
     listener: Arc<TcpListener>,
+    security: Arc<Listener>,
+    /// The other client listeners (`listeners`), each with its security.
+    extra: Vec<(Arc<TcpListener>, Arc<Listener>)>,
     /// Held for the life of the server: the OS releases the lock when the process ends,
     /// however it ends, so a crash never leaves a stale lock behind.
     _lock: File,
@@ -40,6 +48,19 @@ impl Server {
         fs::create_dir_all(&dir)
             .map_err(|e| BrokerError::io(format!("create data directory {}", dir.display()), e))?;
         let lock = lock_data_dir(&dir)?;
+        // Certificates are read before anything else starts, so a bad keystore stops the
+        // server at once with the file's name.
+        let mut securities = config
+            .cluster
+            .client_listeners
+            .iter()
+            .map(|l| Listener::new(l, &config.security).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
+        let security = securities
+            .next()
+            .unwrap_or_else(|| Arc::new(Listener::plaintext(&config.cluster.listener_name)));
+        warn_if_open(&config.cluster.client_listeners, &config.security);
         let metadata_dir = dir.join("__cluster_metadata-0");
         let quorum_mode = config.cluster.in_quorum();
         check_metadata_kind(&metadata_dir, quorum_mode)?;
@@ -87,7 +108,41 @@ impl Server {
                 (controller, cluster_id, None)
             }
         };
-        register(&controller, &config, host, advertised_port as i32).await?;
+        // The other listeners are bound before registering, so that their ports are known
+        // (port 0) and registered; their connections wait until the broker runs.
+        let mut extra = Vec::new();
+        let mut endpoints = Vec::new();
+        for (l, security) in config
+            .cluster
+            .client_listeners
+            .iter()
+            .skip(1)
+            .zip(securities)
+        {
+            let socket = bind_listener(l).await?;
+            let port = match l.advertised.port {
+                0 => socket
+                    .local_addr()
+                    .map_err(|e| BrokerError::io("read listener address", e))?
+                    .port(),
+                p => p,
+            };
+            endpoints.push(endpoint(l, port));
+            extra.push((Arc::new(socket), security));
+        }
+        if let Some(primary) = config.cluster.client_listeners.first() {
+            let mut own = endpoint(primary, advertised_port);
+            own.host = host.clone();
+            endpoints.insert(0, own);
+        }
+        register(
+            &controller,
+            &config,
+            host,
+            advertised_port as i32,
+            endpoints,
+        )
+        .await?;
         if let Some(acceptor) = quorum_only {
             acceptor.stop().await;
         }
@@ -122,6 +177,8 @@ impl Server {
         Ok(Server {
             state,
             listener,
+            security,
+            extra,
             _lock: lock,
         })
     }
@@ -153,53 +210,36 @@ impl Server {
         let rebalance = tokio::spawn(rebalance_leaders(self.state.clone()));
         tracing::info!(addr = %self.local_addr()?, "listening");
 
-        let accept = async {
-            loop {
-                let (socket, peer) = match self.listener.accept().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Typically EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let ticket = match self.state.limits.admit(peer.ip()) {
-                    Ok(t) => t,
-                    Err(why) => {
-                        // Dropping the socket closes it; the client retries or backs off.
-                        tracing::debug!(%peer, "connection refused: {why}");
-                        continue;
-                    }
-                };
-                let _ = socket.set_nodelay(true);
-                let conn = Connection::new(
-                    socket,
-                    peer,
-                    self.state.clone(),
-                    notify_shutdown.subscribe(),
-                    ticket,
-                    done_tx.clone(),
-                );
-                match self.state.controller.quorum() {
-                    // An observer's listener also carries the quorum's replication to it.
-                    Some(q) if q.is_observer() => {
-                        let q = q.clone();
-                        tokio::spawn(async move {
-                            if is_quorum_traffic(conn.socket()).await {
-                                let (socket, peer) = conn.into_parts();
-                                q.serve_stream(socket, peer).await;
-                            } else {
-                                conn.run().await;
-                            }
-                        });
-                    }
-                    _ => {
-                        tokio::spawn(conn.run());
-                    }
-                }
+        for (socket, security) in &self.extra {
+            if let Ok(addr) = socket.local_addr() {
+                tracing::info!(%addr, listener = %security.name, protocol = security.protocol.name(), "listening");
             }
-        };
+        }
+        let mut loops: Vec<tokio::task::JoinHandle<()>> = self
+            .extra
+            .iter()
+            .map(|(socket, security)| {
+                tokio::spawn(accept_loop(
+                    socket.clone(),
+                    security.clone(),
+                    self.state.clone(),
+                    notify_shutdown.clone(),
+                    done_tx.clone(),
+                ))
+            })
+            .collect();
+        loops.push(tokio::spawn(reload_certificates(
+            std::iter::once(self.security.clone())
+                .chain(self.extra.iter().map(|(_, s)| s.clone()))
+                .collect(),
+        )));
+        let accept = accept_loop(
+            self.listener.clone(),
+            self.security.clone(),
+            self.state.clone(),
+            notify_shutdown.clone(),
+            done_tx.clone(),
+        );
         let quorum = self.state.controller.quorum().cloned();
         let quorum_stopped = async {
             match &quorum {
@@ -228,6 +268,9 @@ impl Server {
         // leaderships to other in-sync replicas before it goes, so producers move on at
         // once instead of after a session timeout.
         liveness.abort();
+        for l in &loops {
+            l.abort();
+        }
         if self.state.controller.quorum().is_some() {
             controlled_shutdown(&self.state).await;
         }
@@ -458,6 +501,143 @@ async fn maintenance(state: Arc<BrokerState>) {
             }
         }
     }
+}
+
+/// Accepts connections on one listener until the server stops. On an observer the
+/// inter-broker listener also carries the quorum's replication to it.
+async fn accept_loop(
+    listener: Arc<TcpListener>,
+    security: Arc<Listener>,
+    state: Arc<BrokerState>,
+    notify_shutdown: broadcast::Sender<()>,
+    done_tx: mpsc::Sender<()>,
+) {
+    let inter_broker = security.name == state.config.cluster.listener_name;
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ticket = match state.limits.admit(peer.ip()) {
+            Ok(t) => t,
+            Err(why) => {
+                // Dropping the socket closes it; the client retries or backs off.
+                tracing::debug!(%peer, "connection refused: {why}");
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let conn = Connection::new(
+            socket,
+            peer,
+            security.clone(),
+            state.clone(),
+            notify_shutdown.subscribe(),
+            ticket,
+            done_tx.clone(),
+        );
+        match state.controller.quorum() {
+            Some(q) if inter_broker && q.is_observer() => {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    if is_quorum_traffic(conn.socket()).await {
+                        let (socket, peer) = conn.into_parts();
+                        q.serve_stream(socket, peer).await;
+                    } else {
+                        conn.run().await;
+                    }
+                });
+            }
+            _ => {
+                tokio::spawn(conn.run());
+            }
+        }
+    }
+}
+
+/// A renewed certificate takes effect without a restart: each TLS listener's keystore
+/// file is looked at every few seconds and read again when it changed.
+async fn reload_certificates(listeners: Vec<Arc<Listener>>) {
+    let tls: Vec<Arc<Listener>> = listeners.into_iter().filter(|l| l.tls.is_some()).collect();
+    if tls.is_empty() {
+        return;
+    }
+    let mut tick = tokio::time::interval(CERTIFICATE_CHECK);
+    loop {
+        tick.tick().await;
+        for l in &tls {
+            if let Some(t) = &l.tls {
+                let t = t.clone();
+                let _ = tokio::task::spawn_blocking(move || t.reload_if_changed()).await;
+            }
+        }
+    }
+}
+
+/// One line at start for each listener that lets anyone in from beyond this machine:
+/// no SASL, and no required client certificate, on an address other than loopback.
+fn warn_if_open(listeners: &[ClientListener], security: &crate::config::SecurityConfig) {
+    for l in listeners {
+        let mtls = security
+            .listeners
+            .get(&l.name)
+            .and_then(|s| s.tls.as_ref())
+            .is_some_and(|t| t.client_auth == crate::config::ClientAuth::Required);
+        let loopback = l
+            .bind
+            .host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+            || l.bind.host == "localhost";
+        if !loopback && !l.protocol.sasl() && !mtls {
+            tracing::warn!(
+                "listener {} ({}) on {}:{} accepts clients without authentication from \
+                 other machines; use SASL_SSL (or ssl.client.auth=required) for a reachable \
+                 listener",
+                l.name,
+                l.protocol.name(),
+                l.bind.host,
+                l.bind.port
+            );
+        }
+    }
+}
+
+/// The registration entry of one listener, at its advertised address.
+fn endpoint(l: &ClientListener, port: u16) -> fjord_controller::ListenerEndpoint {
+    let host = match l.advertised.host.as_str() {
+        "0.0.0.0" | "" => "127.0.0.1".to_string(),
+        h => h.to_string(),
+    };
+    fjord_controller::ListenerEndpoint {
+        name: l.name.clone(),
+        host,
+        port: port as i32,
+        security_protocol: match l.protocol {
+            crate::config::SecurityProtocol::Plaintext => 0,
+            crate::config::SecurityProtocol::Ssl => 1,
+            crate::config::SecurityProtocol::SaslPlaintext => 2,
+            crate::config::SecurityProtocol::SaslSsl => 3,
+        },
+    }
+}
+
+async fn bind_listener(l: &ClientListener) -> Result<TcpListener, BrokerError> {
+    let addr = format!("{}:{}", l.bind.host, l.bind.port);
+    let parsed: SocketAddr = addr.parse().map_err(|e| {
+        BrokerError::Startup(format!(
+            "listener {}: {addr}: {e} (use an IP address, e.g. {}://127.0.0.1:9093)",
+            l.name, l.name
+        ))
+    })?;
+    TcpListener::bind(parsed)
+        .await
+        .map_err(|e| BrokerError::io(format!("bind listener {} on {addr}", l.name), e))
 }
 
 async fn bind(config: &BrokerConfig) -> Result<TcpListener, BrokerError> {
@@ -777,13 +957,17 @@ async fn register(
     config: &BrokerConfig,
     host: String,
     port: i32,
+    listeners: Vec<fjord_controller::ListenerEndpoint>,
 ) -> Result<(), BrokerError> {
     let mut waiting = Waiting::new();
     loop {
         let c = controller.clone();
         let (id, rack, host) = (config.node_id, config.rack.clone(), host.clone());
-        let result =
-            tokio::task::spawn_blocking(move || c.register_broker(id, &host, port, rack)).await;
+        let listeners = listeners.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            c.register_broker(id, &host, port, rack, listeners)
+        })
+        .await;
         match result {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e @ fjord_controller::ControllerError::QuorumStopped(_))) => {

@@ -28,6 +28,14 @@ pub struct ServerArgs {
     /// Set any broker property, like kafka-server-start.sh --override (repeatable).
     #[arg(long = "override", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// A SCRAM user to create at the first start of the data directory, as
+    /// kafka-storage.sh format --add-scram: 'SCRAM-SHA-256=[name=admin,password=secret]'
+    /// (repeatable).
+    #[arg(
+        long = "add-scram",
+        value_name = "MECHANISM=[name=USER,password=PASSWORD]"
+    )]
+    add_scram: Vec<String>,
 }
 
 pub fn run(args: ServerArgs) -> ExitCode {
@@ -39,6 +47,24 @@ pub fn run(args: ServerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut first_users = Vec::new();
+    for spec in &args.add_scram {
+        match crate::tools::scram::parse_spec(spec) {
+            Ok(s) if s.user.is_some() => first_users.push(s),
+            Ok(_) => {
+                errln!(
+                    "fjord: --add-scram needs name=USER: '{}'",
+                    spec.split('[').next().unwrap_or(spec)
+                );
+                return ExitCode::from(2);
+            }
+            // The message never repeats the value, which holds a password.
+            Err(e) => {
+                errln!("fjord: --add-scram: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     tracing::info!(
         node_id = config.node_id,
         data_dir = %config.data_dir.display(),
@@ -115,6 +141,17 @@ pub fn run(args: ServerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !first_users.is_empty() {
+        if ran_before {
+            tracing::warn!(
+                "--add-scram applies at the first start of a data directory only; change \
+                 users with fjord configs --entity-type users"
+            );
+        } else if let Err(e) = add_first_users(&server, &first_users) {
+            errln!("fjord: --add-scram: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     // The server holds the data directory's lock from here on.
     match clean_shutdown::take(&dir, ran_before) {
         Ok(PreviousRun::None) => tracing::info!("first start of this data directory"),
@@ -150,6 +187,34 @@ pub fn run(args: ServerArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Creates the `--add-scram` users, unless another node of a new cluster already did.
+fn add_first_users(
+    server: &Server,
+    users: &[crate::tools::scram::ScramSpec],
+) -> Result<(), String> {
+    let controller = server.state().controller.clone();
+    let image = controller.image();
+    let mut changes = Vec::new();
+    for spec in users {
+        let user = spec.user.clone().unwrap_or_default();
+        if image.scram_credential(&user, spec.mechanism).is_some() {
+            continue;
+        }
+        let credential = fjord_broker::security::scram::credential(
+            spec.mechanism,
+            &spec.password,
+            spec.iterations,
+        )
+        .map_err(|e| e.0)?;
+        tracing::info!(%user, mechanism = spec.mechanism.name(), "SCRAM user created");
+        changes.push((user, spec.mechanism, Some(credential)));
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    controller.alter_scram(changes).map_err(|e| e.to_string())
 }
 
 fn build_config(args: &ServerArgs) -> Result<BrokerConfig, String> {

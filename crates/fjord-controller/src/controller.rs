@@ -17,7 +17,9 @@ use crate::log::MetadataLog;
 use crate::ops::{ControllerOp, OpOutput, PartitionOutcome, QuorumStatus, ReplicaStatus};
 use crate::partitions::{self, AlterPartitionRequest, Election};
 use crate::quorum::QuorumMember;
-use crate::record::{ConfigResource, MetadataRecord};
+use crate::record::{
+    ConfigResource, ListenerEndpoint, MetadataRecord, ScramCredential, ScramMechanism,
+};
 
 /// Kafka's limit: a partition directory name `<topic>-<partition>` must fit in 255 bytes.
 const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -249,6 +251,7 @@ impl Controller {
                 port,
                 rack,
                 incarnation,
+                listeners,
             } => self
                 .commit(|image| {
                     let record = MetadataRecord::RegisterBroker {
@@ -257,6 +260,7 @@ impl Controller {
                         port: *port,
                         rack: rack.clone(),
                         incarnation: *incarnation,
+                        listeners: listeners.clone(),
                     };
                     let mut records = plan_registration(image, record);
                     // The very first record of a new cluster: it starts with every feature
@@ -390,6 +394,26 @@ impl Controller {
                     Ok((record.into_iter().collect(), ()))
                 })
                 .map(done),
+            ControllerOp::AlterScram(changes) => self
+                .commit(|image| {
+                    // Deleting what is not there changes nothing, and writes nothing.
+                    let records = changes
+                        .iter()
+                        .filter(|(user, mechanism, credential)| {
+                            credential.is_some()
+                                || image.scram_credential(user, *mechanism).is_some()
+                        })
+                        .map(
+                            |(user, mechanism, credential)| MetadataRecord::ScramCredential {
+                                user: user.clone(),
+                                mechanism: *mechanism,
+                                credential: credential.clone(),
+                            },
+                        )
+                        .collect();
+                    Ok((records, ()))
+                })
+                .map(done),
         }
     }
 
@@ -402,6 +426,7 @@ impl Controller {
         host: &str,
         port: i32,
         rack: Option<String>,
+        listeners: Vec<ListenerEndpoint>,
     ) -> Result<(), ControllerError> {
         let incarnation = self.quorum().map(|q| q.incarnation());
         self.submit(ControllerOp::RegisterBroker {
@@ -410,8 +435,17 @@ impl Controller {
             port,
             rack,
             incarnation,
+            listeners,
         })
         .map(|_| ())
+    }
+
+    /// Sets or deletes SCRAM credentials in one commit.
+    pub fn alter_scram(
+        &self,
+        changes: Vec<(String, ScramMechanism, Option<ScramCredential>)>,
+    ) -> Result<(), ControllerError> {
+        self.submit(ControllerOp::AlterScram(changes)).map(|_| ())
     }
 
     /// The metadata quorum: its leader, epoch, high watermark and how far each voter is.
@@ -1044,7 +1078,8 @@ mod tests {
 
     fn controller(dir: &Path) -> Controller {
         let c = Controller::open(dir, 1).unwrap();
-        c.register_broker(1, "127.0.0.1", 9092, None).unwrap();
+        c.register_broker(1, "127.0.0.1", 9092, None, vec![])
+            .unwrap();
         c
     }
 
@@ -1143,7 +1178,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = controller(dir.path());
         for b in [2, 3] {
-            c.register_broker(b, "127.0.0.1", 9092 + b, None).unwrap();
+            c.register_broker(b, "127.0.0.1", 9092 + b, None, vec![])
+                .unwrap();
         }
         let t = c.create_topic(&spec("spread", 6, 1)).unwrap();
         let leaders: Vec<i32> = t.partitions.iter().map(|p| p.leader).collect();
@@ -1264,13 +1300,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let c = Controller::open(dir.path(), 1).unwrap();
-            c.register_broker(1, "127.0.0.1", 9092, None).unwrap();
+            c.register_broker(1, "127.0.0.1", 9092, None, vec![])
+                .unwrap();
             assert_eq!(c.image().feature_level(TRANSACTION_VERSION), 2);
             c.update_feature(TRANSACTION_VERSION, 0, true).unwrap();
         }
         // A restart (and a new endpoint) replays the log: the level stays as it was set.
         let c = Controller::open(dir.path(), 1).unwrap();
-        c.register_broker(1, "127.0.0.1", 9093, None).unwrap();
+        c.register_broker(1, "127.0.0.1", 9093, None, vec![])
+            .unwrap();
         assert_eq!(c.image().feature_level(TRANSACTION_VERSION), 0);
         assert!(c.update_feature(TRANSACTION_VERSION, 3, false).is_err());
         c.update_feature(TRANSACTION_VERSION, 2, false).unwrap();

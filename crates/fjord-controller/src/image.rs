@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::record::{ConfigResource, MetadataRecord};
+use crate::record::{
+    ConfigResource, ListenerEndpoint, MetadataRecord, ScramCredential, ScramMechanism,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerImage {
@@ -15,9 +17,29 @@ pub struct BrokerImage {
     pub rack: Option<String>,
     #[serde(default)]
     pub incarnation: Option<Uuid>,
+    /// Every client listener's advertised address; empty when the broker registered
+    /// only `host:port`.
+    #[serde(default)]
+    pub listeners: Vec<ListenerEndpoint>,
     /// Missed its heartbeats: not offered to clients, not given partitions.
     #[serde(default)]
     pub fenced: bool,
+}
+
+impl BrokerImage {
+    /// Where a client that came in through listener `name` reaches this broker: that
+    /// listener's address. A broker registered before it had several listeners has one
+    /// address for all; a broker without the listener is not reachable through it
+    /// (Kafka leaves such brokers out of Metadata).
+    pub fn endpoint(&self, name: &str) -> Option<(&str, i32)> {
+        if self.listeners.is_empty() || name.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| (l.host.as_str(), l.port))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,12 +113,24 @@ pub struct MetadataImage {
     /// Finalized feature levels by name; a feature absent here is at level 0.
     #[serde(default)]
     pub features: BTreeMap<String, i16>,
+    /// SCRAM credentials by user, then mechanism.
+    #[serde(default)]
+    pub scram: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
 }
 
 impl MetadataImage {
     /// The finalized level of feature `name`; 0 when it was never finalized.
     pub fn feature_level(&self, name: &str) -> i16 {
         self.features.get(name).copied().unwrap_or(0)
+    }
+
+    /// The SCRAM credential of `user` for `mechanism`, if one is set.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<&ScramCredential> {
+        self.scram.get(user).and_then(|m| m.get(&mechanism))
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {
@@ -135,6 +169,7 @@ impl MetadataImage {
                 port,
                 rack,
                 incarnation,
+                listeners,
             } => {
                 self.brokers.insert(
                     *node_id,
@@ -144,6 +179,7 @@ impl MetadataImage {
                         port: *port,
                         rack: rack.clone(),
                         incarnation: *incarnation,
+                        listeners: listeners.clone(),
                         fenced: false,
                     },
                 );
@@ -235,6 +271,26 @@ impl MetadataImage {
             MetadataRecord::ProducerIds { next } => {
                 self.next_producer_id = self.next_producer_id.max(*next);
             }
+            MetadataRecord::ScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => match credential {
+                Some(c) => {
+                    self.scram
+                        .entry(user.clone())
+                        .or_default()
+                        .insert(*mechanism, c.clone());
+                }
+                None => {
+                    if let Some(all) = self.scram.get_mut(user) {
+                        all.remove(mechanism);
+                        if all.is_empty() {
+                            self.scram.remove(user);
+                        }
+                    }
+                }
+            },
             MetadataRecord::FeatureLevel { name, level } => {
                 if *level == 0 {
                     self.features.remove(name);

@@ -20,4 +20,6 @@ pub use error::ControllerError;
 pub use image::{BrokerImage, MetadataImage, PartitionImage, TopicImage};
 pub use log::MetadataLog;
 pub use ops::{ControllerOp, OpOutput, OpReply, PartitionOutcome, QuorumStatus, ReplicaStatus};
-pub use record::{ConfigResource, MetadataRecord};
+pub use record::{
+    ConfigResource, ListenerEndpoint, MetadataRecord, ScramCredential, ScramMechanism,
+};

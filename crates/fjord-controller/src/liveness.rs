@@ -106,6 +106,7 @@ mod tests {
                 port: 9092,
                 rack: None,
                 incarnation: None,
+                listeners: vec![],
             });
         }
         image

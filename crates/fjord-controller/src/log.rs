@@ -160,6 +160,7 @@ mod tests {
             port: 9092,
             rack: None,
             incarnation: None,
+            listeners: vec![],
         }
     }
 

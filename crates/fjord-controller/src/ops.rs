@@ -13,7 +13,7 @@ use crate::controller::{CreatePartitionsSpec, CreateTopicSpec};
 use crate::error::ControllerError;
 use crate::image::PartitionImage;
 use crate::partitions::{AlterPartitionRequest, Election};
-use crate::record::ConfigResource;
+use crate::record::{ConfigResource, ListenerEndpoint, ScramCredential, ScramMechanism};
 
 /// Config changes: a key set to `Some` value, or returned to its default with `None`.
 pub type ConfigChanges = Vec<(String, Option<String>)>;
@@ -27,6 +27,8 @@ pub enum ControllerOp {
         rack: Option<String>,
         /// Set by cluster members: new at every process start.
         incarnation: Option<Uuid>,
+        #[serde(default)]
+        listeners: Vec<ListenerEndpoint>,
     },
     CreateTopic(CreateTopicSpec),
     DeleteTopic(String),
@@ -78,6 +80,9 @@ pub enum ControllerOp {
     },
     /// The quorum as the active controller sees it (DescribeQuorum).
     DescribeQuorum,
+    /// Sets (`Some`) or deletes (`None`) SCRAM credentials, all in one commit
+    /// (AlterUserScramCredentials, `--add-scram` at first start).
+    AlterScram(Vec<(String, ScramMechanism, Option<ScramCredential>)>),
 }
 
 /// What an op produced.

@@ -556,6 +556,7 @@ mod tests {
                 port: 9092,
                 rack: rack.map(str::to_string),
                 incarnation: None,
+                listeners: vec![],
             });
         }
         let topic_id = Uuid::from_u128(7);

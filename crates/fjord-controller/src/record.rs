@@ -18,6 +18,11 @@ pub enum MetadataRecord {
         /// registration (absent in one-node logs, which never needed it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         incarnation: Option<Uuid>,
+        /// Every client listener's advertised address, so each client is told addresses
+        /// on the listener it came through (empty in logs from before several listeners:
+        /// `host:port` is then the only one).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        listeners: Vec<ListenerEndpoint>,
     },
     /// A broker stopped heartbeating (`fenced`), or heartbeats again. A fenced broker is
     /// left out of Metadata and gets no new partitions.
@@ -71,6 +76,71 @@ pub enum MetadataRecord {
     /// A cluster-wide feature was finalized at `level` (Kafka's FeatureLevelRecord); level
     /// 0 turns it off. Written at the first start of a new cluster and by UpdateFeatures.
     FeatureLevel { name: String, level: i16 },
+    /// A user's SCRAM credential for one mechanism was set (`Some`) or deleted (`None`),
+    /// as Kafka's UserScramCredentialRecord: salted and iterated, never the password.
+    ScramCredential {
+        user: String,
+        mechanism: ScramMechanism,
+        credential: Option<ScramCredential>,
+    },
+}
+
+/// A broker listener's advertised address (Kafka's BrokerEndpoint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+    /// Kafka's SecurityProtocol id: 0 PLAINTEXT, 1 SSL, 2 SASL_PLAINTEXT, 3 SASL_SSL.
+    pub security_protocol: i16,
+}
+
+/// A SCRAM mechanism, with Kafka's type codes (ScramMechanism: 1 and 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ScramMechanism {
+    Sha256,
+    Sha512,
+}
+
+impl ScramMechanism {
+    pub const ALL: [ScramMechanism; 2] = [ScramMechanism::Sha256, ScramMechanism::Sha512];
+
+    pub fn code(self) -> i8 {
+        match self {
+            ScramMechanism::Sha256 => 1,
+            ScramMechanism::Sha512 => 2,
+        }
+    }
+
+    pub fn from_code(code: i8) -> Option<ScramMechanism> {
+        ScramMechanism::ALL.into_iter().find(|m| m.code() == code)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ScramMechanism::Sha256 => "SCRAM-SHA-256",
+            ScramMechanism::Sha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ScramMechanism> {
+        ScramMechanism::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Kafka's bounds on the iteration count (ScramMechanism's minIterations, and the
+    /// 16384 its AlterUserScramCredentials refuses above).
+    pub const MIN_ITERATIONS: i32 = 4096;
+    pub const MAX_ITERATIONS: i32 = 16384;
+}
+
+/// A stored SCRAM credential (RFC 5802): enough to check a client's proof and to prove
+/// the server's identity, not enough to log in with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramCredential {
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: i32,
 }
 
 /// What a dynamic config belongs to.

@@ -17,15 +17,70 @@ pub struct Roles {
     pub controller: bool,
 }
 
+/// A listener's security protocol (`listener.security.protocol.map`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    fn parse(name: &str) -> Option<SecurityProtocol> {
+        Some(match name {
+            "PLAINTEXT" => SecurityProtocol::Plaintext,
+            "SSL" => SecurityProtocol::Ssl,
+            "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
+            "SASL_SSL" => SecurityProtocol::SaslSsl,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// A listener clients connect to: its name, protocol, where it binds and what clients
+/// are told (`advertised.listeners`, else the bind address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientListener {
+    pub name: String,
+    pub protocol: SecurityProtocol,
+    pub bind: Endpoint,
+    pub advertised: Endpoint,
+}
+
 /// The listener and quorum settings, checked against each other.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub roles: Roles,
-    /// Where clients connect.
+    /// Where other brokers connect (`inter.broker.listener.name`, else the first client
+    /// listener); plain clients may connect there too.
     pub listener: Endpoint,
     pub listener_name: String,
-    /// What clients are told to connect to; defaults to the client listener.
+    /// What other brokers and clients of that listener are told to connect to.
     pub advertised: Endpoint,
+    /// Every listener for clients, the inter-broker one first; empty on a controller-only
+    /// node.
+    pub client_listeners: Vec<ClientListener>,
     /// Where quorum peers connect, on a node with the controller role in a quorum.
     pub controller_listener: Option<Endpoint>,
     /// Voter id to CONTROLLER endpoint; empty for a one-node cluster.
@@ -56,9 +111,10 @@ impl ClusterConfig {
     }
 }
 
-/// One entry of `listeners`: its name and where it binds.
+/// One entry of `listeners`: its name, protocol and where it binds.
 struct Listener {
     name: String,
+    protocol: SecurityProtocol,
     endpoint: Endpoint,
 }
 
@@ -75,7 +131,13 @@ pub(super) fn parse(r: &Reader, node_id: i32) -> Result<ClusterConfig, ConfigErr
         .collect();
     let inter_broker = r.string("inter.broker.listener.name").to_ascii_uppercase();
     let client = match inter_broker.as_str() {
-        "" => client_names.first().copied(),
+        // Kafka's default, security.inter.broker.protocol=PLAINTEXT, picks the listener
+        // named PLAINTEXT.
+        "" => client_names
+            .iter()
+            .copied()
+            .find(|l| l.name == "PLAINTEXT")
+            .or_else(|| client_names.first().copied()),
         name => Some(
             client_names
                 .iter()
@@ -111,20 +173,65 @@ pub(super) fn parse(r: &Reader, node_id: i32) -> Result<ClusterConfig, ConfigErr
             ))
         }
     };
-    let advertised = match r.string("advertised.listeners") {
-        s if s.is_empty() => client.0.clone(),
-        _ => {
-            let all = parse_listeners(r, "advertised.listeners", &controller_names, &protocols)?;
-            let found = all
-                .iter()
-                .find(|l| l.name == client.1)
-                .or_else(|| all.first())
-                .map(|l| l.endpoint.clone());
-            found.ok_or_else(|| r.invalid("advertised.listeners", "names no listener"))?
-        }
+    let announced = match r.string("advertised.listeners") {
+        s if s.is_empty() => Vec::new(),
+        _ => parse_listeners(r, "advertised.listeners", &controller_names, &protocols)?,
     };
+    if let Some(stray) = announced.iter().find(|a| {
+        !client_names.iter().any(|l| l.name == a.name) && !controller_names.contains(&a.name)
+    }) {
+        // One advertised address and one listener is the old single-listener form, where
+        // the names need not agree.
+        if !(announced.len() == 1 && client_names.len() == 1) {
+            return Err(r.invalid(
+                "advertised.listeners",
+                &format!("names listener {}, which is not in listeners", stray.name),
+            ));
+        }
+    }
+    let advertised_for = |l: &Listener| {
+        announced
+            .iter()
+            .find(|a| a.name == l.name)
+            .or_else(|| (announced.len() == 1 && client_names.len() == 1).then(|| &announced[0]))
+            .map_or_else(|| l.endpoint.clone(), |a| a.endpoint.clone())
+    };
+    let advertised = client_names
+        .iter()
+        .find(|l| l.name == client.1)
+        .map_or_else(|| client.0.clone(), |l| advertised_for(l));
+    let inter_broker_protocol = client_names
+        .iter()
+        .find(|l| l.name == client.1)
+        .map(|l| l.protocol);
     let voters = parse_voters(r)?;
     let bootstrap_servers = parse_bootstrap_servers(r)?;
+    let clustered = !voters.is_empty() || !bootstrap_servers.is_empty();
+    if let Some(p) =
+        inter_broker_protocol.filter(|p| clustered && *p != SecurityProtocol::Plaintext)
+    {
+        return Err(r.invalid(
+            "inter.broker.listener.name",
+            &format!(
+                "names listener {} with protocol {}; brokers talk to each other over \
+                 PLAINTEXT so far: give them a PLAINTEXT listener (e.g. \
+                 INTERNAL://127.0.0.1:9094 with INTERNAL:PLAINTEXT) and name it here",
+                client.1,
+                p.name()
+            ),
+        ));
+    }
+    // The inter-broker listener first: it is the one registered as the broker's address.
+    let mut client_listeners: Vec<ClientListener> = client_names
+        .iter()
+        .map(|l| ClientListener {
+            name: l.name.clone(),
+            protocol: l.protocol,
+            bind: l.endpoint.clone(),
+            advertised: advertised_for(l),
+        })
+        .collect();
+    client_listeners.sort_by_key(|l| l.name != client.1);
     let ids = || {
         voters
             .keys()
@@ -203,6 +310,7 @@ pub(super) fn parse(r: &Reader, node_id: i32) -> Result<ClusterConfig, ConfigErr
         listener: client.0,
         listener_name: client.1,
         advertised,
+        client_listeners,
         controller_listener,
         voters,
         bootstrap_servers,
@@ -283,11 +391,23 @@ fn parse_listeners(
             None if controller_names.contains(&name) => "PLAINTEXT".into(),
             None => name.clone(),
         };
-        if protocol != "PLAINTEXT" {
+        let Some(protocol) = SecurityProtocol::parse(&protocol) else {
             return Err(r.invalid(
                 key,
                 &format!(
-                    "listener {name} uses {protocol}; only PLAINTEXT listeners are supported so far"
+                    "listener {name} has no security protocol: name one of PLAINTEXT, SSL, \
+                     SASL_PLAINTEXT, SASL_SSL, or map it in listener.security.protocol.map \
+                     (found '{protocol}')"
+                ),
+            ));
+        };
+        if controller_names.contains(&name) && protocol != SecurityProtocol::Plaintext {
+            return Err(r.invalid(
+                key,
+                &format!(
+                    "controller listener {name} uses {}; the metadata quorum talks PLAINTEXT \
+                     so far",
+                    protocol.name()
                 ),
             ));
         }
@@ -296,6 +416,7 @@ fn parse_listeners(
         }
         out.push(Listener {
             name,
+            protocol,
             endpoint: super::parse_endpoint(key, &value, addr)?,
         });
     }
@@ -408,8 +529,8 @@ mod tests {
                 "must name a listener",
             ),
             (
-                member("1", "PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9093"),
-                "only PLAINTEXT",
+                member("1", "PLAINTEXT://127.0.0.1:9092,SSL2://127.0.0.1:9093"),
+                "no security protocol",
             ),
         ];
         for (pairs, expected) in cases {

@@ -21,7 +21,11 @@ use crate::state::BrokerState;
 /// Kafka's EndpointType: 1 = brokers (2 = controllers, which clients cannot reach here).
 const BROKERS: i8 = 1;
 
-pub fn describe(state: &BrokerState, req: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe(
+    state: &BrokerState,
+    req: DescribeClusterRequest,
+    listener: &str,
+) -> DescribeClusterResponse {
     if req.endpoint_type != BROKERS {
         return DescribeClusterResponse::default()
             .with_error_code(code::UNSUPPORTED_ENDPOINT_TYPE)
@@ -32,12 +36,15 @@ pub fn describe(state: &BrokerState, req: DescribeClusterRequest) -> DescribeClu
         .controller
         .image()
         .live_brokers()
-        .map(|b| {
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(b.node_id))
-                .with_host(str(b.host.clone()))
-                .with_port(b.port)
-                .with_rack(b.rack.clone().map(str))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(listener)?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.node_id))
+                    .with_host(str(host.to_string()))
+                    .with_port(port)
+                    .with_rack(b.rack.clone().map(str)),
+            )
         })
         .collect();
     let mut resp = DescribeClusterResponse::default();

@@ -141,12 +141,14 @@ fn config_row(
     prop_type: Option<PropType>,
     version: i16,
 ) -> DescribeConfigsResourceResult {
+    // Passwords and JAAS lines are never sent back, as with Kafka's PASSWORD configs.
+    let sensitive = crate::config::is_sensitive(name);
     let mut row = DescribeConfigsResourceResult::default()
         .with_name(str(name))
-        .with_value(value.map(str))
+        .with_value(if sensitive { None } else { value.map(str) })
         .with_read_only(read_only)
         .with_config_source(source)
-        .with_is_sensitive(false);
+        .with_is_sensitive(sensitive);
     if version >= 3 {
         row = row.with_config_type(prop_type.map_or(0, PropType::code));
     }

@@ -85,6 +85,7 @@ pub fn find_coordinator(
     state: &BrokerState,
     req: FindCoordinatorRequest,
     version: i16,
+    listener: &str,
 ) -> FindCoordinatorResponse {
     let keys: Vec<StrBytes> = if version >= 4 {
         req.coordinator_keys
@@ -125,9 +126,9 @@ pub fn find_coordinator(
                 n => (n, code::NONE),
             }
         };
-        let broker = image.brokers.get(&node);
-        let (node, host, port, err) = match broker {
-            Some(b) if err == code::NONE => (node, b.host.clone(), b.port, err),
+        let address = image.brokers.get(&node).and_then(|b| b.endpoint(listener));
+        let (node, host, port, err) = match address {
+            Some((host, port)) if err == code::NONE => (node, host.to_string(), port, err),
             _ => (
                 -1,
                 String::new(),

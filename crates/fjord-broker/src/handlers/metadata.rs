@@ -12,7 +12,13 @@ use super::str;
 use crate::error::code;
 use crate::state::BrokerState;
 
-pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> MetadataResponse {
+/// `listener`: the one the client came through; brokers are given by their address there.
+pub fn handle(
+    state: &BrokerState,
+    req: MetadataRequest,
+    version: i16,
+    listener: &str,
+) -> MetadataResponse {
     let image = state.controller.image();
     // Masks are sent only when asked for; otherwise the field keeps Kafka's "not
     // requested" value, i32::MIN.
@@ -145,12 +151,15 @@ pub fn handle(state: &BrokerState, req: MetadataRequest, version: i16) -> Metada
     // A fenced broker stopped heartbeating: clients are not sent to it.
     let brokers = image
         .live_brokers()
-        .map(|b| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.node_id))
-                .with_host(str(b.host.clone()))
-                .with_port(b.port)
-                .with_rack(b.rack.clone().map(str))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(listener)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(str(host.to_string()))
+                    .with_port(port)
+                    .with_rack(b.rack.clone().map(str)),
+            )
         })
         .collect();
     let mut resp = MetadataResponse::default()

@@ -15,13 +15,15 @@ mod metadata;
 mod produce;
 mod reassign;
 mod records;
+mod sasl;
+mod scram;
 mod topics;
 mod txn;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::connection::{Request, Turn};
+use crate::security::Session;
 use crate::state::BrokerState;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -71,6 +73,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::UpdateFeatures, 0, 2),
+    // v0 would carry the SASL messages without Kafka framing; every current client
+    // uses v1 and SaslAuthenticate.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 pub fn is_supported(api: ApiKey, version: i16) -> bool {
@@ -92,7 +100,7 @@ pub enum Outcome {
 pub async fn handle(
     state: &Arc<BrokerState>,
     header: &RequestHeader,
-    peer: SocketAddr,
+    session: &Session,
     request: Request,
     turn: Turn,
 ) -> Outcome {
@@ -124,7 +132,7 @@ pub async fn handle(
         }
         _ => Some(turn),
     };
-    route(state, header, peer, kind, v, turn).await
+    route(state, header, session, kind, v, turn).await
 }
 
 /// The controller id clients are told: the active controller, where admin requests go.
@@ -150,18 +158,22 @@ pub fn fetch_response_limit(state: &BrokerState, requested: i32) -> usize {
 async fn route(
     state: &Arc<BrokerState>,
     header: &RequestHeader,
-    peer: SocketAddr,
+    session: &Session,
     kind: RequestKind,
     v: i16,
     turn: Option<Turn>,
 ) -> Outcome {
     let respond = |r: ResponseKind| Outcome::Respond(Box::new(r), v);
+    let peer = session.peer;
+    let listener = session.listener.clone();
     match kind {
         RequestKind::ApiVersions(_) => respond(ResponseKind::ApiVersions(api_versions::handle(
             &state.controller.image(),
         ))),
         // May auto-create topics.
-        RequestKind::Metadata(r) => off_runtime(state, v, move |s| metadata::handle(s, r, v)).await,
+        RequestKind::Metadata(r) => {
+            off_runtime(state, v, move |s| metadata::handle(s, r, v, &listener)).await
+        }
         RequestKind::Produce(r) => match produce::handle(state, r, v, turn).await {
             Ok(Some(resp)) => respond(ResponseKind::Produce(resp)),
             Ok(None) => Outcome::NoResponse,
@@ -194,9 +206,9 @@ async fn route(
         RequestKind::IncrementalAlterConfigs(r) => {
             off_runtime(state, v, move |s| configs::incremental_alter(s, r)).await
         }
-        RequestKind::DescribeCluster(r) => {
-            respond(ResponseKind::DescribeCluster(cluster::describe(state, r)))
-        }
+        RequestKind::DescribeCluster(r) => respond(ResponseKind::DescribeCluster(
+            cluster::describe(state, r, &listener),
+        )),
         // Asks the active controller, which may be another node.
         RequestKind::DescribeQuorum(r) => {
             off_runtime(state, v, move |s| cluster::describe_quorum(s, r, v)).await
@@ -233,7 +245,10 @@ async fn route(
         )),
         // May create __consumer_offsets.
         RequestKind::FindCoordinator(r) => {
-            off_runtime(state, v, move |s| groups::find_coordinator(s, r, v)).await
+            off_runtime(state, v, move |s| {
+                groups::find_coordinator(s, r, v, &listener)
+            })
+            .await
         }
         RequestKind::JoinGroup(r) => respond(ResponseKind::JoinGroup(
             groups::join(state, header, peer, r, v).await,
@@ -279,6 +294,20 @@ async fn route(
         RequestKind::DescribeProducers(r) => respond(ResponseKind::DescribeProducers(
             txn::describe_producers(state, r),
         )),
+        // On a listener without SASL, or once logged in (re-authentication is not
+        // offered), as Kafka answers them.
+        RequestKind::SaslHandshake(_) => {
+            respond(ResponseKind::SaslHandshake(sasl::handshake_refused()))
+        }
+        RequestKind::SaslAuthenticate(_) => {
+            respond(ResponseKind::SaslAuthenticate(sasl::authenticate_refused()))
+        }
+        RequestKind::DescribeUserScramCredentials(r) => respond(
+            ResponseKind::DescribeUserScramCredentials(scram::describe(state, r)),
+        ),
+        RequestKind::AlterUserScramCredentials(r) => {
+            off_runtime(state, v, move |s| scram::alter(s, r)).await
+        }
         other => Outcome::Close(format!(
             "no handler for {:?}",
             std::mem::discriminant(&other)

@@ -471,6 +471,7 @@ impl Sim {
                 port: 9092,
                 rack: None,
                 incarnation: Some(incarnation_id(id, 0)),
+                listeners: vec![],
             });
         }
         image.apply(&MetadataRecord::Topic {
@@ -879,6 +880,7 @@ impl Sim {
                     port: 9092,
                     rack: None,
                     incarnation: Some(incarnation_id(from, incarnation)),
+                    listeners: vec![],
                 };
                 let before = self.image.brokers.get(&from).cloned();
                 let mut after = (*self.image).clone();

@@ -1,6 +1,6 @@
-//! `fjord configs`: describe and change topic, broker and group configs, with the flags of
-//! Kafka's `kafka-configs.sh` (`--entity-type`/`--entity-name`, or the
-//! `--topic`/`--broker`/`--group` shorthands). The cluster-wide broker default
+//! `fjord configs`: describe and change topic, broker and group configs, and users' SCRAM
+//! credentials, with the flags of Kafka's `kafka-configs.sh` (`--entity-type`/
+//! `--entity-name`, or the `--topic`/`--broker`/`--group` shorthands). The cluster-wide broker default
 //! (`--entity-default`) is out of reach: librdkafka addresses a broker resource only by a
 //! numeric id.
 
@@ -26,8 +26,8 @@ pub struct ConfigsArgs {
     /// Change configs (with --add-config and/or --delete-config).
     #[arg(long)]
     alter: bool,
-    /// topics, brokers or groups.
-    #[arg(long = "entity-type", value_name = "TYPE", value_parser = ["topics", "brokers", "groups"])]
+    /// topics, brokers, groups or users (SCRAM credentials).
+    #[arg(long = "entity-type", value_name = "TYPE", value_parser = ["topics", "brokers", "groups", "users"])]
     entity_type: Option<String>,
     /// The topic name, broker id or group id.
     #[arg(long = "entity-name", value_name = "NAME")]
@@ -54,6 +54,22 @@ pub struct ConfigsArgs {
 
 /// Splits `a=1,b=[x,y]` at commas outside brackets; a bracketed value keeps its commas.
 fn parse_add_config(s: &str) -> Result<Vec<(String, String)>> {
+    split_top_level(s)
+        .into_iter()
+        .map(|i| {
+            let (k, v) = common::parse_kv(&i, "--add-config")?;
+            let v = v
+                .strip_prefix('[')
+                .and_then(|v| v.strip_suffix(']'))
+                .map(str::to_string)
+                .unwrap_or(v);
+            Ok((k, v))
+        })
+        .collect()
+}
+
+/// The comma-separated items of `s`, where commas inside brackets do not separate.
+fn split_top_level(s: &str) -> Vec<String> {
     let mut items = Vec::new();
     let mut depth = 0i32;
     let mut cur = String::new();
@@ -73,19 +89,29 @@ fn parse_add_config(s: &str) -> Result<Vec<(String, String)>> {
     items
         .into_iter()
         .filter(|i| !i.trim().is_empty())
-        .map(|i| {
-            let (k, v) = common::parse_kv(&i, "--add-config")?;
-            let v = v
-                .strip_prefix('[')
-                .and_then(|v| v.strip_suffix(']'))
-                .map(str::to_string)
-                .unwrap_or(v);
-            Ok((k, v))
-        })
+        .map(|i| i.trim().to_string())
         .collect()
 }
 
 pub fn run(args: ConfigsArgs) -> Result<ExitCode> {
+    if args.entity_type.as_deref() == Some("users") {
+        let user = args.entity_name.as_deref();
+        if args.describe {
+            return super::scram::describe(&args.conn, user);
+        }
+        let Some(user) = user else {
+            return usage("--entity-name is required to alter a user's credentials");
+        };
+        if args.add_config.is_empty() && args.delete_config.is_empty() {
+            return usage("--alter needs --add-config or --delete-config");
+        }
+        let add: Vec<String> = args
+            .add_config
+            .iter()
+            .flat_map(|a| split_top_level(a))
+            .collect();
+        return super::scram::alter(&args.conn, user, &add, &args.delete_config);
+    }
     let (resource, name) = match (&args.topic, &args.broker, &args.group, &args.entity_type) {
         (Some(t), _, _, _) => (Resource::Topic, t.clone()),
         (_, Some(b), _, _) => (Resource::Broker, b.clone()),

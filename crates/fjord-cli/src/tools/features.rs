@@ -11,7 +11,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::update_features_request::FeatureUpdateKey;
 use kafka_protocol::messages::{
@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::common::{parse_kv, usage, Connection};
-use super::wire::{call, connect, refused};
+use super::wire::{call, connect, refused, with_broker};
 use crate::output::{errln, outln};
 
 #[derive(Args)]
@@ -155,20 +155,8 @@ fn levels(features: &[String]) -> Result<Vec<(String, i16)>> {
         .collect()
 }
 
-/// Tries each bootstrap broker in turn; the first that answers is used.
-fn with_broker<T>(conn: &Connection, f: impl Fn(&str) -> Result<T>) -> Result<T> {
-    let mut last_error = None;
-    for server in conn.bootstrap_server.split(',').map(str::trim) {
-        match f(server) {
-            Ok(v) => return Ok(v),
-            Err(e) => last_error = Some(e.context(format!("broker {server}"))),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| anyhow!("no bootstrap server given")))
-}
-
 fn describe(conn: &Connection) -> Result<ExitCode> {
-    let versions: ApiVersionsResponse = with_broker(conn, |server| {
+    let versions: ApiVersionsResponse = with_broker(&conn.bootstrap_server, |server| {
         let mut stream = connect(server, conn.timeout())?;
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("fjord-tools"))
@@ -215,7 +203,7 @@ fn update(
                 })
                 .collect(),
         );
-    let resp: UpdateFeaturesResponse = with_broker(conn, |server| {
+    let resp: UpdateFeaturesResponse = with_broker(&conn.bootstrap_server, |server| {
         let mut stream = connect(server, conn.timeout())?;
         call(&mut stream, 1, request.clone(), 1)
     })?;

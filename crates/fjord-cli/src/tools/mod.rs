@@ -14,5 +14,6 @@ pub mod features;
 pub mod leader_election;
 pub mod metadata_quorum;
 pub mod reassign_partitions;
+pub mod scram;
 pub mod topics;
 pub mod wire;

@@ -27,6 +27,18 @@ pub fn connect(server: &str, timeout: Duration) -> Result<TcpStream> {
     Ok(stream)
 }
 
+/// Tries each of `servers` (HOST:PORT,...) in turn; the first that answers is used.
+pub fn with_broker<T>(servers: &str, f: impl Fn(&str) -> Result<T>) -> Result<T> {
+    let mut last_error = None;
+    for server in servers.split(',').map(str::trim) {
+        match f(server) {
+            Ok(v) => return Ok(v),
+            Err(e) => last_error = Some(e.context(format!("broker {server}"))),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow!("no bootstrap server given")))
+}
+
 /// An error code other than 0 as an error naming `what`, the code and the message.
 pub fn refused(what: &str, code: i16, message: &Option<StrBytes>) -> Result<()> {
     if code != 0 {

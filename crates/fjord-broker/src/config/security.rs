@@ -1,0 +1,406 @@
+//! The security part of the configuration, in Kafka's names: per listener, the TLS
+//! settings (`ssl.*`) and the SASL mechanisms (`sasl.enabled.mechanisms`, and the PLAIN
+//! users of `listener.name.<name>.plain.sasl.jaas.config`), each of which a
+//! `listener.name.<name>.` prefix overrides for one listener, as in Kafka.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::cluster::ClientListener;
+use super::{ConfigError, Reader};
+
+/// A SASL mechanism Fjord's broker offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+impl Mechanism {
+    pub const ALL: [Mechanism; 3] = [
+        Mechanism::Plain,
+        Mechanism::ScramSha256,
+        Mechanism::ScramSha512,
+    ];
+
+    pub fn parse(name: &str) -> Option<Mechanism> {
+        Mechanism::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+            Mechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// Where a listener's certificate and key come from (`ssl.keystore.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keystore {
+    /// `ssl.keystore.type=PEM` with `ssl.keystore.location`: one file holding the private
+    /// key and the certificate chain.
+    PemFile(PathBuf),
+    /// `ssl.keystore.type=PEM` with `ssl.keystore.certificate.chain` and
+    /// `ssl.keystore.key` given inline.
+    PemInline { chain: String, key: String },
+}
+
+/// `ssl.client.auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    Requested,
+    Required,
+}
+
+/// What a TLS listener needs to build its server side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub keystore: Keystore,
+    /// CA certificates that client certificates must chain to: a PEM file
+    /// (`ssl.truststore.location`) or inline (`ssl.truststore.certificates`).
+    pub truststore: Option<Truststore>,
+    pub client_auth: ClientAuth,
+    /// `ssl.enabled.protocols`: which of TLS 1.2 and 1.3 are offered.
+    pub tls12: bool,
+    pub tls13: bool,
+    /// `ssl.principal.mapping.rules`: from a client certificate's subject to a user.
+    pub principal_mapping_rules: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Truststore {
+    PemFile(PathBuf),
+    PemInline(String),
+}
+
+/// One client listener's security.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSecurity {
+    pub tls: Option<TlsSettings>,
+    /// Empty unless the listener is SASL_PLAINTEXT or SASL_SSL.
+    pub mechanisms: Vec<Mechanism>,
+    /// PLAIN users and passwords from the listener's `plain.sasl.jaas.config`
+    /// (`user_<name>="<password>"`); PLAIN checks SCRAM credentials for users not here.
+    pub plain_users: BTreeMap<String, String>,
+}
+
+/// The broker's security settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SecurityConfig {
+    /// By listener name.
+    pub listeners: BTreeMap<String, ListenerSecurity>,
+    /// `connection.failed.authentication.delay.ms`: a failed login is answered only
+    /// after this long, which slows password guessing.
+    pub failed_authentication_delay_ms: u64,
+}
+
+/// Properties a `listener.name.<name>.` prefix may override; these prefixed names are
+/// used, not merely accepted.
+const PER_LISTENER: &[&str] = &[
+    "ssl.keystore.type",
+    "ssl.keystore.location",
+    "ssl.keystore.password",
+    "ssl.keystore.certificate.chain",
+    "ssl.keystore.key",
+    "ssl.key.password",
+    "ssl.truststore.type",
+    "ssl.truststore.location",
+    "ssl.truststore.password",
+    "ssl.truststore.certificates",
+    "ssl.client.auth",
+    "ssl.enabled.protocols",
+    "ssl.principal.mapping.rules",
+    "sasl.enabled.mechanisms",
+    "plain.sasl.jaas.config",
+];
+
+/// Whether a `listener.name.` property is one Fjord reads.
+pub fn is_used_listener_property(name: &str) -> bool {
+    name.strip_prefix("listener.name.")
+        .and_then(|rest| rest.split_once('.'))
+        .is_some_and(|(_, key)| PER_LISTENER.contains(&key))
+}
+
+/// Whether a property's value is a secret, never shown by DescribeConfigs or the log.
+pub fn is_sensitive(name: &str) -> bool {
+    name.ends_with("password")
+        || name.ends_with("sasl.jaas.config")
+        || name.ends_with("keystore.key")
+}
+
+pub(super) fn parse(
+    r: &Reader,
+    listeners: &[ClientListener],
+) -> Result<SecurityConfig, ConfigError> {
+    let mut out = SecurityConfig {
+        failed_authentication_delay_ms: r.long("connection.failed.authentication.delay.ms")?.max(0)
+            as u64,
+        ..SecurityConfig::default()
+    };
+    for l in listeners {
+        let get = |key: &str| -> (String, String) {
+            let prefixed = format!("listener.name.{}.{key}", l.name.to_ascii_lowercase());
+            match r.props.get(&prefixed) {
+                Some(v) => (prefixed, v.trim().to_string()),
+                None => (key.to_string(), r.string(key).trim().to_string()),
+            }
+        };
+        let invalid = |(name, value): (String, String), reason: String| ConfigError::Invalid {
+            name,
+            value,
+            reason,
+        };
+        let tls = if l.protocol.tls() {
+            Some(parse_tls(&get, &invalid, &l.name)?)
+        } else {
+            None
+        };
+        let mut mechanisms = Vec::new();
+        let mut plain_users = BTreeMap::new();
+        if l.protocol.sasl() {
+            let (key, value) = get("sasl.enabled.mechanisms");
+            for m in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+                let m = m.to_ascii_uppercase();
+                match Mechanism::parse(&m) {
+                    Some(m) if !mechanisms.contains(&m) => mechanisms.push(m),
+                    Some(_) => {}
+                    None => {
+                        return Err(invalid(
+                            (key, value.clone()),
+                            format!(
+                                "Fjord offers the SASL mechanisms PLAIN, SCRAM-SHA-256 and \
+                                 SCRAM-SHA-512, not {m}"
+                            ),
+                        ))
+                    }
+                }
+            }
+            if mechanisms.is_empty() {
+                return Err(invalid(
+                    (key, value),
+                    format!("listener {} uses SASL but enables no mechanism", l.name),
+                ));
+            }
+            let jaas = get("plain.sasl.jaas.config");
+            if !jaas.1.is_empty() {
+                plain_users = jaas_users(&jaas.1).map_err(|why| invalid(jaas, why))?;
+            }
+        }
+        out.listeners.insert(
+            l.name.clone(),
+            ListenerSecurity {
+                tls,
+                mechanisms,
+                plain_users,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn parse_tls(
+    get: &dyn Fn(&str) -> (String, String),
+    invalid: &dyn Fn((String, String), String) -> ConfigError,
+    listener: &str,
+) -> Result<TlsSettings, ConfigError> {
+    let kind = get("ssl.keystore.type");
+    let location = get("ssl.keystore.location");
+    let chain = get("ssl.keystore.certificate.chain");
+    let key = get("ssl.keystore.key");
+    let keystore = match kind.1.to_ascii_uppercase().as_str() {
+        "PEM" if !chain.1.is_empty() || !key.1.is_empty() => {
+            if chain.1.is_empty() || key.1.is_empty() || !location.1.is_empty() {
+                return Err(invalid(
+                    chain,
+                    "an inline PEM keystore needs both ssl.keystore.certificate.chain and \
+                     ssl.keystore.key, and no ssl.keystore.location"
+                        .into(),
+                ));
+            }
+            Keystore::PemInline {
+                chain: chain.1,
+                key: key.1,
+            }
+        }
+        "PEM" if !location.1.is_empty() => Keystore::PemFile(PathBuf::from(&location.1)),
+        "PEM" => {
+            return Err(invalid(
+                location,
+                format!(
+                    "listener {listener} uses TLS: set ssl.keystore.location to a PEM file \
+                     with its private key and certificate chain"
+                ),
+            ))
+        }
+        other => {
+            return Err(invalid(
+                kind.clone(),
+                format!(
+                    "Fjord reads PEM keystores; a {other} keystore converts with `openssl \
+                     pkcs12 -nodes` (or keytool -importkeystore, then openssl): set \
+                     ssl.keystore.type=PEM"
+                ),
+            ))
+        }
+    };
+    let key_password = get("ssl.key.password");
+    if !key_password.1.is_empty() {
+        return Err(invalid(
+            key_password,
+            "Fjord reads unencrypted PEM private keys only: decrypt the key (`openssl pkey`) \
+             and protect the file by its permissions"
+                .into(),
+        ));
+    }
+    let trust_kind = get("ssl.truststore.type");
+    let trust_location = get("ssl.truststore.location");
+    let trust_inline = get("ssl.truststore.certificates");
+    let truststore = match (trust_location.1.is_empty(), trust_inline.1.is_empty()) {
+        (true, true) => None,
+        _ if !trust_kind.1.eq_ignore_ascii_case("PEM") => {
+            return Err(invalid(
+                trust_kind,
+                "Fjord reads PEM truststores: set ssl.truststore.type=PEM".into(),
+            ))
+        }
+        (false, true) => Some(Truststore::PemFile(PathBuf::from(&trust_location.1))),
+        (true, false) => Some(Truststore::PemInline(trust_inline.1)),
+        (false, false) => {
+            return Err(invalid(
+                trust_inline,
+                "set ssl.truststore.location or ssl.truststore.certificates, not both".into(),
+            ))
+        }
+    };
+    let auth = get("ssl.client.auth");
+    let client_auth = match auth.1.to_ascii_lowercase().as_str() {
+        "none" | "" => ClientAuth::None,
+        "requested" => ClientAuth::Requested,
+        "required" => ClientAuth::Required,
+        _ => return Err(invalid(auth, "must be none, requested or required".into())),
+    };
+    if client_auth != ClientAuth::None && truststore.is_none() {
+        return Err(invalid(
+            auth,
+            "client certificates are checked against a truststore: set \
+             ssl.truststore.location"
+                .into(),
+        ));
+    }
+    let protocols = get("ssl.enabled.protocols");
+    let (mut tls12, mut tls13) = (false, false);
+    for p in protocols
+        .1
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match p {
+            "TLSv1.2" => tls12 = true,
+            "TLSv1.3" => tls13 = true,
+            _ => {
+                return Err(invalid(
+                    protocols.clone(),
+                    format!("Fjord speaks TLSv1.2 and TLSv1.3, not {p}"),
+                ))
+            }
+        }
+    }
+    if !tls12 && !tls13 {
+        return Err(invalid(protocols, "enables no TLS version".into()));
+    }
+    let rules = get("ssl.principal.mapping.rules");
+    if let Err(why) = crate::security::tls::PrincipalMapper::parse(&rules.1) {
+        return Err(invalid(rules, why));
+    }
+    Ok(TlsSettings {
+        keystore,
+        truststore,
+        client_auth,
+        tls12,
+        tls13,
+        principal_mapping_rules: rules.1,
+    })
+}
+
+/// The `user_<name>="<password>"` options of a PlainLoginModule JAAS line.
+fn jaas_users(jaas: &str) -> Result<BTreeMap<String, String>, String> {
+    let body = jaas.trim().trim_end_matches(';');
+    let Some(rest) = body
+        .strip_prefix("org.apache.kafka.common.security.plain.PlainLoginModule")
+        .map(str::trim_start)
+    else {
+        return Err(
+            "expected org.apache.kafka.common.security.plain.PlainLoginModule required \
+             user_<name>=\"<password>\" ...;"
+                .into(),
+        );
+    };
+    let mut rest = rest
+        .strip_prefix("required")
+        .ok_or("the login module must be `required`")?;
+    let mut users = BTreeMap::new();
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        let (name, after) = rest
+            .split_once('=')
+            .ok_or("expected name=\"value\" options")?;
+        let after = after
+            .trim_start()
+            .strip_prefix('"')
+            .ok_or("option values must be quoted")?;
+        let (value, after) = after
+            .split_once('"')
+            .ok_or("an option value is not closed")?;
+        if let Some(user) = name.trim().strip_prefix("user_") {
+            users.insert(user.to_string(), value.to_string());
+        }
+        rest = after;
+    }
+    Ok(users)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_plain_users_of_a_jaas_line() {
+        let users = jaas_users(
+            "org.apache.kafka.common.security.plain.PlainLoginModule required \
+             username=\"admin\" password=\"admin-secret\" user_admin=\"admin-secret\" \
+             user_alice=\"a b=c\";",
+        )
+        .expect("parses");
+        assert_eq!(users.len(), 2);
+        assert_eq!(users["alice"], "a b=c");
+        assert!(jaas_users("com.example.Other required;").is_err());
+        assert!(jaas_users(
+            "org.apache.kafka.common.security.plain.PlainLoginModule required user_x=\"open"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn knows_which_listener_overrides_it_reads() {
+        assert!(is_used_listener_property(
+            "listener.name.sasl_ssl.ssl.keystore.location"
+        ));
+        assert!(is_used_listener_property(
+            "listener.name.external.plain.sasl.jaas.config"
+        ));
+        assert!(!is_used_listener_property(
+            "listener.name.external.scram-sha-256.sasl.jaas.config"
+        ));
+        assert!(is_sensitive("listener.name.x.plain.sasl.jaas.config"));
+        assert!(is_sensitive("ssl.keystore.password"));
+        assert!(!is_sensitive("ssl.keystore.location"));
+    }
+}
