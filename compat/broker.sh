@@ -10,6 +10,12 @@
 # smaller), and `BS` lists every broker. With KAFKA_BOOTSTRAP it
 # uses that broker as is.
 #
+# With BROKER_SECURITY=1 (one `fjord server` only) the server also gets SSL,
+# SASL_PLAINTEXT and SASL_SSL listeners, certificates from compat/tls-certs.sh under
+# `$work/tls`, and the SCRAM-SHA-256 and SCRAM-SHA-512 user admin/admin-secret; it sets
+# `BS_SSL`, `BS_SASL_PLAINTEXT`, `BS_SASL_SSL`, `TLS_DIR`, `SCRAM_USER` and
+# `SCRAM_PASSWORD`. Otherwise those stay empty, and suites skip what needs them.
+#
 #   broker_restart [SECONDS_DOWN]
 #
 # (one `fjord server` only) kill -9s the server and starts it again (after SECONDS_DOWN,
@@ -29,6 +35,7 @@ broker_start() {
   local name="$1"; shift
   work="$(mktemp -d "${TMPDIR:-/tmp}/$name-compat.XXXXXX")"
   server_pid=""
+  BS_SSL=""; BS_SASL_PLAINTEXT=""; BS_SASL_SSL=""; TLS_DIR=""; SCRAM_USER=""; SCRAM_PASSWORD=""
   trap broker_cleanup EXIT
   if [[ -z "${FJORD_BIN:-}" ]]; then
     BS="$KAFKA_BOOTSTRAP"
@@ -65,15 +72,42 @@ PY
       --override "default.replication.factor=$rf" "$@" \
       > "$work/server.log" 2>&1 &
   else
-    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    port="$(broker_free_port)"
     ports=("$port")
     BS="127.0.0.1:$port"
     mkdir -p "$work/data"
     server_args=("$@")
-    "$FJORD_BIN" server --listen "$BS" --data-dir "$work/data" "$@" > "$work/server.log" 2>&1 &
+    if [[ "${BROKER_SECURITY:-}" == 1 ]]; then
+      broker_secure "$port"
+    fi
+    "$FJORD_BIN" server --listen "$BS" --data-dir "$work/data" "${server_args[@]}" \
+      > "$work/server.log" 2>&1 &
   fi
   server_pid=$!
   broker_wait_listening "${ports[@]}"
+}
+
+broker_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Adds the secured listeners and the SCRAM user to server_args (see BROKER_SECURITY).
+broker_secure() {
+  local plain="$1" ssl sasl sasl_ssl
+  TLS_DIR="$work/tls"
+  "$(dirname "${BASH_SOURCE[0]}")/tls-certs.sh" "$TLS_DIR"
+  ssl="$(broker_free_port)"; sasl="$(broker_free_port)"; sasl_ssl="$(broker_free_port)"
+  BS_SSL="127.0.0.1:$ssl"; BS_SASL_PLAINTEXT="127.0.0.1:$sasl"; BS_SASL_SSL="127.0.0.1:$sasl_ssl"
+  SCRAM_USER=admin; SCRAM_PASSWORD=admin-secret
+  server_args+=(
+    --override "listeners=PLAINTEXT://$BS,SSL://$BS_SSL,SASL_PLAINTEXT://$BS_SASL_PLAINTEXT,SASL_SSL://$BS_SASL_SSL"
+    --override ssl.keystore.type=PEM --override "ssl.keystore.location=$TLS_DIR/server.pem"
+    --override ssl.truststore.type=PEM --override "ssl.truststore.location=$TLS_DIR/ca.pem"
+    --override ssl.client.auth=requested
+    --override sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+    --add-scram "SCRAM-SHA-256=[name=$SCRAM_USER,password=$SCRAM_PASSWORD]"
+    --add-scram "SCRAM-SHA-512=[name=$SCRAM_USER,password=$SCRAM_PASSWORD]"
+  )
 }
 
 # Waits up to 30 s until every port given accepts connections; exits if the server dies.

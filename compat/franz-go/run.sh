@@ -30,10 +30,19 @@ go test -mod=readonly -c -o "$cache/kgo.test" github.com/twmb/franz-go/pkg/kgo
 
 # --- the broker -------------------------------------------------------------------------
 source "$here/../broker.sh"
-broker_start franz-go
+# A server started here also gets a SASL_PLAINTEXT listener with a SCRAM user, for
+# TestSCRAMAuth and TestSCRAMAuthBadCredentials (see broker.sh).
+BROKER_SECURITY=1 broker_start franz-go
 
 # --- run --------------------------------------------------------------------------------
 mapfile -t allowed < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$here/allow-list.txt" | grep -v '^$')
+scram=()
+if [[ -n "$BS_SASL_PLAINTEXT" ]]; then
+  scram=(KGO_TEST_SCRAM_SEEDS="$BS_SASL_PLAINTEXT" KGO_TEST_SCRAM="$SCRAM_USER:$SCRAM_PASSWORD:512")
+else
+  echo "=== no SASL listener here (KAFKA_BOOTSTRAP or a cluster): the SCRAM tests are left out"
+  mapfile -t allowed < <(printf '%s\n' "${allowed[@]}" | grep -v '^TestSCRAMAuth')
+fi
 if [[ -n "${FRANZ_GO_TESTS:-}" ]]; then
   regex="$FRANZ_GO_TESTS"
 else
@@ -45,7 +54,7 @@ start=$SECONDS
 set +e
 # The tests read no files of their own; run them from the package directory anyway, as
 # `go test` would.
-(cd "$pkg_dir" && env KGO_SEEDS="$BS" KGO_TEST_RF="${KGO_TEST_RF:-1}" KGO_LOG_LEVEL=none \
+(cd "$pkg_dir" && env KGO_SEEDS="$BS" KGO_TEST_RF="${KGO_TEST_RF:-1}" KGO_LOG_LEVEL=none "${scram[@]}" \
   timeout --kill-after=10 900 "$cache/kgo.test" -test.v -test.timeout 14m -test.parallel 4 \
     -test.run "$regex") \
   > "$work/kgo.log" 2>&1

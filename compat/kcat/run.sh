@@ -14,7 +14,8 @@ if ! command -v kcat >/dev/null 2>&1; then
 fi
 
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../broker.sh"
-broker_start kcat
+# A server started here also gets SSL and SASL listeners (see broker.sh).
+BROKER_SECURITY=1 broker_start kcat
 
 passed=0
 failed=0
@@ -161,6 +162,61 @@ for codec in none gzip snappy lz4 zstd; do
   run_test "compression_$codec" t_compression "$codec"
 done
 run_test produce_missing_partition t_missing_partition
+
+# --- TLS and SASL listeners -------------------------------------------------------------
+# A round trip through one secured listener: `$1` is the bootstrap, the rest kcat -X flags.
+secured_round_trip() {
+  local bs="$1"; shift
+  local topic; topic="$(uniq kc-sec)"
+  local sec=(-b "$bs" -X topic.metadata.propagation.max.ms=5000 "$@")
+  printf 'one\ntwo\n' | timeout 30 kcat "${sec[@]}" -P -t "$topic"
+  local got; got="$(timeout 30 kcat "${sec[@]}" -C -t "$topic" -o beginning -e -q)"
+  expect_eq "records over $bs" "$(printf 'one\ntwo')" "$got"
+  # Metadata through this listener names the broker at this listener's address.
+  timeout 30 kcat "${sec[@]}" -L | grep -q "at $bs"
+}
+ssl_flags() { echo "-X security.protocol=SSL -X ssl.ca.location=$TLS_DIR/ca.pem"; }
+t_ssl() { secured_round_trip "$BS_SSL" $(ssl_flags); }
+t_mtls() {
+  secured_round_trip "$BS_SSL" $(ssl_flags) -X "ssl.certificate.location=$TLS_DIR/client.crt" \
+    -X "ssl.key.location=$TLS_DIR/client.key"
+}
+t_sasl() { # mechanism protocol bootstrap
+  local extra=()
+  [[ "$2" == SASL_SSL ]] && extra=(-X "ssl.ca.location=$TLS_DIR/ca.pem")
+  secured_round_trip "$3" -X "security.protocol=$2" -X "sasl.mechanisms=$1" \
+    -X "sasl.username=$SCRAM_USER" -X "sasl.password=$SCRAM_PASSWORD" "${extra[@]}"
+}
+t_wrong_password() {
+  local out
+  if out="$(timeout 30 kcat -b "$BS_SASL_PLAINTEXT" -X security.protocol=SASL_PLAINTEXT \
+      -X sasl.mechanisms=SCRAM-SHA-512 -X "sasl.username=$SCRAM_USER" -X sasl.password=wrong \
+      -m 5 -L 2>&1)"; then
+    echo "listed metadata with a wrong password"; return 1
+  fi
+  grep -q "Authentication failed" <<<"$out" || { echo "$out" | tail -5; return 1; }
+}
+t_untrusted() {
+  local out
+  # The system's CAs do not include the test CA that signed the broker's certificate.
+  if out="$(timeout 30 kcat -b "$BS_SSL" -X security.protocol=SSL \
+      -X ssl.ca.location=/etc/ssl/certs/ca-certificates.crt -m 5 -L 2>&1)"; then
+    echo "listed metadata from an untrusted broker"; return 1
+  fi
+  grep -qi "certificate verify failed" <<<"$out" || { echo "$out" | tail -5; return 1; }
+}
+if [[ -n "$BS_SSL" ]]; then
+  run_test ssl_produce_consume t_ssl
+  run_test mtls_produce_consume t_mtls
+  run_test ssl_untrusted_broker_refused t_untrusted
+  run_test sasl_plain t_sasl PLAIN SASL_PLAINTEXT "$BS_SASL_PLAINTEXT"
+  run_test sasl_scram_sha_256 t_sasl SCRAM-SHA-256 SASL_PLAINTEXT "$BS_SASL_PLAINTEXT"
+  run_test sasl_scram_sha_512 t_sasl SCRAM-SHA-512 SASL_PLAINTEXT "$BS_SASL_PLAINTEXT"
+  run_test sasl_ssl_scram_sha_512 t_sasl SCRAM-SHA-512 SASL_SSL "$BS_SASL_SSL"
+  run_test sasl_wrong_password_refused t_wrong_password
+else
+  echo "SKIP TLS and SASL tests: they need a server started here (FJORD_BIN, one node)"
+fi
 
 echo "$passed passed, $failed failed"
 (( failed == 0 ))

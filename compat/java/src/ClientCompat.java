@@ -985,6 +985,138 @@ public class ClientCompat {
         for (int i = 0; i < n; i++) check(vals.contains("d" + i), "missing d" + i);
     }
 
+    // ---------------------------------------------------------------- security
+    // A second server with SASL_SSL and mTLS listeners (certificates from
+    // compat/tls-certs.sh, the SCRAM user admin from --add-scram), and the Java client's own
+    // SCRAM, TLS and PEM stores against it.
+
+    static Map<String, Object> saslSsl(String bootstrap, String mechanism, String user, String password, Path tls) {
+        Map<String, Object> c = new HashMap<>();
+        c.put("bootstrap.servers", bootstrap);
+        c.put("security.protocol", "SASL_SSL");
+        c.put("sasl.mechanism", mechanism);
+        c.put("sasl.jaas.config", "org.apache.kafka.common.security.scram.ScramLoginModule required username=\""
+            + user + "\" password=\"" + password + "\";");
+        c.put("ssl.truststore.type", "PEM");
+        c.put("ssl.truststore.location", tls.resolve("ca.pem").toString());
+        return c;
+    }
+
+    /** Sends `n` records through `conf`, reads them back through `conf`, and checks them. */
+    static void roundTrip(Map<String, Object> conf, String topic, int n) throws Exception {
+        Map<String, Object> pc = new HashMap<>(conf);
+        pc.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, 20000);
+        pc.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, 15000);
+        pc.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, 30000);
+        try (KafkaProducer<byte[], byte[]> p = new KafkaProducer<>(pc, new ByteArraySerializer(), new ByteArraySerializer())) {
+            for (int i = 0; i < n; i++) p.send(new ProducerRecord<>(topic, 0, null, ("s" + i).getBytes())).get(20, TimeUnit.SECONDS);
+        }
+        Map<String, Object> cc = new HashMap<>(conf);
+        cc.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(cc, new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
+            c.assign(List.of(new TopicPartition(topic, 0)));
+            List<String> got = new ArrayList<>();
+            long deadline = System.nanoTime() + WAIT.toNanos();
+            while (got.size() < n && System.nanoTime() < deadline)
+                for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(500))) got.add(new String(r.value()));
+            List<String> want = new ArrayList<>();
+            for (int i = 0; i < n; i++) want.add("s" + i);
+            eq(want, got, "records read back over " + conf.get("security.protocol"));
+        }
+    }
+
+    /** The exception a producer's first metadata request ends in, or null if it succeeded. */
+    static Throwable firstMetadataError(Map<String, Object> conf, String topic) {
+        Map<String, Object> pc = new HashMap<>(conf);
+        pc.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, 10000);
+        try (KafkaProducer<byte[], byte[]> p = new KafkaProducer<>(pc, new ByteArraySerializer(), new ByteArraySerializer())) {
+            p.partitionsFor(topic);
+            return null;
+        } catch (KafkaException e) {
+            return e;
+        }
+    }
+
+    static void testSecurity() throws Exception {
+        if (fjordBin == null) throw new Skip("needs FJORD_BIN: starts a server with secured listeners");
+        Path dir = Files.createTempDirectory("fjord-compat-java-sec-");
+        Process secured = null;
+        try {
+            Path tls = dir.resolve("tls");
+            Process certs = new ProcessBuilder("bash", "../tls-certs.sh", tls.toString()).inheritIO().start();
+            check(certs.waitFor(60, TimeUnit.SECONDS) && certs.exitValue() == 0, "tls-certs.sh failed");
+            int plain = freePort(), sasl = freePort(), mtls = freePort();
+            String saslBs = "127.0.0.1:" + sasl, mtlsBs = "127.0.0.1:" + mtls;
+            List<String> cmd = List.of(fjordBin, "server", "--data-dir", dir.resolve("data").toString(),
+                "--override", "listeners=PLAINTEXT://127.0.0.1:" + plain + ",SASL_SSL://" + saslBs + ",MTLS://" + mtlsBs,
+                "--override", "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL",
+                "--override", "ssl.keystore.type=PEM",
+                "--override", "ssl.keystore.location=" + tls.resolve("server.pem"),
+                "--override", "ssl.truststore.type=PEM",
+                "--override", "ssl.truststore.location=" + tls.resolve("ca.pem"),
+                "--override", "listener.name.mtls.ssl.client.auth=required",
+                "--add-scram", "SCRAM-SHA-512=[name=admin,password=admin-secret]");
+            secured = new ProcessBuilder(cmd).redirectErrorStream(true)
+                .redirectOutput(ProcessBuilder.Redirect.appendTo(dir.resolve("server.log").toFile())).start();
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+            while (true) {
+                check(secured.isAlive(), "secured server exited: " + Files.readString(dir.resolve("server.log")));
+                try (Socket sock = new Socket()) { sock.connect(new InetSocketAddress("127.0.0.1", plain), 500); break; }
+                catch (IOException e) {
+                    check(System.nanoTime() < deadline, "secured server did not listen");
+                    Thread.sleep(100);
+                }
+            }
+            Map<String, Object> admin = saslSsl(saslBs, "SCRAM-SHA-512", "admin", "admin-secret", tls);
+            roundTrip(admin, unique("j-sasl-ssl"), 20);
+
+            // A wrong password is refused with Kafka's authentication error.
+            Throwable bad = firstMetadataError(saslSsl(saslBs, "SCRAM-SHA-512", "admin", "nope", tls), "x");
+            check(bad instanceof SaslAuthenticationException, "wrong password: expected SaslAuthenticationException, got " + bad);
+
+            // Users through the Admin client: create, log in, describe, delete.
+            try (Admin a = Admin.create(new HashMap<>(admin))) {
+                a.alterUserScramCredentials(List.of(new UserScramCredentialUpsertion("bob",
+                    new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192), "bob-secret")))
+                    .all().get(20, TimeUnit.SECONDS);
+                UserScramCredentialsDescription d = a.describeUserScramCredentials(List.of("bob"))
+                    .description("bob").get(20, TimeUnit.SECONDS);
+                eq(List.of(new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192)), d.credentialInfos(), "bob's credentials");
+                roundTrip(saslSsl(saslBs, "SCRAM-SHA-256", "bob", "bob-secret", tls), unique("j-bob"), 5);
+                expectCause(ResourceNotFoundException.class,
+                    a.describeUserScramCredentials(List.of("nobody")).description("nobody"));
+                expectCause(UnacceptableCredentialException.class,
+                    a.alterUserScramCredentials(List.of(new UserScramCredentialUpsertion("carol",
+                        new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 100), "c"))).all());
+                a.alterUserScramCredentials(List.of(new UserScramCredentialDeletion("bob", ScramMechanism.SCRAM_SHA_256)))
+                    .all().get(20, TimeUnit.SECONDS);
+                Throwable gone = firstMetadataError(saslSsl(saslBs, "SCRAM-SHA-256", "bob", "bob-secret", tls), "x");
+                check(gone instanceof SaslAuthenticationException, "deleted user: expected SaslAuthenticationException, got " + gone);
+            }
+
+            // mTLS: a certificate from the truststore's CA gets in; none does not.
+            Map<String, Object> ssl = new HashMap<>();
+            ssl.put("bootstrap.servers", mtlsBs);
+            ssl.put("security.protocol", "SSL");
+            ssl.put("ssl.truststore.type", "PEM");
+            ssl.put("ssl.truststore.location", tls.resolve("ca.pem").toString());
+            Throwable noCert = firstMetadataError(ssl, "x");
+            check(noCert instanceof SslAuthenticationException || noCert instanceof TimeoutException,
+                  "no client certificate: expected an SSL failure, got " + noCert);
+            Path clientPem = dir.resolve("client.pem");
+            Files.writeString(clientPem, Files.readString(tls.resolve("client.key")) + Files.readString(tls.resolve("client.crt")));
+            ssl.put("ssl.keystore.type", "PEM");
+            ssl.put("ssl.keystore.location", clientPem.toString());
+            roundTrip(ssl, unique("j-mtls"), 5);
+        } finally {
+            if (secured != null) {
+                secured.destroy();
+                if (!secured.waitFor(10, TimeUnit.SECONDS)) secured.destroyForcibly();
+            }
+            deleteTree(dir);
+        }
+    }
+
     // ---------------------------------------------------------------- runner
     interface Test { void run() throws Exception; }
 
@@ -1035,6 +1167,7 @@ public class ClientCompat {
         tests.put("transactions_version_feature", ClientCompat::testTransactionVersionFeature);
         tests.put("transactions_consume_transform_produce", ClientCompat::testTransactionsConsumeTransformProduce);
         tests.put("durability_kill9", ClientCompat::testDurabilityKill9);
+        tests.put("sasl_ssl_scram_and_mtls", ClientCompat::testSecurity);
 
         String only = args.length > 0 ? args[0] : null;
         int passed = 0, failed = 0, skipped = 0;
@@ -1052,6 +1185,7 @@ public class ClientCompat {
                 } catch (Throwable x) {
                     failed++;
                     System.out.printf("FAIL %s: %s%n", e.getKey(), x);
+                    for (Throwable c = x.getCause(); c != null; c = c.getCause()) System.out.println("    caused by " + c);
                     StackTraceElement[] st = x.getStackTrace();
                     for (int i = 0; i < Math.min(4, st.length); i++) System.out.println("    at " + st[i]);
                     if (fjordBin != null && server == null) {

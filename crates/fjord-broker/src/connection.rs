@@ -28,8 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, RequestKind, ResponseKind, SaslAuthenticateResponse,
+};
 use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::StrBytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit};
@@ -290,6 +293,40 @@ async fn read_requests(
                 ))
             }
         }
+        // After a SaslHandshake v0 the SASL messages are bare frames, answered in kind.
+        if let Some(auth) = authenticator.as_mut().filter(|a| a.expects_raw()) {
+            let (reply_tx, reply_rx) = oneshot::channel();
+            if order.send(reply_rx).await.is_err() {
+                return Close::Eof;
+            }
+            let step = auth.authenticate(&frame, &state.controller.image());
+            let (bytes, login) = match step {
+                AuthStep::Continue(b) => (raw_frame(&b), Login::Pending),
+                AuthStep::Done(b, user) => (raw_frame(&b), Login::Done(format!("User:{user}"))),
+                // A bare exchange has no error field: the connection just closes.
+                AuthStep::Failed { log, .. } => {
+                    failed_login(&session, state, &log).await;
+                    (Bytes::new(), Login::Failed)
+                }
+            };
+            activity.request_started();
+            budget.unsent.add(bytes.len());
+            let size = bytes.len();
+            let _ = reply_tx.send(Reply {
+                bytes: Some(bytes),
+                counted: size,
+            });
+            drop(counted);
+            match login {
+                Login::Done(principal) => {
+                    session = Session::new(session.peer, &session.listener, &principal);
+                    authenticator = None;
+                }
+                Login::Failed => return Close::Unauthenticated,
+                Login::Pending => {}
+            }
+            continue;
+        }
         let (header, api_key, request) = match parse(frame.freeze()) {
             Ok(parsed) => parsed,
             Err(why) => return Close::Bad(why),
@@ -446,7 +483,7 @@ async fn authenticate(
     };
     let (response, login) = match kind {
         RequestKind::SaslHandshake(req) => {
-            let (resp, ok) = auth.handshake(&req);
+            let (resp, ok) = auth.handshake(&req, header.request_api_version);
             if !ok {
                 tracing::info!(
                     peer = %session.peer,
@@ -464,33 +501,25 @@ async fn authenticate(
         }
         RequestKind::SaslAuthenticate(req) => {
             let image = state.controller.image();
-            match auth.authenticate(&req, &image) {
-                AuthStep::Continue(resp) => (
-                    kafka_protocol::messages::ResponseKind::SaslAuthenticate(resp),
+            let ok = SaslAuthenticateResponse::default;
+            match auth.authenticate(&req.auth_bytes, &image) {
+                AuthStep::Continue(b) => (
+                    ResponseKind::SaslAuthenticate(ok().with_auth_bytes(b.into())),
                     Login::Pending,
                 ),
-                AuthStep::Done(resp, user) => {
+                AuthStep::Done(b, user) => {
                     tracing::debug!(peer = %session.peer, %user, "authenticated");
                     (
-                        kafka_protocol::messages::ResponseKind::SaslAuthenticate(resp),
+                        ResponseKind::SaslAuthenticate(ok().with_auth_bytes(b.into())),
                         Login::Done(format!("User:{user}")),
                     )
                 }
-                AuthStep::Failed(resp, why) => {
-                    // Never the secret: the reason names the user at most.
-                    tracing::info!(
-                        peer = %session.peer,
-                        listener = %session.listener,
-                        "failed authentication: {why}"
-                    );
-                    // Slows down guessing: each failed attempt costs the client this long
-                    // (and a new connection).
-                    let delay = state.config.security.failed_authentication_delay_ms;
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                    (
-                        kafka_protocol::messages::ResponseKind::SaslAuthenticate(resp),
-                        Login::Failed,
-                    )
+                AuthStep::Failed { code, message, log } => {
+                    failed_login(session, state, &log).await;
+                    let resp = ok()
+                        .with_error_code(code)
+                        .with_error_message(Some(StrBytes::from_string(message)));
+                    (ResponseKind::SaslAuthenticate(resp), Login::Failed)
                 }
             }
         }
@@ -502,6 +531,27 @@ async fn authenticate(
     };
     let bytes = handlers::encode_response(header, api_key, response, header.request_api_version)?;
     Ok((bytes, login))
+}
+
+/// Logs a failed login (the reason names the user at most, never the secret), then waits
+/// `connection.failed.authentication.delay.ms` before it is answered: each guess costs
+/// the client that long and a new connection.
+async fn failed_login(session: &Session, state: &BrokerState, why: &str) {
+    tracing::info!(
+        peer = %session.peer,
+        listener = %session.listener,
+        "failed authentication: {why}"
+    );
+    let delay = state.config.security.failed_authentication_delay_ms;
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+}
+
+/// A bare SASL message in its size-prefixed frame (the v0 handshake's exchange).
+fn raw_frame(message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(4 + message.len());
+    out.extend_from_slice(&(message.len() as i32).to_be_bytes());
+    out.extend_from_slice(message);
+    out.freeze()
 }
 
 /// Frees a request's bytes, on the connection and broker-wide, once it is answered.

@@ -73,9 +73,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::UpdateFeatures, 0, 2),
-    // v0 would carry the SASL messages without Kafka framing; every current client
-    // uses v1 and SaslAuthenticate.
-    (ApiKey::SaslHandshake, 1, 1),
+    // After a v0 handshake the SASL messages come without Kafka framing; clients that
+    // know v1 use SaslAuthenticate instead.
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),

@@ -1,13 +1,12 @@
 //! The SASL exchange of one connection on a SASL_PLAINTEXT or SASL_SSL listener:
 //! SaslHandshake picks a mechanism, SaslAuthenticate carries its messages, and until it
-//! succeeds nothing but ApiVersions is served.
+//! succeeds nothing but ApiVersions is served. After a SaslHandshake v0 (older clients)
+//! the messages come as bare size-prefixed frames instead, without Kafka headers.
 
 use std::collections::BTreeMap;
 
 use fjord_controller::{MetadataImage, ScramMechanism};
-use kafka_protocol::messages::{
-    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
-};
+use kafka_protocol::messages::{SaslHandshakeRequest, SaslHandshakeResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::scram::{ScramServer, ScramStep};
@@ -21,7 +20,7 @@ enum Stage {
     Handshake,
     /// The mechanism is chosen; waiting for (more) SaslAuthenticate.
     Plain,
-    Scram(ScramMechanism, ScramServer),
+    Scram(ScramMechanism, Box<ScramServer>),
 }
 
 /// Where one connection's authentication stands.
@@ -29,17 +28,24 @@ pub struct Authenticator {
     mechanisms: Vec<Mechanism>,
     plain_users: BTreeMap<String, String>,
     stage: Stage,
+    /// The handshake was v0: messages come as bare frames.
+    raw: bool,
 }
 
-/// What a SaslAuthenticate led to.
+/// What one SASL message led to.
+#[derive(Debug, PartialEq, Eq)]
 pub enum AuthStep {
-    /// More messages to come; send this response.
-    Continue(SaslAuthenticateResponse),
-    /// Authenticated as this user; send this response.
-    Done(SaslAuthenticateResponse, String),
-    /// Refused: send this response (SASL_AUTHENTICATION_FAILED or ILLEGAL_SASL_STATE),
-    /// then close. The text is for the log.
-    Failed(SaslAuthenticateResponse, String),
+    /// More messages to come; send these bytes.
+    Continue(Vec<u8>),
+    /// Authenticated as this user; send these bytes.
+    Done(Vec<u8>, String),
+    /// Refused with this error code and message for the client, then the connection
+    /// closes; `log` is for the broker's log (never a secret).
+    Failed {
+        code: i16,
+        message: String,
+        log: String,
+    },
 }
 
 impl Authenticator {
@@ -48,13 +54,23 @@ impl Authenticator {
             mechanisms: listener.mechanisms.clone(),
             plain_users: listener.plain_users.clone(),
             stage: Stage::Handshake,
+            raw: false,
         }
+    }
+
+    /// Whether the next frame is a bare SASL message (after a v0 handshake).
+    pub fn expects_raw(&self) -> bool {
+        self.raw && !matches!(self.stage, Stage::Handshake)
     }
 
     /// Answers a SaslHandshake; `false` means the client asked for a mechanism this
     /// listener does not offer (or asked twice), and the connection closes after the
     /// answer.
-    pub fn handshake(&mut self, req: &SaslHandshakeRequest) -> (SaslHandshakeResponse, bool) {
+    pub fn handshake(
+        &mut self,
+        req: &SaslHandshakeRequest,
+        version: i16,
+    ) -> (SaslHandshakeResponse, bool) {
         let offered: Vec<StrBytes> = self
             .mechanisms
             .iter()
@@ -69,39 +85,31 @@ impl Authenticator {
             Some(Mechanism::Plain) => self.stage = Stage::Plain,
             Some(Mechanism::ScramSha256) => {
                 let m = ScramMechanism::Sha256;
-                self.stage = Stage::Scram(m, ScramServer::new(m))
+                self.stage = Stage::Scram(m, Box::new(ScramServer::new(m)))
             }
             Some(Mechanism::ScramSha512) => {
                 let m = ScramMechanism::Sha512;
-                self.stage = Stage::Scram(m, ScramServer::new(m))
+                self.stage = Stage::Scram(m, Box::new(ScramServer::new(m)))
             }
             None => return (response.with_error_code(UNSUPPORTED_SASL_MECHANISM), false),
         }
+        self.raw = version == 0;
         (response, true)
     }
 
-    /// Takes one SaslAuthenticate; credentials are looked up in `image`.
-    pub fn authenticate(
-        &mut self,
-        req: &SaslAuthenticateRequest,
-        image: &MetadataImage,
-    ) -> AuthStep {
-        let failed = |code: i16, message: String, log: String| {
-            AuthStep::Failed(
-                SaslAuthenticateResponse::default()
-                    .with_error_code(code)
-                    .with_error_message(Some(StrBytes::from_string(message))),
-                log,
-            )
-        };
+    /// Takes one SASL message (a SaslAuthenticate's bytes, or a bare frame after a v0
+    /// handshake); credentials are looked up in `image`.
+    pub fn authenticate(&mut self, message: &[u8], image: &MetadataImage) -> AuthStep {
+        let failed =
+            |code: i16, message: String, log: String| AuthStep::Failed { code, message, log };
         match &mut self.stage {
             Stage::Handshake => failed(
                 ILLEGAL_SASL_STATE,
                 "SaslAuthenticate before SaslHandshake".into(),
                 "SaslAuthenticate before SaslHandshake".into(),
             ),
-            Stage::Plain => match check_plain(&req.auth_bytes, &self.plain_users, image) {
-                Ok(user) => AuthStep::Done(SaslAuthenticateResponse::default(), user),
+            Stage::Plain => match check_plain(message, &self.plain_users, image) {
+                Ok(user) => AuthStep::Done(Vec::new(), user),
                 Err(why) => failed(
                     SASL_AUTHENTICATION_FAILED,
                     "Authentication failed: Invalid username or password".into(),
@@ -111,14 +119,9 @@ impl Authenticator {
             Stage::Scram(m, server) => {
                 let m = *m;
                 let lookup = |user: &str| image.scram_credential(user, m).cloned();
-                match server.step(&req.auth_bytes, lookup) {
-                    Ok(ScramStep::Challenge(bytes)) => AuthStep::Continue(
-                        SaslAuthenticateResponse::default().with_auth_bytes(bytes.into()),
-                    ),
-                    Ok(ScramStep::Done { user, reply }) => AuthStep::Done(
-                        SaslAuthenticateResponse::default().with_auth_bytes(reply.into()),
-                        user,
-                    ),
+                match server.step(message, lookup) {
+                    Ok(ScramStep::Challenge(bytes)) => AuthStep::Continue(bytes),
+                    Ok(ScramStep::Done { user, reply }) => AuthStep::Done(reply, user),
                     Err(e) => failed(
                         SASL_AUTHENTICATION_FAILED,
                         format!(
@@ -195,16 +198,15 @@ mod tests {
     fn handshake(a: &mut Authenticator, m: &str) -> (i16, bool) {
         let (r, ok) = a.handshake(
             &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_string(m.into())),
+            1,
         );
         (r.error_code, ok)
     }
 
     fn plain(a: &mut Authenticator, image: &MetadataImage, msg: &str) -> Result<String, i16> {
-        let req =
-            SaslAuthenticateRequest::default().with_auth_bytes(msg.as_bytes().to_vec().into());
-        match a.authenticate(&req, image) {
+        match a.authenticate(msg.as_bytes(), image) {
             AuthStep::Done(_, user) => Ok(user),
-            AuthStep::Failed(r, _) => Err(r.error_code),
+            AuthStep::Failed { code, .. } => Err(code),
             AuthStep::Continue(_) => Err(-1),
         }
     }
@@ -252,5 +254,12 @@ mod tests {
             plain(&mut b, &MetadataImage::default(), "\0jaas\0jaas-secret"),
             Err(ILLEGAL_SASL_STATE)
         );
+        // A v0 handshake: the messages that follow are bare frames.
+        let mut c = Authenticator::new(&listener(&[Mechanism::Plain]));
+        assert!(!c.expects_raw());
+        let req =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+        assert!(c.handshake(&req, 0).1);
+        assert!(c.expects_raw());
     }
 }

@@ -13,6 +13,10 @@ use fjord_controller::{ScramCredential, ScramMechanism};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, hmac, pbkdf2};
 
+/// Random bytes in the server's part of the nonce, and their length in base64.
+const SERVER_NONCE_BYTES: usize = 24;
+const SERVER_NONCE_LEN: usize = SERVER_NONCE_BYTES / 3 * 4;
+
 /// Why a SCRAM exchange failed; the text is for the server's log and the client, and
 /// never holds a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,7 +207,18 @@ impl ScramServer {
                     return Err(ScramError("channel binding does not match".into()));
                 }
                 let their_nonce = attrs.iter().find(|(k, _)| *k == "r").map(|(_, v)| *v);
-                if their_nonce != Some(nonce.as_str()) {
+                // RFC 5802 wants the server's nonce back. librdkafka before 2.6.1 sends the
+                // client's nonce in front of it once more; that still carries the server's
+                // fresh part, which is what defeats replay, so it is taken too (as Kafka
+                // 3.8.1 to 3.9 did), and nothing else.
+                let client_nonce = &nonce[..nonce.len() - SERVER_NONCE_LEN];
+                let accepted = their_nonce.is_some_and(|r| {
+                    r == nonce
+                        || (r.len() == client_nonce.len() + nonce.len()
+                            && r.starts_with(client_nonce)
+                            && r.ends_with(nonce.as_str()))
+                });
+                if !accepted {
                     return Err(ScramError("the nonce does not match".into()));
                 }
                 let proof = B64
@@ -273,7 +288,7 @@ fn client_first(
         return Err(ScramError("delegation tokens are not supported".into()));
     }
     let credential = lookup(&user).ok_or_else(|| ScramError("invalid credentials".into()))?;
-    let mut random = [0u8; 24];
+    let mut random = [0u8; SERVER_NONCE_BYTES];
     SystemRandom::new()
         .fill(&mut random)
         .map_err(|_| ScramError("the system's random source failed".into()))?;
@@ -341,7 +356,15 @@ mod tests {
     fn full_exchange_and_wrong_password() {
         for m in ScramMechanism::ALL {
             let stored = credential(m, "secret", 4096).unwrap();
-            for (password, ok) in [("secret", true), ("wrong", false)] {
+            // (password, what the client puts before the server's nonce, accepted):
+            // librdkafka before 2.6.1 repeats its own nonce in front.
+            for (password, prefix, ok) in [
+                ("secret", "", true),
+                ("wrong", "", false),
+                ("secret", "abcdef", true),
+                ("secret", "abcdeX", false),
+                ("secret", "a", false),
+            ] {
                 let mut server = ScramServer::new(m);
                 let lookup = |u: &str| (u == "al,ice").then(|| stored.clone());
                 let first = "n,,n=al=2Cice,r=abcdef";
@@ -359,7 +382,7 @@ mod tests {
                 let salted = salted_password(m, password, &salt, iterations);
                 let client_key = hmac_of(m, &salted, b"Client Key");
                 let stored_key = digest::digest(algorithms(m).2, &client_key);
-                let without_proof = format!("c=biws,r={nonce}");
+                let without_proof = format!("c=biws,r={prefix}{nonce}");
                 let auth = format!("n=al=2Cice,r=abcdef,{challenge},{without_proof}");
                 let sig = hmac_of(m, stored_key.as_ref(), auth.as_bytes());
                 let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();

@@ -261,6 +261,9 @@ impl PrincipalMapper {
     pub fn parse(rules: &str) -> Result<PrincipalMapper, String> {
         let mut out = Vec::new();
         let mut rest = rules.trim();
+        // Java's `$1` becomes `${1}`, so a letter after it is not read as part of a group
+        // name.
+        let java_refs = regex::Regex::new(r"\$(\d+)").map_err(|e| e.to_string())?;
         while !rest.is_empty() {
             if let Some(after) = rest.strip_prefix("DEFAULT") {
                 out.push(MappingRule::Default);
@@ -280,9 +283,6 @@ impl PrincipalMapper {
             };
             let pattern =
                 regex::Regex::new(pattern).map_err(|e| format!("rule pattern '{pattern}': {e}"))?;
-            // Java's `$1` becomes `${1}`, so a letter after it is not read as part of a
-            // group name.
-            let java_refs = regex::Regex::new(r"\$(\d+)").map_err(|e| e.to_string())?;
             let replacement = java_refs.replace_all(replacement, "$${${1}}").into_owned();
             out.push(MappingRule::Replace {
                 pattern,
