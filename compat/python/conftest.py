@@ -62,9 +62,11 @@ def pytest_runtest_makereport(item, call):
 class Broker:
     """A broker under test. `managed` is True when this harness owns the process."""
 
-    def __init__(self, fjord_bin=None, bootstrap=None, overrides=None):
+    def __init__(self, fjord_bin=None, bootstrap=None, overrides=None, extra_args=None):
         self.fjord_bin = fjord_bin
         self.overrides = list(overrides or [])
+        # More `fjord server` arguments, e.g. ["--add-scram", "SCRAM-SHA-256=[...]"].
+        self.extra_args = list(extra_args or [])
         self.proc = None
         self.data_dir = None
         self.log_path = None
@@ -85,6 +87,7 @@ class Broker:
         cmd = [self.fjord_bin, "server", "--listen", self.bootstrap, "--data-dir", self.data_dir]
         for kv in self.overrides:
             cmd += ["--override", kv]
+        cmd += self.extra_args
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)

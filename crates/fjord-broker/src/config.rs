@@ -91,6 +91,11 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
         "100",
         PropType::Int,
     ),
+    // ACLs: off unless an authorizer is named (Kafka's StandardAuthorizer is the one
+    // Fjord has); then whatever no ACL allows is denied, except to the super users.
+    ("authorizer.class.name", "", PropType::String),
+    ("super.users", "", PropType::String),
+    ("allow.everyone.if.no.acl.found", "false", PropType::Boolean),
     ("controller.quorum.voters", "", PropType::List),
     ("controller.quorum.bootstrap.servers", "", PropType::List),
     (

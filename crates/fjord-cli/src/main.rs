@@ -39,8 +39,10 @@ enum Command {
     ConsoleProducer(tools::console_producer::ProducerArgs),
     /// Print a topic's records to stdout (like kafka-console-consumer.sh).
     ConsoleConsumer(tools::console_consumer::ConsumerArgs),
-    /// Describe and change topic and broker configs (like kafka-configs.sh).
+    /// Describe and change topic and broker configs and SCRAM users (like kafka-configs.sh).
     Configs(tools::configs::ConfigsArgs),
+    /// Add, list and remove ACLs (like kafka-acls.sh).
+    Acls(tools::acls::AclsArgs),
     /// List, describe, reset and delete consumer groups (like kafka-consumer-groups.sh).
     ConsumerGroups(tools::consumer_groups::GroupsArgs),
     /// Describe, upgrade, downgrade and disable cluster features (like kafka-features.sh).
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
         Command::ConsoleProducer(_) => "console-producer",
         Command::ConsoleConsumer(_) => "console-consumer",
         Command::Configs(_) => "configs",
+        Command::Acls(_) => "acls",
         Command::ConsumerGroups(_) => "consumer-groups",
         Command::Features(_) => "features",
         Command::MetadataQuorum(_) => "metadata-quorum",
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::ConsoleProducer(args) => tools::console_producer::run(args),
         Command::ConsoleConsumer(args) => tools::console_consumer::run(args),
         Command::Configs(args) => tools::configs::run(args),
+        Command::Acls(args) => tools::acls::run(args),
         Command::ConsumerGroups(args) => tools::consumer_groups::run(args),
         Command::Features(args) => tools::features::run(args),
         Command::MetadataQuorum(args) => tools::metadata_quorum::run(args),

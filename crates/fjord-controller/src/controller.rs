@@ -394,6 +394,50 @@ impl Controller {
                     Ok((record.into_iter().collect(), ()))
                 })
                 .map(done),
+            ControllerOp::CreateAcls(bindings) => self
+                .commit(|image| {
+                    let mut have: std::collections::BTreeSet<&crate::acl::AclBinding> =
+                        image.acls.values().collect();
+                    let mut records = Vec::new();
+                    for b in bindings {
+                        crate::acl::validate(b).map_err(|message| ControllerError::Refused {
+                            // INVALID_REQUEST, as Kafka answers an unusable binding.
+                            code: 42,
+                            message,
+                        })?;
+                        if have.insert(b) {
+                            records.push(MetadataRecord::Acl {
+                                id: Uuid::new_v4(),
+                                binding: Some(b.clone()),
+                            });
+                        }
+                    }
+                    Ok((records, ()))
+                })
+                .map(done),
+            ControllerOp::DeleteAcls(filters) => self
+                .commit(|image| {
+                    let mut gone = std::collections::BTreeSet::new();
+                    let mut records = Vec::new();
+                    let mut deleted = Vec::new();
+                    for f in filters {
+                        let mut these = Vec::new();
+                        for (id, b) in &image.acls {
+                            if f.matches(b) {
+                                these.push(b.clone());
+                                if gone.insert(*id) {
+                                    records.push(MetadataRecord::Acl {
+                                        id: *id,
+                                        binding: None,
+                                    });
+                                }
+                            }
+                        }
+                        deleted.push(these);
+                    }
+                    Ok((records, deleted))
+                })
+                .map(|(deleted, index)| (OpOutput::DeletedAcls(deleted), index)),
             ControllerOp::AlterScram(changes) => self
                 .commit(|image| {
                     // Deleting what is not there changes nothing, and writes nothing.
@@ -438,6 +482,25 @@ impl Controller {
             listeners,
         })
         .map(|_| ())
+    }
+
+    /// Stores ACLs; an invalid one refuses the whole batch.
+    pub fn create_acls(
+        &self,
+        bindings: Vec<crate::acl::AclBinding>,
+    ) -> Result<(), ControllerError> {
+        self.submit(ControllerOp::CreateAcls(bindings)).map(|_| ())
+    }
+
+    /// Deletes the ACLs the filters match; returns them per filter.
+    pub fn delete_acls(
+        &self,
+        filters: Vec<crate::acl::AclFilter>,
+    ) -> Result<Vec<Vec<crate::acl::AclBinding>>, ControllerError> {
+        match self.submit(ControllerOp::DeleteAcls(filters))? {
+            OpOutput::DeletedAcls(d) => Ok(d),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Sets or deletes SCRAM credentials in one commit.

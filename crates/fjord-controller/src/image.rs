@@ -116,6 +116,9 @@ pub struct MetadataImage {
     /// SCRAM credentials by user, then mechanism.
     #[serde(default)]
     pub scram: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+    /// ACLs by id.
+    #[serde(default)]
+    pub acls: BTreeMap<Uuid, crate::acl::AclBinding>,
 }
 
 impl MetadataImage {
@@ -289,6 +292,14 @@ impl MetadataImage {
                             self.scram.remove(user);
                         }
                     }
+                }
+            },
+            MetadataRecord::Acl { id, binding } => match binding {
+                Some(b) => {
+                    self.acls.insert(*id, b.clone());
+                }
+                None => {
+                    self.acls.remove(id);
                 }
             },
             MetadataRecord::FeatureLevel { name, level } => {

@@ -4,6 +4,7 @@
 //! This is the job KRaft does for Kafka. The single-node default is a quorum of one
 //! voter: a record is committed once it is fsynced to the local metadata log.
 
+pub mod acl;
 mod controller;
 mod error;
 pub mod features;

@@ -83,6 +83,10 @@ pub enum ControllerOp {
     /// Sets (`Some`) or deletes (`None`) SCRAM credentials, all in one commit
     /// (AlterUserScramCredentials, `--add-scram` at first start).
     AlterScram(Vec<(String, ScramMechanism, Option<ScramCredential>)>),
+    /// Stores ACLs (CreateAcls); one already stored is not stored twice.
+    CreateAcls(Vec<crate::acl::AclBinding>),
+    /// Deletes the ACLs each filter matches (DeleteAcls), all in one commit.
+    DeleteAcls(Vec<crate::acl::AclFilter>),
 }
 
 /// What an op produced.
@@ -96,6 +100,8 @@ pub enum OpOutput {
         end: i64,
     },
     Quorum(QuorumStatus),
+    /// The ACLs each DeleteAcls filter deleted, in filter order.
+    DeletedAcls(Vec<Vec<crate::acl::AclBinding>>),
     /// A partition's state after an AlterPartition.
     Partition(PartitionImage),
     /// ElectLeaders: per partition, the error code (0 when elected) and its message.

@@ -83,6 +83,12 @@ pub enum MetadataRecord {
         mechanism: ScramMechanism,
         credential: Option<ScramCredential>,
     },
+    /// An ACL was created (`Some`) or deleted (`None`), by its id (Kafka's
+    /// AccessControlEntryRecord and RemoveAccessControlEntryRecord).
+    Acl {
+        id: Uuid,
+        binding: Option<crate::acl::AclBinding>,
+    },
 }
 
 /// A broker listener's advertised address (Kafka's BrokerEndpoint).

@@ -88,11 +88,23 @@ pub struct ListenerSecurity {
     pub plain_users: BTreeMap<String, String>,
 }
 
+/// Kafka's authorizers, all of which Fjord answers with its StandardAuthorizer.
+const AUTHORIZERS: &[&str] = &[
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "kafka.security.authorizer.AclAuthorizer",
+];
+
 /// The broker's security settings.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SecurityConfig {
     /// By listener name.
     pub listeners: BTreeMap<String, ListenerSecurity>,
+    /// `authorizer.class.name` is set: requests are checked against the ACLs.
+    pub authorizer: bool,
+    /// `super.users`: principals (`User:admin`) that every check allows.
+    pub super_users: Vec<String>,
+    /// `allow.everyone.if.no.acl.found`: a resource without any ACL is open to all.
+    pub allow_if_no_acl: bool,
     /// `connection.failed.authentication.delay.ms`: a failed login is answered only
     /// after this long, which slows password guessing.
     pub failed_authentication_delay_ms: u64,
@@ -136,9 +148,40 @@ pub(super) fn parse(
     r: &Reader,
     listeners: &[ClientListener],
 ) -> Result<SecurityConfig, ConfigError> {
+    let authorizer = r.string("authorizer.class.name").trim().to_string();
+    if !authorizer.is_empty() && !AUTHORIZERS.contains(&authorizer.as_str()) {
+        return Err(r.invalid(
+            "authorizer.class.name",
+            &format!(
+                "Fjord's authorizer works as Kafka's StandardAuthorizer: set {}",
+                AUTHORIZERS[0]
+            ),
+        ));
+    }
+    let mut super_users = Vec::new();
+    for p in r
+        .string("super.users")
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        if !p
+            .split_once(':')
+            .is_some_and(|(k, n)| !k.is_empty() && !n.is_empty())
+        {
+            return Err(r.invalid(
+                "super.users",
+                &format!("'{p}' is not a principal: write User:<name>, separated by ;"),
+            ));
+        }
+        super_users.push(p.to_string());
+    }
     let mut out = SecurityConfig {
         failed_authentication_delay_ms: r.long("connection.failed.authentication.delay.ms")?.max(0)
             as u64,
+        authorizer: !authorizer.is_empty(),
+        super_users,
+        allow_if_no_acl: r.boolean("allow.everyone.if.no.acl.found")?,
         ..SecurityConfig::default()
     };
     for l in listeners {

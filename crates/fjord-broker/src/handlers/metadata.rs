@@ -33,8 +33,9 @@ pub fn handle(
                 .collect(),
         ),
     };
-    let auto_create =
-        state.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    // Before v4 the field is not sent and decodes as true; it is false when the client
+    // may not create the topic.
+    let auto_create = state.config.auto_create_topics && req.allow_auto_topic_creation;
 
     let mut topics = Vec::new();
     match wanted {

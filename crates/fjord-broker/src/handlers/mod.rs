@@ -3,7 +3,9 @@
 //! [`SUPPORTED`] is the single list of what Fjord implements; ApiVersions advertises
 //! exactly it and the connection refuses anything outside it.
 
+mod acls;
 mod api_versions;
+mod authz;
 mod cluster;
 mod configs;
 mod features;
@@ -79,6 +81,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::CreateAcls, 0, 3),
+    (ApiKey::DescribeAcls, 0, 3),
+    (ApiKey::DeleteAcls, 0, 3),
 ];
 
 pub fn is_supported(api: ApiKey, version: i16) -> bool {
@@ -132,7 +137,20 @@ pub async fn handle(
         }
         _ => Some(turn),
     };
-    route(state, header, session, kind, v, turn).await
+    // Checked against the ACLs first: what the client may not touch never reaches the
+    // handler, and comes back with its authorization error.
+    let az = crate::security::authz::Authz::new(state, session);
+    let (kind, fixup) = match authz::gate(&az, kind, v) {
+        Ok(allowed) => allowed,
+        Err(denied) => return denied,
+    };
+    match route(state, header, session, kind, v, turn).await {
+        Outcome::Respond(mut r, v) => {
+            fixup.apply(&az, &mut r);
+            Outcome::Respond(r, v)
+        }
+        other => other,
+    }
 }
 
 /// The controller id clients are told: the active controller, where admin requests go.
@@ -307,6 +325,12 @@ async fn route(
         ),
         RequestKind::AlterUserScramCredentials(r) => {
             off_runtime(state, v, move |s| scram::alter(s, r)).await
+        }
+        // Commit metadata.
+        RequestKind::CreateAcls(r) => off_runtime(state, v, move |s| acls::create(s, r, v)).await,
+        RequestKind::DeleteAcls(r) => off_runtime(state, v, move |s| acls::delete(s, r, v)).await,
+        RequestKind::DescribeAcls(r) => {
+            respond(ResponseKind::DescribeAcls(acls::describe(state, r, v)))
         }
         other => Outcome::Close(format!(
             "no handler for {:?}",

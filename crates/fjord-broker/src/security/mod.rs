@@ -1,6 +1,7 @@
 //! Who a connection is: its listener, its TLS and SASL, and the principal it
 //! authenticated as (Kafka's `User:<name>`, or `User:ANONYMOUS`).
 
+pub mod authz;
 pub mod sasl;
 pub mod scram;
 pub mod tls;

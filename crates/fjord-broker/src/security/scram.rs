@@ -312,6 +312,98 @@ fn client_first(
     ))
 }
 
+/// The client side of a SCRAM exchange (Fjord's own tools log in with it).
+pub struct ScramClient {
+    mechanism: ScramMechanism,
+    user: String,
+    password: String,
+    nonce: String,
+    client_first_bare: String,
+    expected_server_signature: Option<Vec<u8>>,
+}
+
+impl ScramClient {
+    pub fn new(
+        mechanism: ScramMechanism,
+        user: &str,
+        password: &str,
+    ) -> Result<ScramClient, ScramError> {
+        let mut random = [0u8; 24];
+        SystemRandom::new()
+            .fill(&mut random)
+            .map_err(|_| ScramError("the system's random source failed".into()))?;
+        let nonce = B64.encode(random);
+        let escaped = user.replace('=', "=3D").replace(',', "=2C");
+        Ok(ScramClient {
+            mechanism,
+            user: user.to_string(),
+            password: password.to_string(),
+            client_first_bare: format!("n={escaped},r={nonce}"),
+            nonce,
+            expected_server_signature: None,
+        })
+    }
+
+    /// client-first-message.
+    pub fn first(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// Answers server-first-message with client-final-message.
+    pub fn answer(&mut self, server_first: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let text = std::str::from_utf8(server_first)
+            .map_err(|_| ScramError("server-first-message is not UTF-8".into()))?;
+        let attrs = attributes(text);
+        let get = |k: &str| attrs.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+        let nonce = get("r").ok_or_else(|| ScramError("no nonce from the server".into()))?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() <= self.nonce.len() {
+            return Err(ScramError("the server's nonce does not extend ours".into()));
+        }
+        let salt = get("s")
+            .and_then(|s| B64.decode(s).ok())
+            .ok_or_else(|| ScramError("no salt from the server".into()))?;
+        let iterations: i32 = get("i")
+            .and_then(|i| i.parse().ok())
+            .filter(|i| *i >= 1)
+            .ok_or_else(|| ScramError("no iteration count from the server".into()))?;
+        let m = self.mechanism;
+        let salted = salted_password(m, &self.password, &salt, iterations);
+        let client_key = hmac_of(m, &salted, b"Client Key");
+        let stored_key = digest::digest(algorithms(m).2, &client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth = format!("{},{text},{without_proof}", self.client_first_bare);
+        let signature = hmac_of(m, stored_key.as_ref(), auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let server_key = hmac_of(m, &salted, b"Server Key");
+        self.expected_server_signature = Some(hmac_of(m, &server_key, auth.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
+    }
+
+    /// Checks server-final-message: the server knew the password's keys too.
+    pub fn verify(&self, server_final: &[u8]) -> Result<(), ScramError> {
+        let text = std::str::from_utf8(server_final)
+            .map_err(|_| ScramError("server-final-message is not UTF-8".into()))?;
+        if let Some(e) = text.strip_prefix("e=") {
+            return Err(ScramError(format!("the server refused: {e}")));
+        }
+        let given = text
+            .strip_prefix("v=")
+            .and_then(|v| B64.decode(v).ok())
+            .ok_or_else(|| ScramError("malformed server-final-message".into()))?;
+        match &self.expected_server_signature {
+            Some(want) if same_bytes(want, &given) => Ok(()),
+            _ => Err(ScramError(format!(
+                "the server's signature is wrong: it does not hold {}'s credential",
+                self.user
+            ))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +482,26 @@ mod tests {
                 let result = server.step(last.as_bytes(), lookup);
                 assert_eq!(result.is_ok(), ok, "{m:?} {password}: {result:?}");
             }
+        }
+    }
+
+    #[test]
+    fn fjords_client_logs_in_to_fjords_server() {
+        for m in ScramMechanism::ALL {
+            let stored = credential(m, "pw", 4096).unwrap();
+            let lookup = |u: &str| (u == "u,1").then(|| stored.clone());
+            let mut client = ScramClient::new(m, "u,1", "pw").unwrap();
+            let mut server = ScramServer::new(m);
+            let ScramStep::Challenge(c) = server.step(&client.first(), lookup).unwrap() else {
+                panic!("expected a challenge")
+            };
+            let last = client.answer(&c).unwrap();
+            let ScramStep::Done { user, reply } = server.step(&last, lookup).unwrap() else {
+                panic!("expected the end")
+            };
+            assert_eq!(user, "u,1");
+            client.verify(&reply).unwrap();
+            assert!(client.verify(b"v=AAAA").is_err());
         }
     }
 

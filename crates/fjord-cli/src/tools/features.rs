@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::common::{parse_kv, usage, Connection};
-use super::wire::{call, connect, refused, with_broker};
+use super::wire::{call, open, refused, with_broker};
 use crate::output::{errln, outln};
 
 #[derive(Args)]
@@ -157,7 +157,7 @@ fn levels(features: &[String]) -> Result<Vec<(String, i16)>> {
 
 fn describe(conn: &Connection) -> Result<ExitCode> {
     let versions: ApiVersionsResponse = with_broker(&conn.bootstrap_server, |server| {
-        let mut stream = connect(server, conn.timeout())?;
+        let mut stream = open(conn, server)?;
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("fjord-tools"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
@@ -204,7 +204,7 @@ fn update(
                 .collect(),
         );
     let resp: UpdateFeaturesResponse = with_broker(&conn.bootstrap_server, |server| {
-        let mut stream = connect(server, conn.timeout())?;
+        let mut stream = open(conn, server)?;
         call(&mut stream, 1, request.clone(), 1)
     })?;
     let mut failed = false;

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicN
 use kafka_protocol::protocol::StrBytes;
 
 use super::common::{usage, Connection};
-use super::wire::{call, connect, refused};
+use super::wire::{call, open, refused};
 use crate::output::{errln, outln};
 
 /// Kafka's error code for "the right replica already leads".
@@ -121,11 +121,10 @@ pub fn run(args: LeaderElectionArgs) -> Result<ExitCode> {
                 })
                 .collect()
         }));
-    let timeout = args.conn.timeout();
     let mut last_error = None;
     let mut answer = None;
     for server in args.conn.bootstrap_server.split(',').map(str::trim) {
-        let sent = connect(server, timeout)
+        let sent = open(&args.conn, server)
             .and_then(|mut s| call::<_, ElectLeadersResponse>(&mut s, 1, request.clone(), 2));
         match sent {
             Ok(r) => {

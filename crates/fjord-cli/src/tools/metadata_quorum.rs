@@ -8,7 +8,6 @@
 //! the active controller.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
@@ -21,7 +20,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::common::{usage, Connection};
-use super::wire::{call, connect, refused};
+use super::wire::{call, open, refused};
 use crate::output::outln;
 
 #[derive(Args)]
@@ -53,10 +52,9 @@ pub fn run(args: MetadataQuorumArgs) -> Result<ExitCode> {
     if d.status == d.replication {
         return usage("describe needs exactly one of --status and --replication");
     }
-    let timeout = args.conn.timeout();
     let mut last_error = None;
     for server in args.conn.bootstrap_server.split(',').map(str::trim) {
-        match describe(server, timeout) {
+        match describe(&args.conn, server) {
             Ok((cluster_id, quorum)) => {
                 if d.status {
                     print_status(&cluster_id, &quorum)?;
@@ -81,8 +79,8 @@ struct Quorum {
     endpoints: Vec<(i32, String)>,
 }
 
-fn describe(server: &str, timeout: Duration) -> Result<(String, Quorum)> {
-    let mut stream = connect(server, timeout)?;
+fn describe(conn: &Connection, server: &str) -> Result<(String, Quorum)> {
+    let mut stream = open(conn, server)?;
     let cluster: DescribeClusterResponse =
         call(&mut stream, 1, DescribeClusterRequest::default(), 0)?;
     let request = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()

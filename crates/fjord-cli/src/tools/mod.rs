@@ -4,6 +4,7 @@
 //! ElectLeaders, the partition reassignment requests, ApiVersions and UpdateFeatures
 //! themselves (`wire`), which the rdkafka crate lacks.
 
+pub mod acls;
 pub mod admin;
 pub mod common;
 pub mod configs;

@@ -15,7 +15,6 @@
 //! directly (`wire`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -39,7 +38,7 @@ use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 
 use super::common::{read_properties, usage, Connection};
-use super::wire::{call, connect, refused};
+use super::wire::{call, open, refused, Stream};
 use crate::output::{errln, outln};
 
 /// Broker configs: how many bytes per second throttled replicas may move.
@@ -287,14 +286,14 @@ fn check_command_config(path: &Path) -> Result<()> {
 /// One connection to one broker, with the versions it supports.
 struct BrokerConn {
     server: String,
-    stream: TcpStream,
+    stream: Stream,
     next_id: i32,
     versions: BTreeMap<i16, (i16, i16)>,
 }
 
 impl BrokerConn {
     fn open(server: &str, conn: &Connection) -> Result<BrokerConn> {
-        let mut stream = connect(server, conn.timeout())?;
+        let mut stream = open(conn, server)?;
         let resp: ApiVersionsResponse = call(&mut stream, 0, ApiVersionsRequest::default(), 0)?;
         refused("ApiVersions failed", resp.error_code, &None)?;
         let versions = resp

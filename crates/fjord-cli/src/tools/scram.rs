@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::common::Connection;
-use super::wire::{call, connect, refused, with_broker};
+use super::wire::{call, open, refused, with_broker};
 use crate::output::outln;
 
 /// One `MECHANISM=[key=value,...]` item: a user's credential to set.
@@ -143,7 +143,7 @@ pub fn alter(conn: &Connection, user: &str, add: &[String], delete: &[String]) -
         }
     }
     let resp: AlterUserScramCredentialsResponse = with_broker(&conn.bootstrap_server, |server| {
-        let mut stream = connect(server, conn.timeout())?;
+        let mut stream = open(conn, server)?;
         call(&mut stream, 1, request.clone(), 0)
     })?;
     for r in &resp.results {
@@ -163,7 +163,7 @@ pub fn describe(conn: &Connection, user: Option<&str>) -> Result<ExitCode> {
     let users = user.map(|u| vec![UserName::default().with_name(StrBytes::from_string(u.into()))]);
     let resp: DescribeUserScramCredentialsResponse =
         with_broker(&conn.bootstrap_server, |server| {
-            let mut stream = connect(server, conn.timeout())?;
+            let mut stream = open(conn, server)?;
             call(
                 &mut stream,
                 1,
