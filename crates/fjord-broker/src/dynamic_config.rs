@@ -56,6 +56,18 @@ pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
     "compression.lz4.level",
     "compression.zstd.level",
     "unclean.leader.election.enable",
+    // Kafka's per-listener SASL settings for Kerberos and token refresh, which Fjord
+    // does not use: stored and reported only.
+    "sasl.kerberos.kinit.cmd",
+    "sasl.kerberos.min.time.before.relogin",
+    "sasl.kerberos.principal.to.local.rules",
+    "sasl.kerberos.service.name",
+    "sasl.kerberos.ticket.renew.jitter",
+    "sasl.kerberos.ticket.renew.window.factor",
+    "sasl.login.refresh.buffer.seconds",
+    "sasl.login.refresh.min.period.seconds",
+    "sasl.login.refresh.window.factor",
+    "sasl.login.refresh.window.jitter",
     // The log cleaner.
     "log.cleaner.threads",
     "log.cleaner.dedupe.buffer.size",

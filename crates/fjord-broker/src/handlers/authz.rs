@@ -506,6 +506,31 @@ pub fn gate(az: &Authz, kind: RequestKind, v: i16) -> Gate {
                 v,
             ))
         }
+        // KIP-848: a subscription naming a topic the member may not describe fails as a
+        // whole.
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            let unauthorized: Vec<String> = r
+                .subscribed_topic_names
+                .iter()
+                .flatten()
+                .filter(|t| !az.topic(op::DESCRIBE, t.as_str()))
+                .map(|t| t.to_string())
+                .collect();
+            if unauthorized.is_empty() {
+                return Ok((RequestKind::ConsumerGroupHeartbeat(r), Fixup::None));
+            }
+            Err(answer(
+                ResponseKind::ConsumerGroupHeartbeat(
+                    ConsumerGroupHeartbeatResponse::default()
+                        .with_error_code(TOPIC)
+                        .with_error_message(Some(str(format!(
+                            "Topic authorization failed for: {}",
+                            unauthorized.join(", ")
+                        )))),
+                ),
+                v,
+            ))
+        }
         RequestKind::OffsetCommit(mut r) => {
             let group_ok = az.group(op::READ, r.group_id.as_str());
             let mut denied = Vec::new();
