@@ -91,6 +91,8 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
         "100",
         PropType::Int,
     ),
+    // The largest frame a SASL listener reads before the client has logged in.
+    ("sasl.server.max.receive.size", "524288", PropType::Int),
     // ACLs: off unless an authorizer is named (Kafka's StandardAuthorizer is the one
     // Fjord has); then whatever no ACL allows is denied, except to the super users.
     ("authorizer.class.name", "", PropType::String),

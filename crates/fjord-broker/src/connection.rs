@@ -274,6 +274,15 @@ async fn read_requests(
                 "frame of {size} bytes exceeds socket.request.max.bytes ({max})"
             ));
         }
+        // Before a SASL login the frames are small (Kafka's sasl.server.max.receive.size):
+        // a client without credentials must not hold the broker's request memory.
+        let before_login = state.config.security.sasl_max_receive_size;
+        if authenticator.is_some() && size as usize > before_login {
+            return Close::Bad(format!(
+                "frame of {size} bytes before SASL authentication exceeds \
+                 sasl.server.max.receive.size ({before_login})"
+            ));
+        }
         let size = size as usize;
         // Room for the frame, on this connection and broker-wide, before it is allocated.
         budget.requests.acquire(size, budget.request_limit).await;
@@ -331,6 +340,12 @@ async fn read_requests(
             Ok(parsed) => parsed,
             Err(why) => return Close::Bad(why),
         };
+        let sasl_api = matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+        if authenticator.is_some() && !sasl_api && api_key != ApiKey::ApiVersions {
+            return Close::Bad(format!(
+                "{api_key:?} request before SASL authentication completed"
+            ));
+        }
         let (reply_tx, reply_rx) = oneshot::channel();
         if order.send(reply_rx).await.is_err() {
             return Close::Eof;

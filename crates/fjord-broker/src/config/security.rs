@@ -108,6 +108,9 @@ pub struct SecurityConfig {
     /// `connection.failed.authentication.delay.ms`: a failed login is answered only
     /// after this long, which slows password guessing.
     pub failed_authentication_delay_ms: u64,
+    /// `sasl.server.max.receive.size`: the largest frame read before a SASL login, so
+    /// that clients without credentials cannot hold request memory.
+    pub sasl_max_receive_size: usize,
 }
 
 /// Properties a `listener.name.<name>.` prefix may override; these prefixed names are
@@ -179,6 +182,7 @@ pub(super) fn parse(
     let mut out = SecurityConfig {
         failed_authentication_delay_ms: r.long("connection.failed.authentication.delay.ms")?.max(0)
             as u64,
+        sasl_max_receive_size: r.long("sasl.server.max.receive.size")?.max(0) as usize,
         authorizer: !authorizer.is_empty(),
         super_users,
         allow_if_no_acl: r.boolean("allow.everyone.if.no.acl.found")?,
