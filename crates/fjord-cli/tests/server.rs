@@ -68,6 +68,73 @@ fn unknown_property_is_one_line_and_exit_2() {
     );
 }
 
+/// TLS, SASL and ACL settings that cannot work stop the server at start with one line
+/// naming what to fix, before anything listens; a password never appears in it.
+#[test]
+fn security_settings_that_cannot_work_stop_the_server_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-keystore.pem");
+    let listeners = format!(
+        "listeners=PLAINTEXT://127.0.0.1:{},SSL://127.0.0.1:{}",
+        free_port(),
+        free_port()
+    );
+    let keystore = format!("ssl.keystore.location={}", missing.display());
+    let cases: Vec<(Vec<&str>, i32, Vec<&str>)> = vec![
+        // JKS, Kafka's default keystore type, is not read.
+        (vec![&listeners], 2, vec!["ssl.keystore.type", "PEM"]),
+        (
+            vec![&listeners, "ssl.keystore.type=PEM", &keystore],
+            1,
+            vec!["listener SSL", "no-such-keystore.pem"],
+        ),
+        (
+            vec![
+                "listeners=SASL_PLAINTEXT://127.0.0.1:1",
+                "sasl.enabled.mechanisms=GSSAPI",
+            ],
+            2,
+            vec!["GSSAPI"],
+        ),
+        (
+            vec!["authorizer.class.name=com.example.MyAuthorizer"],
+            2,
+            vec!["StandardAuthorizer"],
+        ),
+        (vec!["super.users=admin"], 2, vec!["User:<name>"]),
+    ];
+    for (overrides, code, needles) in cases {
+        let mut cmd = fjord();
+        cmd.args(["server", "--data-dir"])
+            .arg(dir.path().join("data"));
+        for o in &overrides {
+            cmd.args(["--override", o]);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{overrides:?}: {err}");
+        // One error line (a start-up log line may come before it).
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("fjord:")).collect();
+        assert_eq!(errors.len(), 1, "{overrides:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{overrides:?}: expected '{n}' in: {err}");
+        }
+    }
+    // A malformed --add-scram is refused without repeating the password.
+    let out = fjord()
+        .args(["server", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--add-scram", "SCRAM-SHA-1=[name=a,password=hunter2]"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("SCRAM-SHA-1") && !err.contains("hunter2"),
+        "{err}"
+    );
+}
+
 #[test]
 fn sigterm_flushes_and_exits_zero_and_the_lock_refuses_a_second_server() {
     let dir = tempfile::tempdir().unwrap();

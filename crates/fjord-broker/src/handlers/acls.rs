@@ -77,15 +77,14 @@ pub fn create(state: &BrokerState, req: CreateAclsRequest, version: i16) -> Crea
     CreateAclsResponse::default().with_results(results)
 }
 
+/// A filter as the request gives it, `None` for each absent field.
 fn filter_of(
     version: i16,
     resource_type: i8,
     name: Option<&str>,
     pattern_type: i8,
-    principal: Option<&str>,
-    host: Option<&str>,
-    operation: i8,
-    permission: i8,
+    principal_host: (Option<&str>, Option<&str>),
+    operation_permission: (i8, i8),
 ) -> AclFilter {
     AclFilter {
         resource_type,
@@ -95,10 +94,10 @@ fn filter_of(
         } else {
             pattern_type
         },
-        principal: principal.map(str::to_string),
-        host: host.map(str::to_string),
-        operation,
-        permission,
+        principal: principal_host.0.map(str::to_string),
+        host: principal_host.1.map(str::to_string),
+        operation: operation_permission.0,
+        permission: operation_permission.1,
     }
 }
 
@@ -117,10 +116,8 @@ pub fn describe(
         req.resource_type_filter,
         req.resource_name_filter.as_deref(),
         req.pattern_type_filter,
-        req.principal_filter.as_deref(),
-        req.host_filter.as_deref(),
-        req.operation,
-        req.permission_type,
+        (req.principal_filter.as_deref(), req.host_filter.as_deref()),
+        (req.operation, req.permission_type),
     );
     if let Err(why) = filter.validate() {
         return DescribeAclsResponse::default()
@@ -178,10 +175,8 @@ pub fn delete(state: &BrokerState, req: DeleteAclsRequest, version: i16) -> Dele
                 f.resource_type_filter,
                 f.resource_name_filter.as_deref(),
                 f.pattern_type_filter,
-                f.principal_filter.as_deref(),
-                f.host_filter.as_deref(),
-                f.operation,
-                f.permission_type,
+                (f.principal_filter.as_deref(), f.host_filter.as_deref()),
+                (f.operation, f.permission_type),
             )
         })
         .collect();

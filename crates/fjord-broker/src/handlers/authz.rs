@@ -1271,11 +1271,9 @@ impl Fixup {
                 r.groups.extend(d);
             }
             (Fixup::DeleteGroups(d), ResponseKind::DeleteGroups(r)) => r.results.extend(d),
-            (Fixup::ListGroups, ResponseKind::ListGroups(r)) => {
-                if !az.cluster(op::DESCRIBE) {
-                    r.groups
-                        .retain(|g| az.group(op::DESCRIBE, g.group_id.as_str()));
-                }
+            (Fixup::ListGroups, ResponseKind::ListGroups(r)) if !az.cluster(op::DESCRIBE) => {
+                r.groups
+                    .retain(|g| az.group(op::DESCRIBE, g.group_id.as_str()));
             }
             (Fixup::DescribeTransactions(d), ResponseKind::DescribeTransactions(r)) => {
                 r.transaction_states.extend(d)
@@ -1283,10 +1281,8 @@ impl Fixup {
             (Fixup::ListTransactions, ResponseKind::ListTransactions(r)) => r
                 .transaction_states
                 .retain(|t| az.transactional_id(op::DESCRIBE, t.transactional_id.as_str())),
-            (Fixup::DescribeCluster(ops), ResponseKind::DescribeCluster(r)) => {
-                if ops {
-                    r.cluster_authorized_operations = cluster_operations(az);
-                }
+            (Fixup::DescribeCluster(true), ResponseKind::DescribeCluster(r)) => {
+                r.cluster_authorized_operations = cluster_operations(az);
             }
             // The handler answered with another kind (a bug): leave its answer alone.
             _ => {}

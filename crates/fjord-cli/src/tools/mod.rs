@@ -1,8 +1,9 @@
 //! The Kafka-style command-line tools of the `fjord` binary, one module per tool, using
 //! librdkafka (through the rdkafka crate) as their client; `metadata-quorum`,
-//! `leader-election`, `reassign-partitions` and `features` send DescribeQuorum,
-//! ElectLeaders, the partition reassignment requests, ApiVersions and UpdateFeatures
-//! themselves (`wire`), which the rdkafka crate lacks.
+//! `leader-election`, `reassign-partitions`, `features`, `acls` and the SCRAM users of
+//! `configs` send DescribeQuorum, ElectLeaders, the partition reassignment requests,
+//! ApiVersions, UpdateFeatures, the ACL and SCRAM requests themselves (`wire`), which the
+//! rdkafka crate lacks; `wire` also logs in over TLS and SASL.
 
 pub mod acls;
 pub mod admin;

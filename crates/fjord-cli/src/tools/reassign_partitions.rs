@@ -37,7 +37,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 
-use super::common::{read_properties, usage, Connection};
+use super::common::{usage, Connection};
 use super::wire::{call, open, refused, Stream};
 use crate::output::{errln, outln};
 
@@ -183,9 +183,6 @@ enum Action {
 
 pub fn run(args: ReassignArgs) -> Result<ExitCode> {
     let action = check_flags(&args)?;
-    if let Some(path) = &args.conn.command_config {
-        check_command_config(path)?;
-    }
     match action {
         Action::Generate => generate(&args),
         Action::Execute => execute(&args),
@@ -263,21 +260,6 @@ fn name(action: Action) -> &'static str {
         Action::Cancel => "cancel",
         Action::List => "list",
     }
-}
-
-/// This tool speaks to brokers over plain TCP itself; a client properties file asking for
-/// TLS or SASL would be silently ignored, so it is refused instead.
-fn check_command_config(path: &Path) -> Result<()> {
-    for (k, v) in read_properties(path)? {
-        if k == "security.protocol" && !v.eq_ignore_ascii_case("PLAINTEXT") {
-            bail!(
-                "{}: security.protocol={v} is not supported by reassign-partitions, which \
-                 connects over PLAINTEXT only",
-                path.display()
-            );
-        }
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
