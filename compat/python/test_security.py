@@ -916,6 +916,37 @@ def test_renewed_keystore_is_served_without_restart(pki, own_brokers):
     wait_for_log(b, lambda log: "TLS certificate reloaded" in log, "reload message")
 
 
+def test_pkcs12_keystore_and_truststore(pki, own_brokers):
+    """Kafka's other keystore type: a PKCS12 keystore and truststore, opened with their
+    passwords, serve TLS and check client certificates; a wrong password stops the
+    broker at start with a line naming the file."""
+    d = tempfile.mkdtemp(prefix="fjord-p12-", dir=pki.dir)
+    keystore, truststore = os.path.join(d, "server.p12"), os.path.join(d, "trust.p12")
+    crt, key = pki.server1
+    openssl("pkcs12", "-export", "-in", crt, "-inkey", key, "-out", keystore,
+            "-passout", "pass:store-secret", cwd=d)
+    openssl("pkcs12", "-export", "-nokeys", "-in", pki.ca1, "-out", truststore,
+            "-passout", "pass:trust-secret", cwd=d)
+    p12 = ["ssl.keystore.type=PKCS12", f"ssl.keystore.location={keystore}",
+           "ssl.keystore.password=store-secret", "ssl.truststore.type=PKCS12",
+           f"ssl.truststore.location={truststore}", "ssl.truststore.password=trust-secret",
+           "ssl.client.auth=required"]
+    b = own_brokers({"SSL": free_port()}, overrides=p12)
+    confluent_roundtrip(b, "SSL", ssl_conf(pki.ca1, pki.client), tag="p12")
+    confluent_refused(b, "SSL", ssl_conf(pki.ca1), is_ssl_error)
+
+    bad = [o.replace("store-secret", "wrong") if o.startswith("ssl.keystore.password") else o
+           for o in p12]
+    overrides = [f"listeners=PLAINTEXT://127.0.0.1:{free_port()},SSL://127.0.0.1:{free_port()}",
+                 *bad]
+    r = subprocess.run([FJORD_BIN, "server", "--data-dir", os.path.join(d, "data"),
+                        *sum((["--override", o] for o in overrides), [])],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0, r.stderr
+    assert "server.p12" in r.stderr and "password" in r.stderr, r.stderr
+    assert "wrong" not in r.stderr.replace("wrong)", ""), r.stderr
+
+
 # ---------------------------------------------------------------------------------------
 # 13: secrets in DescribeConfigs
 # ---------------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ pub enum Keystore {
     /// `ssl.keystore.type=PEM` with `ssl.keystore.certificate.chain` and
     /// `ssl.keystore.key` given inline.
     PemInline { chain: String, key: String },
+    /// `ssl.keystore.type=PKCS12`: the file and `ssl.keystore.password`.
+    Pkcs12 { path: PathBuf, password: String },
 }
 
 /// `ssl.client.auth`.
@@ -75,6 +77,11 @@ pub struct TlsSettings {
 pub enum Truststore {
     PemFile(PathBuf),
     PemInline(String),
+    /// `ssl.truststore.type=PKCS12` with `ssl.truststore.password`.
+    Pkcs12 {
+        path: PathBuf,
+        password: String,
+    },
 }
 
 /// One client listener's security.
@@ -283,23 +290,38 @@ fn parse_tls(
                 ),
             ))
         }
+        "PKCS12" if !location.1.is_empty() => Keystore::Pkcs12 {
+            path: PathBuf::from(&location.1),
+            password: get("ssl.keystore.password").1,
+        },
+        "PKCS12" => {
+            return Err(invalid(
+                location,
+                format!(
+                    "listener {listener} uses TLS: set ssl.keystore.location to its PKCS12 file"
+                ),
+            ))
+        }
         other => {
             return Err(invalid(
                 kind.clone(),
                 format!(
-                    "Fjord reads PEM keystores; a {other} keystore converts with `openssl \
-                     pkcs12 -nodes` (or keytool -importkeystore, then openssl): set \
-                     ssl.keystore.type=PEM"
+                    "Fjord reads PEM and PKCS12 keystores; a {other} keystore converts with \
+                     keytool -importkeystore -deststoretype PKCS12: set ssl.keystore.type"
                 ),
             ))
         }
     };
+    // One password opens a PKCS12 keystore and its key; a PEM key is read unencrypted.
     let key_password = get("ssl.key.password");
-    if !key_password.1.is_empty() {
+    let same_as_store =
+        matches!(&keystore, Keystore::Pkcs12 { password, .. } if *password == key_password.1);
+    if !key_password.1.is_empty() && !same_as_store {
         return Err(invalid(
             key_password,
-            "Fjord reads unencrypted PEM private keys only: decrypt the key (`openssl pkey`) \
-             and protect the file by its permissions"
+            "Fjord reads unencrypted PEM private keys, and PKCS12 keys under the keystore's \
+             own password (ssl.keystore.password): decrypt the key (`openssl pkey`) and \
+             protect the file by its permissions"
                 .into(),
         ));
     }
@@ -308,10 +330,14 @@ fn parse_tls(
     let trust_inline = get("ssl.truststore.certificates");
     let truststore = match (trust_location.1.is_empty(), trust_inline.1.is_empty()) {
         (true, true) => None,
+        (false, true) if trust_kind.1.eq_ignore_ascii_case("PKCS12") => Some(Truststore::Pkcs12 {
+            path: PathBuf::from(&trust_location.1),
+            password: get("ssl.truststore.password").1,
+        }),
         _ if !trust_kind.1.eq_ignore_ascii_case("PEM") => {
             return Err(invalid(
                 trust_kind,
-                "Fjord reads PEM truststores: set ssl.truststore.type=PEM".into(),
+                "Fjord reads PEM and PKCS12 truststores: set ssl.truststore.type".into(),
             ))
         }
         (false, true) => Some(Truststore::PemFile(PathBuf::from(&trust_location.1))),

@@ -116,7 +116,8 @@ fn answer(r: ResponseKind, v: i16) -> Outcome {
 }
 
 /// Checks a request before its handler runs; see the module documentation.
-pub fn gate(az: &Authz, kind: RequestKind, v: i16) -> Gate {
+/// `auto_create_topics` is the broker's `auto.create.topics.enable`.
+pub fn gate(az: &Authz, kind: RequestKind, v: i16, auto_create_topics: bool) -> Gate {
     if !az.enabled() {
         return Ok((kind, Fixup::None));
     }
@@ -299,16 +300,29 @@ pub fn gate(az: &Authz, kind: RequestKind, v: i16) -> Gate {
                     ok
                 });
             }
-            // Creating a topic on first use needs Create on the cluster or the topic.
-            if r.allow_auto_topic_creation && !az.cluster(op::CREATE) {
-                let all_may_create = r.topics.iter().flatten().all(|t| {
-                    t.name
-                        .as_ref()
-                        .is_some_and(|n| az.topic(op::CREATE, n.as_str()))
+            // Creating a topic on first use needs Create on the cluster or the topic: a
+            // missing topic the client may not create is refused, the others go ahead.
+            let auto_create = auto_create_topics && r.allow_auto_topic_creation;
+            if let Some(topics) = r
+                .topics
+                .as_mut()
+                .filter(|_| auto_create && !az.cluster(op::CREATE))
+            {
+                topics.retain(|t| {
+                    let Some(name) = t.name.as_ref().filter(|n| !az.topic_exists(n.as_str()))
+                    else {
+                        return true;
+                    };
+                    let ok = az.topic(op::CREATE, name.as_str());
+                    if !ok {
+                        denied.push(
+                            MetadataResponseTopic::default()
+                                .with_error_code(TOPIC)
+                                .with_name(t.name.clone()),
+                        );
+                    }
+                    ok
                 });
-                if !all_may_create {
-                    r.allow_auto_topic_creation = false;
-                }
             }
             let fix = Fixup::Metadata {
                 denied,

@@ -140,7 +140,7 @@ pub async fn handle(
     // Checked against the ACLs first: what the client may not touch never reaches the
     // handler, and comes back with its authorization error.
     let az = crate::security::authz::Authz::new(state, session);
-    let (kind, fixup) = match authz::gate(&az, kind, v) {
+    let (kind, fixup) = match authz::gate(&az, kind, v, state.config.auto_create_topics) {
         Ok(allowed) => allowed,
         Err(denied) => return denied,
     };

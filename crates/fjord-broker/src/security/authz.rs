@@ -112,6 +112,11 @@ impl Authz {
             .fold(0, |mask, &o| mask | (1 << o))
     }
 
+    /// Whether the topic exists (in the metadata the request started with).
+    pub fn topic_exists(&self, name: &str) -> bool {
+        self.image.topics.contains_key(name)
+    }
+
     /// A topic's name, given by name or (newer requests) by id; an unknown id has none.
     pub fn topic_name(&self, name: &str, id: Uuid) -> String {
         if !name.is_empty() || id.is_nil() {

@@ -127,7 +127,9 @@ impl Reloading {
 
 fn modified(keystore: &Keystore) -> Option<SystemTime> {
     match keystore {
-        Keystore::PemFile(path) => fs::metadata(path).and_then(|m| m.modified()).ok(),
+        Keystore::PemFile(path) | Keystore::Pkcs12 { path, .. } => {
+            fs::metadata(path).and_then(|m| m.modified()).ok()
+        }
         Keystore::PemInline { .. } => None,
     }
 }
@@ -140,31 +142,48 @@ fn load_keystore(
     keystore: &Keystore,
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, String> {
-    let (pem, key_pem, origin): (Vec<u8>, Vec<u8>, String) = match keystore {
+    let (chain, key, origin) = match keystore {
         Keystore::PemFile(path) => {
             let pem = read(path, "ssl.keystore.location")?;
-            (pem.clone(), pem, path.display().to_string())
+            let origin = path.display().to_string();
+            (certificates(&pem), pem_key(&pem), origin)
         }
         Keystore::PemInline { chain, key } => (
-            chain.as_bytes().to_vec(),
-            key.as_bytes().to_vec(),
-            "ssl.keystore.certificate.chain/ssl.keystore.key".into(),
+            certificates(chain.as_bytes()),
+            pem_key(key.as_bytes()),
+            "ssl.keystore.certificate.chain/ssl.keystore.key".to_string(),
         ),
+        Keystore::Pkcs12 { path, password } => {
+            let store = pkcs12(path, password, "ssl.keystore.location")?;
+            let origin = path.display().to_string();
+            let (_, entry) = store
+                .private_key_chain()
+                .ok_or_else(|| format!("{origin}: holds no private key"))?;
+            let chain = entry
+                .certs()
+                .iter()
+                .map(|c| CertificateDer::from(c.as_der().to_vec()))
+                .collect();
+            let key = PrivateKeyDer::Pkcs8(entry.key().as_der().to_vec().into());
+            (Ok(chain), Ok(key), origin)
+        }
     };
-    let chain = certificates(&pem).map_err(|e| format!("{origin}: {e}"))?;
+    let chain = chain.map_err(|e| format!("{origin}: {e}"))?;
     if chain.is_empty() {
         return Err(format!(
             "{origin}: holds no certificate (-----BEGIN CERTIFICATE-----)"
         ));
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        format!(
-            "{origin}: no unencrypted private key (-----BEGIN PRIVATE KEY-----, RSA or EC): {e}"
-        )
-    })?;
+    let key = key.map_err(|e| format!("{origin}: {e}"))?;
     let certified = CertifiedKey::from_der(chain, key, provider)
         .map_err(|e| format!("{origin}: the key does not go with the certificate: {e}"))?;
     Ok(Arc::new(certified))
+}
+
+fn pem_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
+        format!("no unencrypted private key (-----BEGIN PRIVATE KEY-----, RSA or EC): {e}")
+    })
 }
 
 fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -173,22 +192,58 @@ fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
         .map_err(|e| format!("bad certificate: {e}"))
 }
 
+/// A PKCS12 file, opened with its password. A truststore's certificates are taken as
+/// they are (`Raw`): those made by openssl carry no mark of trust for a key store to
+/// check.
+fn pkcs12(path: &Path, password: &str, what: &str) -> Result<p12_keystore::KeyStore, String> {
+    let data = read(path, what)?;
+    let policy = if what == "ssl.truststore.location" {
+        p12_keystore::Pkcs12ImportPolicy::Raw
+    } else {
+        p12_keystore::Pkcs12ImportPolicy::Relaxed
+    };
+    p12_keystore::KeyStore::from_pkcs12(&data, password, policy).map_err(|e| {
+        format!(
+            "{}: not a PKCS12 file its password opens ({e}): check {what} and the password",
+            path.display()
+        )
+    })
+}
+
 fn load_truststore(trust: &Truststore) -> Result<RootCertStore, String> {
-    let (pem, origin) = match trust {
+    let (certs, origin) = match trust {
         Truststore::PemFile(path) => (
-            read(path, "ssl.truststore.location")?,
+            certificates(&read(path, "ssl.truststore.location")?),
             path.display().to_string(),
         ),
         Truststore::PemInline(text) => (
-            text.as_bytes().to_vec(),
-            "ssl.truststore.certificates".into(),
+            certificates(text.as_bytes()),
+            "ssl.truststore.certificates".to_string(),
         ),
+        Truststore::Pkcs12 { path, password } => {
+            let store = pkcs12(path, password, "ssl.truststore.location")?;
+            let mut certs = Vec::new();
+            for (_, entry) in store.entries() {
+                match entry {
+                    p12_keystore::KeyStoreEntry::Certificate(c) => {
+                        certs.push(CertificateDer::from(c.as_der().to_vec()))
+                    }
+                    p12_keystore::KeyStoreEntry::PrivateKeyChain(k) => certs.extend(
+                        k.certs()
+                            .iter()
+                            .map(|c| CertificateDer::from(c.as_der().to_vec())),
+                    ),
+                    _ => {}
+                }
+            }
+            (Ok(certs), path.display().to_string())
+        }
     };
-    let mut roots = RootCertStore::empty();
-    let certs = certificates(&pem).map_err(|e| format!("{origin}: {e}"))?;
+    let certs = certs.map_err(|e| format!("{origin}: {e}"))?;
     if certs.is_empty() {
         return Err(format!("{origin}: holds no certificate"));
     }
+    let mut roots = RootCertStore::empty();
     for cert in certs {
         roots
             .add(cert)
