@@ -738,6 +738,34 @@ def test_unknown_sasl_mechanism_gets_33(sec):
         c.close()
 
 
+def raw_sasl(c, token):
+    """After a SaslHandshake v0 the SASL messages go as bare size-prefixed frames."""
+    c.sock.sendall(struct.pack(">i", len(token)) + token)
+    size = struct.unpack(">i", c._recv_exact(4))[0]
+    return c._recv_exact(size)
+
+
+@pytest.mark.parametrize("password,ok", [(ALICE_PW, True), ("wrong", False)])
+def test_sasl_handshake_v0_takes_bare_frames(sec, password, ok):
+    """Older clients (and librdkafka's feature check) use SaslHandshake v0, after which
+    the PLAIN message travels without a Kafka header; a good login then serves requests,
+    a bad one closes the connection."""
+    c = kafka_wire.Conn(sec.addr["SASL_PLAINTEXT"])
+    try:
+        r = c.request(SASL_HANDSHAKE, 0, _str("PLAIN"))
+        assert r.take(">h") == 0
+        if not ok:
+            c.sock.sendall(struct.pack(">i", 12) + b"\0alice\0wrong")
+            assert_closed(c.sock)
+            return
+        assert raw_sasl(c, f"\0alice\0{password}".encode()) == b""
+        # Logged in: an ordinary request is served (Metadata v1, all topics).
+        r = c.request(3, 1, struct.pack(">i", -1))
+        assert r.take(">i") >= 1  # at least this broker
+    finally:
+        c.close()
+
+
 def test_unauthenticated_clients_cannot_stall_the_broker(sec):
     """Before login a SASL listener reads small frames only (Kafka closes the connection
     when one exceeds sasl.server.max.receive.size, 512 KiB by default). A few connections

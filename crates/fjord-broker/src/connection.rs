@@ -318,21 +318,17 @@ async fn read_requests(
                     (Bytes::new(), Login::Failed)
                 }
             };
-            activity.request_started();
-            budget.unsent.add(bytes.len());
-            let size = bytes.len();
-            let _ = reply_tx.send(Reply {
-                bytes: Some(bytes),
-                counted: size,
-            });
+            queue_reply(reply_tx, bytes, budget, activity);
             drop(counted);
-            match login {
-                Login::Done(principal) => {
-                    session = Session::new(session.peer, &session.listener, &principal);
-                    authenticator = None;
-                }
-                Login::Failed => return Close::Unauthenticated,
-                Login::Pending => {}
+            if matches!(login, Login::Failed) {
+                // Its empty reply closes the connection.
+                return Close::Unauthenticated;
+            }
+            if let Some(close) = login
+                .apply(&mut session, &mut authenticator, &order, activity)
+                .await
+            {
+                return close;
             }
             continue;
         }
@@ -359,32 +355,13 @@ async fn read_requests(
                     Ok(done) => done,
                     Err(why) => return Close::Bad(why),
                 };
-                let size = bytes.len();
-                budget.unsent.add(size);
-                activity.request_started();
-                let _ = reply_tx.send(Reply {
-                    bytes: Some(bytes),
-                    counted: size,
-                });
+                queue_reply(reply_tx, bytes, budget, activity);
                 drop(counted);
-                match next {
-                    Login::Pending => {}
-                    Login::Done(principal) => {
-                        session = Session::new(session.peer, &session.listener, &principal);
-                        authenticator = None;
-                    }
-                    Login::Failed => {
-                        // The empty reply tells the writer to close after the answer.
-                        let (close_tx, close_rx) = oneshot::channel();
-                        if order.send(close_rx).await.is_ok() {
-                            activity.request_started();
-                            let _ = close_tx.send(Reply {
-                                bytes: Some(Bytes::new()),
-                                counted: 0,
-                            });
-                        }
-                        return Close::Unauthenticated;
-                    }
+                if let Some(close) = next
+                    .apply(&mut session, &mut authenticator, &order, activity)
+                    .await
+                {
+                    return close;
                 }
                 continue;
             }
@@ -436,6 +413,50 @@ enum Login {
     Pending,
     Done(String),
     Failed,
+}
+
+impl Login {
+    /// A login that succeeded gives the connection its principal and ends the SASL
+    /// stage; one that failed closes the connection once its answer is written (an empty
+    /// reply tells the writer to close). `Some` ends the connection.
+    async fn apply(
+        self,
+        session: &mut Session,
+        authenticator: &mut Option<Authenticator>,
+        order: &mpsc::Sender<oneshot::Receiver<Reply>>,
+        activity: &Activity,
+    ) -> Option<Close> {
+        match self {
+            Login::Pending => None,
+            Login::Done(principal) => {
+                *session = Session::new(session.peer, &session.listener, &principal);
+                *authenticator = None;
+                None
+            }
+            Login::Failed => {
+                let (close_tx, close_rx) = oneshot::channel();
+                if order.send(close_rx).await.is_ok() {
+                    activity.request_started();
+                    let _ = close_tx.send(Reply {
+                        bytes: Some(Bytes::new()),
+                        counted: 0,
+                    });
+                }
+                Some(Close::Unauthenticated)
+            }
+        }
+    }
+}
+
+/// Hands an answer built here (not by a request task) to the writer, counted as unsent.
+fn queue_reply(reply: oneshot::Sender<Reply>, bytes: Bytes, budget: &Budget, activity: &Activity) {
+    let size = bytes.len();
+    budget.unsent.add(size);
+    activity.request_started();
+    let _ = reply.send(Reply {
+        bytes: Some(bytes),
+        counted: size,
+    });
 }
 
 /// The TLS handshake on a TLS listener (the client's certificate subject, mapped by
@@ -509,10 +530,7 @@ async fn authenticate(
                 );
             }
             let login = if ok { Login::Pending } else { Login::Failed };
-            (
-                kafka_protocol::messages::ResponseKind::SaslHandshake(resp),
-                login,
-            )
+            (ResponseKind::SaslHandshake(resp), login)
         }
         RequestKind::SaslAuthenticate(req) => {
             let image = state.controller.image();
