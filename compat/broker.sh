@@ -105,6 +105,18 @@ broker_secure() {
     --override ssl.truststore.type=PEM --override "ssl.truststore.location=$TLS_DIR/ca.pem"
     --override ssl.client.auth=requested
     --override sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+  )
+  # The JAAS lines Apache Kafka needs for these mechanisms (bench/kafka/fjord-shim.sh runs
+  # the same command line on Kafka). Fjord reads PLAIN's users from them and needs none
+  # for SCRAM, whose credentials are in its metadata log.
+  local l m
+  for l in sasl_plaintext sasl_ssl; do
+    server_args+=(--override "listener.name.$l.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"$SCRAM_USER\" password=\"$SCRAM_PASSWORD\" user_$SCRAM_USER=\"$SCRAM_PASSWORD\";")
+    for m in scram-sha-256 scram-sha-512; do
+      server_args+=(--override "listener.name.$l.$m.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;")
+    done
+  done
+  server_args+=(
     --add-scram "SCRAM-SHA-256=[name=$SCRAM_USER,password=$SCRAM_PASSWORD]"
     --add-scram "SCRAM-SHA-512=[name=$SCRAM_USER,password=$SCRAM_PASSWORD]"
   )

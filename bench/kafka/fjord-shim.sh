@@ -5,6 +5,8 @@
 #   FJORD_BIN=bench/kafka/fjord-shim.sh compat/python/run.sh
 #
 # Accepts: server --listen HOST:PORT --data-dir DIR [--override key=value ...]
+#          [--add-scram 'SCRAM-SHA-256=[name=U,password=P]' ...] (kafka-storage.sh format's)
+# A `listeners` override gets the controller listener added, as Fjord needs none.
 # The JVM replaces this shell (exec), so killing the PID the harness holds kills Kafka.
 set -euo pipefail
 
@@ -12,12 +14,13 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 lib="$here/../.cache/kafka-lib"
 [[ "${1:-}" == "server" ]] || { echo "usage: $0 server --listen HOST:PORT --data-dir DIR [--override k=v]..." >&2; exit 2; }
 shift
-listen="" datadir="" overrides=()
+listen="" datadir="" overrides=() scrams=()
 while (( $# )); do
   case "$1" in
     --listen) listen="$2"; shift 2 ;;
     --data-dir) datadir="$2"; shift 2 ;;
     --override) overrides+=("$2"); shift 2 ;;
+    --add-scram) scrams+=(--add-scram "$2"); shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -41,7 +44,7 @@ cport="$(cat "$conf/controller.port")"
   echo "controller.quorum.voters=1@127.0.0.1:${cport}"
   echo "listeners=PLAINTEXT://${host}:${port},CONTROLLER://127.0.0.1:${cport}"
   echo "advertised.listeners=PLAINTEXT://${host}:${port}"
-  echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
   echo "controller.listener.names=CONTROLLER"
   echo "inter.broker.listener.name=PLAINTEXT"
   echo "log.dirs=${datadir}/logs"
@@ -51,7 +54,15 @@ cport="$(cat "$conf/controller.port")"
   echo "share.coordinator.state.topic.replication.factor=1"
   echo "share.coordinator.state.topic.min.isr=1"
   echo "group.initial.rebalance.delay.ms=0"
-  for kv in ${overrides[@]+"${overrides[@]}"}; do echo "$kv"; done
+  for kv in ${overrides[@]+"${overrides[@]}"}; do
+    case "$kv" in
+      listeners=*)
+        echo "$kv,CONTROLLER://127.0.0.1:${cport}"
+        echo "advertised.${kv}" ;;
+      listener.security.protocol.map=*) echo "$kv,CONTROLLER:PLAINTEXT" ;;
+      *) echo "$kv" ;;
+    esac
+  done
 } > "$conf/server.properties"
 cat > "$conf/log4j2.properties" <<'LOG'
 status = warn
@@ -66,6 +77,6 @@ jvm=(java -Xms256m -Xmx512m -XX:+UseG1GC -XX:TieredStopAtLevel=1
      "-Dlog4j2.configurationFile=$conf/log4j2.properties" -cp "$lib/*")
 if [[ ! -f "$datadir/logs/meta.properties" ]]; then
   "${jvm[@]}" kafka.tools.StorageTool format -t "$("${jvm[@]}" kafka.tools.StorageTool random-uuid | tail -1)" \
-    -c "$conf/server.properties" >/dev/null
+    -c "$conf/server.properties" ${scrams[@]+"${scrams[@]}"} >/dev/null
 fi
 exec "${jvm[@]}" kafka.Kafka "$conf/server.properties"

@@ -205,6 +205,9 @@ t_untrusted() {
   fi
   grep -qi "certificate verify failed" <<<"$out" || { echo "$out" | tail -5; return 1; }
 }
+# Debian 12's kcat is librdkafka 2.0.2, whose SCRAM repeats its nonce; Fjord takes that
+# form (as Kafka 3.8.1-3.9 did), Apache Kafka 4 refuses it, so against Kafka
+# (bench/kafka/fjord-shim.sh) the three SCRAM cases fail and the others pass.
 if [[ -n "$BS_SSL" ]]; then
   run_test ssl_produce_consume t_ssl
   run_test mtls_produce_consume t_mtls
