@@ -178,57 +178,51 @@ pub fn gate(az: &Authz, kind: RequestKind, v: i16, auto_create_topics: bool) -> 
                 }
                 return Ok((RequestKind::Fetch(r), Fixup::None));
             }
-            let mut denied = Vec::new();
-            r.topics.retain(|t| {
-                let ok = az.topic(op::READ, &az.topic_name(&t.topic, t.topic_id));
-                if !ok {
-                    denied.push(
-                        FetchableTopicResponse::default()
-                            .with_topic(t.topic.clone())
-                            .with_topic_id(t.topic_id)
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        PartitionData::default()
-                                            .with_partition_index(p.partition)
-                                            .with_error_code(TOPIC)
-                                            .with_high_watermark(-1)
-                                            .with_last_stable_offset(-1)
-                                            .with_log_start_offset(-1)
-                                    })
-                                    .collect(),
-                            ),
-                    );
-                }
-                ok
-            });
+            let denied = take_denied(
+                &mut r.topics,
+                |t| az.topic(op::READ, &az.topic_name(&t.topic, t.topic_id)),
+                |t| {
+                    FetchableTopicResponse::default()
+                        .with_topic(t.topic.clone())
+                        .with_topic_id(t.topic_id)
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    PartitionData::default()
+                                        .with_partition_index(p.partition)
+                                        .with_error_code(TOPIC)
+                                        .with_high_watermark(-1)
+                                        .with_last_stable_offset(-1)
+                                        .with_log_start_offset(-1)
+                                })
+                                .collect(),
+                        )
+                },
+            );
             Ok((RequestKind::Fetch(r), Fixup::Fetch(denied)))
         }
         RequestKind::ListOffsets(mut r) => {
-            let mut denied = Vec::new();
-            r.topics.retain(|t| {
-                let ok = az.topic(op::DESCRIBE, t.name.as_str());
-                if !ok {
-                    denied.push(
-                        ListOffsetsTopicResponse::default()
-                            .with_name(t.name.clone())
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        ListOffsetsPartitionResponse::default()
-                                            .with_partition_index(p.partition_index)
-                                            .with_error_code(TOPIC)
-                                            .with_timestamp(-1)
-                                            .with_offset(-1)
-                                    })
-                                    .collect(),
-                            ),
-                    );
-                }
-                ok
-            });
+            let denied = take_denied(
+                &mut r.topics,
+                |t| az.topic(op::DESCRIBE, t.name.as_str()),
+                |t| {
+                    ListOffsetsTopicResponse::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    ListOffsetsPartitionResponse::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(TOPIC)
+                                        .with_timestamp(-1)
+                                        .with_offset(-1)
+                                })
+                                .collect(),
+                        )
+                },
+            );
             Ok((RequestKind::ListOffsets(r), Fixup::ListOffsets(denied)))
         }
         RequestKind::OffsetForLeaderEpoch(mut r) => {
@@ -253,28 +247,25 @@ pub fn gate(az: &Authz, kind: RequestKind, v: i16, auto_create_topics: bool) -> 
             ))
         }
         RequestKind::DescribeProducers(mut r) => {
-            let mut denied = Vec::new();
-            r.topics.retain(|t| {
-                let ok = az.topic(op::READ, t.name.as_str());
-                if !ok {
-                    denied.push(
-                        TopicResponse::default()
-                            .with_name(t.name.clone())
-                            .with_partitions(
-                                t.partition_indexes
-                                    .iter()
-                                    .map(|p| {
-                                        PartitionResponse::default()
-                                            .with_partition_index(*p)
-                                            .with_error_code(TOPIC)
-                                            .with_error_message(message(TOPIC))
-                                    })
-                                    .collect(),
-                            ),
-                    );
-                }
-                ok
-            });
+            let denied = take_denied(
+                &mut r.topics,
+                |t| az.topic(op::READ, t.name.as_str()),
+                |t| {
+                    TopicResponse::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partition_indexes
+                                .iter()
+                                .map(|p| {
+                                    PartitionResponse::default()
+                                        .with_partition_index(*p)
+                                        .with_error_code(TOPIC)
+                                        .with_error_message(message(TOPIC))
+                                })
+                                .collect(),
+                        )
+                },
+            );
             Ok((
                 RequestKind::DescribeProducers(r),
                 Fixup::DescribeProducers(denied),
@@ -334,95 +325,83 @@ pub fn gate(az: &Authz, kind: RequestKind, v: i16, auto_create_topics: bool) -> 
         }
         RequestKind::CreateTopics(mut r) => {
             let may_create_any = az.cluster(op::CREATE);
-            let mut denied = Vec::new();
-            r.topics.retain(|t| {
-                let ok = may_create_any || az.topic(op::CREATE, t.name.as_str());
-                if !ok {
-                    denied.push(
-                        CreatableTopicResult::default()
-                            .with_name(t.name.clone())
-                            .with_error_code(TOPIC)
-                            .with_error_message(message(TOPIC))
-                            .with_num_partitions(-1)
-                            .with_replication_factor(-1),
-                    );
-                }
-                ok
-            });
+            let denied = take_denied(
+                &mut r.topics,
+                |t| may_create_any || az.topic(op::CREATE, t.name.as_str()),
+                |t| {
+                    CreatableTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_error_code(TOPIC)
+                        .with_error_message(message(TOPIC))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                },
+            );
             Ok((RequestKind::CreateTopics(r), Fixup::CreateTopics(denied)))
         }
         RequestKind::DeleteTopics(mut r) => {
-            let mut denied = Vec::new();
-            r.topic_names.retain(|n| {
-                let ok = az.topic(op::DELETE, n.as_str());
-                if !ok {
-                    denied.push(
-                        DeletableTopicResult::default()
-                            .with_name(Some(n.clone()))
-                            .with_error_code(TOPIC)
-                            .with_error_message(message(TOPIC)),
-                    );
-                }
-                ok
-            });
-            r.topics.retain(|t| {
-                let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
-                let ok = az.topic(op::DELETE, &az.topic_name(&name, t.topic_id));
-                if !ok {
-                    denied.push(
-                        DeletableTopicResult::default()
-                            .with_name(t.name.clone())
-                            .with_topic_id(t.topic_id)
-                            .with_error_code(TOPIC)
-                            .with_error_message(message(TOPIC)),
-                    );
-                }
-                ok
-            });
+            let mut denied = take_denied(
+                &mut r.topic_names,
+                |n| az.topic(op::DELETE, n.as_str()),
+                |n| {
+                    DeletableTopicResult::default()
+                        .with_name(Some(n.clone()))
+                        .with_error_code(TOPIC)
+                        .with_error_message(message(TOPIC))
+                },
+            );
+            denied.extend(take_denied(
+                &mut r.topics,
+                |t| {
+                    let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+                    az.topic(op::DELETE, &az.topic_name(&name, t.topic_id))
+                },
+                |t| {
+                    DeletableTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_topic_id(t.topic_id)
+                        .with_error_code(TOPIC)
+                        .with_error_message(message(TOPIC))
+                },
+            ));
             Ok((RequestKind::DeleteTopics(r), Fixup::DeleteTopics(denied)))
         }
         RequestKind::CreatePartitions(mut r) => {
-            let mut denied = Vec::new();
-            r.topics.retain(|t| {
-                let ok = az.topic(op::ALTER, t.name.as_str());
-                if !ok {
-                    denied.push(
-                        create_partitions_response::CreatePartitionsTopicResult::default()
-                            .with_name(t.name.clone())
-                            .with_error_code(TOPIC)
-                            .with_error_message(message(TOPIC)),
-                    );
-                }
-                ok
-            });
+            let denied = take_denied(
+                &mut r.topics,
+                |t| az.topic(op::ALTER, t.name.as_str()),
+                |t| {
+                    create_partitions_response::CreatePartitionsTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_error_code(TOPIC)
+                        .with_error_message(message(TOPIC))
+                },
+            );
             Ok((
                 RequestKind::CreatePartitions(r),
                 Fixup::CreatePartitions(denied),
             ))
         }
         RequestKind::DeleteRecords(mut r) => {
-            let mut denied = Vec::new();
-            r.topics.retain(|t| {
-                let ok = az.topic(op::DELETE, t.name.as_str());
-                if !ok {
-                    denied.push(
-                        DeleteRecordsTopicResult::default()
-                            .with_name(t.name.clone())
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        DeleteRecordsPartitionResult::default()
-                                            .with_partition_index(p.partition_index)
-                                            .with_low_watermark(-1)
-                                            .with_error_code(TOPIC)
-                                    })
-                                    .collect(),
-                            ),
-                    );
-                }
-                ok
-            });
+            let denied = take_denied(
+                &mut r.topics,
+                |t| az.topic(op::DELETE, t.name.as_str()),
+                |t| {
+                    DeleteRecordsTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    DeleteRecordsPartitionResult::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_low_watermark(-1)
+                                        .with_error_code(TOPIC)
+                                })
+                                .collect(),
+                        )
+                },
+            );
             Ok((RequestKind::DeleteRecords(r), Fixup::DeleteRecords(denied)))
         }
         RequestKind::DescribeConfigs(mut r) => {
@@ -667,27 +646,24 @@ pub fn gate(az: &Authz, kind: RequestKind, v: i16, auto_create_topics: bool) -> 
                 let resp = OffsetDeleteResponse::default().with_error_code(GROUP);
                 return Err(answer(ResponseKind::OffsetDelete(resp), v));
             }
-            let mut denied = Vec::new();
-            r.topics.retain(|t| {
-                let ok = az.topic(op::READ, t.name.as_str());
-                if !ok {
-                    denied.push(
-                        OffsetDeleteResponseTopic::default()
-                            .with_name(t.name.clone())
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        OffsetDeleteResponsePartition::default()
-                                            .with_partition_index(p.partition_index)
-                                            .with_error_code(TOPIC)
-                                    })
-                                    .collect(),
-                            ),
-                    );
-                }
-                ok
-            });
+            let denied = take_denied(
+                &mut r.topics,
+                |t| az.topic(op::READ, t.name.as_str()),
+                |t| {
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    OffsetDeleteResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(TOPIC)
+                                })
+                                .collect(),
+                        )
+                },
+            );
             Ok((RequestKind::OffsetDelete(r), Fixup::OffsetDelete(denied)))
         }
         RequestKind::FindCoordinator(mut r) => {
@@ -731,19 +707,16 @@ pub fn gate(az: &Authz, kind: RequestKind, v: i16, auto_create_topics: bool) -> 
             ))
         }
         RequestKind::DescribeGroups(mut r) => {
-            let mut denied = Vec::new();
-            r.groups.retain(|g| {
-                let ok = az.group(op::DESCRIBE, g.as_str());
-                if !ok {
-                    denied.push(
-                        describe_groups_response::DescribedGroup::default()
-                            .with_group_id(g.clone())
-                            .with_error_code(GROUP)
-                            .with_error_message(message(GROUP)),
-                    );
-                }
-                ok
-            });
+            let denied = take_denied(
+                &mut r.groups,
+                |g| az.group(op::DESCRIBE, g.as_str()),
+                |g| {
+                    describe_groups_response::DescribedGroup::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(GROUP)
+                        .with_error_message(message(GROUP))
+                },
+            );
             let ops = r.include_authorized_operations;
             Ok((
                 RequestKind::DescribeGroups(r),
@@ -751,19 +724,16 @@ pub fn gate(az: &Authz, kind: RequestKind, v: i16, auto_create_topics: bool) -> 
             ))
         }
         RequestKind::ConsumerGroupDescribe(mut r) => {
-            let mut denied = Vec::new();
-            r.group_ids.retain(|g| {
-                let ok = az.group(op::DESCRIBE, g.as_str());
-                if !ok {
-                    denied.push(
-                        consumer_group_describe_response::DescribedGroup::default()
-                            .with_group_id(g.clone())
-                            .with_error_code(GROUP)
-                            .with_error_message(message(GROUP)),
-                    );
-                }
-                ok
-            });
+            let denied = take_denied(
+                &mut r.group_ids,
+                |g| az.group(op::DESCRIBE, g.as_str()),
+                |g| {
+                    consumer_group_describe_response::DescribedGroup::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(GROUP)
+                        .with_error_message(message(GROUP))
+                },
+            );
             let ops = r.include_authorized_operations;
             Ok((
                 RequestKind::ConsumerGroupDescribe(r),
@@ -771,18 +741,15 @@ pub fn gate(az: &Authz, kind: RequestKind, v: i16, auto_create_topics: bool) -> 
             ))
         }
         RequestKind::DeleteGroups(mut r) => {
-            let mut denied = Vec::new();
-            r.groups_names.retain(|g| {
-                let ok = az.group(op::DELETE, g.as_str());
-                if !ok {
-                    denied.push(
-                        delete_groups_response::DeletableGroupResult::default()
-                            .with_group_id(g.clone())
-                            .with_error_code(GROUP),
-                    );
-                }
-                ok
-            });
+            let denied = take_denied(
+                &mut r.groups_names,
+                |g| az.group(op::DELETE, g.as_str()),
+                |g| {
+                    delete_groups_response::DeletableGroupResult::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(GROUP)
+                },
+            );
             Ok((RequestKind::DeleteGroups(r), Fixup::DeleteGroups(denied)))
         }
         RequestKind::ListGroups(r) => Ok((RequestKind::ListGroups(r), Fixup::ListGroups)),
@@ -877,20 +844,17 @@ pub fn gate(az: &Authz, kind: RequestKind, v: i16, auto_create_topics: bool) -> 
             ))
         }
         RequestKind::DescribeTransactions(mut r) => {
-            let mut denied = Vec::new();
-            r.transactional_ids.retain(|t| {
-                let ok = az.transactional_id(op::DESCRIBE, t.as_str());
-                if !ok {
-                    denied.push(
-                        describe_transactions_response::TransactionState::default()
-                            .with_transactional_id(t.clone())
-                            .with_error_code(TXN)
-                            .with_producer_id(ProducerId(-1))
-                            .with_producer_epoch(-1),
-                    );
-                }
-                ok
-            });
+            let denied = take_denied(
+                &mut r.transactional_ids,
+                |t| az.transactional_id(op::DESCRIBE, t.as_str()),
+                |t| {
+                    describe_transactions_response::TransactionState::default()
+                        .with_transactional_id(t.clone())
+                        .with_error_code(TXN)
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1)
+                },
+            );
             Ok((
                 RequestKind::DescribeTransactions(r),
                 Fixup::DescribeTransactions(denied),
@@ -1179,6 +1143,24 @@ fn add_partitions_to_txn(az: &Authz, r: AddPartitionsToTxnRequest, v: i16) -> Ga
         .collect();
     let resp = AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
     Err(answer(ResponseKind::AddPartitionsToTxn(resp), v))
+}
+
+/// Takes out of `items` those `allowed` refuses, and returns what `answer` makes of each:
+/// the error entries that go back into the response.
+fn take_denied<T, D>(
+    items: &mut Vec<T>,
+    allowed: impl Fn(&T) -> bool,
+    answer: impl Fn(&T) -> D,
+) -> Vec<D> {
+    let mut denied = Vec::new();
+    items.retain(|t| {
+        let ok = allowed(t);
+        if !ok {
+            denied.push(answer(t));
+        }
+        ok
+    });
+    denied
 }
 
 impl Fixup {
