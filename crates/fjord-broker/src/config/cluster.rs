@@ -72,8 +72,8 @@ pub struct ClientListener {
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub roles: Roles,
-    /// Where other brokers connect (`inter.broker.listener.name`, else the first client
-    /// listener); plain clients may connect there too.
+    /// Where other brokers connect (`inter.broker.listener.name`, else the listener
+    /// named PLAINTEXT, else the first client listener); clients may connect there too.
     pub listener: Endpoint,
     pub listener_name: String,
     /// What other brokers and clients of that listener are told to connect to.
