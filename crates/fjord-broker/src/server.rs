@@ -618,12 +618,7 @@ fn endpoint(l: &ClientListener, port: u16) -> fjord_controller::ListenerEndpoint
         name: l.name.clone(),
         host,
         port: port as i32,
-        security_protocol: match l.protocol {
-            crate::config::SecurityProtocol::Plaintext => 0,
-            crate::config::SecurityProtocol::Ssl => 1,
-            crate::config::SecurityProtocol::SaslPlaintext => 2,
-            crate::config::SecurityProtocol::SaslSsl => 3,
-        },
+        security_protocol: l.protocol.id(),
     }
 }
 

@@ -27,7 +27,8 @@ pub enum SecurityProtocol {
 }
 
 impl SecurityProtocol {
-    fn parse(name: &str) -> Option<SecurityProtocol> {
+    /// A protocol by its name (`SASL_SSL`); `None` for any other name.
+    pub fn parse(name: &str) -> Option<SecurityProtocol> {
         Some(match name {
             "PLAINTEXT" => SecurityProtocol::Plaintext,
             "SSL" => SecurityProtocol::Ssl,
@@ -43,6 +44,16 @@ impl SecurityProtocol {
             SecurityProtocol::Ssl => "SSL",
             SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
             SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    /// Kafka's SecurityProtocol id, as broker registrations carry it.
+    pub fn id(self) -> i16 {
+        match self {
+            SecurityProtocol::Plaintext => 0,
+            SecurityProtocol::Ssl => 1,
+            SecurityProtocol::SaslPlaintext => 2,
+            SecurityProtocol::SaslSsl => 3,
         }
     }
 

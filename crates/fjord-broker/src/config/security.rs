@@ -84,8 +84,8 @@ pub enum Truststore {
     },
 }
 
-/// One client listener's security.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One client listener's security; the default is none (PLAINTEXT).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListenerSecurity {
     pub tls: Option<TlsSettings>,
     /// Empty unless the listener is SASL_PLAINTEXT or SASL_SSL.

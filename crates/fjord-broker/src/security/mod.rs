@@ -35,11 +35,7 @@ impl Listener {
             .listeners
             .get(&config.name)
             .cloned()
-            .unwrap_or(ListenerSecurity {
-                tls: None,
-                mechanisms: Vec::new(),
-                plain_users: Default::default(),
-            });
+            .unwrap_or_default();
         let (tls, principal_mapper) = match &settings.tls {
             Some(t) => (
                 Some(tls::ServerTls::new(t, &config.name).map_err(BrokerError::Startup)?),
@@ -66,11 +62,7 @@ impl Listener {
             protocol: SecurityProtocol::Plaintext,
             tls: None,
             principal_mapper: None,
-            security: ListenerSecurity {
-                tls: None,
-                mechanisms: Vec::new(),
-                plain_users: Default::default(),
-            },
+            security: ListenerSecurity::default(),
         }
     }
 }

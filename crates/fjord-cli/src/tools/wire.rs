@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use fjord_broker::config::SecurityProtocol;
 use fjord_broker::security::scram::ScramClient;
 use fjord_controller::ScramMechanism;
 use kafka_protocol::messages::{
@@ -70,15 +71,10 @@ impl ClientSecurity {
         let protocol = get("security.protocol")
             .unwrap_or("PLAINTEXT")
             .to_ascii_uppercase();
-        let (tls, sasl) = match protocol.as_str() {
-            "PLAINTEXT" => (false, false),
-            "SSL" => (true, false),
-            "SASL_PLAINTEXT" => (false, true),
-            "SASL_SSL" => (true, true),
-            other => bail!(
-                "security.protocol {other} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
-            ),
+        let Some(protocol) = SecurityProtocol::parse(&protocol) else {
+            bail!("security.protocol {protocol} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL");
         };
+        let (tls, sasl) = (protocol.tls(), protocol.sasl());
         let sasl = if sasl {
             let mechanism = get("sasl.mechanism")
                 .or(get("sasl.mechanisms"))
