@@ -1,38 +1,56 @@
-//! Requests one broker sends another over the client listener: the replica fetcher's
-//! Fetch, and the transaction coordinator's WriteTxnMarkers.
+//! Requests one broker sends another over the inter-broker listener: the replica
+//! fetcher's Fetch, and the transaction coordinator's WriteTxnMarkers and
+//! AddPartitionsToTxn; with TLS and a SASL login when that listener uses them.
 
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::security::client::{BrokerStream, ConnectError};
 use crate::state::BrokerState;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens a connection to broker `node` at the address it registered.
-pub async fn connect(state: &BrokerState, node: i32) -> Result<TcpStream, String> {
+/// Opens a connection to broker `node` at the address it registered for the
+/// inter-broker listener, secured as that listener asks.
+pub async fn connect(state: &BrokerState, node: i32) -> Result<BrokerStream, ConnectError> {
     let image = state.controller.image();
     let b = image
         .brokers
         .get(&node)
-        .ok_or_else(|| format!("broker {node} is not registered"))?;
-    let addr = format!("{}:{}", b.host, b.port);
+        .ok_or_else(|| ConnectError::Unreachable(format!("broker {node} is not registered")))?;
+    let (host, port) = match b.endpoint(&state.config.cluster.listener_name) {
+        Some((h, p)) => (h.to_string(), p),
+        None => (b.host.clone(), b.port),
+    };
+    let addr = format!("{host}:{port}");
+    let unreachable = |why: String| ConnectError::Unreachable(format!("broker {node}: {why}"));
     let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
         .await
-        .map_err(|_| format!("connecting to {addr} timed out"))?
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        .map_err(|_| unreachable(format!("connecting to {addr} timed out")))?
+        .map_err(|e| unreachable(format!("connecting to {addr}: {e}")))?;
     let _ = s.set_nodelay(true);
-    Ok(s)
+    let secured = tokio::time::timeout(CONNECT_TIMEOUT, state.inter_broker.secure(s, &host));
+    match secured.await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(ConnectError::Refused(why))) => {
+            Err(ConnectError::Refused(format!("broker {node}: {why}")))
+        }
+        Ok(Err(ConnectError::Unreachable(why))) => Err(unreachable(why)),
+        Err(_) => Err(unreachable(format!(
+            "no TLS handshake or login with {addr} within {CONNECT_TIMEOUT:?}"
+        ))),
+    }
 }
 
 /// Sends one request at `version` and reads its answer, refusing frames over `limit`
 /// bytes and answers to another request.
-pub async fn call<Req, Resp>(
-    stream: &mut TcpStream,
+pub async fn call<Req, Resp, S>(
+    stream: &mut S,
     client_id: &'static str,
     correlation_id: i32,
     request: &Req,
@@ -42,6 +60,7 @@ pub async fn call<Req, Resp>(
 where
     Req: Request + Encodable + HeaderVersion,
     Resp: Decodable,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let header = RequestHeader::default()
         .with_request_api_key(Req::KEY)
@@ -62,6 +81,8 @@ where
         .write_all(&frame)
         .await
         .map_err(|e| format!("sending: {e}"))?;
+    // TLS may hold the last record back until flushed.
+    stream.flush().await.map_err(|e| format!("sending: {e}"))?;
     let size = stream
         .read_i32()
         .await

@@ -19,8 +19,8 @@ use fjord_log::{LogConfig, TimestampType};
 pub use cluster::{ClientListener, ClusterConfig, Roles, SecurityProtocol};
 pub use kafka_names::is_kafka_broker_property;
 pub use security::{
-    is_sensitive, ClientAuth, Keystore, ListenerSecurity, Mechanism, SecurityConfig, TlsSettings,
-    Truststore,
+    is_sensitive, ClientAuth, InterBrokerLogin, Keystore, ListenerSecurity, Mechanism,
+    SecurityConfig, TlsSettings, Truststore,
 };
 
 /// The kinds a property value can take; also the `config_type` DescribeConfigs reports.
@@ -79,6 +79,13 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
     ("ssl.client.auth", "none", PropType::String),
     ("ssl.enabled.protocols", "TLSv1.2,TLSv1.3", PropType::List),
     ("ssl.principal.mapping.rules", "DEFAULT", PropType::String),
+    // A broker connecting to another's TLS inter-broker listener checks that the
+    // certificate names the host, as Kafka does by default.
+    (
+        "ssl.endpoint.identification.algorithm",
+        "https",
+        PropType::String,
+    ),
     // SASL listeners. Kafka's default is GSSAPI (Kerberos), which Fjord does not offer;
     // SCRAM keeps passwords off the wire, so it is Fjord's default.
     (
@@ -86,6 +93,14 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
         "SCRAM-SHA-256,SCRAM-SHA-512",
         PropType::List,
     ),
+    // How brokers log in to each other's SASL inter-broker listener, and the JAAS line with
+    // their own username and password when no listener.name.<l>.<mechanism>. form is set.
+    (
+        "sasl.mechanism.inter.broker.protocol",
+        "GSSAPI",
+        PropType::String,
+    ),
+    ("sasl.jaas.config", "", PropType::String),
     (
         "connection.failed.authentication.delay.ms",
         "100",
@@ -572,7 +587,7 @@ impl BrokerConfig {
             return Err(r.invalid("node.id", "must be 0 or greater"));
         }
         let cluster = cluster::parse(&r, node_id)?;
-        let security = security::parse(&r, &cluster.client_listeners)?;
+        let security = security::parse(&r, &cluster.client_listeners, cluster.in_quorum())?;
         let data_dir = match r.string("log.dir") {
             d if !d.is_empty() && !props.contains_key("log.dirs") => d,
             _ => r.string("log.dirs"),

@@ -61,6 +61,12 @@ impl Server {
             .next()
             .unwrap_or_else(|| Arc::new(Listener::plaintext(&config.cluster.listener_name)));
         warn_if_open(&config.cluster.client_listeners, &config.security);
+        let inter_broker = crate::security::client::InterBrokerClient::new(
+            &security,
+            &config.security,
+            config.cluster.in_quorum(),
+        )
+        .map_err(BrokerError::Startup)?;
         let metadata_dir = dir.join("__cluster_metadata-0");
         let quorum_mode = config.cluster.in_quorum();
         check_metadata_kind(&metadata_dir, quorum_mode)?;
@@ -167,6 +173,7 @@ impl Server {
         let limits = Arc::new(crate::limits::NetworkLimits::new(&config));
         let state = Arc::new(BrokerState {
             limits,
+            inter_broker,
             config,
             cluster_id,
             controller,

@@ -18,6 +18,8 @@ pub struct BrokerState {
     pub transactions: Arc<crate::txn::coordinator::TransactionCoordinator>,
     /// Connection and request-memory bounds shared by every connection.
     pub limits: Arc<crate::limits::NetworkLimits>,
+    /// How this broker connects to the others (TLS, SASL login).
+    pub inter_broker: crate::security::client::InterBrokerClient,
 }
 
 impl BrokerState {

@@ -218,15 +218,19 @@ pub(super) fn parse(r: &Reader, node_id: i32) -> Result<ClusterConfig, ConfigErr
     let voters = parse_voters(r)?;
     let bootstrap_servers = parse_bootstrap_servers(r)?;
     let clustered = !voters.is_empty() || !bootstrap_servers.is_empty();
-    if let Some(p) =
-        inter_broker_protocol.filter(|p| clustered && *p != SecurityProtocol::Plaintext)
+    // A broker-only node receives the metadata log on its inter-broker listener, in the
+    // quorum's own PLAINTEXT protocol; a secured listener there would carry it unsecured.
+    let observer = clustered && !roles.controller;
+    if let Some(p) = inter_broker_protocol.filter(|p| observer && *p != SecurityProtocol::Plaintext)
     {
         return Err(r.invalid(
             "inter.broker.listener.name",
             &format!(
-                "names listener {} with protocol {}; brokers talk to each other over \
-                 PLAINTEXT so far: give them a PLAINTEXT listener (e.g. \
-                 INTERNAL://127.0.0.1:9094 with INTERNAL:PLAINTEXT) and name it here",
+                "names listener {} with protocol {}; a broker-only node receives the \
+                 metadata log on its inter-broker listener, which is PLAINTEXT so far: give \
+                 it a PLAINTEXT listener (e.g. INTERNAL://10.0.0.1:9094 with \
+                 INTERNAL:PLAINTEXT) and name it here, or run the node as \
+                 process.roles=broker,controller",
                 client.1,
                 p.name()
             ),
@@ -672,5 +676,104 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("CONTROLLER uses SSL"));
+    }
+
+    /// A voter whose brokers replicate over SASL_SSL, as Kafka is configured for it.
+    fn secured_member() -> Vec<(&'static str, String)> {
+        let mut pairs = member("1", "INTERNAL://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093");
+        pairs.extend([
+            (
+                "listener.security.protocol.map",
+                "INTERNAL:SASL_SSL,CONTROLLER:PLAINTEXT".to_string(),
+            ),
+            ("inter.broker.listener.name", "INTERNAL".into()),
+            ("ssl.keystore.type", "PEM".into()),
+            ("ssl.keystore.location", "/k.pem".into()),
+            ("ssl.truststore.type", "PEM".into()),
+            ("ssl.truststore.location", "/ca.pem".into()),
+            ("sasl.enabled.mechanisms", "SCRAM-SHA-512".into()),
+            (
+                "sasl.mechanism.inter.broker.protocol",
+                "SCRAM-SHA-512".into(),
+            ),
+            (
+                "listener.name.internal.scram-sha-512.sasl.jaas.config",
+                "org.apache.kafka.common.security.scram.ScramLoginModule required \
+                 username=\"broker\" password=\"broker-secret\";"
+                    .into(),
+            ),
+        ]);
+        pairs
+    }
+
+    #[test]
+    fn brokers_log_in_to_a_secured_inter_broker_listener() {
+        let c = parse(secured_member()).unwrap();
+        let login = c.security.inter_broker_login.clone().unwrap();
+        assert_eq!(login.mechanism, crate::config::Mechanism::ScramSha512);
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("broker", "broker-secret")
+        );
+        assert!(!format!("{login:?}").contains("broker-secret"));
+        assert!(c.security.verify_broker_hostname);
+        assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+
+        let with = |key: &'static str, value: &str| {
+            let mut pairs = secured_member();
+            pairs.retain(|(k, _)| *k != key);
+            pairs.push((key, value.to_string()));
+            parse(pairs)
+        };
+        let c = with("ssl.endpoint.identification.algorithm", "").unwrap();
+        assert!(!c.security.verify_broker_hostname);
+        // The top-level JAAS line serves when the listener has none.
+        let mut pairs = secured_member();
+        pairs.retain(|(k, _)| !k.ends_with("jaas.config"));
+        pairs.push((
+            "sasl.jaas.config",
+            "org.apache.kafka.common.security.scram.ScramLoginModule required \
+             username=\"b2\" password=\"p2\";"
+                .into(),
+        ));
+        let login = parse(pairs).unwrap().security.inter_broker_login.unwrap();
+        assert_eq!(login.username, "b2");
+
+        for (result, expected) in [
+            (
+                with("sasl.mechanism.inter.broker.protocol", "GSSAPI"),
+                "Fjord has no GSSAPI",
+            ),
+            (
+                with("sasl.mechanism.inter.broker.protocol", "PLAIN"),
+                "PLAIN is not enabled on the inter-broker listener INTERNAL",
+            ),
+            (
+                with(
+                    "listener.name.internal.scram-sha-512.sasl.jaas.config",
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                ),
+                "give this broker's login",
+            ),
+            (
+                with(
+                    "listener.name.internal.scram-sha-512.sasl.jaas.config",
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                     username=\"a\" password=\"b\";",
+                ),
+                "expected org.apache.kafka.common.security.scram.ScramLoginModule",
+            ),
+            (
+                with("ssl.endpoint.identification.algorithm", "dns"),
+                "must be https",
+            ),
+            (
+                with("process.roles", "broker"),
+                "a broker-only node receives the metadata log",
+            ),
+        ] {
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
     }
 }

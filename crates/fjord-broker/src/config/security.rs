@@ -95,6 +95,26 @@ pub struct ListenerSecurity {
     pub plain_users: BTreeMap<String, String>,
 }
 
+/// How this broker logs in to the other brokers' inter-broker listener when it uses SASL:
+/// `sasl.mechanism.inter.broker.protocol`, with the `username` and `password` of that
+/// mechanism's JAAS line on the listener.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InterBrokerLogin {
+    pub mechanism: Mechanism,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for InterBrokerLogin {
+    // The password never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InterBrokerLogin")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Kafka's authorizers, all of which Fjord answers with its StandardAuthorizer.
 const AUTHORIZERS: &[&str] = &[
     "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
@@ -118,6 +138,11 @@ pub struct SecurityConfig {
     /// `sasl.server.max.receive.size`: the largest frame read before a SASL login, so
     /// that clients without credentials cannot hold request memory.
     pub sasl_max_receive_size: usize,
+    /// Set when the inter-broker listener uses SASL and this node replicates from others.
+    pub inter_broker_login: Option<InterBrokerLogin>,
+    /// `ssl.endpoint.identification.algorithm=https` (the default): a broker's certificate
+    /// must name the host this broker connects to; empty checks only its chain.
+    pub verify_broker_hostname: bool,
 }
 
 /// Properties a `listener.name.<name>.` prefix may override; these prefixed names are
@@ -138,6 +163,9 @@ const PER_LISTENER: &[&str] = &[
     "ssl.principal.mapping.rules",
     "sasl.enabled.mechanisms",
     "plain.sasl.jaas.config",
+    "scram-sha-256.sasl.jaas.config",
+    "scram-sha-512.sasl.jaas.config",
+    "ssl.endpoint.identification.algorithm",
 ];
 
 /// Whether a `listener.name.` property is one Fjord reads.
@@ -154,9 +182,12 @@ pub fn is_sensitive(name: &str) -> bool {
         || name.ends_with("keystore.key")
 }
 
+/// `listeners` has the inter-broker listener first; `clustered` says whether this node
+/// connects to other brokers (and so needs their listener's credentials).
 pub(super) fn parse(
     r: &Reader,
     listeners: &[ClientListener],
+    clustered: bool,
 ) -> Result<SecurityConfig, ConfigError> {
     let authorizer = r.string("authorizer.class.name").trim().to_string();
     if !authorizer.is_empty() && !AUTHORIZERS.contains(&authorizer.as_str()) {
@@ -195,21 +226,10 @@ pub(super) fn parse(
         allow_if_no_acl: r.boolean("allow.everyone.if.no.acl.found")?,
         ..SecurityConfig::default()
     };
-    for l in listeners {
-        let get = |key: &str| -> (String, String) {
-            let prefixed = format!("listener.name.{}.{key}", l.name.to_ascii_lowercase());
-            match r.props.get(&prefixed) {
-                Some(v) => (prefixed, v.trim().to_string()),
-                None => (key.to_string(), r.string(key).trim().to_string()),
-            }
-        };
-        let invalid = |(name, value): (String, String), reason: String| ConfigError::Invalid {
-            name,
-            value,
-            reason,
-        };
+    for (i, l) in listeners.iter().enumerate() {
+        let get = |key: &str| listener_value(r, &l.name, key);
         let tls = if l.protocol.tls() {
-            Some(parse_tls(&get, &invalid, &l.name)?)
+            Some(parse_tls(&get, &l.name)?)
         } else {
             None
         };
@@ -244,6 +264,22 @@ pub(super) fn parse(
                 plain_users = jaas_users(&jaas.1).map_err(|why| invalid(jaas, why))?;
             }
         }
+        if i == 0 && l.protocol.sasl() && clustered {
+            out.inter_broker_login = Some(inter_broker_login(r, l, &mechanisms)?);
+        }
+        if i == 0 && l.protocol.tls() {
+            let (key, value) = get("ssl.endpoint.identification.algorithm");
+            out.verify_broker_hostname = match value.to_ascii_lowercase().as_str() {
+                "https" => true,
+                "" => false,
+                _ => {
+                    return Err(invalid(
+                        (key, value),
+                        "must be https (check the host name) or empty (do not)".into(),
+                    ))
+                }
+            };
+        }
         out.listeners.insert(
             l.name.clone(),
             ListenerSecurity {
@@ -256,9 +292,102 @@ pub(super) fn parse(
     Ok(out)
 }
 
+/// A property for one listener: `listener.name.<name>.<key>` if set, else `<key>`; with
+/// the name it was read under, for error messages.
+fn listener_value(r: &Reader, listener: &str, key: &str) -> (String, String) {
+    let prefixed = format!("listener.name.{}.{key}", listener.to_ascii_lowercase());
+    match r.props.get(&prefixed) {
+        Some(v) => (prefixed, v.trim().to_string()),
+        None => (key.to_string(), r.string(key).trim().to_string()),
+    }
+}
+
+fn invalid((name, value): (String, String), reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        value,
+        reason,
+    }
+}
+
+/// The mechanism and the credentials this broker logs in to the inter-broker listener
+/// with, as Kafka reads them: the mechanism's JAAS line on that listener (or
+/// `sasl.jaas.config`), whose `username` and `password` are this broker's own.
+fn inter_broker_login(
+    r: &Reader,
+    l: &ClientListener,
+    enabled: &[Mechanism],
+) -> Result<InterBrokerLogin, ConfigError> {
+    let key = "sasl.mechanism.inter.broker.protocol";
+    let name = r.string(key).trim().to_ascii_uppercase();
+    let Some(mechanism) = Mechanism::parse(&name) else {
+        return Err(r.invalid(
+            key,
+            &format!(
+                "brokers log in to listener {} with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; \
+                 Fjord has no {name} (Kafka's default is GSSAPI): set this to one of them",
+                l.name
+            ),
+        ));
+    };
+    if !enabled.contains(&mechanism) {
+        return Err(r.invalid(
+            key,
+            &format!(
+                "{name} is not enabled on the inter-broker listener {} (its \
+                 sasl.enabled.mechanisms are {})",
+                l.name,
+                enabled
+                    .iter()
+                    .map(|m| m.name())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ));
+    }
+    let jaas = listener_value(
+        r,
+        &l.name,
+        &format!("{}.sasl.jaas.config", name.to_ascii_lowercase()),
+    );
+    let jaas = if jaas.1.is_empty() {
+        ("sasl.jaas.config".to_string(), r.string("sasl.jaas.config"))
+    } else {
+        jaas
+    };
+    let module = match mechanism {
+        Mechanism::Plain => PLAIN_MODULE,
+        Mechanism::ScramSha256 | Mechanism::ScramSha512 => SCRAM_MODULE,
+    };
+    let missing = || {
+        invalid(
+            (jaas.0.clone(), String::new()),
+            format!(
+                "the inter-broker listener {} uses SASL: give this broker's login as \
+                 {module} required username=\"<user>\" password=\"<password>\"; (under \
+                 listener.name.{}.{}.sasl.jaas.config)",
+                l.name,
+                l.name.to_ascii_lowercase(),
+                name.to_ascii_lowercase()
+            ),
+        )
+    };
+    if jaas.1.trim().is_empty() {
+        return Err(missing());
+    }
+    let options = jaas_options(&jaas.1, module).map_err(|why| invalid(jaas.clone(), why))?;
+    match (options.get("username"), options.get("password")) {
+        (Some(u), Some(p)) if !u.is_empty() => Ok(InterBrokerLogin {
+            mechanism,
+            username: u.clone(),
+            password: p.clone(),
+        }),
+        _ => Err(missing()),
+    }
+}
+
 fn parse_tls(
     get: &dyn Fn(&str) -> (String, String),
-    invalid: &dyn Fn((String, String), String) -> ConfigError,
     listener: &str,
 ) -> Result<TlsSettings, ConfigError> {
     let kind = get("ssl.keystore.type");
@@ -400,23 +529,30 @@ fn parse_tls(
     })
 }
 
+const PLAIN_MODULE: &str = "org.apache.kafka.common.security.plain.PlainLoginModule";
+const SCRAM_MODULE: &str = "org.apache.kafka.common.security.scram.ScramLoginModule";
+
 /// The `user_<name>="<password>"` options of a PlainLoginModule JAAS line.
 fn jaas_users(jaas: &str) -> Result<BTreeMap<String, String>, String> {
+    Ok(jaas_options(jaas, PLAIN_MODULE)?
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix("user_").map(|u| (u.to_string(), v)))
+        .collect())
+}
+
+/// The `name="value"` options of a JAAS line for `module`:
+/// `<module> required a="1" b="2";`.
+fn jaas_options(jaas: &str, module: &str) -> Result<BTreeMap<String, String>, String> {
     let body = jaas.trim().trim_end_matches(';');
-    let Some(rest) = body
-        .strip_prefix("org.apache.kafka.common.security.plain.PlainLoginModule")
-        .map(str::trim_start)
-    else {
-        return Err(
-            "expected org.apache.kafka.common.security.plain.PlainLoginModule required \
-             user_<name>=\"<password>\" ...;"
-                .into(),
-        );
+    let Some(rest) = body.strip_prefix(module).map(str::trim_start) else {
+        return Err(format!(
+            "expected {module} required <option>=\"<value>\" ...;"
+        ));
     };
     let mut rest = rest
         .strip_prefix("required")
         .ok_or("the login module must be `required`")?;
-    let mut users = BTreeMap::new();
+    let mut options = BTreeMap::new();
     loop {
         rest = rest.trim_start();
         if rest.is_empty() {
@@ -432,12 +568,10 @@ fn jaas_users(jaas: &str) -> Result<BTreeMap<String, String>, String> {
         let (value, after) = after
             .split_once('"')
             .ok_or("an option value is not closed")?;
-        if let Some(user) = name.trim().strip_prefix("user_") {
-            users.insert(user.to_string(), value.to_string());
-        }
+        options.insert(name.trim().to_string(), value.to_string());
         rest = after;
     }
-    Ok(users)
+    Ok(options)
 }
 
 #[cfg(test)]
@@ -469,8 +603,12 @@ mod tests {
         assert!(is_used_listener_property(
             "listener.name.external.plain.sasl.jaas.config"
         ));
-        assert!(!is_used_listener_property(
+        // The inter-broker login is read from a SCRAM JAAS line.
+        assert!(is_used_listener_property(
             "listener.name.external.scram-sha-256.sasl.jaas.config"
+        ));
+        assert!(!is_used_listener_property(
+            "listener.name.external.oauthbearer.sasl.jaas.config"
         ));
         assert!(is_sensitive("listener.name.x.plain.sasl.jaas.config"));
         assert!(is_sensitive("ssl.keystore.password"));

@@ -14,12 +14,12 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::broker_client;
 use crate::error::code;
 use crate::replica::Partition;
+use crate::security::client::{BrokerStream, ConnectError};
 use crate::state::{now_ms, BrokerState};
 
 /// Fetch v12: topic names, the last fetched epoch and diverging epochs (KIP-320), the
@@ -74,7 +74,9 @@ fn slot(p: &Partition, slots: u32) -> u32 {
 async fn fetch_from(state: Arc<BrokerState>, leader: i32, slot_no: u32) {
     let cfg = state.config.replication.clone();
     let backoff = Duration::from_millis(cfg.fetch_backoff_ms);
-    let mut conn: Option<TcpStream> = None;
+    let mut conn: Option<BrokerStream> = None;
+    // A refused login or certificate is logged once per distinct reason, not per retry.
+    let mut last_refusal: Option<String> = None;
     let mut correlation: i32 = 0;
     tracing::debug!(leader, slot = slot_no, "fetcher started");
     loop {
@@ -117,7 +119,18 @@ async fn fetch_from(state: Arc<BrokerState>, leader: i32, slot_no: u32) {
         let stream = match &mut conn {
             Some(s) => s,
             None => match broker_client::connect(&state, leader).await {
-                Ok(s) => conn.insert(s),
+                Ok(s) => {
+                    last_refusal = None;
+                    conn.insert(s)
+                }
+                Err(ConnectError::Refused(why)) => {
+                    if last_refusal.as_deref() != Some(why.as_str()) {
+                        tracing::warn!(leader, "replica fetcher cannot connect: {why}");
+                        last_refusal = Some(why);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
                 Err(e) => {
                     tracing::debug!(leader, error = %e, "cannot reach the leader");
                     tokio::time::sleep(backoff).await;
@@ -137,7 +150,7 @@ async fn fetch_from(state: Arc<BrokerState>, leader: i32, slot_no: u32) {
         let limit = state.config.socket_request_max_bytes;
         let answer = tokio::time::timeout(
             wait + Duration::from_secs(30),
-            broker_client::call::<_, FetchResponse>(
+            broker_client::call::<_, FetchResponse, _>(
                 stream,
                 "fjord-replica-fetcher",
                 correlation,

@@ -2,6 +2,7 @@
 //! authenticated as (Kafka's `User:<name>`, or `User:ANONYMOUS`).
 
 pub mod authz;
+pub mod client;
 pub mod sasl;
 pub mod scram;
 pub mod tls;

@@ -9,12 +9,17 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::RwLock;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ClientAuth, Keystore, TlsSettings, Truststore};
@@ -60,15 +65,8 @@ impl ServerTls {
                     .map_err(|e| format!("listener {listener}: truststore: {e}"))?
             }
         };
-        let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
-        if settings.tls13 {
-            versions.push(&rustls::version::TLS13);
-        }
-        if settings.tls12 {
-            versions.push(&rustls::version::TLS12);
-        }
         let config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&versions)
+            .with_protocol_versions(&versions(settings))
             .map_err(|e| format!("listener {listener}: ssl.enabled.protocols: {e}"))?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(resolver.clone());
@@ -80,6 +78,40 @@ impl ServerTls {
 
     pub fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor
+    }
+
+    /// This broker as a TLS client of the other brokers' listener of the same name: it
+    /// trusts the listener's truststore and shows the listener's own certificate (the
+    /// current one, reloaded with the listener's) when asked for one.
+    pub fn client_config(
+        &self,
+        settings: &TlsSettings,
+        verify_hostname: bool,
+        listener: &str,
+    ) -> Result<Arc<ClientConfig>, String> {
+        let trust = settings.truststore.as_ref().ok_or_else(|| {
+            format!(
+                "listener {listener} is the inter-broker listener: brokers check each other's \
+                 certificates against its truststore; set ssl.truststore.location"
+            )
+        })?;
+        let roots = load_truststore(trust).map_err(|e| format!("listener {listener}: {e}"))?;
+        let provider = provider();
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| format!("listener {listener}: truststore: {e}"))?;
+        let verifier: Arc<dyn ServerCertVerifier> = if verify_hostname {
+            webpki
+        } else {
+            Arc::new(AnyHostName(webpki))
+        };
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions(settings))
+            .map_err(|e| format!("listener {listener}: ssl.enabled.protocols: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(self.resolver.clone());
+        Ok(Arc::new(config))
     }
 
     /// Reads the keystore again if its file changed since it was last read. A new file
@@ -104,6 +136,68 @@ impl ResolvesServerCert for Reloading {
     }
 }
 
+impl ResolvesClientCert for Reloading {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// `ssl.endpoint.identification.algorithm=` (empty): the certificate must chain to the
+/// truststore, but need not name the host it was reached at.
+#[derive(Debug)]
+struct AnyHostName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyHostName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
 impl Reloading {
     fn reload_if_changed(&self) {
         let now = modified(&self.keystore);
@@ -123,6 +217,18 @@ impl Reloading {
             }
         }
     }
+}
+
+/// `ssl.enabled.protocols`, newest first.
+fn versions(settings: &TlsSettings) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    let mut versions = Vec::new();
+    if settings.tls13 {
+        versions.push(&rustls::version::TLS13);
+    }
+    if settings.tls12 {
+        versions.push(&rustls::version::TLS12);
+    }
+    versions
 }
 
 fn modified(keystore: &Keystore) -> Option<SystemTime> {

@@ -727,7 +727,7 @@ async fn send_remote(
     let mut conn = crate::broker_client::connect(state, leader).await?;
     let answer = tokio::time::timeout(
         Duration::from_secs(60),
-        crate::broker_client::call::<_, WriteTxnMarkersResponse>(
+        crate::broker_client::call::<_, WriteTxnMarkersResponse, _>(
             &mut conn,
             "fjord-txn-coordinator",
             1,
