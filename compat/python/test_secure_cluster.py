@@ -1,12 +1,15 @@
-"""A 3-node cluster whose brokers replicate to each other over SASL_SSL, with confluent-kafka.
+"""A 3-node cluster that runs entirely over SASL_SSL, with confluent-kafka.
 
 Each node has one client listener, INTERNAL (SASL_SSL: SCRAM-SHA-512, and a client
 certificate required), which is also the inter-broker listener, and a CONTROLLER listener
-for the metadata quorum. The brokers log in to each other as User:broker with the JAAS
-line Kafka reads for it (`listener.name.internal.scram-sha-512.sasl.jaas.config`), show
-their own certificate, and check each other's against the truststore and host name. The
-StandardAuthorizer is on, so a follower's fetch is served only to a principal with
-ClusterAction (here a super user).
+(SASL_SSL: PLAIN, as Kafka allows there, and a client certificate required) for the
+metadata quorum. The brokers log in to each other as User:broker with the JAAS line Kafka
+reads for it (`listener.name.internal.scram-sha-512.sasl.jaas.config`), and the quorum
+members as User:controller (`listener.name.controller.plain.sasl.jaas.config`, whose
+user_controller entry is what they check); every node shows its own certificate and
+checks the others' against the truststore and host name. The StandardAuthorizer is on, so
+a follower's fetch is served only to a principal with ClusterAction, and the quorum only
+to super users.
 
 Covered:
   * acks=all with min.insync.replicas=3 is acknowledged only when both followers of each
@@ -18,12 +21,16 @@ Covered:
   * A broker given the wrong inter-broker password cannot copy anything: its fetcher logs
     one line naming the refused login (never the password), and the partitions it follows
     leave it out of their ISR.
+  * A node given the wrong controller password cannot register with the quorum: the
+    other two log the refused login (never the password) and serve as a 2-node cluster.
 
 Needs FJORD_BIN: with KAFKA_BOOTSTRAP every test here is skipped.
 """
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -44,6 +51,7 @@ pytestmark = pytest.mark.skipif(
                           "broker cannot be reconfigured")
 
 BROKER_PW = "broker-secret-5Rt"
+CONTROLLER_PW = "controller-secret-6Nw"
 ADMIN_PW = "admin-secret-8Lm"
 ALICE_PW = "alice-secret-2Jv"
 STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
@@ -67,8 +75,9 @@ def pki():
 
 
 class SecureCluster:
-    def __init__(self, pki, broker_passwords):
+    def __init__(self, pki, broker_passwords, controller_passwords=None):
         n = len(broker_passwords)
+        self.controller_passwords = controller_passwords or [CONTROLLER_PW] * n
         self.dir = tempfile.mkdtemp(prefix="fjord-secure-cluster-")
         self.pki = pki
         self.client_ports = [free_port() for _ in range(n)]
@@ -93,23 +102,31 @@ class SecureCluster:
         i = node - 1
         jaas = ("org.apache.kafka.common.security.scram.ScramLoginModule required "
                 f'username="broker" password="{self.passwords[i]}";')
+        # The node's own login, and the user it checks others' logins against.
+        controller_jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+                           f'username="controller" password="{self.controller_passwords[i]}" '
+                           f'user_controller="{CONTROLLER_PW}";')
         settings = [
             f"node.id={node}",
             "process.roles=broker,controller",
             f"listeners=INTERNAL://127.0.0.1:{self.client_ports[i]},"
             f"CONTROLLER://127.0.0.1:{self.controller_ports[i]}",
-            "listener.security.protocol.map=INTERNAL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map=INTERNAL:SASL_SSL,CONTROLLER:SASL_SSL",
             "inter.broker.listener.name=INTERNAL",
             "controller.listener.names=CONTROLLER",
             f"controller.quorum.voters={self.voters}",
             "ssl.keystore.type=PEM", f"ssl.keystore.location={self.pki.keystore}",
             "ssl.truststore.type=PEM", f"ssl.truststore.location={self.pki.ca}",
             "listener.name.internal.ssl.client.auth=required",
+            "listener.name.controller.ssl.client.auth=required",
             "sasl.enabled.mechanisms=SCRAM-SHA-512",
             "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
             f"listener.name.internal.scram-sha-512.sasl.jaas.config={jaas}",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            "sasl.mechanism.controller.protocol=PLAIN",
+            f"listener.name.controller.plain.sasl.jaas.config={controller_jaas}",
             f"authorizer.class.name={STANDARD_AUTHORIZER}",
-            "super.users=User:broker;User:admin",
+            "super.users=User:broker;User:admin;User:controller",
             # A follower that cannot copy leaves the ISR within seconds, not Kafka's 30.
             "replica.lag.time.max.ms=4000",
         ]
@@ -156,13 +173,14 @@ class SecureCluster:
             self._admin = AdminClient(self.conf("admin", ADMIN_PW))
         return self._admin
 
-    def wait_ready(self):
-        """Until every live node answers metadata listing all brokers of the cluster."""
+    def wait_ready(self, brokers=None):
+        """Until metadata lists `brokers` (all, by default) as the cluster's brokers."""
+        want = brokers or list(range(1, len(self.passwords) + 1))
         deadline = time.monotonic() + WAIT_S
         while True:
             try:
                 md = self.admin().list_topics(timeout=5)
-                if len(md.brokers) == len(self.passwords):
+                if sorted(md.brokers) == want:
                     return
             except KafkaException:
                 pass
@@ -199,11 +217,11 @@ def dump_logs_on_failure(cluster):
 def cluster_factory(pki):
     made = []
 
-    def make(passwords):
-        c = SecureCluster(pki, passwords)
+    def make(passwords, controller_passwords=None, brokers=None):
+        c = SecureCluster(pki, passwords, controller_passwords)
         made.append(c)
         try:
-            c.wait_ready()
+            c.wait_ready(brokers)
         except Exception:
             dump_logs_on_failure(c)
             raise
@@ -260,6 +278,17 @@ def test_brokers_replicate_over_sasl_ssl_and_fail_over(cluster_factory):
 
 def test_a_user_without_acls_is_refused_on_the_secured_cluster(cluster_factory):
     c = cluster_factory([BROKER_PW] * 3)
+    # The quorum's own frames in the clear are not spoken on the controller listener.
+    with socket.create_connection(("127.0.0.1", c.controller_ports[0]), timeout=10) as raw:
+        body = b'{"Forward":[]}'
+        raw.sendall(struct.pack(">i", len(body)) + body)
+        reply = raw.recv(4096)
+        # Nothing, or a TLS alert record (type 21): never a quorum answer.
+        assert reply == b"" or reply[0] == 21, f"a frame in the clear was answered: {reply!r}"
+    deadline = time.monotonic() + WAIT_S
+    while "refused: TLS handshake failed" not in c.log(1):
+        assert time.monotonic() < deadline, c.log(1)[-3000:]
+        time.sleep(0.3)
     topic = unique("secure-acl")
     create(c, topic, 1, min_isr=1)
     p = producer(c.bootstrap, **c.conf("alice", ALICE_PW, acks="all",
@@ -289,3 +318,18 @@ def test_a_broker_with_the_wrong_password_copies_nothing(cluster_factory):
     for n in c.procs:
         assert "not-the-password-4Qz" not in c.log(n)
         assert BROKER_PW not in c.log(n)
+
+
+def test_a_node_with_the_wrong_controller_password_cannot_join(cluster_factory):
+    wrong = "not-the-controller-password-8Hs"
+    c = cluster_factory([BROKER_PW] * 3, [CONTROLLER_PW, CONTROLLER_PW, wrong], brokers=[1, 2])
+    deadline = time.monotonic() + WAIT_S
+    while not any("refused: failed authentication" in c.log(n) for n in (1, 2)):
+        assert time.monotonic() < deadline, c.log(1)[-3000:]
+        time.sleep(0.3)
+    # Still only the two: node 3 never gets its registration through.
+    time.sleep(2)
+    assert sorted(c.admin().list_topics(timeout=5).brokers) == [1, 2]
+    for n in c.procs:
+        assert wrong not in c.log(n)
+        assert CONTROLLER_PW not in c.log(n)

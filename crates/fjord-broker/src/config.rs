@@ -19,8 +19,8 @@ use fjord_log::{LogConfig, TimestampType};
 pub use cluster::{ClientListener, ClusterConfig, Roles, SecurityProtocol};
 pub use kafka_names::is_kafka_broker_property;
 pub use security::{
-    is_sensitive, ClientAuth, InterBrokerLogin, Keystore, ListenerSecurity, Mechanism,
-    SecurityConfig, TlsSettings, Truststore,
+    is_sensitive, ClientAuth, Keystore, ListenerSecurity, Mechanism, SaslLogin, SecurityConfig,
+    TlsSettings, Truststore,
 };
 
 /// The kinds a property value can take; also the `config_type` DescribeConfigs reports.
@@ -93,10 +93,16 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
         "SCRAM-SHA-256,SCRAM-SHA-512",
         PropType::List,
     ),
-    // How brokers log in to each other's SASL inter-broker listener, and the JAAS line with
-    // their own username and password when no listener.name.<l>.<mechanism>. form is set.
+    // How nodes log in to each other's SASL inter-broker and controller listeners, and the
+    // JAAS line with their own username and password when no
+    // listener.name.<l>.<mechanism>. form is set.
     (
         "sasl.mechanism.inter.broker.protocol",
+        "GSSAPI",
+        PropType::String,
+    ),
+    (
+        "sasl.mechanism.controller.protocol",
         "GSSAPI",
         PropType::String,
     ),
@@ -587,7 +593,7 @@ impl BrokerConfig {
             return Err(r.invalid("node.id", "must be 0 or greater"));
         }
         let cluster = cluster::parse(&r, node_id)?;
-        let security = security::parse(&r, &cluster.client_listeners, cluster.in_quorum())?;
+        let security = security::parse(&r, &cluster)?;
         let data_dir = match r.string("log.dir") {
             d if !d.is_empty() && !props.contains_key("log.dirs") => d,
             _ => r.string("log.dirs"),

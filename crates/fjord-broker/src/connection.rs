@@ -655,7 +655,7 @@ async fn run_one(
 
 /// Parses a request frame: header, then body at the header's version. A panic inside the
 /// protocol decoder (a bug there) is contained here and treated as a malformed request.
-fn parse(frame: Bytes) -> Result<(RequestHeader, ApiKey, Request), String> {
+pub(crate) fn parse(frame: Bytes) -> Result<(RequestHeader, ApiKey, Request), String> {
     let key = if frame.len() >= 2 {
         i16::from_be_bytes([frame[0], frame[1]])
     } else {

@@ -26,7 +26,7 @@ use crate::state::{now_ms, BrokerState};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 /// How often TLS keystore files are checked for a renewed certificate.
-const CERTIFICATE_CHECK: Duration = Duration::from_secs(5);
+pub(crate) const CERTIFICATE_CHECK: Duration = Duration::from_secs(5);
 
 pub struct Server {
     state: Arc<BrokerState>,
@@ -61,7 +61,7 @@ impl Server {
             .next()
             .unwrap_or_else(|| Arc::new(Listener::plaintext(&config.cluster.listener_name)));
         warn_if_open(&config.cluster.client_listeners, &config.security);
-        let inter_broker = crate::security::client::InterBrokerClient::new(
+        let inter_broker = crate::security::client::ListenerClient::inter_broker(
             &security,
             &config.security,
             config.cluster.in_quorum(),
@@ -803,6 +803,19 @@ async fn is_quorum_traffic(socket: &tokio::net::TcpStream) -> bool {
     }
 }
 
+/// How this node's quorum connections are secured: the controller listener's TLS and
+/// SASL, or frames in the clear.
+fn quorum_security(
+    config: &BrokerConfig,
+) -> Result<Arc<dyn fjord_controller::quorum::StreamSecurity>, BrokerError> {
+    crate::security::quorum::QuorumSecurity::from_config(
+        &config.cluster.controller_listener_name,
+        config.cluster.controller_protocol,
+        &config.security,
+    )
+    .map_err(BrokerError::Startup)
+}
+
 /// Serves the quorum's traffic on an observer's listener while the broker is not yet
 /// registered; Kafka clients are turned away meanwhile.
 struct QuorumAcceptor {
@@ -862,9 +875,15 @@ async fn start_observer(
     let timing = QuorumTiming {
         election_timeout_ms: config.election_timeout_ms,
     };
-    let member =
-        QuorumMember::start_observer(config.node_id, &voters, &bootstrap, metadata_dir, &timing)
-            .await?;
+    let member = QuorumMember::start_observer(
+        config.node_id,
+        &voters,
+        &bootstrap,
+        metadata_dir,
+        &timing,
+        quorum_security(config)?,
+    )
+    .await?;
     let acceptor = QuorumAcceptor::start(listener, member.clone());
     let mut waiting = Waiting::new();
     let cluster_id = loop {
@@ -915,8 +934,15 @@ async fn start_quorum(
     let timing = QuorumTiming {
         election_timeout_ms: config.election_timeout_ms,
     };
-    let member =
-        QuorumMember::start(config.node_id, &voters, metadata_dir, listener, &timing).await?;
+    let member = QuorumMember::start(
+        config.node_id,
+        &voters,
+        metadata_dir,
+        listener,
+        &timing,
+        quorum_security(config)?,
+    )
+    .await?;
     let controller = Arc::new(Controller::with_quorum(
         member.clone(),
         config.node_id,

@@ -19,7 +19,7 @@ pub struct BrokerState {
     /// Connection and request-memory bounds shared by every connection.
     pub limits: Arc<crate::limits::NetworkLimits>,
     /// How this broker connects to the others (TLS, SASL login).
-    pub inter_broker: crate::security::client::InterBrokerClient,
+    pub inter_broker: crate::security::client::ListenerClient,
 }
 
 impl BrokerState {

@@ -94,6 +94,10 @@ pub struct ClusterConfig {
     pub client_listeners: Vec<ClientListener>,
     /// Where quorum peers connect, on a node with the controller role in a quorum.
     pub controller_listener: Option<Endpoint>,
+    /// The controllers' listener name (the first of `controller.listener.names`) and
+    /// its protocol, which every member's quorum connections use.
+    pub controller_listener_name: String,
+    pub controller_protocol: SecurityProtocol,
     /// Voter id to CONTROLLER endpoint; empty for a one-node cluster.
     pub voters: BTreeMap<i32, Endpoint>,
     /// `controller.quorum.bootstrap.servers`: where a broker-only node may find the
@@ -166,6 +170,20 @@ pub(super) fn parse(r: &Reader, node_id: i32) -> Result<ClusterConfig, ConfigErr
         .iter()
         .find_map(|n| listeners.iter().find(|l| &l.name == n))
         .map(|l| l.endpoint.clone());
+    let controller_listener_name = controller_names.first().cloned().unwrap_or_default();
+    // As Kafka 4: a controller listener missing from the map is PLAINTEXT.
+    let controller_protocol = match protocols.get(&controller_listener_name) {
+        Some(p) => SecurityProtocol::parse(p).ok_or_else(|| {
+            r.invalid(
+                "listener.security.protocol.map",
+                &format!(
+                    "maps {controller_listener_name} to {p}: name one of PLAINTEXT, SSL, \
+                     SASL_PLAINTEXT, SASL_SSL"
+                ),
+            )
+        })?,
+        None => SecurityProtocol::Plaintext,
+    };
     // A controller-only node serves no client: its one listener is the controller's,
     // which stands in where the client listener would be (nothing binds it as such).
     if !roles.broker && client.is_some() {
@@ -219,8 +237,21 @@ pub(super) fn parse(r: &Reader, node_id: i32) -> Result<ClusterConfig, ConfigErr
     let bootstrap_servers = parse_bootstrap_servers(r)?;
     let clustered = !voters.is_empty() || !bootstrap_servers.is_empty();
     // A broker-only node receives the metadata log on its inter-broker listener, in the
-    // quorum's own PLAINTEXT protocol; a secured listener there would carry it unsecured.
+    // quorum's own frames in the clear; a secured listener there would carry it unsecured,
+    // and a secured quorum could not reach it there.
     let observer = clustered && !roles.controller;
+    if observer && controller_protocol != SecurityProtocol::Plaintext {
+        return Err(r.invalid(
+            "process.roles",
+            &format!(
+                "the controller listener {controller_listener_name} uses {}, and the metadata \
+                 log reaches a broker-only node only in the clear so far: run every node \
+                 with process.roles=broker,controller, or keep the controller listener \
+                 PLAINTEXT",
+                controller_protocol.name()
+            ),
+        ));
+    }
     if let Some(p) = inter_broker_protocol.filter(|p| observer && *p != SecurityProtocol::Plaintext)
     {
         return Err(r.invalid(
@@ -327,6 +358,8 @@ pub(super) fn parse(r: &Reader, node_id: i32) -> Result<ClusterConfig, ConfigErr
         advertised,
         client_listeners,
         controller_listener,
+        controller_listener_name,
+        controller_protocol,
         voters,
         bootstrap_servers,
     })
@@ -416,16 +449,6 @@ fn parse_listeners(
                 ),
             ));
         };
-        if controller_names.contains(&name) && protocol != SecurityProtocol::Plaintext {
-            return Err(r.invalid(
-                key,
-                &format!(
-                    "controller listener {name} uses {}; the metadata quorum talks PLAINTEXT \
-                     so far",
-                    protocol.name()
-                ),
-            ));
-        }
         if out.iter().any(|l| l.name == name) {
             return Err(r.invalid(key, &format!("listener name {name} appears twice")));
         }
@@ -472,7 +495,7 @@ fn parse_voters(r: &Reader) -> Result<BTreeMap<i32, Endpoint>, ConfigError> {
 mod tests {
     use std::collections::BTreeMap;
 
-    use crate::config::{BrokerConfig, ConfigError};
+    use crate::config::{BrokerConfig, ConfigError, SecurityProtocol};
 
     fn config(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
         let props: BTreeMap<String, String> = pairs
@@ -663,19 +686,77 @@ mod tests {
 
     #[test]
     fn a_controller_listener_is_plaintext_unless_mapped() {
-        let mut pairs = member(
+        let pairs = member(
             "1",
             "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
         );
-        assert!(parse(pairs.clone()).is_ok());
-        pairs.push((
-            "listener.security.protocol.map",
-            "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL".into(),
-        ));
-        assert!(parse(pairs)
-            .unwrap_err()
-            .to_string()
-            .contains("CONTROLLER uses SSL"));
+        let c = parse(pairs.clone()).unwrap();
+        assert_eq!(c.cluster.controller_protocol, SecurityProtocol::Plaintext);
+        assert!(c.security.controller.is_none());
+
+        let with = |extra: &[(&'static str, &str)]| {
+            let mut p = pairs.clone();
+            p.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+            parse(p)
+        };
+        let tls: &[(&'static str, &str)] = &[
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_SSL",
+            ),
+            ("ssl.keystore.type", "PEM"),
+            ("ssl.keystore.location", "/k.pem"),
+            ("ssl.truststore.type", "PEM"),
+            ("ssl.truststore.location", "/ca.pem"),
+        ];
+        let plain: &[(&'static str, &str)] = &[
+            ("listener.name.controller.sasl.enabled.mechanisms", "PLAIN"),
+            ("sasl.mechanism.controller.protocol", "PLAIN"),
+            (
+                "listener.name.controller.plain.sasl.jaas.config",
+                "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                 username=\"ctl\" password=\"ctl-secret\" user_ctl=\"ctl-secret\";",
+            ),
+        ];
+        let c = with(&[tls, plain].concat()).unwrap();
+        assert_eq!(c.cluster.controller_protocol, SecurityProtocol::SaslSsl);
+        let controller = c.security.controller.clone().unwrap();
+        assert_eq!(controller.plain_users["ctl"], "ctl-secret");
+        assert!(controller.tls.is_some());
+        assert_eq!(c.security.controller_login.unwrap().username, "ctl");
+
+        let refused = [
+            (
+                with(&[(
+                    "listener.security.protocol.map",
+                    "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
+                )]),
+                "set ssl.keystore.type",
+            ),
+            (
+                with(
+                    &[
+                        tls,
+                        &[(
+                            "listener.security.protocol.map",
+                            "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL",
+                        )],
+                    ]
+                    .concat(),
+                ),
+                "listener.name.controller.ssl.client.auth=required",
+            ),
+            (with(tls), "cannot offer SCRAM-SHA-256"),
+            (with(&[tls, &plain[..1]].concat()), "Fjord has no GSSAPI"),
+            (
+                with(&[tls, plain, &[("process.roles", "broker")]].concat()),
+                "the metadata log reaches a broker-only node only in the clear",
+            ),
+        ];
+        for (result, expected) in refused {
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
     }
 
     /// A voter whose brokers replicate over SASL_SSL, as Kafka is configured for it.
@@ -716,7 +797,8 @@ mod tests {
             ("broker", "broker-secret")
         );
         assert!(!format!("{login:?}").contains("broker-secret"));
-        assert!(c.security.verify_broker_hostname);
+        let tls = |c: &BrokerConfig| c.security.listeners["INTERNAL"].tls.clone().unwrap();
+        assert!(tls(&c).verify_hostname);
         assert!(c.ignored.is_empty(), "{:?}", c.ignored);
 
         let with = |key: &'static str, value: &str| {
@@ -726,7 +808,7 @@ mod tests {
             parse(pairs)
         };
         let c = with("ssl.endpoint.identification.algorithm", "").unwrap();
-        assert!(!c.security.verify_broker_hostname);
+        assert!(!tls(&c).verify_hostname);
         // The top-level JAAS line serves when the listener has none.
         let mut pairs = secured_member();
         pairs.retain(|(k, _)| !k.ends_with("jaas.config"));
@@ -746,14 +828,14 @@ mod tests {
             ),
             (
                 with("sasl.mechanism.inter.broker.protocol", "PLAIN"),
-                "PLAIN is not enabled on the inter-broker listener INTERNAL",
+                "PLAIN is not enabled on listener INTERNAL",
             ),
             (
                 with(
                     "listener.name.internal.scram-sha-512.sasl.jaas.config",
                     "org.apache.kafka.common.security.scram.ScramLoginModule required;",
                 ),
-                "give this broker's login",
+                "give this node's own login",
             ),
             (
                 with(

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::cluster::ClientListener;
+use super::cluster::{ClusterConfig, SecurityProtocol};
 use super::{ConfigError, Reader};
 
 /// A SASL mechanism Fjord's broker offers.
@@ -71,6 +71,10 @@ pub struct TlsSettings {
     pub tls13: bool,
     /// `ssl.principal.mapping.rules`: from a client certificate's subject to a user.
     pub principal_mapping_rules: String,
+    /// `ssl.endpoint.identification.algorithm=https` (the default): when this node
+    /// connects to the listener of another, the certificate must name the host it
+    /// connects to; empty checks only its chain.
+    pub verify_hostname: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,20 +99,21 @@ pub struct ListenerSecurity {
     pub plain_users: BTreeMap<String, String>,
 }
 
-/// How this broker logs in to the other brokers' inter-broker listener when it uses SASL:
-/// `sasl.mechanism.inter.broker.protocol`, with the `username` and `password` of that
+/// How this node logs in to a SASL listener of the others (the inter-broker or the
+/// controller listener): a mechanism (`sasl.mechanism.inter.broker.protocol`,
+/// `sasl.mechanism.controller.protocol`), with the `username` and `password` of that
 /// mechanism's JAAS line on the listener.
 #[derive(Clone, PartialEq, Eq)]
-pub struct InterBrokerLogin {
+pub struct SaslLogin {
     pub mechanism: Mechanism,
     pub username: String,
     pub password: String,
 }
 
-impl std::fmt::Debug for InterBrokerLogin {
+impl std::fmt::Debug for SaslLogin {
     // The password never reaches a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InterBrokerLogin")
+        f.debug_struct("SaslLogin")
             .field("mechanism", &self.mechanism)
             .field("username", &self.username)
             .finish_non_exhaustive()
@@ -139,10 +144,11 @@ pub struct SecurityConfig {
     /// that clients without credentials cannot hold request memory.
     pub sasl_max_receive_size: usize,
     /// Set when the inter-broker listener uses SASL and this node replicates from others.
-    pub inter_broker_login: Option<InterBrokerLogin>,
-    /// `ssl.endpoint.identification.algorithm=https` (the default): a broker's certificate
-    /// must name the host this broker connects to; empty checks only its chain.
-    pub verify_broker_hostname: bool,
+    pub inter_broker_login: Option<SaslLogin>,
+    /// The controller listener's security when it is not PLAINTEXT, on a quorum member.
+    pub controller: Option<ListenerSecurity>,
+    /// Set when the controller listener uses SASL.
+    pub controller_login: Option<SaslLogin>,
 }
 
 /// Properties a `listener.name.<name>.` prefix may override; these prefixed names are
@@ -182,13 +188,7 @@ pub fn is_sensitive(name: &str) -> bool {
         || name.ends_with("keystore.key")
 }
 
-/// `listeners` has the inter-broker listener first; `clustered` says whether this node
-/// connects to other brokers (and so needs their listener's credentials).
-pub(super) fn parse(
-    r: &Reader,
-    listeners: &[ClientListener],
-    clustered: bool,
-) -> Result<SecurityConfig, ConfigError> {
+pub(super) fn parse(r: &Reader, cluster: &ClusterConfig) -> Result<SecurityConfig, ConfigError> {
     let authorizer = r.string("authorizer.class.name").trim().to_string();
     if !authorizer.is_empty() && !AUTHORIZERS.contains(&authorizer.as_str()) {
         return Err(r.invalid(
@@ -226,70 +226,122 @@ pub(super) fn parse(
         allow_if_no_acl: r.boolean("allow.everyone.if.no.acl.found")?,
         ..SecurityConfig::default()
     };
-    for (i, l) in listeners.iter().enumerate() {
-        let get = |key: &str| listener_value(r, &l.name, key);
-        let tls = if l.protocol.tls() {
-            Some(parse_tls(&get, &l.name)?)
-        } else {
-            None
-        };
-        let mut mechanisms = Vec::new();
-        let mut plain_users = BTreeMap::new();
-        if l.protocol.sasl() {
-            let (key, value) = get("sasl.enabled.mechanisms");
-            for m in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-                let m = m.to_ascii_uppercase();
-                match Mechanism::parse(&m) {
-                    Some(m) if !mechanisms.contains(&m) => mechanisms.push(m),
-                    Some(_) => {}
-                    None => {
-                        return Err(invalid(
-                            (key, value.clone()),
-                            format!(
-                                "Fjord offers the SASL mechanisms PLAIN, SCRAM-SHA-256 and \
-                                 SCRAM-SHA-512, not {m}"
-                            ),
-                        ))
-                    }
-                }
-            }
-            if mechanisms.is_empty() {
-                return Err(invalid(
-                    (key, value),
-                    format!("listener {} uses SASL but enables no mechanism", l.name),
-                ));
-            }
-            let jaas = get("plain.sasl.jaas.config");
-            if !jaas.1.is_empty() {
-                plain_users = jaas_users(&jaas.1).map_err(|why| invalid(jaas, why))?;
-            }
-        }
+    let clustered = cluster.in_quorum();
+    // The inter-broker listener is the first.
+    for (i, l) in cluster.client_listeners.iter().enumerate() {
+        let security = listener_security(r, &l.name, l.protocol)?;
         if i == 0 && l.protocol.sasl() && clustered {
-            out.inter_broker_login = Some(inter_broker_login(r, l, &mechanisms)?);
+            out.inter_broker_login = Some(sasl_login(
+                r,
+                &l.name,
+                &security.mechanisms,
+                "sasl.mechanism.inter.broker.protocol",
+            )?);
         }
-        if i == 0 && l.protocol.tls() {
-            let (key, value) = get("ssl.endpoint.identification.algorithm");
-            out.verify_broker_hostname = match value.to_ascii_lowercase().as_str() {
-                "https" => true,
-                "" => false,
-                _ => {
-                    return Err(invalid(
-                        (key, value),
-                        "must be https (check the host name) or empty (do not)".into(),
-                    ))
-                }
-            };
+        out.listeners.insert(l.name.clone(), security);
+    }
+    if clustered && cluster.controller_protocol != SecurityProtocol::Plaintext {
+        let name = &cluster.controller_listener_name;
+        let security = listener_security(r, name, cluster.controller_protocol)?;
+        check_controller_security(r, name, &security)?;
+        if cluster.controller_protocol.sasl() {
+            out.controller_login = Some(sasl_login(
+                r,
+                name,
+                &security.mechanisms,
+                "sasl.mechanism.controller.protocol",
+            )?);
         }
-        out.listeners.insert(
-            l.name.clone(),
-            ListenerSecurity {
-                tls,
-                mechanisms,
-                plain_users,
-            },
-        );
+        out.controller = Some(security);
     }
     Ok(out)
+}
+
+/// One listener's TLS settings and SASL mechanisms, as its protocol asks.
+fn listener_security(
+    r: &Reader,
+    name: &str,
+    protocol: SecurityProtocol,
+) -> Result<ListenerSecurity, ConfigError> {
+    let get = |key: &str| listener_value(r, name, key);
+    let tls = if protocol.tls() {
+        Some(parse_tls(&get, name)?)
+    } else {
+        None
+    };
+    let mut mechanisms = Vec::new();
+    let mut plain_users = BTreeMap::new();
+    if protocol.sasl() {
+        let (key, value) = get("sasl.enabled.mechanisms");
+        for m in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let m = m.to_ascii_uppercase();
+            match Mechanism::parse(&m) {
+                Some(m) if !mechanisms.contains(&m) => mechanisms.push(m),
+                Some(_) => {}
+                None => {
+                    return Err(invalid(
+                        (key, value.clone()),
+                        format!(
+                            "Fjord offers the SASL mechanisms PLAIN, SCRAM-SHA-256 and \
+                             SCRAM-SHA-512, not {m}"
+                        ),
+                    ))
+                }
+            }
+        }
+        if mechanisms.is_empty() {
+            return Err(invalid(
+                (key, value),
+                format!("listener {name} uses SASL but enables no mechanism"),
+            ));
+        }
+        let jaas = get("plain.sasl.jaas.config");
+        if !jaas.1.is_empty() {
+            plain_users = jaas_users(&jaas.1).map_err(|why| invalid(jaas, why))?;
+        }
+    }
+    Ok(ListenerSecurity {
+        tls,
+        mechanisms,
+        plain_users,
+    })
+}
+
+/// The controller listener carries the metadata log, SCRAM credentials included, so its
+/// members cannot log in with SCRAM (as in Kafka), and each must prove who it is.
+fn check_controller_security(
+    r: &Reader,
+    name: &str,
+    security: &ListenerSecurity,
+) -> Result<(), ConfigError> {
+    if let Some(m) = security.mechanisms.iter().find(|m| **m != Mechanism::Plain) {
+        return Err(invalid(
+            listener_value(r, name, "sasl.enabled.mechanisms"),
+            format!(
+                "the controller listener {name} cannot offer {}: SCRAM credentials live in \
+                 the metadata log the controllers serve over it; enable PLAIN there (its \
+                 users as user_<name> entries of the listener's plain.sasl.jaas.config), or \
+                 use SSL with ssl.client.auth=required",
+                m.name()
+            ),
+        ));
+    }
+    let mtls = security
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_auth == ClientAuth::Required);
+    if security.mechanisms.is_empty() && !mtls {
+        return Err(invalid(
+            listener_value(r, name, "ssl.client.auth"),
+            format!(
+                "the controller listener {name} uses SSL: set \
+                 listener.name.{}.ssl.client.auth=required, so that quorum members prove who \
+                 they are with their certificates",
+                name.to_ascii_lowercase()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A property for one listener: `listener.name.<name>.<key>` if set, else `<key>`; with
@@ -310,23 +362,23 @@ fn invalid((name, value): (String, String), reason: String) -> ConfigError {
     }
 }
 
-/// The mechanism and the credentials this broker logs in to the inter-broker listener
-/// with, as Kafka reads them: the mechanism's JAAS line on that listener (or
-/// `sasl.jaas.config`), whose `username` and `password` are this broker's own.
-fn inter_broker_login(
+/// The mechanism (named by `key`) and the credentials this node logs in to `listener`
+/// of the others with, as Kafka reads them: the mechanism's JAAS line on that listener
+/// (or `sasl.jaas.config`), whose `username` and `password` are this node's own.
+fn sasl_login(
     r: &Reader,
-    l: &ClientListener,
+    listener: &str,
     enabled: &[Mechanism],
-) -> Result<InterBrokerLogin, ConfigError> {
-    let key = "sasl.mechanism.inter.broker.protocol";
+    key: &str,
+) -> Result<SaslLogin, ConfigError> {
     let name = r.string(key).trim().to_ascii_uppercase();
     let Some(mechanism) = Mechanism::parse(&name) else {
         return Err(r.invalid(
             key,
             &format!(
-                "brokers log in to listener {} with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; \
-                 Fjord has no {name} (Kafka's default is GSSAPI): set this to one of them",
-                l.name
+                "nodes log in to listener {listener} with PLAIN, SCRAM-SHA-256 or \
+                 SCRAM-SHA-512; Fjord has no {name} (Kafka's default is GSSAPI): set this to \
+                 one of them"
             ),
         ));
     };
@@ -334,9 +386,8 @@ fn inter_broker_login(
         return Err(r.invalid(
             key,
             &format!(
-                "{name} is not enabled on the inter-broker listener {} (its \
-                 sasl.enabled.mechanisms are {})",
-                l.name,
+                "{name} is not enabled on listener {listener} (its sasl.enabled.mechanisms \
+                 are {})",
                 enabled
                     .iter()
                     .map(|m| m.name())
@@ -347,7 +398,7 @@ fn inter_broker_login(
     }
     let jaas = listener_value(
         r,
-        &l.name,
+        listener,
         &format!("{}.sasl.jaas.config", name.to_ascii_lowercase()),
     );
     let jaas = if jaas.1.is_empty() {
@@ -363,11 +414,10 @@ fn inter_broker_login(
         invalid(
             (jaas.0.clone(), String::new()),
             format!(
-                "the inter-broker listener {} uses SASL: give this broker's login as \
-                 {module} required username=\"<user>\" password=\"<password>\"; (under \
+                "listener {listener} uses SASL: give this node's own login as {module} \
+                 required username=\"<user>\" password=\"<password>\"; (under \
                  listener.name.{}.{}.sasl.jaas.config)",
-                l.name,
-                l.name.to_ascii_lowercase(),
+                listener.to_ascii_lowercase(),
                 name.to_ascii_lowercase()
             ),
         )
@@ -377,7 +427,7 @@ fn inter_broker_login(
     }
     let options = jaas_options(&jaas.1, module).map_err(|why| invalid(jaas.clone(), why))?;
     match (options.get("username"), options.get("password")) {
-        (Some(u), Some(p)) if !u.is_empty() => Ok(InterBrokerLogin {
+        (Some(u), Some(p)) if !u.is_empty() => Ok(SaslLogin {
             mechanism,
             username: u.clone(),
             password: p.clone(),
@@ -519,6 +569,17 @@ fn parse_tls(
     if let Err(why) = crate::security::tls::PrincipalMapper::parse(&rules.1) {
         return Err(invalid(rules, why));
     }
+    let (key, value) = get("ssl.endpoint.identification.algorithm");
+    let verify_hostname = match value.to_ascii_lowercase().as_str() {
+        "https" => true,
+        "" => false,
+        _ => {
+            return Err(invalid(
+                (key, value),
+                "must be https (check the host name) or empty (do not)".into(),
+            ))
+        }
+    };
     Ok(TlsSettings {
         keystore,
         truststore,
@@ -526,6 +587,7 @@ fn parse_tls(
         tls12,
         tls13,
         principal_mapping_rules: rules.1,
+        verify_hostname,
     })
 }
 

@@ -1,6 +1,7 @@
-//! This broker as a client of the others' inter-broker listener: the replica fetcher's
-//! and the transaction coordinator's connections go through TLS and a SASL login when
-//! that listener asks for them, with the settings Kafka reads for it.
+//! This node as a client of a listener of the others: the inter-broker listener (the
+//! replica fetcher's and the transaction coordinator's connections) and the controller
+//! listener (the quorum's). Connections go through TLS and a SASL login when the
+//! listener asks for them, with the settings Kafka reads for it.
 
 use std::io;
 use std::pin::Pin;
@@ -14,17 +15,18 @@ use kafka_protocol::protocol::StrBytes;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::TlsStream;
 
 use super::scram::ScramClient;
+use super::tls::ServerTls;
 use super::Listener;
-use crate::config::{InterBrokerLogin, Mechanism, SecurityConfig};
+use crate::config::{Mechanism, SaslLogin, SecurityConfig, SecurityProtocol, TlsSettings};
 
 /// The largest answer to a login request: a SCRAM message is a few hundred bytes.
 const LOGIN_RESPONSE_LIMIT: usize = 64 * 1024;
 
-/// A connection to another broker, in the clear or over TLS.
+/// A connection between nodes, in the clear or over TLS (either side of it).
 pub enum BrokerStream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -92,38 +94,61 @@ impl From<ConnectError> for String {
     }
 }
 
-/// How this broker connects to the inter-broker listener of the others, which all name
-/// it alike (`inter.broker.listener.name`).
-pub struct InterBrokerClient {
+/// How this node connects to one listener of the others, which all name it alike
+/// (`inter.broker.listener.name`, `controller.listener.names`).
+pub struct ListenerClient {
     listener: String,
     tls: Option<TlsConnector>,
     /// Set when the listener uses SASL; on a one-node server, which never connects to
     /// another broker, it may stay unset.
-    login: Option<InterBrokerLogin>,
+    login: Option<SaslLogin>,
     sasl: bool,
 }
 
-impl InterBrokerClient {
-    /// From the inter-broker listener's own settings. A TLS listener's certificate is
-    /// also this broker's client certificate (reloaded with it), and its truststore
-    /// the CAs the others' certificates must chain to.
+impl ListenerClient {
+    /// From the listener's own settings. A TLS listener's certificate is also this
+    /// node's client certificate (reloaded with it), and its truststore the CAs the
+    /// others' certificates must chain to. `tls` is the listener's server side and
+    /// settings; on a one-node server, which never connects to another, pass `None`.
     pub fn new(
+        listener: &str,
+        protocol: SecurityProtocol,
+        tls: Option<(&ServerTls, &TlsSettings)>,
+        login: Option<SaslLogin>,
+    ) -> Result<ListenerClient, String> {
+        let tls = match tls {
+            Some((server, settings)) => Some(TlsConnector::from(server.client_config(
+                settings,
+                settings.verify_hostname,
+                listener,
+            )?)),
+            None => None,
+        };
+        Ok(ListenerClient {
+            listener: listener.to_string(),
+            tls,
+            login,
+            sasl: protocol.sasl(),
+        })
+    }
+
+    /// The inter-broker listener's client, as `security` configures it.
+    pub fn inter_broker(
         listener: &Listener,
         security: &SecurityConfig,
         clustered: bool,
-    ) -> Result<InterBrokerClient, String> {
-        let tls = match (&listener.tls, &listener.security.tls) {
-            (Some(server), Some(settings)) if clustered => Some(TlsConnector::from(
-                server.client_config(settings, security.verify_broker_hostname, &listener.name)?,
-            )),
-            _ => None,
-        };
-        Ok(InterBrokerClient {
-            listener: listener.name.clone(),
+    ) -> Result<ListenerClient, String> {
+        let tls = listener
+            .tls
+            .as_ref()
+            .zip(listener.security.tls.as_ref())
+            .filter(|_| clustered);
+        ListenerClient::new(
+            &listener.name,
+            listener.protocol,
             tls,
-            login: security.inter_broker_login.clone(),
-            sasl: listener.protocol.sasl(),
-        })
+            security.inter_broker_login.clone(),
+        )
     }
 
     /// Wraps `tcp`, connected to `host`, in TLS and logs in, as the listener asks.
@@ -143,7 +168,7 @@ impl InterBrokerClient {
                         ConnectError::Unreachable(why)
                     }
                 })?;
-                BrokerStream::Tls(Box::new(tls))
+                BrokerStream::Tls(Box::new(tls.into()))
             }
         };
         if self.sasl {
@@ -161,7 +186,10 @@ impl InterBrokerClient {
 }
 
 /// SaslHandshake v1, then the mechanism's messages in SaslAuthenticate v2 requests.
-async fn log_in(stream: &mut BrokerStream, login: &InterBrokerLogin) -> Result<(), ConnectError> {
+async fn log_in<S>(stream: &mut S, login: &SaslLogin) -> Result<(), ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let lost = |e: String| ConnectError::Unreachable(format!("logging in: {e}"));
     let refused = |why: String| refusal(login, why);
     let handshake: SaslHandshakeResponse = crate::broker_client::call(
@@ -200,11 +228,11 @@ async fn log_in(stream: &mut BrokerStream, login: &InterBrokerLogin) -> Result<(
 }
 
 /// One SaslAuthenticate round: the broker's answer, or why it refused.
-async fn authenticate(
-    stream: &mut BrokerStream,
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     correlation_id: i32,
     bytes: Vec<u8>,
-    login: &InterBrokerLogin,
+    login: &SaslLogin,
 ) -> Result<Vec<u8>, ConnectError> {
     let resp: SaslAuthenticateResponse = crate::broker_client::call(
         stream,
@@ -223,7 +251,7 @@ async fn authenticate(
     Ok(resp.auth_bytes.to_vec())
 }
 
-fn refusal(login: &InterBrokerLogin, why: String) -> ConnectError {
+fn refusal(login: &SaslLogin, why: String) -> ConnectError {
     ConnectError::Refused(format!(
         "SASL {} login as {} refused: {why}",
         login.mechanism.name(),

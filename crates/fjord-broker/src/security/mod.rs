@@ -3,6 +3,7 @@
 
 pub mod authz;
 pub mod client;
+pub mod quorum;
 pub mod sasl;
 pub mod scram;
 pub mod tls;

@@ -80,9 +80,9 @@ impl ServerTls {
         &self.acceptor
     }
 
-    /// This broker as a TLS client of the other brokers' listener of the same name: it
-    /// trusts the listener's truststore and shows the listener's own certificate (the
-    /// current one, reloaded with the listener's) when asked for one.
+    /// This node as a TLS client of the others' listener of the same name: it trusts
+    /// the listener's truststore and shows the listener's own certificate (the current
+    /// one, reloaded with the listener's) when asked for one.
     pub fn client_config(
         &self,
         settings: &TlsSettings,
@@ -91,8 +91,9 @@ impl ServerTls {
     ) -> Result<Arc<ClientConfig>, String> {
         let trust = settings.truststore.as_ref().ok_or_else(|| {
             format!(
-                "listener {listener} is the inter-broker listener: brokers check each other's \
-                 certificates against its truststore; set ssl.truststore.location"
+                "listener {listener} also carries this node's connections to the others, \
+                 whose certificates are checked against its truststore; set \
+                 ssl.truststore.location"
             )
         })?;
         let roots = load_truststore(trust).map_err(|e| format!("listener {listener}: {e}"))?;

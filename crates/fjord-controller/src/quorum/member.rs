@@ -20,7 +20,7 @@ use super::dir::{DurableDir, FsDir};
 use super::log_store::LogStore;
 use super::network::{BoxFuture, Network};
 use super::state_machine::{ImageReader, StateMachine};
-use super::tcp::{self, ForwardHandler, TcpTransport};
+use super::tcp::{self, ForwardHandler, StreamSecurity, TcpTransport};
 use super::types::{MetadataBatch, Node, NodeId, Raft};
 use crate::controller::Controller;
 use crate::error::ControllerError;
@@ -69,6 +69,9 @@ pub struct QuorumMember {
     stop: watch::Sender<bool>,
     /// New at every start: the broker registration of this process.
     incarnation: uuid::Uuid,
+    /// How quorum connections accepted elsewhere (an observer's broker listener) are
+    /// secured.
+    security: Arc<dyn StreamSecurity>,
 }
 
 /// The controller that forwarded ops run on; set once it exists (it owns this member).
@@ -164,8 +167,9 @@ impl QuorumMember {
         dir: &Path,
         listener: TcpListener,
         timing: &QuorumTiming,
+        security: Arc<dyn StreamSecurity>,
     ) -> Result<Arc<QuorumMember>, ControllerError> {
-        Self::open(node_id, voters, &[], dir, Some(listener), timing).await
+        Self::open(node_id, voters, &[], dir, Some(listener), timing, security).await
     }
 
     /// Opens an observer: a broker-only node (`process.roles=broker`) that follows the
@@ -180,8 +184,9 @@ impl QuorumMember {
         bootstrap: &[String],
         dir: &Path,
         timing: &QuorumTiming,
+        security: Arc<dyn StreamSecurity>,
     ) -> Result<Arc<QuorumMember>, ControllerError> {
-        Self::open(node_id, voters, bootstrap, dir, None, timing).await
+        Self::open(node_id, voters, bootstrap, dir, None, timing, security).await
     }
 
     async fn open(
@@ -191,6 +196,7 @@ impl QuorumMember {
         dir: &Path,
         listener: Option<TcpListener>,
         timing: &QuorumTiming,
+        security: Arc<dyn StreamSecurity>,
     ) -> Result<Arc<QuorumMember>, ControllerError> {
         let id = node_id as NodeId;
         let durable: Arc<dyn DurableDir> = Arc::new(
@@ -211,7 +217,7 @@ impl QuorumMember {
         }
         .validate()
         .map_err(|e| ControllerError::NotController(format!("quorum settings: {e}")))?;
-        let transport = Arc::new(TcpTransport::new());
+        let transport = Arc::new(TcpTransport::new(security.clone()));
         let raft = Raft::new(
             id,
             Arc::new(config),
@@ -230,11 +236,12 @@ impl QuorumMember {
         if let Some(listener) = listener {
             let raft = raft.clone();
             let handler: Arc<dyn ForwardHandler> = controller.clone();
+            let security = security.clone();
             tokio::spawn(async move {
                 let stopping = async move {
                     let _ = stopped.wait_for(|&s| s).await;
                 };
-                tcp::serve(listener, raft, handler, stopping).await
+                tcp::serve(listener, raft, handler, security, stopping).await
             });
         }
         let initialized = raft
@@ -265,6 +272,7 @@ impl QuorumMember {
             controller,
             stop,
             incarnation: uuid::Uuid::new_v4(),
+            security,
         }))
     }
 
@@ -275,7 +283,7 @@ impl QuorumMember {
         let mut stopped = self.stop.subscribe();
         tokio::select! {
             _ = stopped.wait_for(|&s| s) => {}
-            _ = tcp::serve_connection(stream, peer, self.raft.clone(), handler) => {}
+            _ = tcp::serve_connection(stream, peer, self.raft.clone(), handler, &*self.security) => {}
         }
     }
 

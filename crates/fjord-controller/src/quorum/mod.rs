@@ -29,7 +29,8 @@ pub use member::{QuorumMember, QuorumTiming};
 pub use network::{BoxFuture, Network, Peer, QuorumTransport, Rpc, TransportError};
 pub use state_machine::{Applied, ApplyObserver, ImageReader, StateMachine};
 pub use tcp::{
-    serve, ForwardHandler, QuorumRequest, QuorumResponse, TcpTransport, CONNECT_TIMEOUT,
-    IDLE_TIMEOUT, LONG_RPC_TIMEOUT, MAX_CONNECTIONS, MAX_FRAME, RPC_TIMEOUT,
+    serve, ForwardHandler, Plaintext, QuorumIo, QuorumRequest, QuorumResponse, QuorumStream,
+    StreamSecurity, TcpTransport, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT,
+    LONG_RPC_TIMEOUT, MAX_CONNECTIONS, MAX_FRAME, RPC_TIMEOUT,
 };
 pub use types::{BatchApplied, MetadataBatch, MetadataRaft, Node, NodeId, Raft};

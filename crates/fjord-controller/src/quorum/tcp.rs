@@ -6,7 +6,8 @@
 //! quorum carries metadata, not record data, so its size does not matter much.
 //!
 //! The client keeps one connection per target and drops it on any error, so a broken or
-//! half-read stream is never reused. The server answers from the local [`Raft`] and, for
+//! half-read stream is never reused. What a connection runs over once connected (TCP
+//! itself, or TLS and a login) is the node's [`StreamSecurity`]; frames are the same. The server answers from the local [`Raft`] and, for
 //! [`QuorumRequest::Forward`], from a [`ForwardHandler`]: a member that is not the leader
 //! forwards an opaque controller operation to the leader, and the bytes mean nothing here.
 
@@ -14,6 +15,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +25,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
@@ -54,6 +56,38 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// peers do not hold one of the [`MAX_CONNECTIONS`] slots forever. The client notices a
 /// closed idle connection before reusing it.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A secured connection accepting or opening a quorum connection may take this long (a
+/// TLS handshake and a login); a peer that stalls there is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The byte stream a quorum connection's frames travel on.
+pub trait QuorumIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> QuorumIo for T {}
+pub type QuorumStream = Box<dyn QuorumIo>;
+
+/// How a node secures its quorum connections (the controller listener's TLS and SASL):
+/// given a connected or accepted TCP stream, the stream to carry frames on, or why the
+/// peer is refused. The transport knows nothing of certificates or logins.
+pub trait StreamSecurity: Send + Sync + 'static {
+    /// An outgoing connection to `host`.
+    fn connect(&self, tcp: TcpStream, host: String) -> BoxFuture<Result<QuorumStream, String>>;
+    /// An accepted connection from `peer`.
+    fn accept(&self, tcp: TcpStream, peer: SocketAddr) -> BoxFuture<Result<QuorumStream, String>>;
+}
+
+/// Frames straight over TCP: a PLAINTEXT controller listener.
+pub struct Plaintext;
+
+impl StreamSecurity for Plaintext {
+    fn connect(&self, tcp: TcpStream, _host: String) -> BoxFuture<Result<QuorumStream, String>> {
+        Box::pin(async move { Ok(Box::new(tcp) as QuorumStream) })
+    }
+
+    fn accept(&self, tcp: TcpStream, _peer: SocketAddr) -> BoxFuture<Result<QuorumStream, String>> {
+        Box::pin(async move { Ok(Box::new(tcp) as QuorumStream) })
+    }
+}
 
 /// A request to a quorum member.
 #[derive(Debug, Serialize, Deserialize)]
@@ -138,21 +172,33 @@ where
 /// the next call connects to the new one.
 struct Conn {
     addr: String,
-    stream: TcpStream,
+    stream: QuorumStream,
+    /// The TCP socket under `stream` (owned by it), to look for a close while idle.
+    fd: RawFd,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Conn>>>;
 
 /// The client side: carries openraft's messages, and forwarded operations, to other
 /// members over TCP. Cheap to clone; clones share the connections.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct TcpTransport {
     conns: Arc<parking_lot::Mutex<HashMap<NodeId, Slot>>>,
+    security: Arc<dyn StreamSecurity>,
+}
+
+impl Default for TcpTransport {
+    fn default() -> TcpTransport {
+        TcpTransport::new(Arc::new(Plaintext))
+    }
 }
 
 impl TcpTransport {
-    pub fn new() -> TcpTransport {
-        TcpTransport::default()
+    pub fn new(security: Arc<dyn StreamSecurity>) -> TcpTransport {
+        TcpTransport {
+            conns: Arc::default(),
+            security,
+        }
     }
 
     /// Sends an opaque controller operation to `target` (normally the leader) at `addr`
@@ -207,7 +253,8 @@ impl TcpTransport {
         };
         // On any failure, the time limit included, `exchange` has dropped the stream: it
         // may hold part of a request or of an answer.
-        tokio::time::timeout_at(deadline, exchange(&mut conn, target, addr, &frame))
+        let exchanged = exchange(&mut conn, target, addr, &frame, &*self.security);
+        tokio::time::timeout_at(deadline, exchanged)
             .await
             .unwrap_or_else(|_| {
                 Err(TransportError::Lost(
@@ -221,16 +268,29 @@ impl TcpTransport {
 /// Whether a pooled connection still looks usable: an idle connection that the peer
 /// closed (restart, idle timeout) reads as end of stream, and must not take the next
 /// request, which would then be lost rather than refused.
-fn still_open(stream: &TcpStream) -> bool {
+/// The socket is looked at, not the stream over it: with TLS, a peer's close arrives as
+/// an alert record, which is as unasked-for as any other byte.
+fn still_open(fd: RawFd) -> bool {
     let mut probe = [0u8; 1];
-    match stream.try_read(&mut probe) {
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-        // End of stream, or bytes nobody asked for: either way the stream is unusable.
-        Ok(_) => false,
-    }
+    // SAFETY: `fd` is the socket of a stream the caller holds, so it is open; MSG_PEEK
+    // leaves the byte, if any, where it is, and MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            probe.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    // End of stream, or bytes nobody asked for: either way the stream is unusable.
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
-async fn connect(target: NodeId, addr: &str) -> Result<TcpStream, TransportError> {
+async fn connect(
+    target: NodeId,
+    addr: &str,
+    security: &dyn StreamSecurity,
+) -> Result<Conn, TransportError> {
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(TransportError::Unreachable(target, format!("{addr}: {e}"))),
@@ -245,7 +305,26 @@ async fn connect(target: NodeId, addr: &str) -> Result<TcpStream, TransportError
     stream
         .set_nodelay(true)
         .map_err(|e| TransportError::Unreachable(target, format!("{addr}: {e}")))?;
-    Ok(stream)
+    let fd = stream.as_raw_fd();
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
+    // Nothing of a request has been sent yet: a refused handshake is an unreachable
+    // member, retried like one.
+    let secured = tokio::time::timeout(HANDSHAKE_TIMEOUT, security.connect(stream, host));
+    let stream = match secured.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(TransportError::Unreachable(target, format!("{addr}: {e}"))),
+        Err(_) => {
+            return Err(TransportError::Unreachable(
+                target,
+                format!("{addr}: no handshake within {HANDSHAKE_TIMEOUT:?}"),
+            ))
+        }
+    };
+    Ok(Conn {
+        addr: addr.to_string(),
+        stream,
+        fd,
+    })
 }
 
 /// One request and its answer over the pooled connection, opening one if needed.
@@ -260,13 +339,11 @@ async fn exchange(
     target: NodeId,
     addr: &str,
     frame: &[u8],
+    security: &dyn StreamSecurity,
 ) -> Result<QuorumResponse, TransportError> {
     let mut c = match conn.take() {
-        Some(c) if c.addr == addr && still_open(&c.stream) => c,
-        _ => Conn {
-            addr: addr.to_string(),
-            stream: connect(target, addr).await?,
-        },
+        Some(c) if c.addr == addr && still_open(c.fd) => c,
+        _ => connect(target, addr, security).await?,
     };
     // From here on the request may have reached the peer, partly or wholly.
     let lost = |e: String| TransportError::Lost(target, format!("{addr}: {e}"));
@@ -274,6 +351,8 @@ async fn exchange(
         .write_all(frame)
         .await
         .map_err(|e| lost(e.to_string()))?;
+    // TLS may hold the request's last record until flushed.
+    c.stream.flush().await.map_err(|e| lost(e.to_string()))?;
     let answer = read_frame(&mut c.stream)
         .await
         .map_err(|e| lost(e.to_string()))?;
@@ -364,6 +443,7 @@ pub async fn serve(
     listener: TcpListener,
     raft: Raft,
     forward: Arc<dyn ForwardHandler>,
+    security: Arc<dyn StreamSecurity>,
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -386,11 +466,12 @@ pub async fn serve(
             Ok((stream, peer)) => {
                 let raft = raft.clone();
                 let forward = forward.clone();
+                let security = security.clone();
                 let mut stop = stop_rx.clone();
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = stop.wait_for(|stopped| *stopped) => {}
-                        _ = serve_connection(stream, peer, raft, forward) => {}
+                        _ = serve_connection(stream, peer, raft, forward, &*security) => {}
                     }
                     drop(permit);
                 });
@@ -416,15 +497,30 @@ pub async fn serve(
 /// something that is not a request; the last two are logged and close this connection
 /// only.
 pub(crate) async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     raft: Raft,
     forward: Arc<dyn ForwardHandler>,
+    security: &dyn StreamSecurity,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::warn!("quorum connection from {peer}: {e}");
         return;
     }
+    let mut stream =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, security.accept(stream, peer)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(why)) => {
+                tracing::warn!("quorum connection from {peer} refused: {why}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(
+                "quorum connection from {peer}: no handshake within {HANDSHAKE_TIMEOUT:?}; closed"
+            );
+                return;
+            }
+        };
     loop {
         let req = match tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut stream)).await {
             Err(_) => {
@@ -455,7 +551,12 @@ pub(crate) async fn serve_connection(
                 return;
             }
         };
-        if let Err(e) = stream.write_all(&frame).await {
+        if let Err(e) = async {
+            stream.write_all(&frame).await?;
+            stream.flush().await
+        }
+        .await
+        {
             tracing::debug!("quorum connection from {peer}: {e}");
             return;
         }
@@ -537,14 +638,20 @@ mod tests {
         let log = LogStore::open(dir.clone()).expect("log store");
         let sm = StateMachine::open(dir, None).expect("state machine");
         let reader = sm.reader();
-        let transport = Arc::new(TcpTransport::new());
+        let transport = Arc::new(TcpTransport::default());
         let raft = Raft::new(id, config(), Network::new(transport), log, sm)
             .await
             .expect("raft");
         let (stop_tx, stop_rx) = oneshot::channel();
-        let server = tokio::spawn(serve(listener, raft.clone(), Arc::new(Reverse), async {
-            let _ = stop_rx.await;
-        }));
+        let server = tokio::spawn(serve(
+            listener,
+            raft.clone(),
+            Arc::new(Reverse),
+            Arc::new(Plaintext),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
         TestNode {
             id,
             raft,
@@ -702,7 +809,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn forward_round_trip() {
         let (mut node, addr) = single().await;
-        let transport = TcpTransport::new();
+        let transport = TcpTransport::default();
         let answer = transport.forward(1, &addr, b"abc".to_vec()).await;
         assert_eq!(answer.ok(), Some(b"cba".to_vec()));
         // The same pooled connection serves the next request.
@@ -732,7 +839,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bad_frames_close_only_their_connection() {
         let (mut node, addr) = single().await;
-        let transport = TcpTransport::new();
+        let transport = TcpTransport::default();
         // A pooled connection opened before the bad ones must survive them.
         vote(&transport, &addr).await;
 
@@ -751,7 +858,7 @@ mod tests {
         let answer = transport.forward(1, &addr, b"still here".to_vec()).await;
         assert_eq!(answer.ok(), Some(b"ereh llits".to_vec()));
         // And a fresh connection is accepted too.
-        vote(&TcpTransport::new(), &addr).await;
+        vote(&TcpTransport::default(), &addr).await;
         node.stop().await;
     }
 
@@ -760,7 +867,7 @@ mod tests {
         // Bound then dropped: nothing listens there, so the connect is refused.
         let (listener, addr) = listen().await;
         drop(listener);
-        let transport = TcpTransport::new();
+        let transport = TcpTransport::default();
         let res = transport.forward(7, &addr, vec![1]).await;
         assert!(
             matches!(res, Err(TransportError::Unreachable(7, _))),
@@ -798,7 +905,7 @@ mod tests {
     async fn a_pooled_connection_the_peer_closed_is_replaced() {
         let (listener, addr) = listen().await;
         let peer = tokio::spawn(one_answer_per_connection(listener, 2));
-        let transport = TcpTransport::new();
+        let transport = TcpTransport::default();
         let answer = transport.forward(3, &addr, vec![1, 2]).await;
         assert_eq!(answer.ok(), Some(vec![2, 1]));
 
@@ -808,7 +915,7 @@ mod tests {
         loop {
             let closed = {
                 let conn = slot.lock().await;
-                conn.as_ref().is_some_and(|c| !still_open(&c.stream))
+                conn.as_ref().is_some_and(|c| !still_open(c.fd))
             };
             if closed {
                 break;
@@ -846,7 +953,7 @@ mod tests {
     async fn an_abandoned_request_never_lends_its_answer_to_the_next() {
         let (listener, addr) = listen().await;
         let peer = tokio::spawn(slow_to_answer_one(listener, Duration::from_millis(300)));
-        let transport = TcpTransport::new();
+        let transport = TcpTransport::default();
         // The caller gives up, as openraft's own RPC timeout does, by dropping the call.
         let abandoned = tokio::time::timeout(
             Duration::from_millis(50),
