@@ -112,6 +112,9 @@ pub const BROKER_PROPERTIES: &[(&str, &str, PropType)] = &[
         "100",
         PropType::Int,
     ),
+    // KIP-368: a SASL login lasts this long (0: for the connection's life); the client
+    // logs in again on the same connection before it runs out, or is disconnected.
+    ("connections.max.reauth.ms", "0", PropType::Long),
     // The largest frame a SASL listener reads before the client has logged in.
     ("sasl.server.max.receive.size", "524288", PropType::Int),
     // ACLs: off unless an authorizer is named (Kafka's StandardAuthorizer is the one
@@ -1104,6 +1107,11 @@ mod tests {
             ("listener.name.secure.ssl.keystore.location", "/keys/secure.pem"),
             ("listener.name.secure.sasl.enabled.mechanisms", "SCRAM-SHA-512"),
             ("sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-256"),
+            ("connections.max.reauth.ms", "1000"),
+            (
+                "listener.name.secure.scram-sha-512.connections.max.reauth.ms",
+                "500",
+            ),
             (
                 "listener.name.sasl_plaintext.plain.sasl.jaas.config",
                 "org.apache.kafka.common.security.plain.PlainLoginModule required \
@@ -1125,12 +1133,14 @@ mod tests {
         );
         let secure = &c.security.listeners["SECURE"];
         assert_eq!(secure.mechanisms, [Mechanism::ScramSha512]);
+        assert_eq!(secure.reauth_ms[&Mechanism::ScramSha512], 500);
         assert_eq!(
             secure.tls.as_ref().map(|t| t.keystore.clone()),
             Some(Keystore::PemFile("/keys/secure.pem".into()))
         );
         let sasl = &c.security.listeners["SASL_PLAINTEXT"];
         assert_eq!(sasl.mechanisms, [Mechanism::Plain, Mechanism::ScramSha256]);
+        assert_eq!(sasl.reauth_ms[&Mechanism::Plain], 1000);
         assert_eq!(sasl.plain_users["bob"], "bob-secret");
         assert!(sasl.tls.is_none());
         // Used, not ignored, so DescribeConfigs and the start-up line know them.

@@ -70,6 +70,9 @@ enum Close {
     Bad(String),
     /// A failed login: its answer is queued, then the connection closes.
     Unauthenticated,
+    /// A request after the login's `connections.max.reauth.ms` ran out, without a new
+    /// login (KIP-368).
+    Expired,
 }
 
 /// The right to take effect next on this connection. Dropping it hands the right to the
@@ -167,7 +170,7 @@ impl Connection {
             Duration::from_millis(state.config.connections_max_idle_ms),
         ));
         let close = tokio::select! {
-            c = read_requests(reader, session, authenticator, &state, order_tx, &budget, &activity) => c,
+            c = read_requests(reader, session, authenticator, &listener, &state, order_tx, &budget, &activity) => c,
             _ = shutdown.recv() => Close::Shutdown,
             _ = activity.evict.notified() => Close::Evicted,
             // The writer stopped (the client went away or a response could not be built):
@@ -186,6 +189,11 @@ impl Connection {
             Close::Evicted => tracing::debug!(%peer, "closed to make room for a new connection"),
             Close::Eof | Close::Shutdown => tracing::debug!(%peer, "connection closed"),
             Close::Unauthenticated => {}
+            Close::Expired => tracing::info!(
+                %peer,
+                "closing connection: its SASL login expired and the client did not log in \
+                 again (connections.max.reauth.ms)"
+            ),
         }
         if quiet {
             // Nothing is in flight on an idle connection: close at once.
@@ -247,10 +255,12 @@ async fn read_size(
     Ok(i32::from_be_bytes(head))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_requests(
     mut reader: ReadSide,
     mut session: Session,
     mut authenticator: Option<Authenticator>,
+    listener: &Listener,
     state: &Arc<BrokerState>,
     order: mpsc::Sender<oneshot::Receiver<Reply>>,
     budget: &Arc<Budget>,
@@ -261,6 +271,9 @@ async fn read_requests(
     // The turn the next request waits for: fired (or dropped) when its predecessor is done.
     let (first_tx, mut previous) = oneshot::channel::<()>();
     drop(first_tx);
+    // The SASL login (KIP-368): whether one succeeded on this connection, and when it runs
+    // out if connections.max.reauth.ms limits it.
+    let mut login = LoginState::default();
     loop {
         // A client that does not read its answers is not read from either.
         budget.unsent.wait_below(budget.unsent_limit).await;
@@ -309,9 +322,12 @@ async fn read_requests(
                 return Close::Eof;
             }
             let step = auth.authenticate(&frame, &state.controller.image());
-            let (bytes, login) = match step {
+            let lifetime = auth.session_lifetime_ms();
+            let (bytes, next) = match step {
                 AuthStep::Continue(b) => (raw_frame(&b), Login::Pending),
-                AuthStep::Done(b, user) => (raw_frame(&b), Login::Done(format!("User:{user}"))),
+                AuthStep::Done(b, user) => {
+                    (raw_frame(&b), Login::Done(format!("User:{user}"), lifetime))
+                }
                 // A bare exchange has no error field: the connection just closes.
                 AuthStep::Failed { log, .. } => {
                     failed_login(&session, state, &log).await;
@@ -320,12 +336,18 @@ async fn read_requests(
             };
             queue_reply(reply_tx, bytes, budget, activity);
             drop(counted);
-            if matches!(login, Login::Failed) {
+            if matches!(next, Login::Failed) {
                 // Its empty reply closes the connection.
                 return Close::Unauthenticated;
             }
-            if let Some(close) = login
-                .apply(&mut session, &mut authenticator, &order, activity)
+            if let Some(close) = next
+                .apply(
+                    &mut session,
+                    &mut authenticator,
+                    &mut login,
+                    &order,
+                    activity,
+                )
                 .await
             {
                 return close;
@@ -336,6 +358,18 @@ async fn read_requests(
             Ok(parsed) => parsed,
             Err(why) => return Close::Bad(why),
         };
+        if authenticator.is_none() && login.done {
+            if api_key == ApiKey::SaslHandshake
+                && header.request_api_version >= 1
+                && login.expires.is_some()
+            {
+                // KIP-368: the client logs in again on the same connection, as the same
+                // principal, before its login runs out.
+                authenticator = Some(Authenticator::new(&listener.security));
+            } else if login.expires.is_some_and(|t| Instant::now() >= t) {
+                return Close::Expired;
+            }
+        }
         let sasl_api = matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
         if authenticator.is_some() && !sasl_api && api_key != ApiKey::ApiVersions {
             return Close::Bad(format!(
@@ -350,7 +384,9 @@ async fn read_requests(
         // order, and anything but ApiVersions ends the connection.
         if let Some(auth) = authenticator.as_mut() {
             if api_key != ApiKey::ApiVersions {
-                let step = authenticate(auth, &header, api_key, request, &session, state).await;
+                let again = login.done.then(|| session.principal.clone());
+                let step =
+                    authenticate(auth, &header, api_key, request, &session, again, state).await;
                 let (bytes, next) = match step {
                     Ok(done) => done,
                     Err(why) => return Close::Bad(why),
@@ -358,7 +394,13 @@ async fn read_requests(
                 queue_reply(reply_tx, bytes, budget, activity);
                 drop(counted);
                 if let Some(close) = next
-                    .apply(&mut session, &mut authenticator, &order, activity)
+                    .apply(
+                        &mut session,
+                        &mut authenticator,
+                        &mut login,
+                        &order,
+                        activity,
+                    )
                     .await
                 {
                     return close;
@@ -408,11 +450,20 @@ async fn read_requests(
     }
 }
 
-/// Where a SASL login stands after one request.
+/// Where a SASL login stands after one request: a login that succeeded carries its
+/// principal and how long it lasts (ms, 0 for the connection's life).
 enum Login {
     Pending,
-    Done(String),
+    Done(String, u64),
     Failed,
+}
+
+/// The last successful SASL login of a connection.
+#[derive(Default)]
+struct LoginState {
+    done: bool,
+    /// When it runs out (`connections.max.reauth.ms`).
+    expires: Option<Instant>,
 }
 
 impl Login {
@@ -423,14 +474,18 @@ impl Login {
         self,
         session: &mut Session,
         authenticator: &mut Option<Authenticator>,
+        login: &mut LoginState,
         order: &mpsc::Sender<oneshot::Receiver<Reply>>,
         activity: &Activity,
     ) -> Option<Close> {
         match self {
             Login::Pending => None,
-            Login::Done(principal) => {
+            Login::Done(principal, lifetime_ms) => {
                 *session = Session::new(session.peer, &session.listener, &principal);
                 *authenticator = None;
+                login.done = true;
+                login.expires =
+                    (lifetime_ms > 0).then(|| Instant::now() + Duration::from_millis(lifetime_ms));
                 None
             }
             Login::Failed => {
@@ -500,12 +555,14 @@ async fn open(
 
 /// Answers one request of a connection that has not logged in yet: SaslHandshake or
 /// SaslAuthenticate, encoded, and where the login stands. Any other request is an error.
+/// `again` is the principal of the login being renewed (KIP-368), which must not change.
 async fn authenticate(
     auth: &mut Authenticator,
     header: &RequestHeader,
     api_key: ApiKey,
     request: Request,
     session: &Session,
+    again: Option<Arc<str>>,
     state: &BrokerState,
 ) -> Result<(Bytes, Login), String> {
     let kind = match request {
@@ -540,11 +597,38 @@ async fn authenticate(
                     ResponseKind::SaslAuthenticate(ok().with_auth_bytes(b.into())),
                     Login::Pending,
                 ),
+                AuthStep::Done(_, user)
+                    if again
+                        .as_deref()
+                        .is_some_and(|was| was != format!("User:{user}")) =>
+                {
+                    let was = again.as_deref().unwrap_or_default();
+                    let why = format!(
+                        "Cannot change principals during re-authentication from {was}: \
+                         User:{user}"
+                    );
+                    failed_login(session, state, &why).await;
+                    let resp = ok()
+                        .with_error_code(crate::error::code::SASL_AUTHENTICATION_FAILED)
+                        .with_error_message(Some(StrBytes::from_string(why)));
+                    (ResponseKind::SaslAuthenticate(resp), Login::Failed)
+                }
                 AuthStep::Done(b, user) => {
-                    tracing::debug!(peer = %session.peer, %user, "authenticated");
+                    let lifetime = auth.session_lifetime_ms();
+                    let renewed = if again.is_some() {
+                        "re-authenticated"
+                    } else {
+                        "authenticated"
+                    };
+                    tracing::debug!(peer = %session.peer, %user, lifetime_ms = lifetime, "{renewed}");
+                    let mut resp = ok().with_auth_bytes(b.into());
+                    // v0 has no field for it; such a client is disconnected when it runs out.
+                    if header.request_api_version >= 1 {
+                        resp = resp.with_session_lifetime_ms(lifetime as i64);
+                    }
                     (
-                        ResponseKind::SaslAuthenticate(ok().with_auth_bytes(b.into())),
-                        Login::Done(format!("User:{user}")),
+                        ResponseKind::SaslAuthenticate(resp),
+                        Login::Done(format!("User:{user}"), lifetime),
                     )
                 }
                 AuthStep::Failed { code, message, log } => {

@@ -97,6 +97,10 @@ pub struct ListenerSecurity {
     /// PLAIN users and passwords from the listener's `plain.sasl.jaas.config`
     /// (`user_<name>="<password>"`); PLAIN checks SCRAM credentials for users not here.
     pub plain_users: BTreeMap<String, String>,
+    /// `connections.max.reauth.ms` for each enabled mechanism (Kafka's
+    /// `listener.name.<name>.<mechanism>.connections.max.reauth.ms`, else the broker's);
+    /// 0 lets a login last as long as its connection.
+    pub reauth_ms: BTreeMap<Mechanism, u64>,
 }
 
 /// How this node logs in to a SASL listener of the others (the inter-broker or the
@@ -172,6 +176,9 @@ const PER_LISTENER: &[&str] = &[
     "scram-sha-256.sasl.jaas.config",
     "scram-sha-512.sasl.jaas.config",
     "ssl.endpoint.identification.algorithm",
+    "plain.connections.max.reauth.ms",
+    "scram-sha-256.connections.max.reauth.ms",
+    "scram-sha-512.connections.max.reauth.ms",
 ];
 
 /// Whether a `listener.name.` property is one Fjord reads.
@@ -300,10 +307,29 @@ fn listener_security(
             plain_users = jaas_users(&jaas.1).map_err(|why| invalid(jaas, why))?;
         }
     }
+    let mut reauth_ms = BTreeMap::new();
+    for m in &mechanisms {
+        let key = format!(
+            "listener.name.{}.{}.connections.max.reauth.ms",
+            name.to_ascii_lowercase(),
+            m.name().to_ascii_lowercase()
+        );
+        let ms = match r.props.get(&key) {
+            Some(v) => v.trim().parse::<i64>().map_err(|_| {
+                invalid(
+                    (key.clone(), v.clone()),
+                    "must be a number of milliseconds".into(),
+                )
+            })?,
+            None => r.long("connections.max.reauth.ms")?,
+        };
+        reauth_ms.insert(*m, ms.max(0) as u64);
+    }
     Ok(ListenerSecurity {
         tls,
         mechanisms,
         plain_users,
+        reauth_ms,
     })
 }
 

@@ -27,6 +27,7 @@ enum Stage {
 pub struct Authenticator {
     mechanisms: Vec<Mechanism>,
     plain_users: BTreeMap<String, String>,
+    reauth_ms: BTreeMap<Mechanism, u64>,
     stage: Stage,
     /// The handshake was v0: messages come as bare frames.
     raw: bool,
@@ -53,9 +54,22 @@ impl Authenticator {
         Authenticator {
             mechanisms: listener.mechanisms.clone(),
             plain_users: listener.plain_users.clone(),
+            reauth_ms: listener.reauth_ms.clone(),
             stage: Stage::Handshake,
             raw: false,
         }
+    }
+
+    /// How long a login with the chosen mechanism lasts before the client must log in
+    /// again (KIP-368); 0 for the connection's life, or before a mechanism is chosen.
+    pub fn session_lifetime_ms(&self) -> u64 {
+        let mechanism = match &self.stage {
+            Stage::Handshake => return 0,
+            Stage::Plain => Mechanism::Plain,
+            Stage::Scram(ScramMechanism::Sha256, _) => Mechanism::ScramSha256,
+            Stage::Scram(ScramMechanism::Sha512, _) => Mechanism::ScramSha512,
+        };
+        self.reauth_ms.get(&mechanism).copied().unwrap_or(0)
     }
 
     /// Whether the next frame is a bare SASL message (after a v0 handshake).
@@ -181,7 +195,19 @@ mod tests {
             tls: None,
             mechanisms: mechanisms.to_vec(),
             plain_users: [("jaas".to_string(), "jaas-secret".to_string())].into(),
+            reauth_ms: [(Mechanism::Plain, 60_000)].into(),
         }
+    }
+
+    #[test]
+    fn a_login_lasts_as_its_mechanism_says() {
+        let mut a = Authenticator::new(&listener(&[Mechanism::Plain, Mechanism::ScramSha512]));
+        assert_eq!(a.session_lifetime_ms(), 0, "no mechanism chosen yet");
+        assert_eq!(handshake(&mut a, "PLAIN"), (0, true));
+        assert_eq!(a.session_lifetime_ms(), 60_000);
+        let mut a = Authenticator::new(&listener(&[Mechanism::Plain, Mechanism::ScramSha512]));
+        assert_eq!(handshake(&mut a, "SCRAM-SHA-512"), (0, true));
+        assert_eq!(a.session_lifetime_ms(), 0, "not set for SCRAM-SHA-512");
     }
 
     fn image_with(user: &str, password: &str) -> MetadataImage {
