@@ -19,8 +19,8 @@ use fjord_log::{LogConfig, TimestampType};
 pub use cluster::{ClientListener, ClusterConfig, Roles, SecurityProtocol};
 pub use kafka_names::is_kafka_broker_property;
 pub use security::{
-    is_sensitive, ClientAuth, Keystore, ListenerSecurity, Mechanism, SaslLogin, SecurityConfig,
-    TlsSettings, Truststore,
+    is_sensitive, ClientAuth, Keystore, ListenerSecurity, Mechanism, OAuthSettings, SaslLogin,
+    SecurityConfig, TlsSettings, Truststore,
 };
 
 /// The kinds a property value can take; also the `config_type` DescribeConfigs reports.
@@ -1146,6 +1146,25 @@ mod tests {
         // Used, not ignored, so DescribeConfigs and the start-up line know them.
         assert!(c.ignored.is_empty(), "{:?}", c.ignored);
 
+        let oauth = BrokerConfig::from_props(&props(&[
+            ("listeners", "SASL_PLAINTEXT://127.0.0.1:1"),
+            ("sasl.enabled.mechanisms", "OAUTHBEARER"),
+            (
+                "listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config",
+                "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required \
+                 unsecuredValidatorPrincipalClaimName=\"email\";",
+            ),
+        ]))
+        .unwrap();
+        let settings = oauth.security.listeners["SASL_PLAINTEXT"]
+            .oauth
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (settings.principal_claim.as_str(), settings.clock_skew_ms),
+            ("email", 0)
+        );
+
         for (props_, needle) in [
             (
                 vec![
@@ -1153,6 +1172,29 @@ mod tests {
                     ("sasl.enabled.mechanisms", "GSSAPI"),
                 ],
                 "not GSSAPI",
+            ),
+            (
+                vec![
+                    ("listeners", "SASL_PLAINTEXT://127.0.0.1:1"),
+                    ("sasl.enabled.mechanisms", "OAUTHBEARER"),
+                ],
+                "oauthbearer.sasl.jaas.config=",
+            ),
+            (
+                vec![
+                    ("listeners", "SASL_PLAINTEXT://127.0.0.1:1"),
+                    ("sasl.enabled.mechanisms", "OAUTHBEARER"),
+                    (
+                        "listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config",
+                        "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule \
+                         required;",
+                    ),
+                    (
+                        "listener.name.sasl_plaintext.oauthbearer.sasl.server.callback.handler.class",
+                        "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler",
+                    ),
+                ],
+                "no validator of signed tokens",
             ),
             (
                 vec![

@@ -590,6 +590,17 @@ async fn reload_certificates(listeners: Vec<Arc<Listener>>) {
 /// no SASL, and no required client certificate, on an address other than loopback.
 fn warn_if_open(listeners: &[ClientListener], security: &crate::config::SecurityConfig) {
     for l in listeners {
+        let unsigned_tokens = security.listeners.get(&l.name).is_some_and(|s| {
+            s.mechanisms
+                .contains(&crate::config::Mechanism::OAuthBearer)
+        });
+        if unsigned_tokens {
+            tracing::warn!(
+                "listener {} takes unsecured OAUTHBEARER tokens: whoever reaches it can claim \
+                 any principal; for testing only",
+                l.name
+            );
+        }
         let mtls = security
             .listeners
             .get(&l.name)

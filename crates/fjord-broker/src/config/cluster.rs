@@ -747,7 +747,10 @@ mod tests {
                 "listener.name.controller.ssl.client.auth=required",
             ),
             (with(tls), "cannot offer SCRAM-SHA-256"),
-            (with(&[tls, &plain[..1]].concat()), "Fjord has no GSSAPI"),
+            (
+                with(&[tls, &plain[..1]].concat()),
+                "do not log in with GSSAPI",
+            ),
             (
                 with(&[tls, plain, &[("process.roles", "broker")]].concat()),
                 "the metadata log reaches a broker-only node only in the clear",
@@ -824,7 +827,7 @@ mod tests {
         for (result, expected) in [
             (
                 with("sasl.mechanism.inter.broker.protocol", "GSSAPI"),
-                "Fjord has no GSSAPI",
+                "do not log in with GSSAPI",
             ),
             (
                 with("sasl.mechanism.inter.broker.protocol", "PLAIN"),

@@ -15,13 +15,16 @@ pub enum Mechanism {
     Plain,
     ScramSha256,
     ScramSha512,
+    /// Unsecured JWS tokens only, as Kafka's default validator takes them: for tests.
+    OAuthBearer,
 }
 
 impl Mechanism {
-    pub const ALL: [Mechanism; 3] = [
+    pub const ALL: [Mechanism; 4] = [
         Mechanism::Plain,
         Mechanism::ScramSha256,
         Mechanism::ScramSha512,
+        Mechanism::OAuthBearer,
     ];
 
     pub fn parse(name: &str) -> Option<Mechanism> {
@@ -33,8 +36,19 @@ impl Mechanism {
             Mechanism::Plain => "PLAIN",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha512 => "SCRAM-SHA-512",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
+}
+
+/// How a listener checks OAUTHBEARER tokens: as Kafka's unsecured validator, from the
+/// options of its `oauthbearer.sasl.jaas.config` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthSettings {
+    /// `unsecuredValidatorPrincipalClaimName` (default `sub`).
+    pub principal_claim: String,
+    /// `unsecuredValidatorAllowableClockSkewMs` (default 0).
+    pub clock_skew_ms: u64,
 }
 
 /// Where a listener's certificate and key come from (`ssl.keystore.*`).
@@ -101,6 +115,8 @@ pub struct ListenerSecurity {
     /// `listener.name.<name>.<mechanism>.connections.max.reauth.ms`, else the broker's);
     /// 0 lets a login last as long as its connection.
     pub reauth_ms: BTreeMap<Mechanism, u64>,
+    /// Set when the listener enables OAUTHBEARER.
+    pub oauth: Option<OAuthSettings>,
 }
 
 /// How this node logs in to a SASL listener of the others (the inter-broker or the
@@ -179,6 +195,9 @@ const PER_LISTENER: &[&str] = &[
     "plain.connections.max.reauth.ms",
     "scram-sha-256.connections.max.reauth.ms",
     "scram-sha-512.connections.max.reauth.ms",
+    "oauthbearer.connections.max.reauth.ms",
+    "oauthbearer.sasl.jaas.config",
+    "oauthbearer.sasl.server.callback.handler.class",
 ];
 
 /// Whether a `listener.name.` property is one Fjord reads.
@@ -289,8 +308,8 @@ fn listener_security(
                     return Err(invalid(
                         (key, value.clone()),
                         format!(
-                            "Fjord offers the SASL mechanisms PLAIN, SCRAM-SHA-256 and \
-                             SCRAM-SHA-512, not {m}"
+                            "Fjord offers the SASL mechanisms PLAIN, SCRAM-SHA-256, \
+                             SCRAM-SHA-512 and OAUTHBEARER (unsecured tokens), not {m}"
                         ),
                     ))
                 }
@@ -307,6 +326,11 @@ fn listener_security(
             plain_users = jaas_users(&jaas.1).map_err(|why| invalid(jaas, why))?;
         }
     }
+    let oauth = if mechanisms.contains(&Mechanism::OAuthBearer) {
+        Some(oauth_settings(&get, name)?)
+    } else {
+        None
+    };
     let mut reauth_ms = BTreeMap::new();
     for m in &mechanisms {
         let key = format!(
@@ -330,6 +354,55 @@ fn listener_security(
         mechanisms,
         plain_users,
         reauth_ms,
+        oauth,
+    })
+}
+
+/// OAUTHBEARER as Kafka's default, unsecured validator checks it: an unsigned token whose
+/// claims name the principal. A listener set up for another validator (signed tokens from
+/// an identity provider) is refused rather than served with unsigned ones.
+fn oauth_settings(
+    get: &dyn Fn(&str) -> (String, String),
+    listener: &str,
+) -> Result<OAuthSettings, ConfigError> {
+    let handler = get("oauthbearer.sasl.server.callback.handler.class");
+    if !handler.1.is_empty() {
+        return Err(invalid(
+            handler,
+            "Fjord checks OAUTHBEARER tokens only as Kafka's unsecured validator does \
+             (unsigned tokens, for testing); it has no validator of signed tokens: remove \
+             this setting, or OAUTHBEARER from sasl.enabled.mechanisms"
+                .into(),
+        ));
+    }
+    let jaas = get("oauthbearer.sasl.jaas.config");
+    if jaas.1.is_empty() {
+        return Err(invalid(
+            jaas,
+            format!(
+                "listener {listener} enables OAUTHBEARER: set \
+                 listener.name.{}.oauthbearer.sasl.jaas.config={OAUTH_MODULE} required;",
+                listener.to_ascii_lowercase()
+            ),
+        ));
+    }
+    let options = jaas_options(&jaas.1, OAUTH_MODULE).map_err(|why| invalid(jaas.clone(), why))?;
+    let principal_claim = options
+        .get("unsecuredValidatorPrincipalClaimName")
+        .cloned()
+        .unwrap_or_else(|| "sub".into());
+    let clock_skew_ms = match options.get("unsecuredValidatorAllowableClockSkewMs") {
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            invalid(
+                jaas.clone(),
+                "unsecuredValidatorAllowableClockSkewMs must be a number of milliseconds".into(),
+            )
+        })?,
+        None => 0,
+    };
+    Ok(OAuthSettings {
+        principal_claim,
+        clock_skew_ms,
     })
 }
 
@@ -398,13 +471,13 @@ fn sasl_login(
     key: &str,
 ) -> Result<SaslLogin, ConfigError> {
     let name = r.string(key).trim().to_ascii_uppercase();
-    let Some(mechanism) = Mechanism::parse(&name) else {
+    let Some(mechanism) = Mechanism::parse(&name).filter(|m| *m != Mechanism::OAuthBearer) else {
         return Err(r.invalid(
             key,
             &format!(
                 "nodes log in to listener {listener} with PLAIN, SCRAM-SHA-256 or \
-                 SCRAM-SHA-512; Fjord has no {name} (Kafka's default is GSSAPI): set this to \
-                 one of them"
+                 SCRAM-SHA-512; Fjord's nodes do not log in with {name} (Kafka's default is \
+                 GSSAPI): set this to one of them"
             ),
         ));
     };
@@ -435,6 +508,7 @@ fn sasl_login(
     let module = match mechanism {
         Mechanism::Plain => PLAIN_MODULE,
         Mechanism::ScramSha256 | Mechanism::ScramSha512 => SCRAM_MODULE,
+        Mechanism::OAuthBearer => OAUTH_MODULE,
     };
     let missing = || {
         invalid(
@@ -619,6 +693,7 @@ fn parse_tls(
 
 const PLAIN_MODULE: &str = "org.apache.kafka.common.security.plain.PlainLoginModule";
 const SCRAM_MODULE: &str = "org.apache.kafka.common.security.scram.ScramLoginModule";
+const OAUTH_MODULE: &str = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule";
 
 /// The `user_<name>="<password>"` options of a PlainLoginModule JAAS line.
 fn jaas_users(jaas: &str) -> Result<BTreeMap<String, String>, String> {
@@ -695,8 +770,11 @@ mod tests {
         assert!(is_used_listener_property(
             "listener.name.external.scram-sha-256.sasl.jaas.config"
         ));
-        assert!(!is_used_listener_property(
+        assert!(is_used_listener_property(
             "listener.name.external.oauthbearer.sasl.jaas.config"
+        ));
+        assert!(!is_used_listener_property(
+            "listener.name.external.gssapi.sasl.jaas.config"
         ));
         assert!(is_sensitive("listener.name.x.plain.sasl.jaas.config"));
         assert!(is_sensitive("ssl.keystore.password"));

@@ -218,6 +218,8 @@ where
         }
         Mechanism::ScramSha256 => ScramMechanism::Sha256,
         Mechanism::ScramSha512 => ScramMechanism::Sha512,
+        // The configuration refuses it for nodes' own logins.
+        Mechanism::OAuthBearer => return Err(refusal(login, "no token to log in with".into())),
     };
     let mut client =
         ScramClient::new(scram, &login.username, &login.password).map_err(|e| refused(e.0))?;

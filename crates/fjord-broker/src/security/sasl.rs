@@ -10,7 +10,9 @@ use kafka_protocol::messages::{SaslHandshakeRequest, SaslHandshakeResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::scram::{ScramServer, ScramStep};
-use crate::config::{ListenerSecurity, Mechanism};
+use base64::Engine;
+
+use crate::config::{ListenerSecurity, Mechanism, OAuthSettings};
 use crate::error::code::{
     ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM,
 };
@@ -21,6 +23,7 @@ enum Stage {
     /// The mechanism is chosen; waiting for (more) SaslAuthenticate.
     Plain,
     Scram(ScramMechanism, Box<ScramServer>),
+    OAuth,
 }
 
 /// Where one connection's authentication stands.
@@ -28,6 +31,9 @@ pub struct Authenticator {
     mechanisms: Vec<Mechanism>,
     plain_users: BTreeMap<String, String>,
     reauth_ms: BTreeMap<Mechanism, u64>,
+    oauth: Option<OAuthSettings>,
+    /// When the OAUTHBEARER token of a finished login expires (ms since the epoch).
+    token_expires_ms: Option<i64>,
     stage: Stage,
     /// The handshake was v0: messages come as bare frames.
     raw: bool,
@@ -55,6 +61,8 @@ impl Authenticator {
             mechanisms: listener.mechanisms.clone(),
             plain_users: listener.plain_users.clone(),
             reauth_ms: listener.reauth_ms.clone(),
+            oauth: listener.oauth.clone(),
+            token_expires_ms: None,
             stage: Stage::Handshake,
             raw: false,
         }
@@ -68,8 +76,18 @@ impl Authenticator {
             Stage::Plain => Mechanism::Plain,
             Stage::Scram(ScramMechanism::Sha256, _) => Mechanism::ScramSha256,
             Stage::Scram(ScramMechanism::Sha512, _) => Mechanism::ScramSha512,
+            Stage::OAuth => Mechanism::OAuthBearer,
         };
-        self.reauth_ms.get(&mechanism).copied().unwrap_or(0)
+        let max = self.reauth_ms.get(&mechanism).copied().unwrap_or(0);
+        // As Kafka: a token that expires sooner shortens the login to its expiry, when
+        // logins are limited at all.
+        match self.token_expires_ms {
+            Some(exp) if max > 0 => {
+                let left = (exp - crate::state::now_ms()).max(1) as u64;
+                max.min(left)
+            }
+            _ => max,
+        }
     }
 
     /// Whether the next frame is a bare SASL message (after a v0 handshake).
@@ -105,6 +123,7 @@ impl Authenticator {
                 let m = ScramMechanism::Sha512;
                 self.stage = Stage::Scram(m, Box::new(ScramServer::new(m)))
             }
+            Some(Mechanism::OAuthBearer) => self.stage = Stage::OAuth,
             None => return (response.with_error_code(UNSUPPORTED_SASL_MECHANISM), false),
         }
         self.raw = version == 0;
@@ -130,6 +149,25 @@ impl Authenticator {
                     format!("PLAIN: {why}"),
                 ),
             },
+            Stage::OAuth => {
+                let settings = self.oauth.as_ref();
+                match settings
+                    .ok_or_else(|| "not set up".to_string())
+                    .and_then(|o| check_unsecured_token(message, o, crate::state::now_ms()))
+                {
+                    Ok((user, expires_ms)) => {
+                        self.token_expires_ms = Some(expires_ms);
+                        AuthStep::Done(Vec::new(), user)
+                    }
+                    Err(why) => failed(
+                        SASL_AUTHENTICATION_FAILED,
+                        "Authentication failed during authentication due to invalid \
+                         credentials with SASL mechanism OAUTHBEARER"
+                            .into(),
+                        format!("OAUTHBEARER: {why}"),
+                    ),
+                }
+            }
             Stage::Scram(m, server) => {
                 let m = *m;
                 let lookup = |user: &str| image.scram_credential(user, m).cloned();
@@ -185,6 +223,66 @@ fn check_plain(
     }
 }
 
+/// The client's first OAUTHBEARER message (RFC 7628): a GS2 header, then `key=value`
+/// pairs each ended by 0x01, `auth=Bearer <token>` among them, then a final 0x01. The
+/// token is an unsecured JWS (`alg` none), checked as Kafka's unsecured validator does:
+/// its principal claim names the user and `exp` must not have passed. The user and the
+/// token's expiry (ms) on success; the reason never quotes the token.
+fn check_unsecured_token(
+    message: &[u8],
+    settings: &OAuthSettings,
+    now_ms: i64,
+) -> Result<(String, i64), String> {
+    let text = std::str::from_utf8(message).map_err(|_| "the message is not UTF-8".to_string())?;
+    let (gs2, pairs) = text
+        .split_once('\x01')
+        .ok_or("no key/value pairs after the GS2 header")?;
+    if !gs2.starts_with("n,") && !gs2.starts_with("y,") {
+        return Err("malformed GS2 header".into());
+    }
+    let token = pairs
+        .split('\x01')
+        .find_map(|kv| kv.strip_prefix("auth="))
+        .ok_or("no auth= pair")?;
+    let token = token
+        .strip_prefix("Bearer ")
+        .ok_or("the auth= pair is not a Bearer token")?
+        .trim();
+    let mut parts = token.split('.');
+    let (header, payload, signature) =
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(h), Some(p), Some(s), None) => (h, p, s),
+            _ => return Err("the token is not a compact JWS (header.payload.signature)".into()),
+        };
+    let json = |part: &str, what: &str| -> Result<serde_json::Value, String> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part.trim_end_matches('='))
+            .map_err(|_| format!("the token's {what} is not base64url"))?;
+        serde_json::from_slice(&bytes).map_err(|_| format!("the token's {what} is not JSON"))
+    };
+    let header = json(header, "header")?;
+    if header.get("alg").and_then(|a| a.as_str()) != Some("none") || !signature.is_empty() {
+        return Err("the token is signed; only unsecured tokens (alg none) are accepted".into());
+    }
+    let claims = json(payload, "claims")?;
+    let principal = claims
+        .get(&settings.principal_claim)
+        .and_then(|p| p.as_str())
+        .filter(|p| !p.trim().is_empty())
+        .ok_or_else(|| format!("the token has no '{}' claim", settings.principal_claim))?;
+    let seconds = |claim: &str| claims.get(claim).and_then(|v| v.as_f64());
+    let exp = seconds("exp").ok_or("the token has no 'exp' claim")?;
+    let exp_ms = (exp * 1000.0) as i64;
+    let skew = settings.clock_skew_ms as i64;
+    if now_ms > exp_ms.saturating_add(skew) {
+        return Err(format!("the token of {principal} expired"));
+    }
+    if seconds("iat").is_some_and(|iat| (iat * 1000.0) as i64 > now_ms.saturating_add(skew)) {
+        return Err(format!("the token of {principal} was issued in the future"));
+    }
+    Ok((principal.to_string(), exp_ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,7 +293,70 @@ mod tests {
             tls: None,
             mechanisms: mechanisms.to_vec(),
             plain_users: [("jaas".to_string(), "jaas-secret".to_string())].into(),
-            reauth_ms: [(Mechanism::Plain, 60_000)].into(),
+            reauth_ms: [(Mechanism::Plain, 60_000), (Mechanism::OAuthBearer, 60_000)].into(),
+            oauth: Some(OAuthSettings {
+                principal_claim: "sub".into(),
+                clock_skew_ms: 0,
+            }),
+        }
+    }
+
+    fn token(header: &str, claims: &str, signature: &str) -> Vec<u8> {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!(
+            "n,,\x01auth=Bearer {}.{}.{signature}\x01\x01",
+            b64(header),
+            b64(claims)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn oauthbearer_takes_unsecured_tokens_and_their_principal() {
+        let now = crate::state::now_ms() / 1000;
+        let none = r#"{"alg":"none"}"#;
+        let good = format!(r#"{{"sub":"alice","exp":{},"iat":{now}}}"#, now + 30);
+        let mut a = Authenticator::new(&listener(&[Mechanism::OAuthBearer]));
+        assert_eq!(handshake(&mut a, "OAUTHBEARER"), (0, true));
+        let image = MetadataImage::default();
+        match a.authenticate(&token(none, &good, ""), &image) {
+            AuthStep::Done(reply, user) => assert_eq!((reply, user.as_str()), (vec![], "alice")),
+            other => panic!("{other:?}"),
+        }
+        // The login lasts until the token expires, within connections.max.reauth.ms.
+        let lifetime = a.session_lifetime_ms();
+        assert!((25_000..=30_000).contains(&lifetime), "{lifetime}");
+
+        let expired = format!(r#"{{"sub":"alice","exp":{}}}"#, now - 5);
+        let cases = [
+            (token(none, &expired, ""), "expired"),
+            (
+                token(r#"{"alg":"HS256"}"#, &good, ""),
+                "only unsecured tokens",
+            ),
+            (token(none, &good, "c2ln"), "only unsecured tokens"),
+            (
+                token(none, &format!(r#"{{"exp":{}}}"#, now + 30), ""),
+                "no 'sub' claim",
+            ),
+            (token(none, r#"{"sub":"alice"}"#, ""), "no 'exp' claim"),
+            (
+                b"n,,\x01auth=Basic abc\x01\x01".to_vec(),
+                "not a Bearer token",
+            ),
+            (b"garbage".to_vec(), "no key/value pairs"),
+        ];
+        for (message, why) in cases {
+            let mut a = Authenticator::new(&listener(&[Mechanism::OAuthBearer]));
+            handshake(&mut a, "OAUTHBEARER");
+            match a.authenticate(&message, &image) {
+                AuthStep::Failed { code, log, .. } => {
+                    assert_eq!(code, SASL_AUTHENTICATION_FAILED);
+                    assert!(log.contains(why), "{why}: {log}");
+                    assert!(!log.contains("eyJ"), "the token is never logged: {log}");
+                }
+                other => panic!("{why}: {other:?}"),
+            }
         }
     }
 
