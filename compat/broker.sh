@@ -10,11 +10,14 @@
 # smaller), and `BS` lists every broker. With KAFKA_BOOTSTRAP it
 # uses that broker as is.
 #
-# With BROKER_SECURITY=1 (one `fjord server` only) the server also gets SSL,
-# SASL_PLAINTEXT and SASL_SSL listeners, certificates from compat/tls-certs.sh under
-# `$work/tls`, and the SCRAM-SHA-256 and SCRAM-SHA-512 user admin/admin-secret; it sets
-# `BS_SSL`, `BS_SASL_PLAINTEXT`, `BS_SASL_SSL`, `TLS_DIR`, `SCRAM_USER` and
-# `SCRAM_PASSWORD`. Otherwise those stay empty, and suites skip what needs them.
+# With BROKER_SECURITY=1 the server also gets SSL, SASL_PLAINTEXT and SASL_SSL listeners,
+# certificates from compat/tls-certs.sh under `$work/tls`, and the SCRAM-SHA-256 and
+# SCRAM-SHA-512 user admin/admin-secret; it sets `BS_SSL`, `BS_SASL_PLAINTEXT`,
+# `BS_SASL_SSL`, `TLS_DIR`, `SCRAM_USER` and `SCRAM_PASSWORD`. A cluster gets no extra
+# listener: its client listener itself becomes SASL_PLAINTEXT (so `BS_SASL_PLAINTEXT` is
+# `BS`), brokers log in to each other as admin with SCRAM-SHA-256, and only SCRAM_USER,
+# SCRAM_PASSWORD and BS_SASL_PLAINTEXT are set. Otherwise those stay empty, and suites
+# skip what needs them.
 #
 #   broker_restart [SECONDS_DOWN]
 #
@@ -67,9 +70,20 @@ PY
     # Replicated as a production cluster would be: topics created without an explicit
     # replication factor (and auto-created ones) get up to 3 replicas. min.insync.replicas
     # stays Kafka's default, 1, since the suites also create one-replica topics.
-    local rf=$(( n < 3 ? n : 3 ))
+    local rf=$(( n < 3 ? n : 3 )) secure=()
+    if [[ "${BROKER_SECURITY:-}" == 1 ]]; then
+      SCRAM_USER=admin; SCRAM_PASSWORD=admin-secret; BS_SASL_PLAINTEXT="$BS"
+      secure=(
+        --override listener.security.protocol.map=PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+        --override sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+        --override sasl.mechanism.inter.broker.protocol=SCRAM-SHA-256
+        --override "listener.name.plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"$SCRAM_USER\" password=\"$SCRAM_PASSWORD\";"
+        --add-scram "SCRAM-SHA-256=[name=$SCRAM_USER,password=$SCRAM_PASSWORD]"
+        --add-scram "SCRAM-SHA-512=[name=$SCRAM_USER,password=$SCRAM_PASSWORD]"
+      )
+    fi
     "$FJORD_BIN" cluster --nodes "$n" --base-port "$base" --data-dir "$work/cluster" \
-      --override "default.replication.factor=$rf" "$@" \
+      --override "default.replication.factor=$rf" "${secure[@]}" "$@" \
       > "$work/server.log" 2>&1 &
   else
     port="$(broker_free_port)"

@@ -37,6 +37,16 @@ if [[ -n "${FJORD_BIN:-}" ]]; then
       failed_suites+=("$suite-3-nodes")
     fi
   done
+  # librdkafka's re-authentication test needs replication factor 3 and SASL: a cluster
+  # whose brokers talk SASL_PLAINTEXT to clients and to each other.
+  echo "=== compat/librdkafka sasl on a 3-node SASL cluster ==="
+  if FJORD_CLUSTER_NODES=3 LIBRDKAFKA_MODES=sasl \
+    LIBRDKAFKA_ALLOW_LIST="$here/librdkafka/allow-list-cluster.txt" "$here/librdkafka/run.sh"; then
+    ok=$((ok + 1))
+  else
+    bad=$((bad + 1))
+    failed_suites+=("librdkafka-sasl-3-nodes")
+  fi
   # librdkafka's tests that need replication factor 3 (transactions among them).
   echo "=== compat/librdkafka on a 3-node cluster ==="
   if LIBRDKAFKA_ALLOW_LIST="$here/librdkafka/allow-list-cluster.txt" LIBRDKAFKA_MODES=classic \

@@ -15,7 +15,9 @@
 # the output says so, and a test that fails again fails the suite.
 #
 # Environment:
-#   LIBRDKAFKA_MODES     group protocols to run (default "classic consumer")
+#   LIBRDKAFKA_MODES     modes to run (default "classic consumer sasl": both group protocols,
+#                        then the SASL tests over the SASL_PLAINTEXT listener, skipped
+#                        unless this script started the broker)
 #   LIBRDKAFKA_PARALLEL  tests run at once by test-runner (default 2: with 4 on two cores,
 #                        timing-bound tests such as 0088 or an admin call in 0091 sometimes
 #                        ran out of time, and one test timing out aborts the whole run)
@@ -101,11 +103,21 @@ source "$here/../broker.sh"
 # with 4 partitions.
 # An authorizer that lets everyone do what no ACL speaks of, as the tests that add ACLs
 # (0109, 0115, 0119: kafka-acls.sh denies their topics) expect; the rest run unaffected.
+# With BROKER_SECURITY=1 it also gets SASL listeners (a cluster: its client listener is
+# SASL_PLAINTEXT) and the SCRAM user the sasl mode logs in as; its logins run out every few
+# seconds, for 0142.
+export BROKER_SECURITY=1
 broker_start librdkafka --override num.partitions=4 \
   --override authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer \
-  --override allow.everyone.if.no.acl.found=true
+  --override allow.everyone.if.no.acl.found=true \
+  --override connections.max.reauth.ms=4000
 
 printf 'bootstrap.servers=%s\n' "$BS" > "$work/test.conf"
+if [[ -n "$BS_SASL_PLAINTEXT" ]]; then
+  printf '%s\n' "bootstrap.servers=$BS_SASL_PLAINTEXT" security.protocol=SASL_PLAINTEXT \
+    sasl.mechanism=SCRAM-SHA-256 "sasl.username=$SCRAM_USER" "sasl.password=$SCRAM_PASSWORD" \
+    > "$work/test-sasl.conf"
+fi
 
 # --- KAFKA_PATH: kafka-topics.sh, kafka-configs.sh and kafka-acls.sh, which some tests run,
 # as wrappers around Apache Kafka's own tool classes (the jars bench/kafka/start.sh uses).
@@ -152,26 +164,31 @@ chmod +x "$work/kafka/bin/kafka-run-class.sh"
 
 # --- run each mode, then check the allow-list -------------------------------------------
 allow="${LIBRDKAFKA_ALLOW_LIST:-$here/allow-list.txt}"
-modes="${LIBRDKAFKA_MODES:-classic consumer}"
+modes="${LIBRDKAFKA_MODES:-classic consumer sasl}"
 parallel="${LIBRDKAFKA_PARALLEL:-2}"
 
 # run_tests MODE TESTS PARALLEL SECONDS LOG: test-runner on test numbers TESTS; its exit
 # code is reported, the verdict comes from the allow-list check of LOG.
 run_tests() {
-  local start=$SECONDS rc
+  local start=$SECONDS rc protocol="$1" conf="$work/test.conf" brokers="$BS" quick=-Q
+  if [[ "$1" == sasl ]]; then
+    # Not quick: in quick mode 0142 skips every one of its re-authentication cases.
+    protocol=classic conf="$work/test-sasl.conf" brokers="$BS_SASL_PLAINTEXT" quick=
+  fi
   set +e
   (
     cd "$build/tests"
     # The sockem tests (librdkafka's socket fault injector) can write to a socket the
     # other side already closed; that must fail the write, not kill test-runner.
     trap '' PIPE
-    # -Q: the suite's quick mode (fewer messages and iterations), as librdkafka's CI runs it.
+    # -Q: the suite's quick mode (fewer messages and iterations), as librdkafka's CI runs it
+    # (but for the sasl mode).
     # stdbuf: test-runner prints its summary table to stdout and may abort() right after
     # (e.g. on leaked client threads); line buffering keeps the table.
-    env TESTS="$2" TEST_KAFKA_VERSION=4.1.1 TEST_CONSUMER_GROUP_PROTOCOL="$1" \
-      RDKAFKA_TEST_CONF="$work/test.conf" BROKERS="$BS" KAFKA_PATH="$work/kafka" \
+    env TESTS="$2" TEST_KAFKA_VERSION=4.1.1 TEST_CONSUMER_GROUP_PROTOCOL="$protocol" \
+      RDKAFKA_TEST_CONF="$conf" BROKERS="$brokers" KAFKA_PATH="$work/kafka" \
       LD_LIBRARY_PATH="../src:../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-      timeout --kill-after=10 "$4" stdbuf -oL ./test-runner -Q -p"$3"
+      timeout --kill-after=10 "$4" stdbuf -oL ./test-runner $quick -p"$3"
   ) > "$5" 2>&1
   rc=$?
   set -e
@@ -184,6 +201,10 @@ run_tests() {
 
 bad=0
 for mode in $modes; do
+  if [[ "$mode" == sasl && -z "$BS_SASL_PLAINTEXT" ]]; then
+    echo "=== librdkafka sasl mode skipped: this broker has no SASL listener set up here"
+    continue
+  fi
   tests="${LIBRDKAFKA_TESTS:-$(python3 "$here/allow_list.py" numbers "$allow" "$mode")}"
   tests_arg="${LIBRDKAFKA_TESTS:-}"
   if [[ -z "$tests" ]]; then

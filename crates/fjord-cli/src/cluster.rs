@@ -28,6 +28,14 @@ pub struct ClusterArgs {
     /// Extra `KEY=VALUE` settings for every node, like `fjord server --override`.
     #[arg(long = "override", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// SCRAM users of the new cluster, like `fjord server --add-scram`
+    /// (`'SCRAM-SHA-256=[name=admin,password=admin-secret]'`): given to every node, and
+    /// written once, by whichever starts first.
+    #[arg(
+        long = "add-scram",
+        value_name = "MECHANISM=[name=USER,password=PASSWORD]"
+    )]
+    add_scram: Vec<String>,
 }
 
 /// Stops every node still running when the command ends, however it ends.
@@ -107,14 +115,24 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         for s in &settings {
             cmd.arg("--override").arg(s);
         }
+        for user in &args.add_scram {
+            cmd.arg("--add-scram").arg(user);
+        }
+        // Secrets (passwords, JAAS lines, SCRAM users) are not printed.
+        let shown = settings
+            .iter()
+            .map(|s| match s.split_once('=') {
+                Some((k, _)) if fjord_broker::config::is_sensitive(k) => {
+                    format!("--override '{k}=(hidden)'")
+                }
+                _ => format!("--override {s}"),
+            })
+            .chain(args.add_scram.iter().map(|_| "--add-scram (hidden)".into()))
+            .collect::<Vec<_>>()
+            .join(" ");
         println!(
-            "node {n}: fjord server --data-dir {} {}  (log: {})",
+            "node {n}: fjord server --data-dir {} {shown}  (log: {})",
             dir.display(),
-            settings
-                .iter()
-                .map(|s| format!("--override {s}"))
-                .collect::<Vec<_>>()
-                .join(" "),
             log_path.display()
         );
         let child = cmd
