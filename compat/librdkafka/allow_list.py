@@ -3,7 +3,8 @@
 
 allow-list.txt: one allow-listed test per line, `<test name> <mode>`, where mode is
 `classic`, `consumer` or `both` (the value of TEST_CONSUMER_GROUP_PROTOCOL it is expected
-to pass with), or `sasl` (run, classic, over the broker's SASL_PLAINTEXT listener). `#` starts a comment; excluded tests are comment lines with their reason.
+to pass with), or `sasl` / `ssl` (run, classic, over the broker's SASL_PLAINTEXT / SSL
+listener). `#` starts a comment; excluded tests are comment lines with their reason.
 
     allow_list.py numbers ALLOW MODE        comma-separated test numbers to run
     allow_list.py check ALLOW MODE LOG [TESTS]
@@ -16,7 +17,7 @@ to pass with), or `sasl` (run, classic, over the broker's SASL_PLAINTEXT listene
 import re
 import sys
 
-MODES = ("classic", "consumer", "sasl")
+MODES = ("classic", "consumer", "sasl", "ssl")
 
 
 def read_allow(path, mode):
@@ -29,9 +30,9 @@ def read_allow(path, mode):
             parts = line.split()
             if len(parts) != 2 or parts[1] not in MODES + ("both",) \
                     or not re.fullmatch(r"\d{4}_\w+", parts[0]):
-                sys.exit(f"{path}:{lineno}: expected `<test name> classic|consumer|both|sasl`")
-            # `both` is the two group protocols; the sasl pass runs only its own tests.
-            if parts[1] == mode or (parts[1] == "both" and mode != "sasl"):
+                sys.exit(f"{path}:{lineno}: expected `<test name> classic|consumer|both|sasl|ssl`")
+            # `both` is the two group protocols; the sasl and ssl passes run only their own.
+            if parts[1] == mode or (parts[1] == "both" and mode in ("classic", "consumer")):
                 names.append(parts[0])
     if mode not in MODES:
         sys.exit(f"unknown mode {mode!r}")

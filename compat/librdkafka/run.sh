@@ -15,9 +15,10 @@
 # the output says so, and a test that fails again fails the suite.
 #
 # Environment:
-#   LIBRDKAFKA_MODES     modes to run (default "classic consumer sasl": both group protocols,
-#                        then the SASL tests over the SASL_PLAINTEXT listener, skipped
-#                        unless this script started the broker)
+#   LIBRDKAFKA_MODES     modes to run (default "classic consumer sasl": both group
+#                        protocols, then the SASL tests over the SASL_PLAINTEXT listener,
+#                        skipped unless this script started the broker; "ssl" runs tests
+#                        over the SSL listener, with LIBRDKAFKA_TESTS, none being listed)
 #   LIBRDKAFKA_PARALLEL  tests run at once by test-runner (default 2: with 4 on two cores,
 #                        timing-bound tests such as 0088 or an admin call in 0091 sometimes
 #                        ran out of time, and one test timing out aborts the whole run)
@@ -107,16 +108,39 @@ source "$here/../broker.sh"
 # SASL_PLAINTEXT) and the SCRAM user the sasl mode logs in as; its logins run out every few
 # seconds, for 0142.
 export BROKER_SECURITY=1
+# 0097 expects its SSL listener to require client certificates.
 broker_start librdkafka --override num.partitions=4 \
   --override authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer \
   --override allow.everyone.if.no.acl.found=true \
-  --override connections.max.reauth.ms=4000
+  --override connections.max.reauth.ms=4000 \
+  --override listener.name.ssl.ssl.client.auth=required
 
 printf 'bootstrap.servers=%s\n' "$BS" > "$work/test.conf"
 if [[ -n "$BS_SASL_PLAINTEXT" ]]; then
   printf '%s\n' "bootstrap.servers=$BS_SASL_PLAINTEXT" security.protocol=SASL_PLAINTEXT \
     sasl.mechanism=SCRAM-SHA-256 "sasl.username=$SCRAM_USER" "sasl.password=$SCRAM_PASSWORD" \
     > "$work/test-sasl.conf"
+fi
+ssl_env=()
+if [[ -n "$BS_SSL" ]]; then
+  # The client's certificate in every form 0097 loads it in (trivup's SSL_* variables):
+  # PEM, DER, and a PKCS12 keystore with the CA, under the key password.
+  ssl_pw=client-keystore-secret
+  (
+    cd "$TLS_DIR"
+    openssl x509 -in client.crt -outform DER -out client.der
+    openssl pkey -in client.key -outform DER -out client.key.der
+    openssl x509 -in ca.pem -outform DER -out ca.der
+    openssl pkcs12 -export -in client.crt -inkey client.key -certfile ca.pem \
+      -passout "pass:$ssl_pw" -out client.p12
+  ) > /dev/null 2>&1 || { echo "making the SSL test certificates failed" >&2; exit 1; }
+  printf '%s\n' "bootstrap.servers=$BS_SSL" security.protocol=SSL \
+    "ssl.ca.location=$TLS_DIR/ca.pem" "ssl.certificate.location=$TLS_DIR/client.crt" \
+    "ssl.key.location=$TLS_DIR/client.key" "ssl.key.password=$ssl_pw" > "$work/test-ssl.conf"
+  ssl_env=(SSL_pkcs="$TLS_DIR/client.p12" SSL_password="$ssl_pw"
+    SSL_pub_der="$TLS_DIR/client.der" SSL_pub_pem="$TLS_DIR/client.crt"
+    SSL_priv_der="$TLS_DIR/client.key.der" SSL_priv_pem="$TLS_DIR/client.key"
+    SSL_ca_der="$TLS_DIR/ca.der" SSL_all_cas_pem="$TLS_DIR/ca.pem")
 fi
 
 # --- KAFKA_PATH: kafka-topics.sh, kafka-configs.sh and kafka-acls.sh, which some tests run,
@@ -171,9 +195,12 @@ parallel="${LIBRDKAFKA_PARALLEL:-2}"
 # code is reported, the verdict comes from the allow-list check of LOG.
 run_tests() {
   local start=$SECONDS rc protocol="$1" conf="$work/test.conf" brokers="$BS" quick=-Q
+  local extra=()
   if [[ "$1" == sasl ]]; then
     # Not quick: in quick mode 0142 skips every one of its re-authentication cases.
     protocol=classic conf="$work/test-sasl.conf" brokers="$BS_SASL_PLAINTEXT" quick=
+  elif [[ "$1" == ssl ]]; then
+    protocol=classic conf="$work/test-ssl.conf" brokers="$BS_SSL" quick= extra=("${ssl_env[@]}")
   fi
   set +e
   (
@@ -185,7 +212,7 @@ run_tests() {
     # (but for the sasl mode).
     # stdbuf: test-runner prints its summary table to stdout and may abort() right after
     # (e.g. on leaked client threads); line buffering keeps the table.
-    env TESTS="$2" TEST_KAFKA_VERSION=4.1.1 TEST_CONSUMER_GROUP_PROTOCOL="$protocol" \
+    env "${extra[@]}" TESTS="$2" TEST_KAFKA_VERSION=4.1.1 TEST_CONSUMER_GROUP_PROTOCOL="$protocol" \
       RDKAFKA_TEST_CONF="$conf" BROKERS="$brokers" KAFKA_PATH="$work/kafka" \
       LD_LIBRARY_PATH="../src:../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
       timeout --kill-after=10 "$4" stdbuf -oL ./test-runner $quick -p"$3"
@@ -201,8 +228,9 @@ run_tests() {
 
 bad=0
 for mode in $modes; do
-  if [[ "$mode" == sasl && -z "$BS_SASL_PLAINTEXT" ]]; then
-    echo "=== librdkafka sasl mode skipped: this broker has no SASL listener set up here"
+  if [[ ( "$mode" == sasl && -z "$BS_SASL_PLAINTEXT" ) || ( "$mode" == ssl && -z "$BS_SSL" ) ]]
+  then
+    echo "=== librdkafka $mode mode skipped: this broker has no such listener set up here"
     continue
   fi
   tests="${LIBRDKAFKA_TESTS:-$(python3 "$here/allow_list.py" numbers "$allow" "$mode")}"
