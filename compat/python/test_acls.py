@@ -16,6 +16,8 @@ Covered:
     and an idempotent producer without IdempotentWrite or any Write. Users made at test
     time with AlterUserScramCredentials.
   * Wildcards: the `*` resource name and the `User:*` principal.
+  * A KIP-848 regex subscription (group.protocol=consumer) is resolved to the topics the
+    member may describe only, as Kafka resolves it.
   * CreateAcls / DescribeAcls / DeleteAcls through the AdminClient: filters (literal,
     prefixed, MATCH, principal, host, operation, permission) return exactly the matching
     bindings, a delete removes (and returns) only what its filter matches, and the removed
@@ -669,6 +671,40 @@ def test_wildcards(matrix):
 # ---------------------------------------------------------------------------------------
 # CreateAcls / DescribeAcls / DeleteAcls
 # ---------------------------------------------------------------------------------------
+
+def test_a_regex_subscription_matches_only_describable_topics(acl_broker):
+    b = acl_broker
+    user, group = uniq("rx-user"), uniq("rx-group")
+    new_user(b, user)
+    prefix = uniq("rx")
+    seen, hidden = f"{prefix}-seen", f"{prefix}-hidden"
+    a = admin_client(b)
+    create_topics(a, seen, hidden)
+    principal = f"User:{user}"
+    create_acls(a, [acl(TOPIC, seen, principal, AclOperation.READ),
+                    acl(TOPIC, seen, principal, AclOperation.DESCRIBE),
+                    acl(GROUP, group, principal, AclOperation.READ)])
+    p = producer_for(b, "admin")
+    produce_ok(p, seen, [b"seen-1"])
+    produce_ok(p, hidden, [b"hidden-1"])
+
+    c = consumer_for(b, user, group=group, **{"group.protocol": "consumer"})
+    try:
+        # Both topics match; the member may describe only one of them.
+        c.subscribe([f"^{prefix}-.*"])
+        assert consume_values(c, {b"seen-1"}) == {b"seen-1"}
+        # What the coordinator assigned, as the admin sees it (ConsumerGroupDescribe): a
+        # client never shows topics it may not describe, assigned or not.
+        [desc] = a.describe_consumer_groups([group])[group].result(timeout=WAIT_S).members
+        assert {tp.topic for tp in desc.assignment.topic_partitions} == {seen}
+        # Nothing of the hidden topic arrives.
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            m = c.poll(0.3)
+            assert m is None or m.error() or m.topic() == seen, m.topic()
+    finally:
+        c.close()
+
 
 def test_describe_and_delete_acls_with_filters(matrix):
     b = matrix

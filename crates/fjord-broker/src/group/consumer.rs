@@ -40,6 +40,32 @@ impl Topics for MetadataImage {
     }
 }
 
+/// The topics as one member may see them: with an authorizer, a regex subscription
+/// matches only topics the member's principal may describe, as Kafka resolves it, so a
+/// pattern cannot reach topics the member could not list.
+pub struct Describable<'a> {
+    pub topics: &'a dyn Topics,
+    pub may_describe: &'a dyn Fn(&str) -> bool,
+}
+
+impl Topics for Describable<'_> {
+    fn partitions(&self, topic: &str) -> i32 {
+        self.topics.partitions(topic)
+    }
+
+    fn version(&self) -> u64 {
+        self.topics.version()
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.topics
+            .names()
+            .into_iter()
+            .filter(|n| (self.may_describe)(n))
+            .collect()
+    }
+}
+
 /// Compiles a member's SubscribedTopicRegex. Kafka matches it against the whole topic
 /// name (Java's `Matcher.matches`), so it is anchored at both ends. The `regex` crate's
 /// syntax is RE2's, as is RE2J's, which Kafka's clients document for this field.
@@ -720,12 +746,9 @@ impl ConsumerGroup {
             tracing::info!(group = %self.id, member = %id, "consumer group member expired");
             self.remove_member(&id, topics);
         }
-        // A topic created or deleted changes what regexes match even while no member
-        // heartbeats; the members learn their new assignment on their next heartbeat.
-        if self.resolve_regexes(topics) {
-            self.epoch += 1;
-            self.refresh_target(topics);
-        }
+        // Regexes are resolved on heartbeats only, as the heartbeating member may see the
+        // topics (a topic created or deleted meanwhile is found by the next one, which is
+        // also when members would learn of it).
         self.members
             .values()
             .flat_map(|m| [Some(m.deadline), m.revoke_deadline])
@@ -1393,12 +1416,36 @@ mod tests {
             g.subscribed_topics(),
             ["regex-a".to_string(), "regex-b".to_string()].into()
         );
-        // The timer notices a deleted topic without a heartbeat.
+        // The next heartbeat notices a deleted topic.
         let deleted = Fixed(3, &[("regex-b", 1), ("other", 1)]);
         let epoch = g.epoch;
         g.tick(&deleted, 3);
+        assert_eq!(g.epoch, epoch, "the timer resolves no regex");
+        beat_with(&mut g, "a", &mut c, &deleted, 3);
         assert!(g.epoch > epoch);
         assert_eq!(g.target["a"], tps("regex-b", 1).into_iter().collect());
+
+        // A topic the member may not describe is not matched, as in Kafka.
+        let more = Fixed(4, &[("regex-b", 1), ("regex-secret", 2), ("other", 1)]);
+        let not_secret = |t: &str| t != "regex-secret";
+        let visible = Describable {
+            topics: &more,
+            may_describe: &not_secret,
+        };
+        let r = g.heartbeat(
+            HeartbeatParams {
+                member_id: "a".into(),
+                member_epoch: c.epoch,
+                rebalance_timeout_ms: -1,
+                owned: Some(c.owned.iter().cloned().collect()),
+                ..Default::default()
+            },
+            &visible,
+            &T,
+            3,
+        );
+        assert_eq!(r.error, 0);
+        assert_eq!(g.subscribed_topics(), ["regex-b".to_string()].into());
         // An empty regex clears it.
         let r = g.heartbeat(
             HeartbeatParams {

@@ -855,11 +855,14 @@ impl GroupCoordinator {
     }
 
     /// ConsumerGroupHeartbeat: joins, heartbeats and leaves of new-protocol members.
+    /// `may_describe` says which topics the member's principal may describe: a regex
+    /// subscription resolves to those only.
     pub fn consumer_heartbeat(
         &self,
         state: &BrokerState,
         group: &str,
         p: HeartbeatParams,
+        may_describe: &dyn Fn(&str) -> bool,
     ) -> HeartbeatResult {
         let (member_id, epoch) = (p.member_id.clone(), p.member_epoch);
         let refuse = |c: i16, m: String| HeartbeatResult::error(c, m, &member_id, epoch);
@@ -892,7 +895,11 @@ impl GroupCoordinator {
                 .entry(group.to_string())
                 .or_insert_with(|| ConsumerGroup::new(group));
             let timeouts = self.consumer_timeouts_for(&image, group);
-            g.heartbeat(p, image.as_ref(), &timeouts, now_ms())
+            let visible = consumer::Describable {
+                topics: image.as_ref(),
+                may_describe,
+            };
+            g.heartbeat(p, &visible, &timeouts, now_ms())
         };
         // Session deadlines may have moved earlier (a new member): let the timer look.
         self.wake.notify_one();

@@ -42,6 +42,7 @@ use crate::error::code;
 use crate::group::classic::{CommittedOffset, GroupState, JoinParams};
 use crate::group::consumer::{self, ConsumerGroup, HeartbeatParams, Tp};
 use crate::group::CommitEntry;
+use crate::security::Session;
 use crate::state::BrokerState;
 
 /// READ, DELETE and DESCRIBE on a group (bits of Kafka's AclOperation): everything a
@@ -772,9 +773,10 @@ fn validate_heartbeat(req: &ConsumerGroupHeartbeatRequest) -> Result<(), &'stati
 pub fn consumer_group_heartbeat(
     state: &BrokerState,
     header: &RequestHeader,
-    peer: SocketAddr,
+    session: &Session,
     req: ConsumerGroupHeartbeatRequest,
 ) -> ConsumerGroupHeartbeatResponse {
+    let peer = session.peer;
     if let Err(m) = validate_heartbeat(&req) {
         return invalid_heartbeat(m);
     }
@@ -815,9 +817,12 @@ pub fn consumer_group_heartbeat(
         client_id: opt_text(&header.client_id).unwrap_or_default(),
         client_host: client_host(peer),
     };
+    // A regex subscription resolves to the topics this member may describe.
+    let az = crate::security::authz::Authz::new(state, session);
+    let may_describe = |t: &str| az.topic(fjord_controller::acl::op::DESCRIBE, t);
     let r = state
         .groups
-        .consumer_heartbeat(state, &req.group_id.0, params);
+        .consumer_heartbeat(state, &req.group_id.0, params, &may_describe);
     if r.error != code::NONE {
         tracing::debug!(group = %req.group_id.0, error = r.error, "consumer heartbeat refused");
         return ConsumerGroupHeartbeatResponse::default()

@@ -295,7 +295,7 @@ async fn route(
             off_runtime(state, v, move |s| groups::offset_delete(s, r)).await
         }
         RequestKind::ConsumerGroupHeartbeat(r) => respond(ResponseKind::ConsumerGroupHeartbeat(
-            groups::consumer_group_heartbeat(state, header, peer, r),
+            groups::consumer_group_heartbeat(state, header, session, r),
         )),
         RequestKind::ConsumerGroupDescribe(r) => respond(ResponseKind::ConsumerGroupDescribe(
             groups::consumer_group_describe(state, r, v),
