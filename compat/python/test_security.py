@@ -4,7 +4,8 @@ Covered:
   * TLS: produce and consume over SSL with both clients; a client that trusts another CA
     gets a handshake error and delivers nothing; mutual TLS on a listener of its own (MTLS,
     mapped to SSL, ssl.client.auth=required) refuses a client without a certificate and
-    serves one with a CA-signed certificate.
+    serves one with a CA-signed certificate; with an authorizer, ACLs name the
+    certificate's subject as ssl.principal.mapping.rules maps it.
   * SASL: PLAIN (a JAAS user, and a SCRAM user through PLAIN), SCRAM-SHA-256 and
     SCRAM-SHA-512 on SASL_PLAINTEXT, SCRAM-SHA-512 on SASL_SSL; wrong passwords and unknown
     users are refused (and the broker's log names the peer, never the password); a
@@ -467,6 +468,39 @@ def test_mtls_requires_a_client_certificate(sec):
     kp_roundtrip(sec, "MTLS", kp_ssl_conf(pki.ca1, pki.client), tag="kp-mtls")
     # The plain SSL listener still takes clients without a certificate.
     confluent_roundtrip(sec, "SSL", ssl_conf(pki.ca1), tag="ssl-no-cert")
+
+
+def test_acls_apply_to_the_certificate_principal(pki, own_brokers):
+    """With an authorizer, a client certificate's mapped subject is the principal ACLs name."""
+    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType,
+                                       ResourcePatternType, ResourceType)
+    b = own_brokers({"MTLS": free_port()}, overrides=tls_overrides(pki.keystore, pki.ca1) + [
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,MTLS:SSL",
+        "listener.name.mtls.ssl.client.auth=required",
+        # CN=client1 -> User:client1; the test's PLAINTEXT admin is User:ANONYMOUS.
+        "ssl.principal.mapping.rules=RULE:^CN=([a-z0-9]+)$/$1/L,DEFAULT",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users=User:ANONYMOUS",
+    ])
+    conf = ssl_conf(pki.ca1, pki.client)
+    topic = create_topic(b.addr["PLAINTEXT"], unique("sec-mtls-acl"))
+    reports = []
+    p = Producer({"bootstrap.servers": b.addr["MTLS"], "message.timeout.ms": 10000, **conf})
+    p.produce(topic, b"no ACL yet", on_delivery=lambda err, msg: reports.append(err))
+    p.flush(15)
+    assert reports and reports[0] is not None, reports
+    assert reports[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, reports
+
+    admin = AdminClient({"bootstrap.servers": b.addr["PLAINTEXT"]})
+    grants = [
+        AclBinding(ResourceType.TOPIC, "*", ResourcePatternType.LITERAL, "User:client1", "*",
+                   op, AclPermissionType.ALLOW)
+        for op in (AclOperation.WRITE, AclOperation.READ, AclOperation.DESCRIBE)
+    ] + [AclBinding(ResourceType.GROUP, "*", ResourcePatternType.LITERAL, "User:client1",
+                    "*", AclOperation.READ, AclPermissionType.ALLOW)]
+    for f in admin.create_acls(grants, request_timeout=15).values():
+        assert f.result(timeout=WAIT_S) is None
+    confluent_roundtrip(b, "MTLS", conf, tag="mtls-acl")
 
 
 # ---------------------------------------------------------------------------------------
