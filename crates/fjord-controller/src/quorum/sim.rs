@@ -7,7 +7,10 @@
 //! index, the same entry (a single canonical sequence, so applied sequences are prefixes
 //! of one another), contiguously; snapshots installed agree with it. Checked at the end,
 //! once the network heals: every acknowledged write is in that sequence at the index it
-//! was acknowledged at, and in every member's image; all images are equal.
+//! was acknowledged at, and in every member's image; all images are equal, their ACLs and
+//! SCRAM users included (the workload also creates and deletes those, which every broker
+//! must enforce alike); an acknowledged ACL or SCRAM user that nothing tried to delete is
+//! in every image.
 //!
 //! The seed drives the faults, the timings and the workload. openraft draws its election
 //! jitter from its own thread RNG, so a replay repeats the fault schedule exactly but not
@@ -209,6 +212,12 @@ struct Checker {
     /// Per member: its current process's incarnation and the last index it applied.
     applied: BTreeMap<NodeId, (u64, Option<u64>)>,
     acked: Vec<(LogId, MetadataBatch, Uuid)>,
+    /// Security records: ACL ids and SCRAM users whose creation was acknowledged, and
+    /// those a deletion was proposed for (whether or not it was acknowledged).
+    acked_acls: BTreeSet<Uuid>,
+    acked_users: BTreeSet<String>,
+    deleting_acls: BTreeSet<Uuid>,
+    deleting_users: BTreeSet<String>,
     snapshot_installs: u64,
     violations: Vec<String>,
 }
@@ -438,6 +447,70 @@ impl Sim {
                 removing_replicas: vec![],
             });
         }
+        // The security records ride along in some batches: ACLs and SCRAM users created,
+        // and deleted once acknowledged, as AlterUserScramCredentials and
+        // CreateAcls/DeleteAcls write them.
+        let mut new_acl = None;
+        let mut new_user = None;
+        if self.rng.percent(30) {
+            let id = Uuid::from_u128(1 << 64 | k);
+            records.push(MetadataRecord::Acl {
+                id,
+                binding: Some(crate::acl::AclBinding {
+                    resource_type: 2,
+                    resource_name: format!("t{k}"),
+                    pattern_type: 3,
+                    principal: format!("User:u{k}"),
+                    host: "*".into(),
+                    operation: 3,
+                    permission: 3,
+                }),
+            });
+            new_acl = Some(id);
+        }
+        if self.rng.percent(30) {
+            let user = format!("u{k}");
+            records.push(MetadataRecord::ScramCredential {
+                user: user.clone(),
+                mechanism: crate::record::ScramMechanism::Sha256,
+                credential: Some(crate::record::ScramCredential {
+                    salt: k.to_be_bytes().to_vec(),
+                    stored_key: vec![1; 32],
+                    server_key: vec![2; 32],
+                    iterations: 4096,
+                }),
+            });
+            new_user = Some(user);
+        }
+        {
+            let mut checker = self.checker.lock();
+            if self.rng.percent(20) {
+                let victim = checker
+                    .acked_acls
+                    .iter()
+                    .find(|id| !checker.deleting_acls.contains(*id))
+                    .copied();
+                if let Some(id) = victim {
+                    checker.deleting_acls.insert(id);
+                    records.push(MetadataRecord::Acl { id, binding: None });
+                }
+            }
+            if self.rng.percent(20) {
+                let victim = checker
+                    .acked_users
+                    .iter()
+                    .find(|u| !checker.deleting_users.contains(*u))
+                    .cloned();
+                if let Some(user) = victim {
+                    checker.deleting_users.insert(user.clone());
+                    records.push(MetadataRecord::ScramCredential {
+                        user,
+                        mechanism: crate::record::ScramMechanism::Sha256,
+                        credential: None,
+                    });
+                }
+            }
+        }
         let batch = MetadataBatch { records };
         let checker = self.checker.clone();
         tokio::spawn(async move {
@@ -445,7 +518,10 @@ impl Sim {
                 tokio::time::timeout(Duration::from_secs(3), raft.client_write(batch.clone()))
                     .await;
             if let Ok(Ok(resp)) = res {
-                checker.lock().acked.push((resp.log_id, batch, topic_id));
+                let mut checker = checker.lock();
+                checker.acked.push((resp.log_id, batch, topic_id));
+                checker.acked_acls.extend(new_acl);
+                checker.acked_users.extend(new_user);
             }
         });
     }
@@ -600,8 +676,31 @@ impl Sim {
         let images: Vec<_> = readers.iter().map(|(id, r)| (*id, r.image())).collect();
         let (first_id, first) = &images[0];
         for (id, image) in &images[1..] {
-            if image.topics != first.topics || image.offset != first.offset {
+            if image.topics != first.topics
+                || image.offset != first.offset
+                || image.acls != first.acls
+                || image.scram != first.scram
+            {
                 return Err(format!("images of nodes {first_id} and {id} differ"));
+            }
+        }
+        for (id, image) in &images {
+            let missing_acl = checker
+                .acked_acls
+                .iter()
+                .find(|a| !checker.deleting_acls.contains(*a) && !image.acls.contains_key(*a));
+            let missing_user = checker.acked_users.iter().find(|u| {
+                !checker.deleting_users.contains(*u) && !image.scram.contains_key(u.as_str())
+            });
+            if let Some(a) = missing_acl {
+                return Err(format!(
+                    "acknowledged ACL {a} is missing from node {id}'s image"
+                ));
+            }
+            if let Some(u) = missing_user {
+                return Err(format!(
+                    "acknowledged SCRAM user {u} is missing from node {id}'s image"
+                ));
             }
         }
         for (log_id, batch, topic_id) in &checker.acked {
@@ -623,9 +722,11 @@ impl Sim {
         }
         if std::env::var_os("FJORD_SIM_VERBOSE").is_some() {
             eprintln!(
-                "{} nodes: {} acked, {} entries applied, {} terms with a leader, {} crashes, {} snapshot installs",
+                "{} nodes: {} acked ({} ACLs, {} SCRAM users), {} entries applied, {} terms with a leader, {} crashes, {} snapshot installs",
                 self.nodes,
                 checker.acked.len(),
+                checker.acked_acls.len(),
+                checker.acked_users.len(),
                 checker.canonical.len(),
                 checker.leaders.len(),
                 self.crashes,
