@@ -11,13 +11,16 @@ if [[ -n "${FJORD_BIN:-}" ]]; then
 fi
 
 # java_build JAR SOURCE...: for a suite in Java, run from its directory: its Maven
-# dependencies into lib/ (fetched once, while no lib/JAR-*.jar is there), then SOURCE...
-# compiled afresh into lib/classes.
+# dependencies into lib/ (fetched again whenever pom.xml changed, or no lib/JAR-*.jar is
+# there), then SOURCE... compiled afresh into lib/classes.
 java_build() {
-  local jar="$1"
+  local jar="$1" stamp
   shift
-  if ! ls lib/"$jar"-*.jar >/dev/null 2>&1; then
+  stamp="lib/.pom-$(sha256sum pom.xml | cut -c1-16)"
+  if [[ ! -f "$stamp" ]] || ! ls lib/"$jar"-*.jar >/dev/null 2>&1; then
+    rm -rf lib
     mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib
+    touch "$stamp"
   fi
   rm -rf lib/classes
   mkdir -p lib/classes

@@ -39,7 +39,14 @@ import org.apache.kafka.common.KafkaFuture;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.acl.AccessControlEntry;
+import org.apache.kafka.common.acl.AclBinding;
+import org.apache.kafka.common.acl.AclOperation;
+import org.apache.kafka.common.acl.AclPermissionType;
 import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.resource.PatternType;
+import org.apache.kafka.common.resource.ResourcePattern;
+import org.apache.kafka.common.resource.ResourceType;
 import org.apache.kafka.common.errors.*;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.internals.RecordHeader;
@@ -1074,6 +1081,14 @@ public class ClientCompat {
             Throwable bad = firstMetadataError(saslSsl(saslBs, "SCRAM-SHA-512", "admin", "nope", tls), "x");
             check(bad instanceof SaslAuthenticationException, "wrong password: expected SaslAuthenticationException, got " + bad);
 
+            // A client that trusts another CA refuses the broker's certificate.
+            Path otherCa = dir.resolve("other-ca");
+            Process other = new ProcessBuilder("bash", "../tls-certs.sh", otherCa.toString()).inheritIO().start();
+            check(other.waitFor(60, TimeUnit.SECONDS) && other.exitValue() == 0, "tls-certs.sh failed");
+            Throwable untrusted = firstMetadataError(saslSsl(saslBs, "SCRAM-SHA-512", "admin", "admin-secret", otherCa), "x");
+            check(untrusted instanceof SslAuthenticationException,
+                  "untrusted broker certificate: expected SslAuthenticationException, got " + untrusted);
+
             // Users through the Admin client: create, log in, describe, delete.
             try (Admin a = Admin.create(new HashMap<>(admin))) {
                 a.alterUserScramCredentials(List.of(new UserScramCredentialUpsertion("bob",
@@ -1112,6 +1127,126 @@ public class ClientCompat {
             if (secured != null) {
                 secured.destroy();
                 if (!secured.waitFor(10, TimeUnit.SECONDS)) secured.destroyForcibly();
+            }
+            deleteTree(dir);
+        }
+    }
+
+    static Map<String, Object> sasl(String bootstrap, String mechanism, String jaas) {
+        Map<String, Object> c = new HashMap<>();
+        c.put("bootstrap.servers", bootstrap);
+        c.put("security.protocol", "SASL_PLAINTEXT");
+        c.put("sasl.mechanism", mechanism);
+        c.put("sasl.jaas.config", jaas);
+        return c;
+    }
+
+    static String scramJaas(String user, String password) {
+        return "org.apache.kafka.common.security.scram.ScramLoginModule required username=\""
+            + user + "\" password=\"" + password + "\";";
+    }
+
+    static String plainJaas(String user, String password) {
+        return "org.apache.kafka.common.security.plain.PlainLoginModule required username=\""
+            + user + "\" password=\"" + password + "\";";
+    }
+
+    /**
+     * SASL_PLAINTEXT with PLAIN, both SCRAMs and OAUTHBEARER (unsecured tokens), an authorizer,
+     * and logins that run out every 1.5 s (KIP-368), which the Java client renews.
+     */
+    static void testSaslAclsAndReauthentication() throws Exception {
+        if (fjordBin == null) throw new Skip("needs FJORD_BIN: starts a server with SASL listeners");
+        Path dir = Files.createTempDirectory("fjord-compat-java-sasl-");
+        Process server = null;
+        try {
+            int plain = freePort(), sasl = freePort();
+            String bs = "127.0.0.1:" + sasl;
+            Path log = dir.resolve("server.log");
+            List<String> cmd = List.of(fjordBin, "server", "--data-dir", dir.resolve("data").toString(),
+                "--override", "listeners=PLAINTEXT://127.0.0.1:" + plain + ",SASL_PLAINTEXT://" + bs,
+                "--override", "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER",
+                "--override", "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+                    + "org.apache.kafka.common.security.plain.PlainLoginModule required user_alice=\"alice-secret\";",
+                "--override", "listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config="
+                    + "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;",
+                "--override", "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "--override", "super.users=User:admin",
+                "--override", "connections.max.reauth.ms=1500",
+                "--add-scram", "SCRAM-SHA-256=[name=admin,password=admin-secret]",
+                "--add-scram", "SCRAM-SHA-512=[name=admin,password=admin-secret]");
+            ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true)
+                .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()));
+            // Renewed logins are logged at debug level: counted below.
+            pb.environment().put("FJORD_LOG", "info,fjord_broker::connection=debug");
+            server = pb.start();
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+            while (true) {
+                check(server.isAlive(), "SASL server exited: " + Files.readString(log));
+                try (Socket sock = new Socket()) { sock.connect(new InetSocketAddress("127.0.0.1", sasl), 500); break; }
+                catch (IOException e) {
+                    check(System.nanoTime() < deadline, "SASL server did not listen");
+                    Thread.sleep(100);
+                }
+            }
+            for (String m : List.of("SCRAM-SHA-256", "SCRAM-SHA-512"))
+                roundTrip(sasl(bs, m, scramJaas("admin", "admin-secret")), unique("j-" + m.toLowerCase()), 3);
+
+            // OAUTHBEARER: the client's own unsecured token names the principal.
+            roundTrip(sasl(bs, "OAUTHBEARER", "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"
+                + " required unsecuredLoginStringClaim_sub=\"admin\";"), unique("j-oauth"), 3);
+
+            // PLAIN: a wrong password is refused; alice logs in but may do nothing until an
+            // ACL allows it.
+            Map<String, Object> alice = sasl(bs, "PLAIN", plainJaas("alice", "alice-secret"));
+            Throwable bad = firstMetadataError(sasl(bs, "PLAIN", plainJaas("alice", "nope")), "x");
+            check(bad instanceof SaslAuthenticationException, "wrong password: expected SaslAuthenticationException, got " + bad);
+            Map<String, Object> admin = sasl(bs, "SCRAM-SHA-512", scramJaas("admin", "admin-secret"));
+            String topic = unique("j-acl");
+            try (Admin a = Admin.create(new HashMap<>(admin))) {
+                a.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get(20, TimeUnit.SECONDS);
+                Map<String, Object> pc = new HashMap<>(alice);
+                pc.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, 10000);
+                try (KafkaProducer<byte[], byte[]> p = new KafkaProducer<>(pc, new ByteArraySerializer(), new ByteArraySerializer())) {
+                    try {
+                        p.send(new ProducerRecord<>(topic, 0, null, "no".getBytes())).get(20, TimeUnit.SECONDS);
+                        throw new AssertionError("alice produced without an ACL");
+                    } catch (ExecutionException e) {
+                        check(e.getCause() instanceof TopicAuthorizationException,
+                              "no ACL: expected TopicAuthorizationException, got " + e.getCause());
+                    }
+                }
+                List<AclBinding> grants = new ArrayList<>();
+                for (AclOperation op : List.of(AclOperation.WRITE, AclOperation.READ, AclOperation.DESCRIBE))
+                    grants.add(new AclBinding(new ResourcePattern(ResourceType.TOPIC, topic, PatternType.LITERAL),
+                        new AccessControlEntry("User:alice", "*", op, AclPermissionType.ALLOW)));
+                grants.add(new AclBinding(new ResourcePattern(ResourceType.GROUP, "*", PatternType.LITERAL),
+                    new AccessControlEntry("User:alice", "*", AclOperation.READ, AclPermissionType.ALLOW)));
+                a.createAcls(grants).all().get(20, TimeUnit.SECONDS);
+            }
+            roundTrip(alice, topic, 3);
+
+            // KIP-368: a producer running for several login lifetimes logs in again on its
+            // connections instead of being cut off.
+            String reauth = unique("j-reauth");
+            Map<String, Object> pc = new HashMap<>(admin);
+            pc.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, 20000);
+            try (KafkaProducer<byte[], byte[]> p = new KafkaProducer<>(pc, new ByteArraySerializer(), new ByteArraySerializer())) {
+                long end = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(5000);
+                int i = 0;
+                while (System.nanoTime() < end) {
+                    p.send(new ProducerRecord<>(reauth, 0, null, ("r" + i++).getBytes())).get(20, TimeUnit.SECONDS);
+                    Thread.sleep(100);
+                }
+            }
+            String text = Files.readString(log);
+            long renewed = text.lines().filter(l -> l.contains("re-authenticated")).count();
+            check(renewed >= 2, "expected the Java client to log in again (KIP-368), saw " + renewed + " renewals");
+            check(!text.contains("SASL login expired"), "a connection outlived its login");
+        } finally {
+            if (server != null) {
+                server.destroy();
+                if (!server.waitFor(10, TimeUnit.SECONDS)) server.destroyForcibly();
             }
             deleteTree(dir);
         }
@@ -1168,6 +1303,7 @@ public class ClientCompat {
         tests.put("transactions_consume_transform_produce", ClientCompat::testTransactionsConsumeTransformProduce);
         tests.put("durability_kill9", ClientCompat::testDurabilityKill9);
         tests.put("sasl_ssl_scram_and_mtls", ClientCompat::testSecurity);
+        tests.put("sasl_plaintext_acls_reauth_oauth", ClientCompat::testSaslAclsAndReauthentication);
 
         String only = args.length > 0 ? args[0] : null;
         int passed = 0, failed = 0, skipped = 0;
