@@ -10,12 +10,13 @@
 # smaller), and `BS` lists every broker. With KAFKA_BOOTSTRAP it
 # uses that broker as is.
 #
-# With BROKER_SECURITY=1 the server also gets SSL, SASL_PLAINTEXT and SASL_SSL listeners,
-# certificates from compat/tls-certs.sh under `$work/tls`, and the SCRAM-SHA-256 and
-# SCRAM-SHA-512 user admin/admin-secret; it sets `BS_SSL`, `BS_SASL_PLAINTEXT`,
-# `BS_SASL_SSL`, `TLS_DIR`, `SCRAM_USER` and `SCRAM_PASSWORD`. A cluster gets no extra
-# listener: its client listener itself becomes SASL_PLAINTEXT (so `BS_SASL_PLAINTEXT` is
-# `BS`), brokers log in to each other as admin with SCRAM-SHA-256, and only SCRAM_USER,
+# With BROKER_SECURITY=1 (one `fjord server` only) the server also gets SSL,
+# SASL_PLAINTEXT and SASL_SSL listeners, certificates from compat/tls-certs.sh under
+# `$work/tls`, and the SCRAM-SHA-256 and SCRAM-SHA-512 user admin/admin-secret; it sets
+# `BS_SSL`, `BS_SASL_PLAINTEXT`, `BS_SASL_SSL`, `TLS_DIR`, `SCRAM_USER` and
+# `SCRAM_PASSWORD`. With BROKER_CLUSTER_SASL=1 a cluster's client listener itself becomes
+# SASL_PLAINTEXT (so `BS_SASL_PLAINTEXT` is `BS`, and PLAINTEXT clients cannot use it),
+# brokers log in to each other as admin with SCRAM-SHA-256, and only SCRAM_USER,
 # SCRAM_PASSWORD and BS_SASL_PLAINTEXT are set. Otherwise those stay empty, and suites
 # skip what needs them.
 #
@@ -71,7 +72,7 @@ PY
     # replication factor (and auto-created ones) get up to 3 replicas. min.insync.replicas
     # stays Kafka's default, 1, since the suites also create one-replica topics.
     local rf=$(( n < 3 ? n : 3 )) secure=()
-    if [[ "${BROKER_SECURITY:-}" == 1 ]]; then
+    if [[ "${BROKER_CLUSTER_SASL:-}" == 1 ]]; then
       SCRAM_USER=admin; SCRAM_PASSWORD=admin-secret; BS_SASL_PLAINTEXT="$BS"
       secure=(
         --override listener.security.protocol.map=PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT

@@ -14,8 +14,12 @@ if ! command -v kcat >/dev/null 2>&1; then
 fi
 
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../broker.sh"
-# A server started here also gets SSL and SASL listeners (see broker.sh).
-BROKER_SECURITY=1 broker_start kcat
+# A server started here also gets SSL and SASL listeners (see broker.sh), and an
+# authorizer that lets everyone do what no ACL speaks of, so that one test can deny a
+# topic while the rest run unaffected.
+BROKER_SECURITY=1 broker_start kcat \
+  --override authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer \
+  --override allow.everyone.if.no.acl.found=true
 
 passed=0
 failed=0
@@ -205,9 +209,25 @@ t_untrusted() {
   fi
   grep -qi "certificate verify failed" <<<"$out" || { echo "$out" | tail -5; return 1; }
 }
+t_acl_denied() {
+  local topic out; topic="$(uniq kc-denied)"
+  K -P -t "$topic" <<<"made"
+  # An ACL now speaks of the topic: it allows someone else, so everyone else is denied.
+  "$FJORD_BIN" acls --bootstrap-server "$BS" --add --allow-principal User:someone-else \
+    --operation Write --topic "$topic" > /dev/null
+  if out="$(printf 'refused\n' | timeout 30 kcat -b "$BS_SASL_PLAINTEXT" \
+      -X security.protocol=SASL_PLAINTEXT -X sasl.mechanisms=PLAIN \
+      -X "sasl.username=$SCRAM_USER" -X "sasl.password=$SCRAM_PASSWORD" \
+      -X message.timeout.ms=10000 -P -t "$topic" 2>&1)"; then
+    grep -qi "authorization failed" <<<"$out" || { echo "produced without an ACL: $out"; return 1; }
+  else
+    grep -qi "authorization failed" <<<"$out" || { echo "$out" | tail -5; return 1; }
+  fi
+}
 # Debian 12's kcat is librdkafka 2.0.2, whose SCRAM repeats its nonce; Fjord takes that
 # form (as Kafka 3.8.1-3.9 did), Apache Kafka 4 refuses it, so against Kafka
-# (bench/kafka/fjord-shim.sh) the three SCRAM cases fail and the others pass.
+# (bench/kafka/fjord-shim.sh) the three SCRAM cases fail, the ACL case needs Fjord's own
+# `fjord acls`, and the others pass.
 if [[ -n "$BS_SSL" ]]; then
   run_test ssl_produce_consume t_ssl
   run_test mtls_produce_consume t_mtls
@@ -217,6 +237,7 @@ if [[ -n "$BS_SSL" ]]; then
   run_test sasl_scram_sha_512 t_sasl SCRAM-SHA-512 SASL_PLAINTEXT "$BS_SASL_PLAINTEXT"
   run_test sasl_ssl_scram_sha_512 t_sasl SCRAM-SHA-512 SASL_SSL "$BS_SASL_SSL"
   run_test sasl_wrong_password_refused t_wrong_password
+  run_test acl_missing_refused t_acl_denied
 else
   echo "SKIP TLS and SASL tests: they need a server started here (FJORD_BIN, one node)"
 fi

@@ -104,10 +104,13 @@ source "$here/../broker.sh"
 # with 4 partitions.
 # An authorizer that lets everyone do what no ACL speaks of, as the tests that add ACLs
 # (0109, 0115, 0119: kafka-acls.sh denies their topics) expect; the rest run unaffected.
-# With BROKER_SECURITY=1 it also gets SASL listeners (a cluster: its client listener is
-# SASL_PLAINTEXT) and the SCRAM user the sasl mode logs in as; its logins run out every few
-# seconds, for 0142.
+# It also gets SASL listeners and the SCRAM user the sasl mode logs in as; its logins run
+# out every few seconds, for 0142. A cluster started for the sasl mode alone
+# (LIBRDKAFKA_MODES=sasl) has only a SASL_PLAINTEXT client listener.
 export BROKER_SECURITY=1
+if [[ -n "${FJORD_CLUSTER_NODES:-}" && "${LIBRDKAFKA_MODES:-}" == sasl ]]; then
+  export BROKER_CLUSTER_SASL=1
+fi
 # 0097 expects its SSL listener to require client certificates.
 broker_start librdkafka --override num.partitions=4 \
   --override authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer \
