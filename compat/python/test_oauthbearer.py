@@ -15,7 +15,6 @@ Needs FJORD_BIN: with KAFKA_BOOTSTRAP every test here is skipped.
 import base64
 import json
 import os
-import struct
 import time
 
 import pytest
@@ -24,8 +23,8 @@ from confluent_kafka import KafkaError
 import kafka_wire
 from conftest import free_port
 from helpers import consume_n, create_topic, produce_checked, producer, unique
-from test_security import (SASL_AUTHENTICATE, SASL_AUTHENTICATION_FAILED, assert_closed,
-                           broker_log, own_brokers, sasl_handshake)
+from test_security import (SASL_AUTHENTICATION_FAILED, assert_closed, broker_log,
+                           own_brokers, sasl_authenticate_lifetime, sasl_handshake)
 
 FJORD_BIN = os.environ.get("FJORD_BIN")
 pytestmark = pytest.mark.skipif(
@@ -69,12 +68,9 @@ def login(addr, tok):
     c = kafka_wire.Conn(addr)
     err, _ = sasl_handshake(c, "OAUTHBEARER")
     assert err == 0
-    msg = f"n,,\x01auth=Bearer {tok}\x01\x01".encode()
-    r = c.request(SASL_AUTHENTICATE, 1, struct.pack(">i", len(msg)) + msg)
-    err = r.take(">h")
-    text = r.string()
-    r.nbytes()
-    return c, err, text, r.take(">q")
+    err, text, _, lifetime = sasl_authenticate_lifetime(
+        c, f"n,,\x01auth=Bearer {tok}\x01\x01".encode())
+    return c, err, text, lifetime
 
 
 def test_the_tokens_subject_is_the_principal(oauth_broker):

@@ -23,9 +23,9 @@ import pytest
 import kafka_wire
 from conftest import free_port
 from helpers import consume_n, create_topic, produce_checked, producer, unique
-from test_security import (ADMIN_PW, ALICE_PW, METADATA, SASL_AUTHENTICATE,
-                           SASL_AUTHENTICATION_FAILED, assert_closed, broker_log,
-                           own_brokers, sasl_handshake, start_broker)
+from test_security import (ADMIN_PW, ALICE_PW, METADATA, SASL_AUTHENTICATION_FAILED,
+                           assert_closed, broker_log, own_brokers, sasl_authenticate_lifetime,
+                           sasl_handshake)
 
 FJORD_BIN = os.environ.get("FJORD_BIN")
 pytestmark = pytest.mark.skipif(
@@ -55,12 +55,8 @@ def plain_login(c, user, password):
     """SaslHandshake v1 and SaslAuthenticate v1 with PLAIN: (error, message, lifetime)."""
     err, _ = sasl_handshake(c, "PLAIN")
     assert err == 0
-    token = f"\0{user}\0{password}".encode()
-    r = c.request(SASL_AUTHENTICATE, 1, struct.pack(">i", len(token)) + token)
-    err = r.take(">h")
-    msg = r.string()
-    r.nbytes()
-    return err, msg, r.take(">q")
+    err, msg, _, lifetime = sasl_authenticate_lifetime(c, f"\0{user}\0{password}".encode())
+    return err, msg, lifetime
 
 
 def metadata_ok(c):

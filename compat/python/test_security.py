@@ -380,12 +380,13 @@ def sasl_handshake(c, mechanism):
 
 def sasl_authenticate(c, token):
     """SaslAuthenticate v1: (error code, error message, auth bytes)."""
+    return sasl_authenticate_lifetime(c, token)[:3]
+
+
+def sasl_authenticate_lifetime(c, token):
+    """SaslAuthenticate v1: (error code, error message, auth bytes, session_lifetime_ms)."""
     r = c.request(SASL_AUTHENTICATE, 1, struct.pack(">i", len(token)) + token)
-    err = r.take(">h")
-    msg = r.string()
-    data = r.nbytes()
-    r.take(">q")  # session_lifetime_ms
-    return err, msg, data
+    return r.take(">h"), r.string(), r.nbytes(), r.take(">q")
 
 
 def assert_closed(sock, timeout=10.0):
