@@ -9,8 +9,10 @@ source "$here/target.sh"
 ok=0
 bad=0
 failed_suites=()
+# Each suite's header says when it starts (minutes into this script).
+at() { printf '(at %dm%02ds)' $((SECONDS / 60)) $((SECONDS % 60)); }
 for suite in python kcat java connect streams librdkafka franz-go; do
-  echo "=== compat/$suite ==="
+  echo "=== compat/$suite === $(at)"
   if "$here/$suite/run.sh"; then
     ok=$((ok + 1))
   else
@@ -21,7 +23,7 @@ done
 # The kcat and Java suites once more against a 3-node cluster whose topics are replicated
 # 3 times by default: any broker bootstraps, and partitions live on all of them.
 if [[ -n "${FJORD_BIN:-}" ]]; then
-  echo "=== compat/kcat on a 3-node cluster ==="
+  echo "=== compat/kcat on a 3-node cluster === $(at)"
   if FJORD_CLUSTER_NODES=3 "$here/kcat/run.sh"; then
     ok=$((ok + 1))
   else
@@ -29,7 +31,7 @@ if [[ -n "${FJORD_BIN:-}" ]]; then
     failed_suites+=("kcat-3-nodes")
   fi
   for suite in java python; do
-    echo "=== compat/$suite on a 3-node cluster ==="
+    echo "=== compat/$suite on a 3-node cluster === $(at)"
     if "$here/on-cluster.sh" "$suite"; then
       ok=$((ok + 1))
     else
@@ -39,7 +41,7 @@ if [[ -n "${FJORD_BIN:-}" ]]; then
   done
   # librdkafka's re-authentication test needs replication factor 3 and SASL: a cluster
   # whose brokers talk SASL_PLAINTEXT to clients and to each other.
-  echo "=== compat/librdkafka sasl on a 3-node SASL cluster ==="
+  echo "=== compat/librdkafka sasl on a 3-node SASL cluster === $(at)"
   if FJORD_CLUSTER_NODES=3 LIBRDKAFKA_MODES=sasl \
     LIBRDKAFKA_ALLOW_LIST="$here/librdkafka/allow-list-cluster.txt" "$here/librdkafka/run.sh"; then
     ok=$((ok + 1))
@@ -48,7 +50,7 @@ if [[ -n "${FJORD_BIN:-}" ]]; then
     failed_suites+=("librdkafka-sasl-3-nodes")
   fi
   # librdkafka's tests that need replication factor 3 (transactions among them).
-  echo "=== compat/librdkafka on a 3-node cluster ==="
+  echo "=== compat/librdkafka on a 3-node cluster === $(at)"
   if LIBRDKAFKA_ALLOW_LIST="$here/librdkafka/allow-list-cluster.txt" LIBRDKAFKA_MODES=classic \
     "$here/on-cluster.sh" librdkafka; then
     ok=$((ok + 1))

@@ -9,25 +9,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # One full run builds everything once; incremental caches would only take disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Each step says when it starts, so a slow run shows where its time went.
+step() { printf '== %s (at %dm%02ds)\n' "$1" $((SECONDS / 60)) $((SECONDS % 60)); }
 
-echo "== cargo fmt --check"
+step "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== cargo test"
+step "cargo test"
 cargo test --workspace
 # The CLI's integration tests built the fjord binary the client suites use; a separate
 # `cargo build` would compile tokio and its dependents a second time, without the features
 # the tests enable, for the same program.
 export FJORD_BIN="$PWD/target/debug/fjord"
 if [[ ! -x "$FJORD_BIN" ]]; then
-  echo "== build the fjord binary for the client suites"
+  step "build the fjord binary for the client suites"
   cargo build --bin fjord
 fi
-echo "== real-client suites"
+step "real-client suites"
 bash compat/run-all.sh
-echo "== simulations"
+step "simulations"
 bash scripts/simulate --seeds 500
-echo "== chaos: checker tests, then one short run per fault type"
+step "chaos: checker tests, then one short run per fault type"
 bash chaos/run-tests.sh
 bash chaos/ci.sh
+step "done"
