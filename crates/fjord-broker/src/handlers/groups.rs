@@ -93,9 +93,10 @@ pub fn find_coordinator(
     } else {
         vec![req.key]
     };
-    // In a cluster the offsets topic places groups on brokers, so it must exist before
-    // any coordinator can be named (Kafka creates it here too).
-    if req.key_type == KEY_TYPE_GROUP && state.controller.quorum().is_some() {
+    // The offsets topic places groups on brokers, so it must exist before any coordinator
+    // can be named; Kafka creates it here, on one node too (clients that look for it in
+    // Metadata after FindCoordinator find it).
+    if req.key_type == KEY_TYPE_GROUP {
         let _ = state.groups.ensure_topic(state);
     }
     // Likewise `__transaction_state`, on one node too: transactions have no other path
