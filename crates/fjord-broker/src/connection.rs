@@ -539,16 +539,10 @@ async fn open(
             return None;
         }
     };
-    let subject = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|cert| crate::security::tls::subject_name(cert));
-    let principal = match (subject, &listener.principal_mapper) {
-        (Some(s), Some(mapper)) => format!("User:{}", mapper.map(&s)),
-        _ => ANONYMOUS.to_string(),
-    };
+    let principal = crate::security::tls::peer_principal(
+        stream.get_ref().1,
+        listener.principal_mapper.as_ref(),
+    );
     let (r, w) = tokio::io::split(stream);
     Some((Box::new(r), Box::new(w), principal))
 }

@@ -117,11 +117,9 @@ impl ListenerClient {
         login: Option<SaslLogin>,
     ) -> Result<ListenerClient, String> {
         let tls = match tls {
-            Some((server, settings)) => Some(TlsConnector::from(server.client_config(
-                settings,
-                settings.verify_hostname,
-                listener,
-            )?)),
+            Some((server, settings)) => Some(TlsConnector::from(
+                server.client_config(settings, listener)?,
+            )),
             None => None,
         };
         Ok(ListenerClient {

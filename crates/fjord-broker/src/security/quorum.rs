@@ -94,16 +94,8 @@ impl Inner {
                     .accept(tcp)
                     .await
                     .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                let subject = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .and_then(|cert| super::tls::subject_name(cert));
-                let principal = match (subject, &self.principal_mapper) {
-                    (Some(s), Some(mapper)) => format!("User:{}", mapper.map(&s)),
-                    _ => ANONYMOUS.to_string(),
-                };
+                let principal =
+                    super::tls::peer_principal(stream.get_ref().1, self.principal_mapper.as_ref());
                 (BrokerStream::Tls(Box::new(stream.into())), principal)
             }
         };

@@ -86,7 +86,6 @@ impl ServerTls {
     pub fn client_config(
         &self,
         settings: &TlsSettings,
-        verify_hostname: bool,
         listener: &str,
     ) -> Result<Arc<ClientConfig>, String> {
         let trust = settings.truststore.as_ref().ok_or_else(|| {
@@ -101,7 +100,7 @@ impl ServerTls {
         let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
             .map_err(|e| format!("listener {listener}: truststore: {e}"))?;
-        let verifier: Arc<dyn ServerCertVerifier> = if verify_hostname {
+        let verifier: Arc<dyn ServerCertVerifier> = if settings.verify_hostname {
             webpki
         } else {
             Arc::new(AnyHostName(webpki))
@@ -357,6 +356,19 @@ fn load_truststore(trust: &Truststore) -> Result<RootCertStore, String> {
             .map_err(|e| format!("{origin}: not a CA certificate: {e}"))?;
     }
     Ok(roots)
+}
+
+/// The principal of a TLS connection: its client certificate's subject, mapped by
+/// `ssl.principal.mapping.rules`, or `User:ANONYMOUS` without a certificate.
+pub fn peer_principal(conn: &rustls::ServerConnection, mapper: Option<&PrincipalMapper>) -> String {
+    let subject = conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| subject_name(cert));
+    match (subject, mapper) {
+        (Some(s), Some(mapper)) => format!("User:{}", mapper.map(&s)),
+        _ => super::ANONYMOUS.to_string(),
+    }
 }
 
 /// A client certificate's subject as Kafka names it (Java's X500Principal in RFC 2253
