@@ -155,6 +155,13 @@ class Checker:
         self.txn_writes = {}  # value -> (partition, offset, key) from its delivery report
         self.rc_polls = []  # (consumer, partition, offset, value, t)
         self.final_rc = False  # the final read was read_committed
+        # Copier workload: the output topic's read_committed read, partition -> [(offset,
+        # value)]; the copier group's committed input offsets; each slot's final copy.
+        self.copy_workload = False
+        self.copy_parts = defaultdict(list)
+        self.copier_committed = {}
+        self.copier_done = {}
+        self.copier_runs = self.copier_killed = self.copier_failed = 0
         # Looked up once: add() runs for every one of possibly millions of events.
         self.handlers = {name[3:]: getattr(self, name) for name in dir(self)
                          if name.startswith("on_")}
@@ -307,6 +314,31 @@ class Checker:
             if ev.get("commit_requested") is False:
                 self.txn_aborted[v] = (prod, txn, t, "ended without a commit ever asked for")
 
+    # --- the copier workload ---
+
+    def on_copier_start(self, ev, t):
+        self.copy_workload = True
+        self.copier_runs += 1
+
+    def on_copier_exit(self, ev, t):
+        self.copy_workload = True
+        if ev.get("killed"):
+            self.copier_killed += 1
+        elif ev["code"] != 0:
+            self.copier_failed += 1
+
+    def on_copier_done(self, ev, t):
+        self.copy_workload = True
+        self.copier_done[int(ev["slot"])] = bool(ev["ok"])
+
+    def on_copier_committed(self, ev, t):
+        self.copy_workload = True
+        self.copier_committed[int(ev["partition"])] = int(ev["offset"])
+
+    def on_copy_final(self, ev, t):
+        self.copy_workload = True
+        self.copy_parts[int(ev["partition"])].append((int(ev["offset"]), ev["value"]))
+
     # --- end of history ---
 
     def finish(self):
@@ -323,6 +355,7 @@ class Checker:
         self.check_ack_offsets()
         self.check_order()
         self.check_transactions()
+        self.check_copies()
         self.check_availability()
         r.totals = {
             "sent": self.n_sent,
@@ -331,6 +364,11 @@ class Checker:
             "polled": self.n_polled,
             "final records": self.n_final,
         }
+        if self.copy_workload:
+            r.totals["copied"] = sum(len(x) for x in self.copy_parts.values())
+            r.totals["copiers run"] = self.copier_runs
+            r.totals["copiers killed"] = self.copier_killed
+            r.totals["copiers failed"] = self.copier_failed
         if self.txns:
             for outcome in ("commit", "abort", "unknown"):
                 r.totals[f"txn {outcome}"] = sum(1 for x in self.txns if x[0] == outcome)
@@ -474,6 +512,71 @@ class Checker:
                              f"{fmt_t(t)}; the final read has "
                              f"{', '.join(map(repr, present[:3]))} but lacks "
                              f"{', '.join(map(repr, missing[:3]))}")
+
+    def check_copies(self):
+        """The copier workload: the output topic, read with read_committed, must hold the
+        input topic's records exactly once, each in the partition it came from and in the
+        input's order, and exactly those below the copier group's committed offset of that
+        partition (the offsets commit with the copies, in one transaction). Once each
+        slot's final copier reached the input's end, that is the whole input."""
+        if not self.copy_workload:
+            return
+        inputs = defaultdict(list)  # partition -> [(offset, value)] of the input's read
+        for (p, o), v in self.final_at.items():
+            inputs[p].append((o, v))
+        where_in = {}  # value -> (partition, offset) in the input
+        for p, items in inputs.items():
+            items.sort()
+            for o, v in items:
+                where_in.setdefault(v, (p, o))
+        committed = {p: max(0, self.copier_committed.get(p, 0)) for p in inputs}
+        seen = {}  # copied value -> (partition, offset) of its first copy
+        for p in sorted(self.copy_parts):
+            last_in = None  # the input offset of the previous copy in this partition
+            for o, v in sorted(self.copy_parts[p]):
+                if v in seen:
+                    q, n = seen[v]
+                    self.example("duplicated", f"{v!r} copied twice: output p{q}/o{n} and "
+                                               f"p{p}/o{o}")
+                    continue
+                seen[v] = (p, o)
+                src = where_in.get(v)
+                if src is None:
+                    self.example("inconsistent_offsets",
+                                 f"output p{p}/o{o} holds {v!r}, which the input never held")
+                    continue
+                sp, so = src
+                if sp != p:
+                    self.example("reordered", f"{v!r} from input p{sp}/o{so} was copied "
+                                              f"into output partition {p}")
+                    continue
+                if last_in is not None and so < last_in:
+                    self.example("reordered", f"output p{p}/o{o} holds input offset {so}, "
+                                              f"after input offset {last_in}")
+                last_in = so if last_in is None else max(last_in, so)
+                if so >= committed.get(p, 0):
+                    self.example("inconsistent_offsets",
+                                 f"{v!r} (input p{p}/o{so}) is copied, but the copier "
+                                 f"group's committed offset of p{p} is {committed.get(p, 0)}")
+        # Every input record must be in the copy. Below the committed offset a missing
+        # one was lost by the transaction that committed that offset; above it, the
+        # copiers never got there (each partition's count is reported once).
+        for p, items in sorted(inputs.items()):
+            never = 0
+            for o, v in items:
+                if v in seen:
+                    continue
+                if o < committed[p]:
+                    self.example("lost", f"{v!r} at input p{p}/o{o} is not in the copy, "
+                                         f"though the committed offset of p{p} is {committed[p]}")
+                else:
+                    never += 1
+            if never:
+                done = "reported done" if self.copier_done.get(p) else "never done"
+                self.r.counts["lost"] += never - 1
+                self.example("lost", f"{never} input records of p{p} from offset {committed[p]} "
+                                     f"(the committed offset) on were never copied; the "
+                                     f"final copier of p{p} {done}")
 
     def check_availability(self):
         r = self.r

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The short chaos runs of the test suite: one queue run per fault type on 3 nodes, then
-# one txn run (kills and network partitions), each CHAOS_MINUTES long (default 1), with
-# fixed seeds so that a failure replays. Needs root (network namespaces, tmpfs): elsewhere
+# one txn run and one copier run (kills and network partitions), each CHAOS_MINUTES long
+# (default 1), with fixed seeds so that a failure replays. Needs root (network namespaces, tmpfs): elsewhere
 # it says SKIP and why, and exits 0.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,4 +47,6 @@ for fault in kill pause partition disk restart; do
   seed=$((seed + 1))
 done
 run txn 16 --workload txn --faults kill,partition
+# Kafka's TransactionalMessageCopier, one per input partition, on 3 partitions.
+run copier 17 --workload copier --faults kill,partition --partitions 3 --rate 300
 exit "$status"

@@ -5,9 +5,11 @@ namespace, runs the workload from the root namespace while the nemesis injects f
 then heals everything, lets the clients settle, reads every partition in full, and hands
 the history to the checker, whose last line is the verdict.
 
-Workloads: queue (idempotent producers, a consumer group, a full final read) and txn
+Workloads: queue (idempotent producers, a consumer group, a full final read), txn
 (transactional producers committing or aborting transactions over several partitions,
-read_committed consumers, a read_committed final read once no transaction is open).
+read_committed consumers, a read_committed final read once no transaction is open) and
+copier (Kafka's TransactionalMessageCopier copying the queue producers' topic into a second
+one, exactly once, while copiers are killed too; see workload.Copiers).
 """
 
 import argparse
@@ -28,6 +30,8 @@ import workload
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAULTS = ["kill", "pause", "partition", "disk", "restart"]
 TOPIC = "chaos"
+COPY_TOPIC = "chaos-copy"
+COPY_GROUP = "chaos-copier"
 # Liveness a little quicker than Kafka's defaults, so a short run sees several faults
 # through to their end.
 SESSION_MS = 6000
@@ -51,7 +55,7 @@ def parse_args():
     a.add_argument("--faults", default="kill,pause,partition,disk,restart",
                    help="any of " + ",".join(FAULTS)
                         + "; one named twice is chosen twice as often")
-    a.add_argument("--workload", default="queue", choices=["queue", "txn"])
+    a.add_argument("--workload", default="queue", choices=["queue", "txn", "copier"])
     a.add_argument("--kill-target", default="any",
                    choices=["any", "leader", "controller", "random"],
                    help="what a kill fault kills: a partition leader, the active controller, "
@@ -89,11 +93,11 @@ def fetch_kafka(lib):
     return True
 
 
-def create_topic(bootstrap, partitions, replicas):
+def create_topic(bootstrap, partitions, replicas, name=TOPIC):
     admin = AdminClient(workload.client_config({"bootstrap.servers": bootstrap}))
     deadline = time.monotonic() + 60
     while True:
-        fut = admin.create_topics([NewTopic(TOPIC, partitions, replicas)])[TOPIC]
+        fut = admin.create_topics([NewTopic(name, partitions, replicas)])[name]
         try:
             fut.result(timeout=15)
             return
@@ -117,7 +121,8 @@ def main():
     if args.system == "fjord" and not os.access(fjord, os.X_OK):
         print(f"no fjord binary at {fjord}: build it or set FJORD_BIN", file=sys.stderr)
         return 2
-    if args.system == "kafka" and not fetch_kafka(kafka_lib):
+    # The copier workload runs Kafka's own tool, from the same jars.
+    if (args.system == "kafka" or args.workload == "copier") and not fetch_kafka(kafka_lib):
         return 2
     out = os.path.abspath(args.out or os.path.join(
         HERE, "out", time.strftime("%Y%m%d-%H%M%S") + f"-{args.seed}"))
@@ -153,13 +158,19 @@ def main():
             return 1
         bootstrap = c.bootstrap()
         create_topic(bootstrap, args.partitions, min(3, args.nodes))
-        if not c.wait_healthy(TOPIC, limit=60):
-            print("chaos: the topic did not get its replicas", file=sys.stderr)
+        copy = args.workload == "copier"
+        if copy:
+            create_topic(bootstrap, args.partitions, min(3, args.nodes), COPY_TOPIC)
+        if not all(c.wait_healthy(t, limit=60) for t in [TOPIC] + [COPY_TOPIC] * copy):
+            print("chaos: the topics did not get their replicas", file=sys.stderr)
             return 1
         txn = args.workload == "txn"
+        # The copiers are the copier workload's consumers.
         consumers = workload.Consumers(bootstrap, TOPIC, "chaos-group", history,
-                                       args.consumers,
+                                       0 if copy else args.consumers,
                                        isolation="read_committed" if txn else None)
+        copiers = workload.Copiers(bootstrap, TOPIC, COPY_TOPIC, COPY_GROUP, args.partitions,
+                                   history, args.seed, kafka_lib, out) if copy else None
         if txn:
             producers = workload.TxnProducers(bootstrap, TOPIC, history, args.producers,
                                               args.rate, args.seed, args.partitions)
@@ -170,6 +181,8 @@ def main():
                                   args.partitions, SESSION_MS / 1000, args.kill_target)
         consumers.start()
         producers.start()
+        if copiers:
+            copiers.start()
         if txn and not producers.wait_ready(90):
             # The coordinator's topic is created on the first transactional call; faults
             # start once every producer got past init_transactions, so that they hit
@@ -189,6 +202,18 @@ def main():
         # Consumers catch up with the last writes before they stop.
         time.sleep(5)
         consumers.finish()
+        if copiers:
+            copiers.finish()
+            # The input is complete now: the last copiers copy it to its end.
+            copied = copiers.final()
+            print(f"chaos: copiers {'done' if copied else 'NOT done'}", flush=True)
+            workload.group_offsets(bootstrap, COPY_GROUP, TOPIC, args.partitions, history)
+            n, complete = workload.final_read_committed(bootstrap, COPY_TOPIC,
+                                                        args.partitions, history,
+                                                        event="copy_final")
+            history.write({"type": "copy_final_done", "records": n, "complete": complete})
+            print(f"chaos: read {n} copied records "
+                  f"({'complete' if complete else 'INCOMPLETE'})", flush=True)
         if txn:
             read, complete = workload.final_read_committed(bootstrap, TOPIC, args.partitions,
                                                            history)

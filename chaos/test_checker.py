@@ -813,3 +813,119 @@ def test_plot_module_without_acks(tmp_path):
     out = tmp_path / "empty.png"
     tl.render(str(out), verdict="FAIL")
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+# --- the copier workload ---
+
+def copier_history():
+    """The clean queue history plus a copy of its input: each partition copied in order
+    into the same output partition (markers take offsets there, so the output's offsets
+    have gaps), the copier group's committed offsets at the input's ends, a copier killed
+    and its slot's final copier done."""
+    ev = [dict(e) for e in clean_history()]
+    ev[0]["workload"] = "copier"
+    inputs = sorted((e["partition"], e["offset"], e["value"]) for e in ev
+                    if e["type"] == "final")
+    t = ev[-1]["t"]
+    ev += [{"type": "copier_start", "t": 1.0, "slot": 0, "gen": 1},
+           {"type": "copier_exit", "t": 2.0, "slot": 0, "gen": 1, "code": -9, "killed": True,
+            "stage": "ProcessLoop", "processed": 2, "remaining": 3},
+           {"type": "copier_start", "t": 3.0, "slot": 0, "gen": 2},
+           {"type": "copier_exit", "t": 4.0, "slot": 0, "gen": 2, "code": 0, "killed": False,
+            "stage": "ShutdownComplete", "processed": 5, "remaining": 0}]
+    ends = {}
+    for part, off, v in inputs:
+        ends[part] = off + 1
+    for part in sorted(ends):
+        ev.append({"type": "copier_done", "t": t, "slot": part, "ok": True})
+        ev.append({"type": "copier_committed", "t": t, "partition": part,
+                   "offset": ends[part]})
+    out = 0
+    for part, off, v in inputs:
+        # Two records per transaction, then its marker.
+        ev.append({"type": "copy_final", "t": t, "partition": part, "offset": out, "key": None,
+                   "value": v, "isolation": "read_committed"})
+        out += 2 if off % 2 else 1
+    return ev
+
+
+def copies(ev):
+    return [i for i, e in enumerate(ev) if e["type"] == "copy_final"]
+
+
+def test_copier_clean_history_passes():
+    r = check(copier_history())
+    assert r.verdict == "PASS", (r.counts, r.examples)
+    assert r.totals["copied"] == 13
+    assert r.totals["copiers run"] == 2
+    assert r.totals["copiers killed"] == 1
+    assert r.totals["copiers failed"] == 0
+
+
+def test_copier_missing_copy_is_lost():
+    ev = copier_history()
+    del ev[copies(ev)[3]]
+    r = check(ev)
+    assert r.counts["lost"] == 1, r.examples
+    assert "not in the copy" in r.examples["lost"][0]
+
+
+def test_copier_twice_copied_value_is_duplicated():
+    ev = copier_history()
+    dup = dict(ev[copies(ev)[2]])
+    dup["offset"] = 1000
+    ev.append(dup)
+    r = check(ev)
+    assert r.counts["duplicated"] == 1, r.examples
+    assert r.verdict == "FAIL"
+
+
+def test_copier_out_of_order_copy_is_reordered():
+    ev = copier_history()
+    i, j = copies(ev)[0], copies(ev)[1]
+    ev[i]["value"], ev[j]["value"] = ev[j]["value"], ev[i]["value"]
+    r = check(ev)
+    assert r.counts["reordered"] == 1, r.examples
+
+
+def test_copier_copy_in_another_partition_is_reordered():
+    ev = copier_history()
+    last = ev[copies(ev)[-1]]
+    last["partition"] = 0 if last["partition"] == 1 else 1
+    last["offset"] = 999
+    r = check(ev)
+    assert r.counts["reordered"] == 1, r.examples
+    assert "into output partition" in r.examples["reordered"][0]
+
+
+def test_copier_value_never_in_input_is_inconsistent():
+    ev = copier_history()
+    ev.append({"type": "copy_final", "t": ev[-1]["t"], "partition": 0, "offset": 2000,
+               "key": None, "value": "nobody-1", "isolation": "read_committed"})
+    r = check(ev)
+    assert r.counts["inconsistent_offsets"] == 1, r.examples
+
+
+def test_copier_copy_beyond_committed_offset_is_inconsistent():
+    ev = copier_history()
+    c = next(e for e in ev if e["type"] == "copier_committed" and e["partition"] == 1)
+    c["offset"] -= 2
+    r = check(ev)
+    assert r.counts["inconsistent_offsets"] == 2, r.examples
+    assert r.counts["lost"] == 0
+
+
+def test_copier_that_never_reached_the_end_loses_the_rest():
+    ev = copier_history()
+    # Partition 1's last three copies never happened, nor their offsets' commit.
+    drop = [i for i in copies(ev) if ev[i]["partition"] == 1][-3:]
+    for i in reversed(drop):
+        del ev[i]
+    for e in ev:
+        if e["type"] == "copier_committed" and e["partition"] == 1:
+            e["offset"] -= 3
+        if e["type"] == "copier_done" and e["slot"] == 1:
+            e["ok"] = False
+    r = check(ev)
+    assert r.counts["lost"] == 3, r.examples
+    assert "never done" in r.examples["lost"][0]

@@ -9,15 +9,27 @@ over several partitions, each transaction committed or aborted at random; read_c
 consumers in a group; a final read_committed read once no transaction is open. Every
 send, write, transactional call that failed, and the outcome of every transaction
 (committed, aborted, or unknown) goes to the history.
+
+copier: consume-transform-produce with Kafka's own TransactionalMessageCopier (from the
+kafka-tools jar, as Kafka's transaction system tests run it). Idempotent producers write
+unique values to the input topic as in queue; one copier per input partition copies it
+into the same partition of the output topic in transactions that also commit the input
+offsets, aborting a third of them on purpose; some copiers are killed mid-run. At the end
+the output, read with read_committed, must hold every input value exactly once, in the
+input's order, and the copiers' committed offsets must match what was copied.
 """
 
 import json
+import os
 import random
+import signal
+import subprocess
 import threading
 import time
 
-from confluent_kafka import (Consumer, IsolationLevel, KafkaError, KafkaException, Producer,
-                             TopicPartition, OFFSET_BEGINNING)
+from confluent_kafka import (Consumer, ConsumerGroupTopicPartitions, IsolationLevel,
+                             KafkaError, KafkaException, Producer, TopicPartition,
+                             OFFSET_BEGINNING)
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 KEYS = 20
@@ -444,6 +456,179 @@ class Consumers:
                 self.h.write({"type": "commit", "consumer": i, "partition": tp.partition,
                               "offset": tp.offset})
 
+class Copiers:
+    """One slot per input partition, each running Kafka's TransactionalMessageCopier over
+    and over with the same transactional id and consumer group: a copier copies its input
+    partition, from the group's committed offset up to the partition's end when it was
+    launched, into the same partition of the output topic, in transactions of up to
+    TXN_SIZE records that also commit the input offsets (`--use-group-metadata`), a third
+    of them aborted on purpose (`--enable-random-aborts`), and then exits. The slot
+    launches the next one after a pause, so copying goes on while input arrives and faults
+    come and go. A KILL_RATE share of copiers is killed with SIGKILL a moment after launch,
+    as a crashed application; the next one's InitProducerId fences it and aborts what it
+    left open.
+
+    History: copier_start and copier_exit (exit code, killed or not, the copier's last
+    progress line) for every copier; copier_done for each slot's final copier, run once
+    the input is complete, which must reach the input's end (remaining 0, exit 0)."""
+
+    TXN_SIZE = 50
+    KILL_RATE = 0.25
+    PAUSE = (1.0, 3.0)  # seconds between a copier's exit and the next launch
+    # Kafka's default transaction timeout is a minute; a killed copier's open transaction
+    # is aborted by the next copier's InitProducerId, so this matters only if none comes.
+    TXN_TIMEOUT_MS = 20000
+    FINAL_LIMIT = 240.0  # seconds for each slot's final copy to the end
+
+    def __init__(self, bootstrap, topic, out_topic, group, partitions, history, seed, lib,
+                 out_dir):
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.out_topic = out_topic
+        self.group = group
+        self.h = history
+        self.seed = seed
+        self.classpath = os.path.join(lib, "*")
+        self.out_dir = out_dir
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.procs = {}
+        self.slots = list(range(partitions))
+        self.gens = {i: 0 for i in self.slots}
+        self.threads = [threading.Thread(target=self.run, args=(i,), name=f"copier-{i}",
+                                         daemon=True) for i in self.slots]
+
+    def command(self, slot):
+        # Small heap, the quick JIT and the serial collector: a copier lives seconds, and
+        # several share two cores with the cluster.
+        return ["java", "-Xmx128m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
+                "-cp", self.classpath, "org.apache.kafka.tools.TransactionalMessageCopier",
+                "--broker-list", self.bootstrap,
+                "--input-topic", self.topic, "--input-partition", str(slot),
+                "--output-topic", self.out_topic,
+                "--transactional-id", f"chaos-copier-{slot}",
+                "--consumer-group", self.group,
+                "--use-group-metadata", "--enable-random-aborts",
+                "--transaction-size", str(self.TXN_SIZE),
+                "--transaction-timeout", str(self.TXN_TIMEOUT_MS)]
+
+    def launch(self, slot):
+        """Starts one copier; returns (process, its log, where its output starts)."""
+        self.gens[slot] += 1
+        path = os.path.join(self.out_dir, f"copier-{slot}.log")
+        log = open(path, "ab")
+        start = log.tell()
+        log.write(f"--- copier {slot}.{self.gens[slot]}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(self.command(slot), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        log.close()
+        with self.lock:
+            self.procs[slot] = proc
+        self.h.write({"type": "copier_start", "slot": slot, "gen": self.gens[slot]})
+        return proc, path, start
+
+    def settle(self, slot, proc, path, start, killed):
+        """Logs a copier's end; returns its last progress line (a dict, or None)."""
+        with self.lock:
+            self.procs.pop(slot, None)
+        last = None
+        with open(path, "rb") as f:
+            f.seek(start)
+            for line in f.read().decode(errors="replace").splitlines():
+                if line.startswith("{") and '"stage"' in line:
+                    try:
+                        last = json.loads(line)
+                    except json.JSONDecodeError:
+                        pass
+        self.h.write({"type": "copier_exit", "slot": slot, "gen": self.gens[slot],
+                      "code": proc.returncode, "killed": killed,
+                      "stage": last.get("stage") if last else None,
+                      "processed": last.get("totalProcessed") if last else None,
+                      "remaining": last.get("remaining") if last else None})
+        return last
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def run(self, slot):
+        rng = random.Random(self.seed * 1000 + 900 + slot)
+        while not self.stop.is_set():
+            proc, path, start = self.launch(slot)
+            kill_at = (time.monotonic() + rng.uniform(1.0, 5.0)
+                       if rng.random() < self.KILL_RATE else None)
+            killed = False
+            while proc.poll() is None:
+                # Once the run is over, a running copier is left to finish its copy.
+                if kill_at is not None and time.monotonic() >= kill_at \
+                        and not self.stop.is_set():
+                    proc.send_signal(signal.SIGKILL)
+                    killed = True
+                    kill_at = None
+                time.sleep(0.1)
+            self.settle(slot, proc, path, start, killed)
+            self.stop.wait(rng.uniform(*self.PAUSE))
+
+    def finish(self):
+        """Stops launching; copiers still running finish their copy (bounded)."""
+        self.stop.set()
+        for t in self.threads:
+            t.join(self.FINAL_LIMIT)
+        with self.lock:
+            left = list(self.procs.values())
+        for proc in left:
+            proc.kill()
+
+    def final(self):
+        """Once the input is complete: per slot, copiers until one copies to the input's
+        end (exit 0, remaining 0), within FINAL_LIMIT. Returns whether every slot did."""
+        done = {}
+
+        def one(slot):
+            deadline = time.monotonic() + self.FINAL_LIMIT
+            ok = False
+            while not ok and time.monotonic() < deadline:
+                proc, path, start = self.launch(slot)
+                try:
+                    proc.wait(max(1.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                last = self.settle(slot, proc, path, start, False)
+                ok = (proc.returncode == 0 and last is not None
+                      and last.get("stage") == "ShutdownComplete"
+                      and last.get("remaining") == 0)
+                if not ok:
+                    time.sleep(1)
+            done[slot] = ok
+            self.h.write({"type": "copier_done", "slot": slot, "ok": ok})
+
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in self.slots]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return all(done.get(i) for i in self.slots)
+
+
+def group_offsets(bootstrap, group, topic, partitions, history):
+    """Logs the group's committed offset of each partition (copier_committed)."""
+    admin = AdminClient(client_config({"bootstrap.servers": bootstrap,
+                                       "socket.timeout.ms": 10000}))
+    req = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p)
+                                               for p in range(partitions)])
+    for _ in range(10):
+        try:
+            res = admin.list_consumer_group_offsets([req])[group].result(timeout=20)
+            for tp in res.topic_partitions:
+                history.write({"type": "copier_committed", "partition": tp.partition,
+                               "offset": tp.offset})
+            return
+        except Exception:
+            time.sleep(1)
+    history.write({"type": "copier_committed_unknown", "group": group})
+
 
 def final_read(bootstrap, topic, partitions, history, limit=120.0):
     """Reads every partition from its start to its high watermark, as a fresh consumer
@@ -479,7 +664,7 @@ def final_read(bootstrap, topic, partitions, history, limit=120.0):
     return read, len(done) == partitions
 
 
-def final_read_committed(bootstrap, topic, partitions, history, limit=180.0):
+def final_read_committed(bootstrap, topic, partitions, history, limit=180.0, event="final"):
     """The txn workload's final read: waits until no transaction is open on any partition
     (the last stable offset has reached the high watermark: every transaction ended, by
     its producer or by the coordinator's timeout), then reads every partition from its
@@ -509,7 +694,7 @@ def final_read_committed(bootstrap, topic, partitions, history, limit=180.0):
             settled = True
             break
         time.sleep(0.5)
-    history.write({"type": "final_settle", "settled": settled,
+    history.write({"type": f"{event}_settle", "settled": settled,
                    "high_watermarks": hw, "last_stable_offsets": lso})
     # Unsettled: read what can be read, to the last stable offsets.
     ends = dict(lso or {})
@@ -535,7 +720,7 @@ def final_read_committed(bootstrap, topic, partitions, history, limit=180.0):
             if msg.error().code() == KafkaError._PARTITION_EOF and msg.offset() >= ends.get(p, 0):
                 done.add(p)
             continue
-        history.write({"type": "final", "partition": p, "offset": msg.offset(),
+        history.write({"type": event, "partition": p, "offset": msg.offset(),
                        "key": msg.key().decode() if msg.key() else None,
                        "value": msg.value().decode() if msg.value() else None,
                        "isolation": "read_committed"})
