@@ -23,6 +23,10 @@ Covered:
     leave it out of their ISR.
   * A node given the wrong controller password cannot register with the quorum: the
     other two log the refused login (never the password) and serve as a 2-node cluster.
+  * A broker-only node (process.roles=broker) receives the metadata log from the active
+    controller on its SASL_SSL inter-broker listener, over the controller listener's
+    TLS and login: it leads a partition and takes acks=all writes; quorum frames sent to
+    it without that TLS and login are refused.
 
 Needs FJORD_BIN: with KAFKA_BOOTSTRAP every test here is skipped.
 """
@@ -75,20 +79,25 @@ def pki():
 
 
 class SecureCluster:
-    def __init__(self, pki, broker_passwords, controller_passwords=None):
+    """Nodes 1..len(broker_passwords) are brokers and voters; `observers` more nodes after
+    them are brokers only."""
+
+    def __init__(self, pki, broker_passwords, controller_passwords=None, observers=0):
         n = len(broker_passwords)
         self.controller_passwords = controller_passwords or [CONTROLLER_PW] * n
         self.dir = tempfile.mkdtemp(prefix="fjord-secure-cluster-")
         self.pki = pki
-        self.client_ports = [free_port() for _ in range(n)]
+        self.client_ports = [free_port() for _ in range(n + observers)]
         self.controller_ports = [free_port() for _ in range(n)]
         self.voters = ",".join(f"{i + 1}@127.0.0.1:{p}"
                                for i, p in enumerate(self.controller_ports))
-        self.passwords = broker_passwords
+        self.passwords = broker_passwords + [BROKER_PW] * observers
+        self.controller_passwords += [CONTROLLER_PW] * observers
+        self.voter_count = n
         self.procs = {}
         self._admin = None
         self.bootstrap = ",".join(f"127.0.0.1:{p}" for p in self.client_ports)
-        for node in range(1, n + 1):
+        for node in range(1, n + observers + 1):
             self.start(node)
 
     def log_path(self, node):
@@ -106,11 +115,18 @@ class SecureCluster:
         controller_jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
                            f'username="controller" password="{self.controller_passwords[i]}" '
                            f'user_controller="{CONTROLLER_PW}";')
+        if node <= self.voter_count:
+            roles = ["process.roles=broker,controller",
+                     f"listeners=INTERNAL://127.0.0.1:{self.client_ports[i]},"
+                     f"CONTROLLER://127.0.0.1:{self.controller_ports[i]}"]
+        else:
+            # No controller listener of its own: the active controller reaches it on
+            # INTERNAL, with the CONTROLLER listener's TLS and login all the same.
+            roles = ["process.roles=broker",
+                     f"listeners=INTERNAL://127.0.0.1:{self.client_ports[i]}"]
         settings = [
             f"node.id={node}",
-            "process.roles=broker,controller",
-            f"listeners=INTERNAL://127.0.0.1:{self.client_ports[i]},"
-            f"CONTROLLER://127.0.0.1:{self.controller_ports[i]}",
+            *roles,
             "listener.security.protocol.map=INTERNAL:SASL_SSL,CONTROLLER:SASL_SSL",
             "inter.broker.listener.name=INTERNAL",
             "controller.listener.names=CONTROLLER",
@@ -217,8 +233,8 @@ def dump_logs_on_failure(cluster):
 def cluster_factory(pki):
     made = []
 
-    def make(passwords, controller_passwords=None, brokers=None):
-        c = SecureCluster(pki, passwords, controller_passwords)
+    def make(passwords, controller_passwords=None, brokers=None, observers=0):
+        c = SecureCluster(pki, passwords, controller_passwords, observers)
         made.append(c)
         try:
             c.wait_ready(brokers)
@@ -333,3 +349,35 @@ def test_a_node_with_the_wrong_controller_password_cannot_join(cluster_factory):
     for n in c.procs:
         assert wrong not in c.log(n)
         assert CONTROLLER_PW not in c.log(n)
+
+
+def test_a_broker_only_node_follows_the_quorum_over_sasl_ssl(cluster_factory):
+    c = cluster_factory([BROKER_PW] * 3, observers=1)
+    assert "following the metadata quorum as an observer" in c.log(4)
+    # Node 4 leads the partition: it must have the metadata log (the topic, its own
+    # leadership) that only the active controller's replication brings it.
+    topic = unique("secure-observer")
+    fs = c.admin().create_topics(
+        [NewTopic(topic, 1, replica_assignment=[[4, 1, 2]],
+                  config={"min.insync.replicas": "3"})], request_timeout=15)
+    fs[topic].result(timeout=20)
+    wait_for_topic(c.admin(), topic, 1)
+    c.wait_isr(topic, lambda p: p.leader == 4 and sorted(p.isrs) == [1, 2, 4],
+               "node 4 should lead with both followers in sync")
+    p = producer(c.bootstrap, **c.conf("admin", ADMIN_PW, acks="all",
+                                       **{"enable.idempotence": True}))
+    records = [(f"k{i}".encode(), f"observer-{i}".encode()) for i in range(200)]
+    produce_checked(p, topic, records)
+    got = consume_n(c.bootstrap, topic, [0], len(records), timeout=WAIT_S,
+                    **c.conf("admin", ADMIN_PW))
+    assert [m.value() for m in got] == [v for _, v in records]
+    # The quorum's frames reach node 4 only through the controller listener's TLS and
+    # login: in the clear, with or without the observer preface, they are refused.
+    body = b'{"Forward":[]}'
+    frame = struct.pack(">i", len(body)) + body
+    for head in (b"", b"\xf7FQ1"):
+        with socket.create_connection(("127.0.0.1", c.client_ports[3]), timeout=10) as raw:
+            raw.sendall(head + frame)
+            reply = raw.recv(4096)
+            # Nothing, or a TLS alert record (type 21): never a quorum answer.
+            assert reply == b"" or reply[0] == 21, f"{head!r}: answered {reply!r}"

@@ -554,7 +554,7 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     if is_quorum_traffic(conn.socket()).await {
                         let (socket, peer) = conn.into_parts();
-                        q.serve_stream(socket, peer).await;
+                        serve_quorum(&q, socket, peer).await;
                     } else {
                         conn.run().await;
                     }
@@ -797,21 +797,44 @@ fn check_metadata_kind(dir: &Path, quorum_mode: bool) -> Result<(), BrokerError>
     Ok(())
 }
 
-/// How a connection on a broker's listener is told apart: a Kafka request's fifth byte
-/// is the high byte of its API key, always 0; a quorum frame's is the `{` its JSON body
-/// opens with.
+/// How the quorum's connection to an observer is told apart from a Kafka client's on its
+/// inter-broker listener: it opens with the observer preface (then the controller
+/// listener's TLS and login), or, from a controller that sends none, with a quorum frame
+/// in the clear, whose fifth byte is the `{` its JSON body opens with; a Kafka request's
+/// fifth byte is the high byte of its API key, always 0.
 async fn is_quorum_traffic(socket: &tokio::net::TcpStream) -> bool {
     let mut head = [0u8; 5];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match tokio::time::timeout_at(deadline, socket.peek(&mut head)).await {
-            Ok(Ok(n)) if n >= head.len() => return head[4] == b'{',
+            Ok(Ok(n)) if n >= head.len() => {
+                return head[..4] == fjord_controller::quorum::OBSERVER_PREFACE || head[4] == b'{'
+            }
             // Closed, failed, or silent: the Kafka side deals with it as usual.
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
             // Part of the header so far: the rest is a moment away.
             Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(2)).await,
         }
     }
+}
+
+/// Serves the quorum's connection to this observer: past the preface, if it sent one, the
+/// controller listener's security decides who may go on, as on a controller. Frames in
+/// the clear reach the quorum only where that listener is PLAINTEXT.
+async fn serve_quorum(
+    member: &QuorumMember,
+    mut socket: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 4];
+    if socket.peek(&mut head).await.is_ok_and(|n| n == head.len())
+        && head == fjord_controller::quorum::OBSERVER_PREFACE
+        && socket.read_exact(&mut head).await.is_err()
+    {
+        return;
+    }
+    member.serve_stream(socket, peer).await;
 }
 
 /// How this node's quorum connections are secured: the controller listener's TLS and
@@ -851,7 +874,7 @@ impl QuorumAcceptor {
                 tokio::spawn(async move {
                     if is_quorum_traffic(&socket).await {
                         let _ = socket.set_nodelay(true);
-                        member.serve_stream(socket, peer).await;
+                        serve_quorum(&member, socket, peer).await;
                     }
                 });
             }

@@ -229,44 +229,8 @@ pub(super) fn parse(r: &Reader, node_id: i32) -> Result<ClusterConfig, ConfigErr
         .iter()
         .find(|l| l.name == client.1)
         .map_or_else(|| client.0.clone(), |l| advertised_for(l));
-    let inter_broker_protocol = client_names
-        .iter()
-        .find(|l| l.name == client.1)
-        .map(|l| l.protocol);
     let voters = parse_voters(r)?;
     let bootstrap_servers = parse_bootstrap_servers(r)?;
-    let clustered = !voters.is_empty() || !bootstrap_servers.is_empty();
-    // A broker-only node receives the metadata log on its inter-broker listener, in the
-    // quorum's own frames in the clear; a secured listener there would carry it unsecured,
-    // and a secured quorum could not reach it there.
-    let observer = clustered && !roles.controller;
-    if observer && controller_protocol != SecurityProtocol::Plaintext {
-        return Err(r.invalid(
-            "process.roles",
-            &format!(
-                "the controller listener {controller_listener_name} uses {}, and the metadata \
-                 log reaches a broker-only node only in the clear so far: run every node \
-                 with process.roles=broker,controller, or keep the controller listener \
-                 PLAINTEXT",
-                controller_protocol.name()
-            ),
-        ));
-    }
-    if let Some(p) = inter_broker_protocol.filter(|p| observer && *p != SecurityProtocol::Plaintext)
-    {
-        return Err(r.invalid(
-            "inter.broker.listener.name",
-            &format!(
-                "names listener {} with protocol {}; a broker-only node receives the \
-                 metadata log on its inter-broker listener, which is PLAINTEXT so far: give \
-                 it a PLAINTEXT listener (e.g. INTERNAL://10.0.0.1:9094 with \
-                 INTERNAL:PLAINTEXT) and name it here, or run the node as \
-                 process.roles=broker,controller",
-                client.1,
-                p.name()
-            ),
-        ));
-    }
     // The inter-broker listener first: it is the one registered as the broker's address.
     let mut client_listeners: Vec<ClientListener> = client_names
         .iter()
@@ -628,6 +592,43 @@ mod tests {
         )
         .unwrap();
         assert!(b.cluster.is_observer() && b.cluster.voters.is_empty());
+        // A broker-only node of a cluster secured throughout: SASL_SSL between brokers,
+        // and the controllers' quorum (which reaches it on that listener) over SASL_SSL.
+        let b = with(
+            member("4", "INTERNAL://127.0.0.1:9392"),
+            &[
+                ("process.roles", "broker"),
+                (
+                    "listener.security.protocol.map",
+                    "INTERNAL:SASL_SSL,CONTROLLER:SASL_SSL",
+                ),
+                ("inter.broker.listener.name", "INTERNAL"),
+                ("ssl.keystore.type", "PEM"),
+                ("ssl.keystore.location", "/k.pem"),
+                ("ssl.truststore.type", "PEM"),
+                ("ssl.truststore.location", "/ca.pem"),
+                ("listener.name.controller.ssl.client.auth", "required"),
+                ("sasl.enabled.mechanisms", "SCRAM-SHA-512"),
+                ("sasl.mechanism.inter.broker.protocol", "SCRAM-SHA-512"),
+                (
+                    "listener.name.internal.scram-sha-512.sasl.jaas.config",
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required \
+                     username=\"broker\" password=\"broker-secret\";",
+                ),
+                ("listener.name.controller.sasl.enabled.mechanisms", "PLAIN"),
+                ("sasl.mechanism.controller.protocol", "PLAIN"),
+                (
+                    "listener.name.controller.plain.sasl.jaas.config",
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                     username=\"ctl\" password=\"ctl-secret\" user_ctl=\"ctl-secret\";",
+                ),
+            ],
+        )
+        .unwrap();
+        assert!(b.cluster.is_observer());
+        assert_eq!(b.cluster.controller_protocol, SecurityProtocol::SaslSsl);
+        assert!(b.security.controller.is_some_and(|c| c.tls.is_some()));
+        assert_eq!(b.security.inter_broker_login.unwrap().username, "broker");
         let refused = [
             (
                 with(
@@ -751,10 +752,6 @@ mod tests {
                 with(&[tls, &plain[..1]].concat()),
                 "do not log in with GSSAPI",
             ),
-            (
-                with(&[tls, plain, &[("process.roles", "broker")]].concat()),
-                "the metadata log reaches a broker-only node only in the clear",
-            ),
         ];
         for (result, expected) in refused {
             let err = result.unwrap_err().to_string();
@@ -851,10 +848,6 @@ mod tests {
             (
                 with("ssl.endpoint.identification.algorithm", "dns"),
                 "must be https",
-            ),
-            (
-                with("process.roles", "broker"),
-                "a broker-only node receives the metadata log",
             ),
         ] {
             let err = result.unwrap_err().to_string();

@@ -217,7 +217,9 @@ impl QuorumMember {
         }
         .validate()
         .map_err(|e| ControllerError::NotController(format!("quorum settings: {e}")))?;
-        let transport = Arc::new(TcpTransport::new(security.clone()));
+        let transport = Arc::new(
+            TcpTransport::new(security.clone()).with_voters(voters.keys().map(|&v| v as NodeId)),
+        );
         let raft = Raft::new(
             id,
             Arc::new(config),

@@ -31,6 +31,6 @@ pub use state_machine::{Applied, ApplyObserver, ImageReader, StateMachine};
 pub use tcp::{
     serve, ForwardHandler, Plaintext, QuorumIo, QuorumRequest, QuorumResponse, QuorumStream,
     StreamSecurity, TcpTransport, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT,
-    LONG_RPC_TIMEOUT, MAX_CONNECTIONS, MAX_FRAME, RPC_TIMEOUT,
+    LONG_RPC_TIMEOUT, MAX_CONNECTIONS, MAX_FRAME, OBSERVER_PREFACE, RPC_TIMEOUT,
 };
 pub use types::{BatchApplied, MetadataBatch, MetadataRaft, Node, NodeId, Raft};

@@ -11,7 +11,7 @@
 //! [`QuorumRequest::Forward`], from a [`ForwardHandler`]: a member that is not the leader
 //! forwards an opaque controller operation to the leader, and the bytes mean nothing here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -60,6 +60,13 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A secured connection accepting or opening a quorum connection may take this long (a
 /// TLS handshake and a login); a peer that stalls there is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sent in the clear before anything else on a connection to an observer (a broker-only
+/// node), which receives the metadata log on its inter-broker listener, beside Kafka
+/// clients: it tells the quorum's connection apart before the controller listener's TLS
+/// and login begin. No Kafka request (its size's top byte), TLS record (0x16) or quorum
+/// frame (a length below 256 MiB) starts with 0xF7.
+pub const OBSERVER_PREFACE: [u8; 4] = [0xF7, b'F', b'Q', b'1'];
 
 /// The byte stream a quorum connection's frames travel on.
 pub trait QuorumIo: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -185,6 +192,9 @@ type Slot = Arc<tokio::sync::Mutex<Option<Conn>>>;
 pub struct TcpTransport {
     conns: Arc<parking_lot::Mutex<HashMap<NodeId, Slot>>>,
     security: Arc<dyn StreamSecurity>,
+    /// The quorum's voters, when known: raft's messages to any other member go to an
+    /// observer, opened with [`OBSERVER_PREFACE`].
+    voters: Option<Arc<HashSet<NodeId>>>,
 }
 
 impl Default for TcpTransport {
@@ -198,7 +208,20 @@ impl TcpTransport {
         TcpTransport {
             conns: Arc::default(),
             security,
+            voters: None,
         }
+    }
+
+    /// Names the voters: raft's messages to other members then open with
+    /// [`OBSERVER_PREFACE`]. Only voters send raft's messages, and they know the voters.
+    pub fn with_voters(mut self, voters: impl IntoIterator<Item = NodeId>) -> TcpTransport {
+        self.voters = Some(Arc::new(voters.into_iter().collect()));
+        self
+    }
+
+    /// Whether raft's messages to `target` go to an observer.
+    fn to_observer(&self, target: NodeId) -> bool {
+        self.voters.as_ref().is_some_and(|v| !v.contains(&target))
     }
 
     /// Sends an opaque controller operation to `target` (normally the leader) at `addr`
@@ -224,7 +247,8 @@ impl TcpTransport {
         limit: Duration,
     ) -> Result<Vec<u8>, TransportError> {
         let req = QuorumRequest::Forward(op);
-        match self.call(target, addr, &req, limit).await? {
+        // Operations go to controllers, never to an observer.
+        match self.call(target, addr, &req, limit, false).await? {
             QuorumResponse::Forward(answer) => Ok(answer),
             other => Err(mismatch(target, &other)),
         }
@@ -234,13 +258,15 @@ impl TcpTransport {
         self.conns.lock().entry(target).or_default().clone()
     }
 
-    /// One request and its answer within `limit`, waiting for the connection included.
+    /// One request and its answer within `limit`, waiting for the connection included;
+    /// `observer` says the target is one.
     async fn call(
         &self,
         target: NodeId,
         addr: &str,
         req: &QuorumRequest,
         limit: Duration,
+        observer: bool,
     ) -> Result<QuorumResponse, TransportError> {
         let frame = encode_frame(req).map_err(|e| TransportError::Lost(target, e))?;
         let deadline = Instant::now() + limit;
@@ -253,7 +279,7 @@ impl TcpTransport {
         };
         // On any failure, the time limit included, `exchange` has dropped the stream: it
         // may hold part of a request or of an answer.
-        let exchanged = exchange(&mut conn, target, addr, &frame, &*self.security);
+        let exchanged = exchange(&mut conn, target, addr, &frame, &*self.security, observer);
         tokio::time::timeout_at(deadline, exchanged)
             .await
             .unwrap_or_else(|_| {
@@ -290,8 +316,9 @@ async fn connect(
     target: NodeId,
     addr: &str,
     security: &dyn StreamSecurity,
+    observer: bool,
 ) -> Result<Conn, TransportError> {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+    let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(TransportError::Unreachable(target, format!("{addr}: {e}"))),
         Err(_) => {
@@ -305,6 +332,13 @@ async fn connect(
     stream
         .set_nodelay(true)
         .map_err(|e| TransportError::Unreachable(target, format!("{addr}: {e}")))?;
+    if observer {
+        // Four bytes into an empty socket buffer: only a dead peer makes this fail.
+        stream
+            .write_all(&OBSERVER_PREFACE)
+            .await
+            .map_err(|e| TransportError::Unreachable(target, format!("{addr}: {e}")))?;
+    }
     let fd = stream.as_raw_fd();
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
     // Nothing of a request has been sent yet: a refused handshake is an unreachable
@@ -340,10 +374,11 @@ async fn exchange(
     addr: &str,
     frame: &[u8],
     security: &dyn StreamSecurity,
+    observer: bool,
 ) -> Result<QuorumResponse, TransportError> {
     let mut c = match conn.take() {
         Some(c) if c.addr == addr && still_open(c.fd) => c,
-        _ => connect(target, addr, security).await?,
+        _ => connect(target, addr, security, observer).await?,
     };
     // From here on the request may have reached the peer, partly or wholly.
     let lost = |e: String| TransportError::Lost(target, format!("{addr}: {e}"));
@@ -393,7 +428,11 @@ impl QuorumTransport for TcpTransport {
         let addr = node.addr.clone();
         Box::pin(async move {
             let req = QuorumRequest::AppendEntries(rpc);
-            match this.call(target, &addr, &req, RPC_TIMEOUT).await? {
+            let observer = this.to_observer(target);
+            match this
+                .call(target, &addr, &req, RPC_TIMEOUT, observer)
+                .await?
+            {
                 QuorumResponse::AppendEntries(res) => raft_result(target, res),
                 other => Err(mismatch(target, &other)),
             }
@@ -410,7 +449,11 @@ impl QuorumTransport for TcpTransport {
         let addr = node.addr.clone();
         Box::pin(async move {
             let req = QuorumRequest::Vote(rpc);
-            match this.call(target, &addr, &req, RPC_TIMEOUT).await? {
+            let observer = this.to_observer(target);
+            match this
+                .call(target, &addr, &req, RPC_TIMEOUT, observer)
+                .await?
+            {
                 QuorumResponse::Vote(res) => raft_result(target, res),
                 other => Err(mismatch(target, &other)),
             }
@@ -427,7 +470,11 @@ impl QuorumTransport for TcpTransport {
         let addr = node.addr.clone();
         Box::pin(async move {
             let req = QuorumRequest::InstallSnapshot(rpc);
-            match this.call(target, &addr, &req, LONG_RPC_TIMEOUT).await? {
+            let observer = this.to_observer(target);
+            match this
+                .call(target, &addr, &req, LONG_RPC_TIMEOUT, observer)
+                .await?
+            {
                 QuorumResponse::InstallSnapshot(res) => raft_result(target, res),
                 other => Err(mismatch(target, &other)),
             }
