@@ -18,7 +18,9 @@
 # SASL_PLAINTEXT (so `BS_SASL_PLAINTEXT` is `BS`, and PLAINTEXT clients cannot use it),
 # brokers log in to each other as admin with SCRAM-SHA-256, and only SCRAM_USER,
 # SCRAM_PASSWORD and BS_SASL_PLAINTEXT are set. Otherwise those stay empty, and suites
-# skip what needs them.
+# skip what needs them. With BROKER_CLUSTER_RACKS=1 each node of a cluster is in a rack of
+# its own, RACK<node id> (as librdkafka's test clusters are), and followers serve
+# consumers in their rack (RackAwareReplicaSelector).
 #
 #   broker_restart [SECONDS_DOWN]
 #
@@ -71,10 +73,10 @@ PY
     # Replicated as a production cluster would be: topics created without an explicit
     # replication factor (and auto-created ones) get up to 3 replicas. min.insync.replicas
     # stays Kafka's default, 1, since the suites also create one-replica topics.
-    local rf=$(( n < 3 ? n : 3 )) secure=()
+    local rf=$(( n < 3 ? n : 3 )) extra=()
     if [[ "${BROKER_CLUSTER_SASL:-}" == 1 ]]; then
       SCRAM_USER=admin; SCRAM_PASSWORD=admin-secret; BS_SASL_PLAINTEXT="$BS"
-      secure=(
+      extra=(
         --override listener.security.protocol.map=PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
         --override sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
         --override sasl.mechanism.inter.broker.protocol=SCRAM-SHA-256
@@ -83,8 +85,14 @@ PY
         --add-scram "SCRAM-SHA-512=[name=$SCRAM_USER,password=$SCRAM_PASSWORD]"
       )
     fi
+    if [[ "${BROKER_CLUSTER_RACKS:-}" == 1 ]]; then
+      extra+=(
+        --override 'broker.rack=RACK{node}'
+        --override replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector
+      )
+    fi
     "$FJORD_BIN" cluster --nodes "$n" --base-port "$base" --data-dir "$work/cluster" \
-      --override "default.replication.factor=$rf" "${secure[@]}" "$@" \
+      --override "default.replication.factor=$rf" "${extra[@]}" "$@" \
       > "$work/server.log" 2>&1 &
   else
     port="$(broker_free_port)"

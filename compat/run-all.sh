@@ -49,9 +49,11 @@ if [[ -n "${FJORD_BIN:-}" ]]; then
     bad=$((bad + 1))
     failed_suites+=("librdkafka-sasl-3-nodes")
   fi
-  # librdkafka's tests that need replication factor 3 (transactions among them).
+  # librdkafka's tests that need replication factor 3 (transactions among them), and
+  # fetching from the follower in the consumer's rack.
   echo "=== compat/librdkafka on a 3-node cluster === $(at)"
-  if LIBRDKAFKA_ALLOW_LIST="$here/librdkafka/allow-list-cluster.txt" LIBRDKAFKA_MODES=classic \
+  if BROKER_CLUSTER_RACKS=1 LIBRDKAFKA_MODES=classic \
+    LIBRDKAFKA_ALLOW_LIST="$here/librdkafka/allow-list-cluster.txt" \
     "$here/on-cluster.sh" librdkafka; then
     ok=$((ok + 1))
   else

@@ -13,10 +13,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="$here/../.cache/franz-go"
-if [[ -z "${FJORD_BIN:-}" && -z "${KAFKA_BOOTSTRAP:-}" ]]; then
-  echo "set FJORD_BIN=/path/to/fjord or KAFKA_BOOTSTRAP=host:port" >&2
-  exit 2
-fi
+source "$here/../target.sh"
 
 # --- build the kgo test binary ----------------------------------------------------------
 mkdir -p "$cache"

@@ -26,6 +26,7 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = 9092)]
     base_port: u16,
     /// Extra `KEY=VALUE` settings for every node, like `fjord server --override`.
+    /// `{node}` in one stands for the node's id (`broker.rack=rack-{node}`).
     #[arg(long = "override", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
     /// SCRAM users of the new cluster, like `fjord server --add-scram`
@@ -109,7 +110,8 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             "controller.listener.names=CONTROLLER".into(),
             format!("controller.quorum.voters={voters}"),
         ];
-        settings.extend(args.overrides.iter().cloned());
+        let id = n.to_string();
+        settings.extend(args.overrides.iter().map(|s| s.replace("{node}", &id)));
         let mut cmd = Command::new(&exe);
         cmd.arg("server").arg("--data-dir").arg(&dir);
         for s in &settings {
