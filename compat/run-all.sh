@@ -39,6 +39,16 @@ if [[ -n "${FJORD_BIN:-}" ]]; then
       failed_suites+=("$suite-3-nodes")
     fi
   done
+  # franz-go's tests with replication factor 3, as its own CI runs them against several
+  # Kafka brokers; 20,000 records (not 500,000) in each ETL chain keep it to minutes on a
+  # debug build, where every acks=all batch waits for two followers' fsyncs.
+  echo "=== compat/franz-go on a 3-node cluster (KGO_TEST_RF=3) === $(at)"
+  if FJORD_CLUSTER_NODES=3 KGO_TEST_RF=3 KGO_TEST_RECORDS=20000 "$here/franz-go/run.sh"; then
+    ok=$((ok + 1))
+  else
+    bad=$((bad + 1))
+    failed_suites+=("franz-go-3-nodes")
+  fi
   # librdkafka's re-authentication test needs replication factor 3 and SASL: a cluster
   # whose brokers talk SASL_PLAINTEXT to clients and to each other.
   echo "=== compat/librdkafka sasl on a 3-node SASL cluster === $(at)"

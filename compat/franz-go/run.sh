@@ -10,6 +10,8 @@
 # Environment:
 #   FRANZ_GO_TESTS   a regular expression of test names to run instead of the allow-list
 #   KGO_TEST_RF      replication factor of the tests' topics (default 1: a single broker)
+#   KGO_TEST_RECORDS records each ETL test sends through its chain (franz-go's default
+#                    500,000)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="$here/../.cache/franz-go"
