@@ -502,6 +502,38 @@ fn wrong_flags_get_one_line_and_exit_2() {
 }
 
 #[test]
+fn tls_and_scram_say_which_listeners_the_librdkafka_tools_reach() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, props) in [
+        ("ssl", "security.protocol=SSL\n"),
+        (
+            "scram",
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n\
+             sasl.username=a\nsasl.password=b\n",
+        ),
+    ] {
+        let path = dir.path().join(format!("{name}.properties"));
+        std::fs::write(&path, props).expect("write properties");
+        let config = path.to_str().expect("utf-8 path");
+        for args in [
+            &["topics", "--list"][..],
+            &["consumer-groups", "--list"][..],
+        ] {
+            let mut full = vec![args[0], "--bootstrap-server", "127.0.0.1:9"];
+            full.extend(["--command-config", config]);
+            full.extend(&args[1..]);
+            let o = run(&full, "");
+            let line = assert_one_line_error(&o, 1, name);
+            assert!(
+                line.contains("reaches PLAINTEXT listeners"),
+                "{name}: {line}"
+            );
+            assert!(line.contains("fjord acls"), "{name}: {line}");
+        }
+    }
+}
+
+#[test]
 fn help_is_short_and_succeeds() {
     for tool in [
         "topics",

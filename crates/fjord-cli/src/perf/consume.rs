@@ -45,7 +45,10 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
         "group.id",
         args.group.as_deref().unwrap_or("fjord-perf-consumer"),
     );
-    let consumer: BaseConsumer = config.create().context("cannot create the consumer")?;
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(crate::tools::common::create_error)
+        .context("cannot create the consumer")?;
     let started_wall = wall_ms();
     let started = Instant::now();
     if args.group.is_some() {

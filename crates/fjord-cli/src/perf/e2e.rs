@@ -43,14 +43,20 @@ pub fn run(args: E2eArgs) -> Result<()> {
     if pconf.get("linger.ms").is_none() {
         pconf.set("linger.ms", "0");
     }
-    let producer: BaseProducer = pconf.create().context("cannot create the producer")?;
+    let producer: BaseProducer = pconf
+        .create()
+        .map_err(crate::tools::common::create_error)
+        .context("cannot create the producer")?;
 
     let mut cconf = super::client_config(args.bootstrap_server.as_deref(), &[])?;
     cconf
         .set("group.id", "fjord-perf-e2e")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100");
-    let consumer: BaseConsumer = cconf.create().context("cannot create the consumer")?;
+    let consumer: BaseConsumer = cconf
+        .create()
+        .map_err(crate::tools::common::create_error)
+        .context("cannot create the consumer")?;
     // Start every partition at its current end, so only this run's records are timed.
     let metadata = consumer
         .fetch_metadata(Some(&args.topic), Duration::from_secs(10))

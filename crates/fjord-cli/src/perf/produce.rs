@@ -120,6 +120,7 @@ pub fn run(args: ProduceArgs) -> Result<()> {
     };
     let producer: BaseProducer<PerfContext> = config
         .create_with_context(context)
+        .map_err(crate::tools::common::create_error)
         .context("cannot create the producer")?;
     let payload = vec![b'x'; args.record_size];
     let interval = Duration::from_millis(args.reporting_interval.max(1));

@@ -120,8 +120,25 @@ pub fn apply_properties_file(cfg: &mut ClientConfig, path: &Path) -> Result<()> 
 /// Turns a client-creation failure into one line (bad property names land here).
 pub fn create_error(e: rdkafka::error::KafkaError) -> anyhow::Error {
     match e {
-        rdkafka::error::KafkaError::ClientCreation(msg) => anyhow!("{msg}"),
-        other => anyhow!("{other}"),
+        rdkafka::error::KafkaError::ClientCreation(msg) => {
+            anyhow!("{}", explain_client_error(&msg))
+        }
+        other => anyhow!("{}", explain_client_error(&other.to_string())),
+    }
+}
+
+/// librdkafka's words for a setting this build cannot carry out (TLS, SCRAM: it is built
+/// without OpenSSL), with what the user can do instead.
+pub fn explain_client_error(msg: &str) -> String {
+    if msg.contains("OpenSSL not available") || msg.contains("No provider for SASL mechanism") {
+        format!(
+            "{msg}; this tool reaches PLAINTEXT listeners, and SASL_PLAINTEXT ones with PLAIN, \
+             only (its librdkafka is built without OpenSSL): point it at such a listener. \
+             fjord acls, configs --entity-type users, features, metadata-quorum, \
+             leader-election and reassign-partitions reach every listener"
+        )
+    } else {
+        msg.to_string()
     }
 }
 
