@@ -552,11 +552,12 @@ async fn accept_loop(
             Some(q) if inter_broker && q.is_observer() => {
                 let q = q.clone();
                 tokio::spawn(async move {
-                    if is_quorum_traffic(conn.socket()).await {
-                        let (socket, peer) = conn.into_parts();
-                        serve_quorum(&q, socket, peer).await;
-                    } else {
-                        conn.run().await;
+                    match quorum_traffic(conn.socket()).await {
+                        Some(preface) => {
+                            let (socket, peer) = conn.into_parts();
+                            serve_quorum(&q, socket, peer, preface).await;
+                        }
+                        None => conn.run().await,
                     }
                 });
             }
@@ -801,37 +802,38 @@ fn check_metadata_kind(dir: &Path, quorum_mode: bool) -> Result<(), BrokerError>
 /// inter-broker listener: it opens with the observer preface (then the controller
 /// listener's TLS and login), or, from a controller that sends none, with a quorum frame
 /// in the clear, whose fifth byte is the `{` its JSON body opens with; a Kafka request's
-/// fifth byte is the high byte of its API key, always 0.
-async fn is_quorum_traffic(socket: &tokio::net::TcpStream) -> bool {
+/// fifth byte is the high byte of its API key, always 0. `None` for a Kafka client;
+/// otherwise whether the connection opened with the preface.
+async fn quorum_traffic(socket: &tokio::net::TcpStream) -> Option<bool> {
     let mut head = [0u8; 5];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match tokio::time::timeout_at(deadline, socket.peek(&mut head)).await {
             Ok(Ok(n)) if n >= head.len() => {
-                return head[..4] == fjord_controller::quorum::OBSERVER_PREFACE || head[4] == b'{'
+                let preface = head[..4] == fjord_controller::quorum::OBSERVER_PREFACE;
+                return (preface || head[4] == b'{').then_some(preface);
             }
             // Closed, failed, or silent: the Kafka side deals with it as usual.
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
             // Part of the header so far: the rest is a moment away.
             Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(2)).await,
         }
     }
 }
 
-/// Serves the quorum's connection to this observer: past the preface, if it sent one, the
-/// controller listener's security decides who may go on, as on a controller. Frames in
-/// the clear reach the quorum only where that listener is PLAINTEXT.
+/// Serves the quorum's connection to this observer: past the preface, if it sent one
+/// (`preface`), the controller listener's security decides who may go on, as on a
+/// controller. Frames in the clear reach the quorum only where that listener is
+/// PLAINTEXT.
 async fn serve_quorum(
     member: &QuorumMember,
     mut socket: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
+    preface: bool,
 ) {
     use tokio::io::AsyncReadExt;
     let mut head = [0u8; 4];
-    if socket.peek(&mut head).await.is_ok_and(|n| n == head.len())
-        && head == fjord_controller::quorum::OBSERVER_PREFACE
-        && socket.read_exact(&mut head).await.is_err()
-    {
+    if preface && socket.read_exact(&mut head).await.is_err() {
         return;
     }
     member.serve_stream(socket, peer).await;
@@ -872,9 +874,9 @@ impl QuorumAcceptor {
                 };
                 let member = member.clone();
                 tokio::spawn(async move {
-                    if is_quorum_traffic(&socket).await {
+                    if let Some(preface) = quorum_traffic(&socket).await {
                         let _ = socket.set_nodelay(true);
-                        serve_quorum(&member, socket, peer).await;
+                        serve_quorum(&member, socket, peer, preface).await;
                     }
                 });
             }
