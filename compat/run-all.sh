@@ -59,6 +59,16 @@ if [[ -n "${FJORD_BIN:-}" ]]; then
     bad=$((bad + 1))
     failed_suites+=("librdkafka-sasl-3-nodes")
   fi
+  # librdkafka's noautocreate scenario (subscriptions to topics that do not exist yet, or
+  # are deleted and created again), on a cluster that creates no topics on demand.
+  echo "=== compat/librdkafka noautocreate on a 3-node cluster === $(at)"
+  if FJORD_CLUSTER_NODES=3 LIBRDKAFKA_MODES=noautocreate \
+    LIBRDKAFKA_ALLOW_LIST="$here/librdkafka/allow-list-cluster.txt" "$here/librdkafka/run.sh"; then
+    ok=$((ok + 1))
+  else
+    bad=$((bad + 1))
+    failed_suites+=("librdkafka-noautocreate-3-nodes")
+  fi
   # librdkafka's tests that need replication factor 3 (transactions among them), and
   # fetching from the follower in the consumer's rack.
   echo "=== compat/librdkafka on a 3-node cluster === $(at)"

@@ -4,7 +4,9 @@
 allow-list.txt: one allow-listed test per line, `<test name> <mode>`, where mode is
 `classic`, `consumer` or `both` (the value of TEST_CONSUMER_GROUP_PROTOCOL it is expected
 to pass with), or `sasl` / `ssl` (run, classic, over the broker's SASL_PLAINTEXT / SSL
-listener). `#` starts a comment; excluded tests are comment lines with their reason.
+listener), or `noautocreate` (run, classic, in librdkafka's test scenario of that name,
+against a broker that does not create topics on demand). `#` starts a comment; excluded
+tests are comment lines with their reason.
 
     allow_list.py numbers ALLOW MODE        comma-separated test numbers to run
     allow_list.py check ALLOW MODE LOG [TESTS]
@@ -17,7 +19,7 @@ listener). `#` starts a comment; excluded tests are comment lines with their rea
 import re
 import sys
 
-MODES = ("classic", "consumer", "sasl", "ssl")
+MODES = ("classic", "consumer", "sasl", "ssl", "noautocreate")
 
 
 def read_allow(path, mode):
@@ -30,7 +32,7 @@ def read_allow(path, mode):
             parts = line.split()
             if len(parts) != 2 or parts[1] not in MODES + ("both",) \
                     or not re.fullmatch(r"\d{4}_\w+", parts[0]):
-                sys.exit(f"{path}:{lineno}: expected `<test name> classic|consumer|both|sasl|ssl`")
+                sys.exit(f"{path}:{lineno}: expected `<test name> classic|consumer|both|sasl|ssl|noautocreate`")
             # `both` is the two group protocols; the sasl and ssl passes run only their own.
             if parts[1] == mode or (parts[1] == "both" and mode in ("classic", "consumer")):
                 names.append(parts[0])

@@ -18,7 +18,10 @@
 #   LIBRDKAFKA_MODES     modes to run (default "classic consumer sasl": both group
 #                        protocols, then the SASL tests over the SASL_PLAINTEXT listener,
 #                        skipped unless this script started the broker; "ssl" runs tests
-#                        over the SSL listener, with LIBRDKAFKA_TESTS, none being listed)
+#                        over the SSL listener, with LIBRDKAFKA_TESTS, none being listed;
+#                        "noautocreate" runs the tests of librdkafka's scenario of that
+#                        name, alone: it starts its broker with auto.create.topics.enable
+#                        false, as that scenario's test cluster is)
 #   LIBRDKAFKA_PARALLEL  tests run at once by test-runner (default 2: with 4 on two cores,
 #                        timing-bound tests such as 0088 or an admin call in 0091 sometimes
 #                        ran out of time, and one test timing out aborts the whole run)
@@ -111,8 +114,15 @@ export BROKER_SECURITY=1
 if [[ -n "${FJORD_CLUSTER_NODES:-}" && "${LIBRDKAFKA_MODES:-}" == sasl ]]; then
   export BROKER_CLUSTER_SASL=1
 fi
+scenario=default autocreate=true
+if [[ "${LIBRDKAFKA_MODES:-}" == *noautocreate* ]]; then
+  [[ "$LIBRDKAFKA_MODES" == noautocreate ]] \
+    || { echo "the noautocreate mode runs alone (its broker creates no topics)" >&2; exit 2; }
+  scenario=noautocreate autocreate=false
+fi
 # 0097 expects its SSL listener to require client certificates.
 broker_start librdkafka --override num.partitions=4 \
+  --override "auto.create.topics.enable=$autocreate" \
   --override authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer \
   --override allow.everyone.if.no.acl.found=true \
   --override connections.max.reauth.ms=4000 \
@@ -204,6 +214,9 @@ run_tests() {
     protocol=classic conf="$work/test-sasl.conf" brokers="$BS_SASL_PLAINTEXT" quick=
   elif [[ "$1" == ssl ]]; then
     protocol=classic conf="$work/test-ssl.conf" brokers="$BS_SSL" quick= extra=("${ssl_env[@]}")
+  elif [[ "$1" == noautocreate ]]; then
+    # Not quick either: in quick mode 0045's subtests skip themselves.
+    protocol=classic quick=
   fi
   set +e
   (
@@ -215,7 +228,7 @@ run_tests() {
     # (but for the sasl mode).
     # stdbuf: test-runner prints its summary table to stdout and may abort() right after
     # (e.g. on leaked client threads); line buffering keeps the table.
-    env "${extra[@]}" TESTS="$2" TEST_KAFKA_VERSION=4.1.1 TEST_CONSUMER_GROUP_PROTOCOL="$protocol" \
+    env "${extra[@]}" TESTS="$2" TEST_SCENARIO="$scenario" TEST_KAFKA_VERSION=4.1.1 TEST_CONSUMER_GROUP_PROTOCOL="$protocol" \
       RDKAFKA_TEST_CONF="$conf" BROKERS="$brokers" KAFKA_PATH="$work/kafka" \
       LD_LIBRARY_PATH="../src:../src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
       timeout --kill-after=10 "$4" stdbuf -oL ./test-runner $quick -p"$3"
