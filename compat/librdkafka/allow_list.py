@@ -3,7 +3,7 @@
 
 allow-list.txt: one allow-listed test per line, `<test name> <mode>`, where mode is
 `classic`, `consumer` or `both` (the value of TEST_CONSUMER_GROUP_PROTOCOL it is expected
-to pass with), or `sasl` / `ssl` (run, classic, over the broker's SASL_PLAINTEXT / SSL
+to pass with), or `alone` (classic, run one test at a time), or `sasl` / `ssl` (run, classic, over the broker's SASL_PLAINTEXT / SSL
 listener), or `noautocreate` (run, classic, in librdkafka's test scenario of that name,
 against a broker that does not create topics on demand). `#` starts a comment; excluded
 tests are comment lines with their reason.
@@ -19,7 +19,7 @@ tests are comment lines with their reason.
 import re
 import sys
 
-MODES = ("classic", "consumer", "sasl", "ssl", "noautocreate")
+MODES = ("classic", "consumer", "alone", "sasl", "ssl", "noautocreate")
 
 
 def read_allow(path, mode):
@@ -32,7 +32,7 @@ def read_allow(path, mode):
             parts = line.split()
             if len(parts) != 2 or parts[1] not in MODES + ("both",) \
                     or not re.fullmatch(r"\d{4}_\w+", parts[0]):
-                sys.exit(f"{path}:{lineno}: expected `<test name> classic|consumer|both|sasl|ssl|noautocreate`")
+                sys.exit(f"{path}:{lineno}: expected `<test name> classic|consumer|both|alone|sasl|ssl|noautocreate`")
             # `both` is the two group protocols; the sasl and ssl passes run only their own.
             if parts[1] == mode or (parts[1] == "both" and mode in ("classic", "consumer")):
                 names.append(parts[0])
