@@ -202,8 +202,11 @@ impl Controller {
             }
             Backend::Quorum(q) => {
                 // Planning and proposing happen as one step on the active controller, so
-                // each plan sees every change proposed before it.
+                // each plan sees every change proposed before it; and a new active
+                // controller plans nothing until its image holds every change committed
+                // before its term.
                 let _writer = q.writer.lock();
+                q.ready_to_plan()?;
                 let current = q.image();
                 let (records, out) = build(&current)?;
                 if records.is_empty() {

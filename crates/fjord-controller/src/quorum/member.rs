@@ -31,6 +31,44 @@ use crate::record::MetadataRecord;
 /// How long a write may wait for the quorum to commit it before the client is told to
 /// retry: as long as an election takes, several times over.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Waits until `raft` leads and its state machine has applied an entry of the current
+/// term, or fails with why not.
+///
+/// A member that has just won an election may hold entries its predecessor committed
+/// that it has not applied yet: it learns they are committed only once the first entry
+/// of its own term commits. The active controller plans each change on its image (the
+/// next producer id block, the next leader epoch, whether a topic exists), so a plan
+/// made in that window would build on a stale image: hand out a producer id block twice,
+/// or elect a leader from an ISR that has since shrunk. Once an entry of its own term is
+/// applied, every entry committed before it is too, and the writer lock keeps its own
+/// later writes in order.
+pub(crate) async fn own_term_applied(
+    raft: &Raft,
+    timeout: Duration,
+) -> Result<(), ControllerError> {
+    let waited = raft
+        .wait(Some(timeout))
+        .metrics(
+            |m| {
+                m.state != ServerState::Leader
+                    || m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
+            },
+            "the active controller's image catches up",
+        )
+        .await;
+    match waited {
+        Ok(m) if m.state == ServerState::Leader && m.current_leader == Some(m.id) => Ok(()),
+        Ok(m) => Err(ControllerError::NotController(match m.current_leader {
+            Some(l) if l != m.id => format!("node {l} is now the active controller"),
+            _ => "the metadata quorum is electing a new active controller".into(),
+        })),
+        Err(_) => Err(ControllerError::NotController(format!(
+            "the new active controller did not catch up with the metadata log within {} s",
+            timeout.as_secs()
+        ))),
+    }
+}
+
 /// How long a node waits for a change the active controller committed to reach its
 /// own image.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -519,6 +557,13 @@ impl QuorumMember {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+    }
+
+    /// Waits until this member may plan a change on its own image: it leads, and has
+    /// applied an entry of its own term (see [`own_term_applied`]).
+    pub(crate) fn ready_to_plan(&self) -> Result<(), ControllerError> {
+        let raft = self.raft.clone();
+        self.block(async move { own_term_applied(&raft, WRITE_TIMEOUT).await })
     }
 
     /// Proposes `records` as one batch and waits until it is committed and applied here.

@@ -12,6 +12,12 @@
 //! must enforce alike); an acknowledged ACL or SCRAM user that nothing tried to delete is
 //! in every image.
 //!
+//! Changes planned on the image: as the active controller does for every change, the
+//! leader takes its writer lock, waits for `own_term_applied`, reads the image and writes
+//! what it planned, here a producer id block (and a new leader plans one at once, as
+//! brokers turn to it right away). Two acknowledged blocks must never share an id: a
+//! plan made on an image that lacks a committed change breaks that.
+//!
 //! The seed drives the faults, the timings and the workload. openraft draws its election
 //! jitter from its own thread RNG, so a replay repeats the fault schedule exactly but not
 //! necessarily every interleaving inside openraft.
@@ -32,6 +38,7 @@ use uuid::Uuid;
 use super::dir::{DurableDir, FsDir, MemDir};
 use super::frame;
 use super::log_store::{LogStore, LOG_FILE};
+use super::member::own_term_applied;
 use super::network::{Network, QuorumTransport, Rpc, TransportError};
 use super::state_machine::{Applied, ApplyObserver, ImageReader, StateMachine};
 use super::types::{Entry, LogId, MetadataBatch, Node, NodeId, Raft};
@@ -219,10 +226,22 @@ struct Checker {
     deleting_acls: BTreeSet<Uuid>,
     deleting_users: BTreeSet<String>,
     snapshot_installs: u64,
+    /// Producer id blocks handed out, as `[start, end)`, with the entry that took each.
+    blocks: Vec<(i64, i64, LogId)>,
     violations: Vec<String>,
 }
 
 impl Checker {
+    /// A producer id block was acknowledged: it must share no id with any other.
+    fn block(&mut self, start: i64, end: i64, log_id: LogId) {
+        if let Some((s, e, l)) = self.blocks.iter().find(|(s, e, _)| start < *e && *s < end) {
+            self.violations.push(format!(
+                "producer ids [{start}, {end}) (entry {log_id}) overlap [{s}, {e}) (entry {l}): a plan built on a stale image"
+            ));
+        }
+        self.blocks.push((start, end, log_id));
+    }
+
     fn leader(&mut self, term: u64, id: NodeId) {
         if let Some(other) = self.leaders.insert(term, id) {
             if other != id {
@@ -283,6 +302,9 @@ impl Checker {
 struct Member {
     dir: MemDir,
     process: Option<(Raft, ImageReader)>,
+    /// The active controller's writer lock (`Controller::commit_prepared`): one change
+    /// planned and written at a time, per process.
+    writer: Arc<tokio::sync::Mutex<()>>,
     incarnation: u64,
 }
 
@@ -295,6 +317,9 @@ struct Sim {
     config: Arc<Config>,
     next_topic: u128,
     crashes: u64,
+    /// Whether plans wait for `own_term_applied` (off only to show the check catches
+    /// what it guards against).
+    plan_guard: bool,
 }
 
 impl Sim {
@@ -307,6 +332,7 @@ impl Sim {
                 let member = Member {
                     dir: MemDir::new(format!("node-{id}")),
                     process: None,
+                    writer: Arc::default(),
                     incarnation: 0,
                 };
                 (id, member)
@@ -321,6 +347,7 @@ impl Sim {
             config,
             next_topic: 1,
             crashes: 0,
+            plan_guard: true,
         }
     }
 
@@ -349,12 +376,29 @@ impl Sim {
             .map_err(|e| format!("node {id} start: {e}"))?;
         let mut metrics = raft.metrics();
         let checker = self.checker.clone();
+        let writer: Arc<tokio::sync::Mutex<()>> = Arc::default();
+        let (elected, elected_reader, elected_writer) =
+            (raft.clone(), reader.clone(), writer.clone());
+        let guarded = self.plan_guard;
         tokio::spawn(async move {
+            let mut led = None;
             loop {
                 {
                     let m = metrics.borrow_and_update();
                     if m.state == ServerState::Leader {
                         checker.lock().leader(m.vote.leader_id().term, m.id);
+                        // Brokers turn to a new active controller at once (their requests
+                        // to the old one failed): it plans its first change right away.
+                        if led != Some(m.current_term) {
+                            led = Some(m.current_term);
+                            tokio::spawn(allocate_producer_ids(
+                                elected.clone(),
+                                elected_reader.clone(),
+                                elected_writer.clone(),
+                                checker.clone(),
+                                guarded,
+                            ));
+                        }
                     }
                     // Only a crash stops a member; a storage error or panic is a bug.
                     if let Err(e) = &m.running_state {
@@ -373,6 +417,7 @@ impl Sim {
         });
         self.net.0.lock().up.insert(id, raft.clone());
         member.process = Some((raft, reader));
+        member.writer = writer;
         Ok(())
     }
 
@@ -409,15 +454,43 @@ impl Sim {
     }
 
     fn leader(&self) -> Option<Raft> {
+        self.leading_member().map(|m| m.0)
+    }
+
+    /// The process that believes it leads in the highest term, its image and its writer
+    /// lock.
+    fn leading_member(&self) -> Option<(Raft, ImageReader, Arc<tokio::sync::Mutex<()>>)> {
         self.members
             .values()
-            .filter_map(|m| m.process.as_ref())
-            .filter_map(|(raft, _)| {
+            .filter_map(|m| m.process.as_ref().map(|(raft, r)| (raft, r, &m.writer)))
+            .filter_map(|(raft, reader, writer)| {
                 let m = raft.metrics().borrow().clone();
-                (m.state == ServerState::Leader).then_some((m.current_term, raft.clone()))
+                (m.state == ServerState::Leader).then(|| {
+                    let member = (raft.clone(), reader.clone(), writer.clone());
+                    (m.current_term, member)
+                })
             })
             .max_by_key(|(term, _)| *term)
-            .map(|(_, raft)| raft)
+            .map(|(_, member)| member)
+    }
+
+    /// A change planned on the leader's image, as the active controller plans each
+    /// (`Controller::commit_prepared`, here for a ProducerIdBlock op): under the writer
+    /// lock, once `own_term_applied` lets it, take the block after the image's next
+    /// producer id and write where the next one starts. Acknowledged blocks must never
+    /// overlap.
+    fn allocate_producer_ids(&mut self) {
+        let Some((raft, reader, writer)) = self.leading_member() else {
+            return;
+        };
+        let checker = self.checker.clone();
+        tokio::spawn(allocate_producer_ids(
+            raft,
+            reader,
+            writer,
+            checker,
+            self.plan_guard,
+        ));
     }
 
     /// A write of one new topic (and its partition, in the same batch); acknowledged
@@ -588,6 +661,7 @@ impl Sim {
                     net.drop_percent = drop;
                     net.max_delay_ms = delay;
                 }
+                76..=89 => self.allocate_producer_ids(),
                 _ => {}
             }
             let pause = self.rng.below(300);
@@ -722,11 +796,12 @@ impl Sim {
         }
         if std::env::var_os("FJORD_SIM_VERBOSE").is_some() {
             eprintln!(
-                "{} nodes: {} acked ({} ACLs, {} SCRAM users), {} entries applied, {} terms with a leader, {} crashes, {} snapshot installs",
+                "{} nodes: {} acked ({} ACLs, {} SCRAM users), {} producer id blocks, {} entries applied, {} terms with a leader, {} crashes, {} snapshot installs",
                 self.nodes,
                 checker.acked.len(),
                 checker.acked_acls.len(),
                 checker.acked_users.len(),
+                checker.blocks.len(),
                 checker.canonical.len(),
                 checker.leaders.len(),
                 self.crashes,
@@ -741,14 +816,47 @@ impl Sim {
     }
 }
 
+/// See [`Sim::allocate_producer_ids`].
+async fn allocate_producer_ids(
+    raft: Raft,
+    reader: ImageReader,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    checker: Arc<Mutex<Checker>>,
+    guarded: bool,
+) {
+    let _writer = writer.lock().await;
+    if guarded
+        && own_term_applied(&raft, Duration::from_secs(3))
+            .await
+            .is_err()
+    {
+        return;
+    }
+    let start = reader.image().next_producer_id;
+    let end = start + 1000;
+    let batch = MetadataBatch {
+        records: vec![MetadataRecord::ProducerIds { next: end }],
+    };
+    let res = tokio::time::timeout(Duration::from_secs(3), raft.client_write(batch)).await;
+    if let Ok(Ok(resp)) = res {
+        checker.lock().block(start, end, resp.log_id);
+    }
+}
+
 fn run_seed(seed: u64, nodes: usize) -> Result<(), String> {
+    run_seed_with(seed, nodes, true)
+}
+
+fn run_seed_with(seed: u64, nodes: usize, plan_guard: bool) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .map_err(|e| e.to_string())?;
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        rt.block_on(Sim::new(seed, nodes).run(200))
+        let mut sim = Sim::new(seed, nodes);
+        sim.plan_guard = plan_guard;
+        rt.block_on(sim.run(200))
     }));
     match outcome {
         Ok(res) => res,
@@ -788,6 +896,22 @@ fn run_seeds(default_seeds: u64) {
 #[test]
 fn quorum_simulation() {
     run_seeds(50);
+}
+
+/// Without `own_term_applied`, a new leader plans on an image that lacks what its
+/// predecessor committed, and hands out producer ids twice: the simulation must see it.
+#[test]
+fn plans_on_a_stale_image_are_caught_without_the_guard() {
+    let caught = (0..100).find_map(|seed| {
+        run_seed_with(seed, 3, false)
+            .err()
+            .filter(|e| e.contains("a plan built on a stale image"))
+            .map(|e| format!("seed {seed}: {e}"))
+    });
+    match caught {
+        Some(what) => eprintln!("caught, as it must be: {what}"),
+        None => panic!("no seed of 100 caught a stale plan"),
+    }
 }
 
 /// The long run: `cargo test -p fjord-controller -- --ignored quorum_simulation_long`.
