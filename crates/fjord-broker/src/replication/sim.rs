@@ -53,7 +53,8 @@
 //! breaks, and expects the failure: proof that the simulation catches each. Those seeds
 //! run without reassignments, which would change their runs.
 //!
-//! `FJORD_SIM_SEEDS=N` runs N seeds; `FJORD_SIM_SEED=S` replays one with a trace on
+//! `FJORD_SIM_SEEDS=N` runs N seeds (from `FJORD_SIM_FIRST_SEED`, 0 by default);
+//! `FJORD_SIM_SEED=S` replays one with a trace on
 //! stderr; `FJORD_SIM_MODEL` picks the variant; `FJORD_SIM_REASSIGN` sets how many steps
 //! per mille ask for a reassignment (0: none; more finds races between moves sooner).
 
@@ -1600,8 +1601,9 @@ fn run_seeds(count: u64, steps: u64, model: Model) {
         return;
     }
     let count = env("FJORD_SIM_SEEDS").unwrap_or(count);
+    let first = env("FJORD_SIM_FIRST_SEED").unwrap_or(0);
     let mut total = Totals::default();
-    for seed in 0..count {
+    for seed in first..first + count {
         let t = run_with(seed, steps, model, reassign, false);
         total.acked += t.acked;
         total.committed += t.committed;

@@ -22,7 +22,8 @@
 //! jitter from its own thread RNG, so a replay repeats the fault schedule exactly but not
 //! necessarily every interleaving inside openraft.
 //!
-//! `FJORD_SIM_SEEDS=N` runs N seeds per cluster size; `FJORD_SIM_SEED=S` replays one.
+//! `FJORD_SIM_SEEDS=N` runs N seeds per cluster size (from `FJORD_SIM_FIRST_SEED`, 0 by
+//! default); `FJORD_SIM_SEED=S` replays one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -872,11 +873,10 @@ fn run_seeds(default_seeds: u64) {
     let seeds: Vec<u64> = match std::env::var("FJORD_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("FJORD_SIM_SEED is a number")],
         Err(_) => {
-            let n = std::env::var("FJORD_SIM_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(default_seeds);
-            (0..n).collect()
+            let var = |name: &str| std::env::var(name).ok().and_then(|s| s.parse().ok());
+            let n: u64 = var("FJORD_SIM_SEEDS").unwrap_or(default_seeds);
+            let first: u64 = var("FJORD_SIM_FIRST_SEED").unwrap_or(0);
+            (first..first + n).collect()
         }
     };
     let mut failures = Vec::new();
