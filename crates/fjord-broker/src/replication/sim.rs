@@ -11,7 +11,11 @@
 //! replication state is lost and rebuilt after they register again, from the high
 //! watermark checkpoint) and restart; the network loses, delays and reorders messages,
 //! and partitions isolate a node or split the cluster (the controller included). The
-//! controller fences a broker it has not heard from for `SESSION_STEPS`.
+//! controller fences a broker it has not heard from for `SESSION_STEPS`. Wall clocks jump,
+//! forward or back by up to three session timeouts, on the controller or on any broker;
+//! the replica state machine and the controller's broker sessions read the wall clock, as
+//! they do in Fjord (and Kafka's ISR checks do). A third random stream draws the jumps, so
+//! the other two run as before; `FJORD_SIM_CLOCK_JUMPS=0` turns them off.
 //!
 //! Reassignments: now and then the controller moves the partition to a random target (any
 //! of the registered brokers, spares included, 1 to all of them, in any order), replaces
@@ -102,6 +106,12 @@ const CANCEL_PERMILLE: u64 = 250;
 /// spare brokers, so the first stream (and so a seed's run up to its first reassignment)
 /// is what it was before reassignments were simulated.
 const SECOND_STREAM: u64 = 0x7EA5_5167;
+/// Salt of the third stream, which draws the clock jumps, so that neither of the others
+/// changes when they are on.
+const CLOCK_STREAM: u64 = 0xC10C_4A11;
+/// How often (per mille of steps) a wall clock jumps, and how far at most, either way.
+const CLOCK_JUMP_PERMILLE: u64 = 3;
+const CLOCK_JUMP_MAX_STEPS: u64 = 3 * SESSION_STEPS;
 
 /// splitmix64: tiny, seedable, and good enough to pick faults. The broker's other
 /// simulations draw from it too.
@@ -281,6 +291,10 @@ struct Broker {
     state: Option<ReplicaState>,
     /// The high watermark as last checkpointed.
     checkpoint: i64,
+    /// How far its wall clock is off the true time: the replica state machine reads
+    /// time from the wall clock, as Kafka's does, and clocks jump (an NTP step, a VM
+    /// resumed).
+    clock_ms: i64,
     /// A fetch in flight per leader, as one fetcher per leader: (id, sent at, the leader
     /// epoch it was sent in).
     fetching: BTreeMap<i32, (u64, u64, i32)>,
@@ -427,9 +441,15 @@ struct Sim {
     now: u64,
     trace: bool,
     brokers: Vec<Broker>,
-    /// The controller: its image, and when it last heard from each broker.
+    /// The controller: its image, and when it last heard from each broker, by its own
+    /// wall clock (in steps), which is `controller_clock` steps off the true time.
     image: Rc<MetadataImage>,
-    last_heard: BTreeMap<i32, u64>,
+    last_heard: BTreeMap<i32, i64>,
+    controller_clock: i64,
+    /// The third stream, and whether wall clocks jump (each broker's by its `clock_ms`).
+    crng: Rng,
+    clock_jumps: bool,
+    jumps: usize,
     net: Vec<InFlight>,
     seq: u64,
     /// Nodes in different groups cannot reach each other (the controller is node 0).
@@ -507,6 +527,7 @@ impl Sim {
                 state: (id <= n)
                     .then(|| ReplicaState::new(id, Assignment::from(partition(&image)), 0, 0, 0)),
                 checkpoint: 0,
+                clock_ms: 0,
                 fetching: BTreeMap::new(),
                 fetch_not_before: 0,
                 proposals: vec![],
@@ -530,6 +551,10 @@ impl Sim {
             brokers,
             image,
             last_heard: all.iter().map(|&id| (id, 0)).collect(),
+            controller_clock: 0,
+            crng: Rng(Rng(seed ^ CLOCK_STREAM).next()),
+            clock_jumps: false,
+            jumps: 0,
             net: vec![],
             seq: 0,
             group: BTreeMap::new(),
@@ -555,13 +580,36 @@ impl Sim {
 
     fn fail(&self, what: String) -> ! {
         panic!(
-            "seed {} step {}: {what}\n(replay with FJORD_SIM_SEED={} FJORD_SIM_MODEL={} FJORD_SIM_REASSIGN={} for a trace)",
-            self.seed, self.now, self.seed, self.model.name, self.reassign_permille
+            "seed {} step {}: {what}\n(replay with FJORD_SIM_SEED={} FJORD_SIM_MODEL={} FJORD_SIM_REASSIGN={} FJORD_SIM_CLOCK_JUMPS={} for a trace)",
+            self.seed, self.now, self.seed, self.model.name, self.reassign_permille, u8::from(self.clock_jumps)
         );
     }
 
-    fn now_ms(&self) -> i64 {
-        self.now as i64 * STEP_MS
+    /// Broker `id`'s wall clock.
+    fn now_ms(&self, id: i32) -> i64 {
+        self.now as i64 * STEP_MS + self.brokers[(id - 1) as usize].clock_ms
+    }
+
+    /// The controller's wall clock, in steps.
+    fn controller_now(&self) -> i64 {
+        self.now as i64 + self.controller_clock
+    }
+
+    /// A wall clock jumps forward or back, the controller's (0) or a broker's. Only
+    /// liveness may suffer: a leader whose clock jumps ahead finds its followers lagging
+    /// and shrinks the ISR; a controller whose clock jumps ahead fences brokers it heard
+    /// from moments ago, and one whose clock jumps back fences a dead broker late.
+    fn jump_clock(&mut self) {
+        let id = self.crng.below(self.brokers.len() as u64 + 1) as i32;
+        let steps =
+            self.crng.below(2 * CLOCK_JUMP_MAX_STEPS + 1) as i64 - CLOCK_JUMP_MAX_STEPS as i64;
+        self.jumps += 1;
+        trace!(self, "clock of {id} jumps {steps} steps");
+        if id == CONTROLLER {
+            self.controller_clock += steps;
+        } else {
+            self.b(id).clock_ms += steps * STEP_MS;
+        }
     }
 
     fn b(&mut self, id: i32) -> &mut Broker {
@@ -623,6 +671,9 @@ impl Sim {
         if self.faults {
             self.inject_faults();
             self.reassign_and_spare_faults();
+            if self.clock_jumps && self.crng.permille(CLOCK_JUMP_PERMILLE) {
+                self.jump_clock();
+            }
         }
         self.deliver();
         for id in 1..=self.brokers.len() as i32 {
@@ -866,7 +917,8 @@ impl Sim {
     }
 
     fn controller_receive(&mut self, from: i32, msg: Msg) {
-        self.last_heard.insert(from, self.now);
+        let now = self.controller_now();
+        self.last_heard.insert(from, now);
         match msg {
             Msg::Heartbeat => {
                 let records = fencing(&self.image, from, false);
@@ -926,8 +978,8 @@ impl Sim {
     fn controller_tick(&mut self) {
         let ids: Vec<i32> = self.image.brokers.keys().copied().collect();
         for id in ids {
-            let silent = self.now - self.last_heard.get(&id).copied().unwrap_or(0);
-            if silent > SESSION_STEPS {
+            let silent = self.controller_now() - self.last_heard.get(&id).copied().unwrap_or(0);
+            if silent > SESSION_STEPS as i64 {
                 let records = fencing(&self.image, id, true);
                 self.commit(records);
             }
@@ -1010,7 +1062,7 @@ impl Sim {
     /// stops and deletes its copy; a broker in them opens its copy (a new one is empty)
     /// or applies the assignment to the state it has.
     fn reconcile(&mut self, id: i32) {
-        let now_ms = self.now_ms();
+        let now_ms = self.now_ms(id);
         let records_epoch = self.model.leader_records_epoch;
         let b = self.b(id);
         let a = Assignment::from(partition(&b.image));
@@ -1105,7 +1157,7 @@ impl Sim {
 
     fn broker_tick(&mut self, id: i32) {
         let now = self.now;
-        let now_ms = self.now_ms();
+        let now_ms = self.now_ms(id);
         let keep = self.model.keep_isr_on_unknown_outcome;
         let b = self.b(id);
         if !b.up {
@@ -1205,7 +1257,7 @@ impl Sim {
         fetch_offset: i64,
         last_fetched_epoch: i32,
     ) -> Option<FetchAnswer> {
-        let now_ms = self.now_ms();
+        let now_ms = self.now_ms(id);
         let b = self.b(id);
         if !b.started {
             // A broker still starting does not serve yet.
@@ -1550,16 +1602,27 @@ struct Totals {
     committed: usize,
     reassignments: usize,
     moves: usize,
+    jumps: usize,
 }
 
 /// A run without reassignments: the spares stand by, and the first stream runs as it did
 /// before reassignments were simulated, so a seed replays the trace it was found with.
 fn run_without_reassignments(seed: u64, steps: u64, model: Model) -> Totals {
-    run_with(seed, steps, model, 0, false)
+    run_with(seed, steps, model, 0, false, false)
 }
 
-fn run_with(seed: u64, steps: u64, model: Model, reassign_permille: u64, trace: bool) -> Totals {
+/// A run; `clock_jumps` turns on the third stream's clock jumps (the seeds kept by the
+/// tests below were found without them, and keep their runs so).
+fn run_with(
+    seed: u64,
+    steps: u64,
+    model: Model,
+    reassign_permille: u64,
+    clock_jumps: bool,
+    trace: bool,
+) -> Totals {
     let mut sim = Sim::new(seed, model, reassign_permille, trace);
+    sim.clock_jumps = clock_jumps;
     for _ in 0..steps {
         sim.step();
     }
@@ -1569,6 +1632,7 @@ fn run_with(seed: u64, steps: u64, model: Model, reassign_permille: u64, trace: 
         committed: sim.committed.len(),
         reassignments: sim.reassignments,
         moves: sim.moves,
+        jumps: sim.jumps,
     }
 }
 
@@ -1592,11 +1656,12 @@ fn model_from_env(default: Model) -> Model {
 fn run_seeds(count: u64, steps: u64, model: Model) {
     let model = model_from_env(model);
     let reassign = env("FJORD_SIM_REASSIGN").unwrap_or(REASSIGN_PERMILLE);
+    let clocks = env("FJORD_SIM_CLOCK_JUMPS").unwrap_or(1) != 0;
     if let Some(seed) = env("FJORD_SIM_SEED") {
-        let t = run_with(seed, steps, model, reassign, true);
+        let t = run_with(seed, steps, model, reassign, clocks, true);
         eprintln!(
-            "seed {seed}: {} acknowledged, {} committed, {} reassignments, {} moves",
-            t.acked, t.committed, t.reassignments, t.moves
+            "seed {seed}: {} acknowledged, {} committed, {} reassignments, {} moves, {} clock jumps",
+            t.acked, t.committed, t.reassignments, t.moves, t.jumps
         );
         return;
     }
@@ -1604,8 +1669,9 @@ fn run_seeds(count: u64, steps: u64, model: Model) {
     let first = env("FJORD_SIM_FIRST_SEED").unwrap_or(0);
     let mut total = Totals::default();
     for seed in first..first + count {
-        let t = run_with(seed, steps, model, reassign, false);
+        let t = run_with(seed, steps, model, reassign, clocks, false);
         total.acked += t.acked;
+        total.jumps += t.jumps;
         total.committed += t.committed;
         total.reassignments += t.reassignments;
         total.moves += t.moves;
@@ -1615,9 +1681,10 @@ fn run_seeds(count: u64, steps: u64, model: Model) {
         committed,
         reassignments,
         moves,
+        jumps,
     } = total;
     eprintln!(
-        "{count} seeds: {acked} acknowledged, {committed} committed, {reassignments} reassignments ({moves} completed)"
+        "{count} seeds: {acked} acknowledged, {committed} committed, {reassignments} reassignments ({moves} completed), {jumps} clock jumps"
     );
     // The workload must actually commit, acknowledge and move the partition, or the
     // checks check nothing (a few seeds may happen to complete no move).
@@ -1699,8 +1766,9 @@ fn the_broken_models_are_caught_with_reassignments_too() {
         (33, STALE_ANSWERS_APPLIED),
         (37, ISR_FORGOTTEN_ON_ANY_ERROR),
     ] {
-        let caught =
-            std::panic::catch_unwind(|| run_with(seed, 2000, model, REASSIGN_PERMILLE, false));
+        let caught = std::panic::catch_unwind(|| {
+            run_with(seed, 2000, model, REASSIGN_PERMILLE, false, false)
+        });
         assert!(
             caught.is_err(),
             "seed {seed} no longer breaks {}",
@@ -1727,7 +1795,7 @@ fn the_broken_models_are_caught_with_reassignments_too() {
 /// removed replica's fetches are fenced; these seeds keep that fixed.
 #[test]
 fn seed_438_a_deleted_copys_fetch_brings_its_empty_successor_into_the_isr() {
-    run_with(438, 2000, SHELL, 20, false);
-    run_with(1895, 2000, SHELL, 50, false);
-    run_with(789, 2000, SHELL, 5, false);
+    run_with(438, 2000, SHELL, 20, false, false);
+    run_with(1895, 2000, SHELL, 50, false, false);
+    run_with(789, 2000, SHELL, 5, false, false);
 }
