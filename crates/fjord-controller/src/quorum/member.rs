@@ -31,6 +31,10 @@ use crate::record::MetadataRecord;
 /// How long a write may wait for the quorum to commit it before the client is told to
 /// retry: as long as an election takes, several times over.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a node waits for a change the active controller committed to reach its
+/// own image.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Waits until `raft` leads and its state machine has applied an entry of the current
 /// term, or fails with why not.
 ///
@@ -68,10 +72,6 @@ pub(crate) async fn own_term_applied(
         ))),
     }
 }
-
-/// How long a node waits for a change the active controller committed to reach its
-/// own image.
-const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Timing of the quorum, from Kafka's `controller.quorum.*` settings.
 #[derive(Debug, Clone)]

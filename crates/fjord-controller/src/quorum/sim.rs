@@ -23,7 +23,7 @@
 //! necessarily every interleaving inside openraft.
 //!
 //! `FJORD_SIM_SEEDS=N` runs N seeds per cluster size (from `FJORD_SIM_FIRST_SEED`, 0 by
-//! default); `FJORD_SIM_SEED=S` replays one.
+//! default); `FJORD_SIM_SEED=S` replays one; `FJORD_SIM_LOG=openraft=debug` logs it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -849,6 +849,16 @@ fn run_seed(seed: u64, nodes: usize) -> Result<(), String> {
 }
 
 fn run_seed_with(seed: u64, nodes: usize, plan_guard: bool) -> Result<(), String> {
+    // FJORD_SIM_LOG=<filter> (e.g. `openraft=debug`) logs the run to stderr, to see what a
+    // replayed seed did.
+    let _log = std::env::var("FJORD_SIM_LOG").ok().map(|filter| {
+        tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .finish(),
+        )
+    });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
