@@ -47,6 +47,9 @@ struct Inner {
     state: RaftState,
     /// Bytes of `raft.log`, all durable.
     file_len: u64,
+    /// How many times entries were cut off the end (conflicting entries a new leader
+    /// replaced).
+    truncations: u64,
 }
 
 /// The log storage handed to openraft. Cloning shares the same log: openraft reads
@@ -54,6 +57,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    /// For a replication task's reader: `truncations` when it was made.
+    reader_since: Option<u64>,
 }
 
 impl LogStore {
@@ -120,7 +125,9 @@ impl LogStore {
                 entries,
                 state,
                 file_len: decoded.valid_len,
+                truncations: 0,
             })),
+            reader_since: None,
         })
     }
 
@@ -199,6 +206,7 @@ impl Inner {
             })?;
         self.file_len = offset;
         self.entries.split_off(&from);
+        self.truncations += 1;
         Ok(())
     }
 
@@ -263,12 +271,25 @@ impl RaftLogReader<MetadataRaft> for LogStore {
     /// heartbeat, and a follower that needs purged entries gets a snapshot.
     /// (`try_get_log_entries` keeps returning the suffix: openraft's own membership lookup
     /// reads from index 0 and relies on it.)
+    ///
+    /// Nor does a reader made before the log was last truncated: it belongs to a leader
+    /// that has since stepped down (a leader never truncates its own log), and its
+    /// `prev_log_id` describes a log that is gone. Entries a newer leader wrote at those
+    /// indexes, sent behind it, would graft that leader's log onto the old one on a
+    /// follower that still follows the old leader, which a later election could then
+    /// commit (the quorum simulation's seed 67814 did so).
     async fn limited_get_log_entries(
         &mut self,
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry>, StorageError> {
         let inner = self.inner.lock();
+        if self
+            .reader_since
+            .is_some_and(|since| since != inner.truncations)
+        {
+            return Ok(Vec::new());
+        }
         if inner
             .entries
             .first_key_value()
@@ -301,7 +322,11 @@ impl RaftLogStorage<MetadataRaft> for LogStore {
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        self.clone()
+        let truncations = self.inner.lock().truncations;
+        LogStore {
+            inner: self.inner.clone(),
+            reader_since: Some(truncations),
+        }
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
@@ -509,6 +534,35 @@ mod tests {
         let state = rt.block_on(store.get_log_state()).unwrap();
         assert_eq!(state.last_log_id, Some(log_id(2, 6)));
         assert!(indexes(&store).is_empty());
+    }
+
+    /// A deposed leader's replication task must not send entries a newer leader wrote
+    /// over its own: its reader serves nothing once the log was truncated.
+    #[test]
+    fn a_reader_from_before_a_truncation_serves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = store_with(tmp.path(), 6);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut stale = rt.block_on(store.get_log_reader());
+        let served = rt.block_on(stale.limited_get_log_entries(5, 7)).unwrap();
+        assert_eq!(served.len(), 2);
+        // The node now follows a new leader whose log differs from 5 on.
+        store.inner.lock().truncate(5).unwrap();
+        store
+            .inner
+            .lock()
+            .append(vec![entry(2, 5), entry(2, 6)])
+            .unwrap();
+        assert!(rt
+            .block_on(stale.limited_get_log_entries(5, 7))
+            .unwrap()
+            .is_empty());
+        // A reader made afterwards (the node leads again) serves the log as it is.
+        let mut fresh = rt.block_on(store.get_log_reader());
+        let served = rt.block_on(fresh.limited_get_log_entries(5, 7)).unwrap();
+        assert_eq!(served, [entry(2, 5), entry(2, 6)]);
     }
 
     struct MemBuilder;
