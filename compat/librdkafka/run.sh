@@ -20,9 +20,9 @@
 #                        group protocol, then the SASL tests over the SASL_PLAINTEXT listener,
 #                        skipped unless this script started the broker; "ssl" runs tests
 #                        over the SSL listener, with LIBRDKAFKA_TESTS, none being listed;
-#                        "noautocreate" runs the tests of librdkafka's scenario of that
-#                        name, alone: it starts its broker with auto.create.topics.enable
-#                        false, as that scenario's test cluster is)
+#                        "noautocreate", given as the only mode, runs the tests of
+#                        librdkafka's scenario of that name against a broker started with
+#                        auto.create.topics.enable false, as that scenario's cluster is)
 #   LIBRDKAFKA_PARALLEL  tests run at once by test-runner (default 2: with 4 on two cores,
 #                        timing-bound tests such as 0088 or an admin call in 0091 sometimes
 #                        ran out of time, and one test timing out aborts the whole run)

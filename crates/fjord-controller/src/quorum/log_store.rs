@@ -52,8 +52,9 @@ struct Inner {
     truncations: u64,
 }
 
-/// The log storage handed to openraft. Cloning shares the same log: openraft reads
-/// through a clone (the log reader) while the core appends.
+/// The log storage handed to openraft. Cloning shares the same log: openraft's
+/// replication tasks read through readers made by `get_log_reader` while the core
+/// appends.
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
