@@ -910,6 +910,7 @@ async fn start_observer(
         .collect();
     let timing = QuorumTiming {
         election_timeout_ms: config.election_timeout_ms,
+        ..QuorumTiming::default()
     };
     let member = QuorumMember::start_observer(
         config.node_id,
@@ -969,6 +970,7 @@ async fn start_quorum(
     let voters = config.cluster.voter_addresses();
     let timing = QuorumTiming {
         election_timeout_ms: config.election_timeout_ms,
+        ..QuorumTiming::default()
     };
     let member = QuorumMember::start(
         config.node_id,

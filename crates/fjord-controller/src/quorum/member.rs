@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::{Config, ServerState, SnapshotPolicy};
+use openraft::{Config, RaftMetrics, ServerState, SnapshotPolicy};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -31,43 +31,52 @@ use crate::record::MetadataRecord;
 /// How long a write may wait for the quorum to commit it before the client is told to
 /// retry: as long as an election takes, several times over.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+/// What a metadata write's task returns.
+type WriteResult = Result<
+    openraft::raft::ClientWriteResponse<super::types::MetadataRaft>,
+    RaftError<NodeId, ClientWriteError<NodeId, Node>>,
+>;
 /// How long a node waits for a change the active controller committed to reach its
 /// own image.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Waits until `raft` leads and its state machine has applied an entry of the current
-/// term, or fails with why not.
+/// Whether a member may plan a change on its own image now: it leads, and its state
+/// machine has applied its whole log, so an entry of its own term and every change it
+/// proposed itself.
 ///
 /// A member that has just won an election may hold entries its predecessor committed
 /// that it has not applied yet: it learns they are committed only once the first entry
-/// of its own term commits. The active controller plans each change on its image (the
-/// next producer id block, the next leader epoch, whether a topic exists), so a plan
-/// made in that window would build on a stale image: hand out a producer id block twice,
-/// or elect a leader from an ISR that has since shrunk. Once an entry of its own term is
-/// applied, every entry committed before it is too, and the writer lock keeps its own
-/// later writes in order.
-pub(crate) async fn own_term_applied(
-    raft: &Raft,
-    timeout: Duration,
-) -> Result<(), ControllerError> {
+/// of its own term commits. And a change this leader proposed that the quorum has not
+/// committed yet (its write timed out while the followers were unreachable, say) may
+/// still commit later, in this term or the next. The active controller plans each change
+/// on its image (the next producer id block, the next leader and partition epochs,
+/// whether a topic exists), so a plan made before either is applied would build on a
+/// stale image: hand out a producer id block twice, elect a leader from an ISR that has
+/// since shrunk, or undo a finished reassignment with a partition epoch already used.
+pub fn may_plan(m: &RaftMetrics<NodeId, Node>) -> bool {
+    m.state == ServerState::Leader
+        && m.current_leader == Some(m.id)
+        && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
+        && m.last_applied.map(|l| l.index) == m.last_log_index
+}
+
+/// Waits until [`may_plan`] holds for `raft`, or fails with why not.
+pub async fn own_log_applied(raft: &Raft, timeout: Duration) -> Result<(), ControllerError> {
     let waited = raft
         .wait(Some(timeout))
         .metrics(
-            |m| {
-                m.state != ServerState::Leader
-                    || m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
-            },
+            |m| m.state != ServerState::Leader || may_plan(m),
             "the active controller's image catches up",
         )
         .await;
     match waited {
-        Ok(m) if m.state == ServerState::Leader && m.current_leader == Some(m.id) => Ok(()),
+        Ok(m) if may_plan(&m) => Ok(()),
         Ok(m) => Err(ControllerError::NotController(match m.current_leader {
             Some(l) if l != m.id => format!("node {l} is now the active controller"),
             _ => "the metadata quorum is electing a new active controller".into(),
         })),
         Err(_) => Err(ControllerError::NotController(format!(
-            "the new active controller did not catch up with the metadata log within {} s",
+            "the active controller did not apply its own metadata log within {} s",
             timeout.as_secs()
         ))),
     }
@@ -79,12 +88,15 @@ pub struct QuorumTiming {
     /// `controller.quorum.election.timeout.ms`: a follower that hears nothing from a
     /// leader for between this and twice this starts an election.
     pub election_timeout_ms: u64,
+    /// How long a metadata write waits for the quorum to commit it.
+    pub write_timeout: Duration,
 }
 
 impl Default for QuorumTiming {
     fn default() -> Self {
         QuorumTiming {
             election_timeout_ms: 1000,
+            write_timeout: WRITE_TIMEOUT,
         }
     }
 }
@@ -102,6 +114,11 @@ pub struct QuorumMember {
     runtime: tokio::runtime::Handle,
     /// Held while the active controller plans and proposes a change.
     pub(crate) writer: Mutex<()>,
+    /// How long a write waits for the quorum (`QuorumTiming::write_timeout`).
+    write_timeout: Duration,
+    /// A change this member proposed whose write timed out before the quorum decided
+    /// it: no plan is made until it is committed, or dropped with this leadership.
+    unsettled: Mutex<Option<tokio::task::JoinHandle<WriteResult>>>,
     /// Who runs ops that other nodes forward here.
     controller: Arc<ControllerSlot>,
     stop: watch::Sender<bool>,
@@ -309,6 +326,8 @@ impl QuorumMember {
             bootstrap: bootstrap.to_vec(),
             runtime: tokio::runtime::Handle::current(),
             writer: Mutex::new(()),
+            unsettled: Mutex::new(None),
+            write_timeout: timing.write_timeout,
             controller,
             stop,
             incarnation: uuid::Uuid::new_v4(),
@@ -425,8 +444,9 @@ impl QuorumMember {
         }
         let raft = self.raft.clone();
         let node = Node::new(addr.to_string());
+        let limit = self.write_timeout;
         let result = self.block(async move {
-            tokio::time::timeout(WRITE_TIMEOUT, raft.add_learner(id, node, false)).await
+            tokio::time::timeout(limit, raft.add_learner(id, node, false)).await
         });
         match result {
             Ok(Ok(_)) => {
@@ -441,7 +461,7 @@ impl QuorumMember {
             ))),
             Err(_) => Err(ControllerError::NotController(format!(
                 "adding observer {node_id} was not committed within {} s",
-                WRITE_TIMEOUT.as_secs()
+                self.write_timeout.as_secs()
             ))),
         }
     }
@@ -559,20 +579,49 @@ impl QuorumMember {
         m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
     }
 
-    /// Waits until this member may plan a change on its own image: it leads, and has
-    /// applied an entry of its own term (see [`own_term_applied`]).
+    /// Waits until this member may plan a change on its own image: a write of its own
+    /// that timed out is settled, and [`may_plan`] holds.
     pub(crate) fn ready_to_plan(&self) -> Result<(), ControllerError> {
-        let raft = self.raft.clone();
-        self.block(async move { own_term_applied(&raft, WRITE_TIMEOUT).await })
+        let earlier = self.unsettled.lock().take();
+        if let Some(mut task) = earlier {
+            let settled = self.block(async {
+                tokio::time::timeout(self.write_timeout, &mut task)
+                    .await
+                    .is_ok()
+            });
+            if !settled {
+                *self.unsettled.lock() = Some(task);
+                return Err(ControllerError::NotController(
+                    "the metadata quorum has not yet committed an earlier change of this active controller; it makes no other until then".into(),
+                ));
+            }
+        }
+        let (raft, limit) = (self.raft.clone(), self.write_timeout);
+        self.block(async move { own_log_applied(&raft, limit).await })
     }
 
     /// Proposes `records` as one batch and waits until it is committed and applied here.
     /// Returns its log index.
+    /// A write that times out goes on in the background (see `unsettled`).
     pub(crate) fn write(&self, records: Vec<MetadataRecord>) -> Result<u64, ControllerError> {
         let raft = self.raft.clone();
-        let result = self.block(async move {
-            tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(MetadataBatch { records })).await
-        });
+        let mut task = self
+            .runtime
+            .spawn(async move { raft.client_write(MetadataBatch { records }).await });
+        let limit = self.write_timeout;
+        let result = self.block(async { tokio::time::timeout(limit, &mut task).await });
+        let result = match result {
+            Ok(Ok(written)) => Ok(written),
+            Ok(Err(join)) => {
+                return Err(ControllerError::NotController(format!(
+                    "the metadata write stopped: {join}"
+                )))
+            }
+            Err(elapsed) => {
+                *self.unsettled.lock() = Some(task);
+                Err(elapsed)
+            }
+        };
         match result {
             Ok(Ok(resp)) => Ok(resp.log_id.index),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
@@ -589,7 +638,7 @@ impl QuorumMember {
             ))),
             Err(_) => Err(ControllerError::NotController(format!(
                 "the metadata quorum did not commit the change within {} s",
-                WRITE_TIMEOUT.as_secs()
+                self.write_timeout.as_secs()
             ))),
         }
     }
@@ -673,5 +722,99 @@ impl QuorumMember {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "metadata quorum did not shut down cleanly");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quorum::tcp::Plaintext;
+
+    fn start(
+        rt: &tokio::runtime::Runtime,
+        id: i32,
+        voters: &BTreeMap<i32, String>,
+        dir: &Path,
+        timing: &QuorumTiming,
+    ) -> Arc<QuorumMember> {
+        rt.block_on(async {
+            let listener = TcpListener::bind(&voters[&id]).await.expect("bind");
+            QuorumMember::start(id, voters, dir, listener, timing, Arc::new(Plaintext)).await
+        })
+        .expect("the member starts")
+    }
+
+    /// Three members on loopback. Both followers stop, so the leader keeps leading but
+    /// commits nothing: its write times out with the entry in its log, undecided. No
+    /// change may be planned until it is decided (a plan on the image without it would
+    /// repeat its producer ids once it commits); once a follower is back it commits, and
+    /// planning goes on with it in the image.
+    #[test]
+    fn a_write_that_timed_out_holds_back_the_next_plan() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let timing = QuorumTiming {
+            election_timeout_ms: 100,
+            write_timeout: Duration::from_millis(1500),
+        };
+        let voters: BTreeMap<i32, String> = (1..=3)
+            .map(|id| {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("a free port")
+                    .port();
+                (id, format!("127.0.0.1:{port}"))
+            })
+            .collect();
+        let dir = |id: i32| tmp.path().join(format!("node-{id}"));
+        let members: Vec<Arc<QuorumMember>> = (1..=3)
+            .map(|id| start(&rt, id, &voters, &dir(id), &timing))
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let leader = loop {
+            if let Some(m) = members.iter().find(|m| m.is_leader()) {
+                if m.ready_to_plan().is_ok() {
+                    break m.clone();
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "no leader");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        leader
+            .write(vec![MetadataRecord::ProducerIds { next: 1000 }])
+            .expect("a write with every member up");
+        let followers: Vec<i32> = (1..=3).filter(|&id| id != leader.node_id as i32).collect();
+        for m in &members {
+            if m.node_id != leader.node_id {
+                rt.block_on(m.shutdown());
+            }
+        }
+
+        let timed_out = leader.write(vec![MetadataRecord::ProducerIds { next: 2000 }]);
+        assert!(
+            matches!(timed_out, Err(ControllerError::NotController(_))),
+            "{timed_out:?}"
+        );
+        assert!(leader.is_leader(), "the leader stepped down");
+        let refused = leader.ready_to_plan();
+        assert!(
+            matches!(&refused, Err(ControllerError::NotController(m)) if m.contains("earlier change")),
+            "a plan was allowed while an earlier write is undecided: {refused:?}"
+        );
+
+        let _back = start(&rt, followers[0], &voters, &dir(followers[0]), &timing);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while leader.ready_to_plan().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "planning never resumed"
+            );
+        }
+        assert_eq!(leader.image().next_producer_id, 2000);
+        rt.block_on(leader.shutdown());
     }
 }

@@ -19,13 +19,15 @@ mod member;
 mod network;
 #[cfg(test)]
 mod sim;
+#[cfg(any(test, feature = "simulation"))]
+pub mod sim_net;
 mod state_machine;
 mod tcp;
 mod types;
 
 pub use dir::{DurableDir, FsDir, MemDir};
 pub use log_store::LogStore;
-pub use member::{QuorumMember, QuorumTiming};
+pub use member::{may_plan, own_log_applied, QuorumMember, QuorumTiming};
 pub use network::{BoxFuture, Network, Peer, QuorumTransport, Rpc, TransportError};
 pub use state_machine::{Applied, ApplyObserver, ImageReader, StateMachine};
 pub use tcp::{
