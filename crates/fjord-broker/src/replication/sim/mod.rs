@@ -52,6 +52,11 @@
 //!    writes were on every ISR member, and a move only shrinks the ISR to its target
 //!    once every target replica has joined it, so no move may lose one.)
 //!
+//! The whole-cluster variant (`quorum`) replaces the controller that commits at once with
+//! Fjord's metadata quorum, voters on three of the brokers, and the controller's logic
+//! running on whichever voter leads, one change at a time, as the active controller runs
+//! it.
+//!
 //! The shell is modelled in variants (`Model`): as it is (as Kafka does it), as it first
 //! was, and as it is minus one fix. A test keeps, for each of the latter, a seed it
 //! breaks, and expects the failure: proof that the simulation catches each. Those seeds
@@ -70,6 +75,9 @@ use fjord_controller::{MetadataImage, MetadataRecord, PartitionImage};
 use uuid::Uuid;
 
 use super::state::{Assignment, IsrProposal, ReplicaState};
+
+mod quorum;
+use quorum::Quorum;
 
 const TOPIC_ID: Uuid = Uuid::from_u128(0x5eed);
 /// Simulated time per step.
@@ -268,6 +276,9 @@ struct InFlight {
     from: i32,
     to: i32,
     incarnation: u64,
+    /// For a request to the controller, the active controller it was sent to (in the
+    /// whole-cluster variant): another one never gets it.
+    active: Option<(i32, u64)>,
     msg: Msg,
 }
 
@@ -466,6 +477,13 @@ struct Sim {
     committed: BTreeMap<i64, Entry>,
     /// The leader of each leader epoch the image has had.
     epoch_leaders: BTreeMap<i32, i32>,
+    /// The whole-cluster variant: the controller is the metadata quorum's active
+    /// controller, and `image` its image.
+    quorum: Option<Quorum>,
+    /// The partition as the last committed change left it.
+    last_committed: PartitionImage,
+    /// The cluster's first metadata (brokers, topic, partition).
+    first_records: Vec<MetadataRecord>,
 }
 
 macro_rules! trace {
@@ -484,9 +502,9 @@ impl Sim {
         let spares = 1 + xrng.below(2) as i32;
         let replicas: Vec<i32> = (1..=n).collect();
         let all: Vec<i32> = (1..=n + spares).collect();
-        let mut image = MetadataImage::default();
+        let mut first = vec![];
         for &id in &all {
-            image.apply(&MetadataRecord::RegisterBroker {
+            first.push(MetadataRecord::RegisterBroker {
                 node_id: id,
                 host: "h".into(),
                 port: 9092,
@@ -495,13 +513,13 @@ impl Sim {
                 listeners: vec![],
             });
         }
-        image.apply(&MetadataRecord::Topic {
+        first.push(MetadataRecord::Topic {
             name: "t".into(),
             topic_id: TOPIC_ID,
             configs: Default::default(),
         });
         let leader = 1 + rng.below(n as u64) as i32;
-        image.apply(&MetadataRecord::Partition {
+        first.push(MetadataRecord::Partition {
             topic_id: TOPIC_ID,
             partition: 0,
             replicas: replicas.clone(),
@@ -512,7 +530,12 @@ impl Sim {
             adding_replicas: vec![],
             removing_replicas: vec![],
         });
+        let mut image = MetadataImage::default();
+        for r in &first {
+            image.apply(r);
+        }
         let image = Rc::new(image);
+        let last_committed = partition(&image).clone();
         let brokers = all
             .iter()
             .map(|&id| Broker {
@@ -568,6 +591,9 @@ impl Sim {
             acked: vec![],
             committed: BTreeMap::new(),
             epoch_leaders: BTreeMap::new(),
+            last_committed,
+            quorum: None,
+            first_records: first,
         };
         sim.epoch_leaders.insert(0, leader);
         trace!(
@@ -579,6 +605,12 @@ impl Sim {
     }
 
     fn fail(&self, what: String) -> ! {
+        if self.quorum.is_some() {
+            panic!(
+                "seed {} step {}: {what}\n(replay with FJORD_SIM_SEED={} cargo test -p fjord-broker --lib whole_cluster -- --nocapture for a trace; openraft times its elections with its own random source, so a replay may need several runs)",
+                self.seed, self.now, self.seed
+            );
+        }
         panic!(
             "seed {} step {}: {what}\n(replay with FJORD_SIM_SEED={} FJORD_SIM_MODEL={} FJORD_SIM_REASSIGN={} FJORD_SIM_CLOCK_JUMPS={} for a trace)",
             self.seed, self.now, self.seed, self.model.name, self.reassign_permille, u8::from(self.clock_jumps)
@@ -630,7 +662,19 @@ impl Sim {
     }
 
     fn connected(&self, a: i32, b: i32) -> bool {
-        self.group_of(a) == self.group_of(b)
+        match (self.node_of(a), self.node_of(b)) {
+            (Some(a), Some(b)) => self.group_of(a) == self.group_of(b),
+            _ => false,
+        }
+    }
+
+    /// Where a process runs on the network: the controller, in the whole-cluster
+    /// variant, on the active controller's node (None while there is none).
+    fn node_of(&self, id: i32) -> Option<i32> {
+        match &self.quorum {
+            Some(q) if id == CONTROLLER => q.active.map(|(voter, _)| voter),
+            _ => Some(id),
+        }
     }
 
     fn send(&mut self, from: i32, to: i32, msg: Msg) {
@@ -654,6 +698,7 @@ impl Sim {
         } else {
             self.b(to).incarnation
         };
+        let active = self.quorum.as_ref().and_then(|q| q.active);
         self.seq += 1;
         self.net.push(InFlight {
             at,
@@ -661,6 +706,7 @@ impl Sim {
             from,
             to,
             incarnation,
+            active,
             msg,
         });
     }
@@ -746,6 +792,9 @@ impl Sim {
     fn crash(&mut self, id: i32) {
         if self.b(id).up {
             trace!(self, "crash {id}");
+            if let Some(q) = &mut self.quorum {
+                q.crash(id);
+            }
             let b = self.b(id);
             b.up = false;
             b.started = false;
@@ -757,6 +806,9 @@ impl Sim {
     }
 
     fn restart(&mut self, id: i32) {
+        if let Some(q) = &mut self.quorum {
+            q.start(id);
+        }
         let b = self.b(id);
         b.up = true;
         b.incarnation += 1;
@@ -798,6 +850,9 @@ impl Sim {
     /// then while one is ongoing, a cancellation. The controller commits the record like
     /// any of its decisions.
     fn reassign(&mut self) {
+        if self.quorum.is_some() && !self.ready_to_plan() {
+            return;
+        }
         let p = partition(&self.image).clone();
         let target = if p.reassigning() && self.xrng.permille(CANCEL_PERMILLE) {
             None
@@ -848,7 +903,17 @@ impl Sim {
                 continue;
             }
             if m.to == CONTROLLER {
-                self.controller_receive(m.from, m.msg);
+                match &mut self.quorum {
+                    // The active controller handles requests one change at a time; one
+                    // sent to an earlier active controller is answered NOT_CONTROLLER.
+                    Some(q) if q.active == m.active => {
+                        q.queue.push_back((m.from, m.msg));
+                        let now = self.controller_now();
+                        self.last_heard.insert(m.from, now);
+                    }
+                    Some(_) => {}
+                    None => self.controller_receive(m.from, m.msg),
+                }
             } else {
                 let b = self.b(m.to);
                 if b.up && b.incarnation == m.incarnation {
@@ -864,12 +929,23 @@ impl Sim {
         if records.is_empty() {
             return;
         }
-        let before = partition(&self.image).clone();
+        if let Some(q) = &mut self.quorum {
+            // Committed when the quorum says so; `committed` sees it then.
+            q.write(records);
+            return;
+        }
         let image = Rc::make_mut(&mut self.image);
         for r in &records {
             image.apply(r);
         }
         let p = partition(&self.image).clone();
+        self.committed(p, &records);
+        self.broadcast();
+    }
+
+    /// A change is in the committed metadata log: the partition is now `p`.
+    fn committed(&mut self, p: PartitionImage, records: &[MetadataRecord]) {
+        let before = std::mem::replace(&mut self.last_committed, p.clone());
         let set = |r: &[i32]| {
             let mut r = r.to_vec();
             r.sort_unstable();
@@ -906,7 +982,6 @@ impl Sim {
                 p.leader_epoch, p.leader
             ));
         }
-        self.broadcast();
     }
 
     fn broadcast(&mut self) {
@@ -953,6 +1028,11 @@ impl Sim {
                 let refused = match partitions::alter_partition(&self.image, &req) {
                     Ok((records, _)) => {
                         self.commit(records);
+                        // Answered once the quorum commits it (if it does).
+                        if let Some(q) = self.quorum.as_mut().filter(|q| q.writing()) {
+                            q.reply_when_written(from, id);
+                            return;
+                        }
                         None
                     }
                     Err((code, why)) => {
@@ -976,6 +1056,9 @@ impl Sim {
     }
 
     fn controller_tick(&mut self) {
+        if self.quorum.is_some() {
+            return self.active_controller_tick();
+        }
         let ids: Vec<i32> = self.image.brokers.keys().copied().collect();
         for id in ids {
             let silent = self.controller_now() - self.last_heard.get(&id).copied().unwrap_or(0);
@@ -989,6 +1072,102 @@ impl Sim {
         if self.now.is_multiple_of(5) {
             self.broadcast();
         }
+    }
+
+    /// The controller's timers in the whole-cluster variant: follow the quorum's
+    /// leader, take in what the metadata log committed, answer the change that was being
+    /// written, then plan the next requests, one change at a time, as the active
+    /// controller runs them.
+    fn active_controller_tick(&mut self) {
+        let q = self.quorum.as_mut().expect("the quorum");
+        if q.follow_leader() {
+            let active = q.active;
+            trace!(self, "active controller: {active:?}");
+            // A new active controller gives every broker a new session, as Kafka's does.
+            let now = self.controller_now();
+            for heard in self.last_heard.values_mut() {
+                *heard = now;
+            }
+        }
+        let q = self.quorum.as_mut().expect("the quorum");
+        let (changes, violations) = q.drain();
+        if let Some(v) = violations.first() {
+            self.fail(format!("metadata quorum: {v}"));
+        }
+        for (index, p, records) in changes {
+            trace!(self, "metadata log index {index} committed");
+            self.committed(p, &records);
+        }
+        let written = self.quorum.as_mut().expect("the quorum").written();
+        self.read_image();
+        match written {
+            Some((_, Some((broker, id)))) => {
+                let image = self.image.clone();
+                self.send(
+                    CONTROLLER,
+                    broker,
+                    Msg::AlterPartitionReply {
+                        id,
+                        refused: None,
+                        image,
+                    },
+                );
+            }
+            Some((false, _)) => trace!(self, "controller: the write was refused"),
+            Some((true, None)) => {}
+            None => {}
+        }
+        while self.ready_to_plan() {
+            let Some((from, msg)) = self.quorum.as_mut().and_then(|q| q.queue.pop_front()) else {
+                break;
+            };
+            self.controller_receive(from, msg);
+        }
+        if self.ready_to_plan() {
+            let ids: Vec<i32> = self.image.brokers.keys().copied().collect();
+            for id in ids {
+                let silent = self.controller_now() - self.last_heard.get(&id).copied().unwrap_or(0);
+                let records = fencing(&self.image, id, true);
+                if silent > SESSION_STEPS as i64 && !records.is_empty() {
+                    self.commit(records);
+                    break;
+                }
+            }
+        }
+        if self.now.is_multiple_of(5) {
+            self.broadcast();
+        }
+    }
+
+    /// The active controller's image, as it reads it before each plan.
+    fn read_image(&mut self) {
+        if let Some(image) = self.quorum.as_mut().and_then(|q| q.new_image()) {
+            self.image = Rc::new(image);
+        }
+    }
+
+    /// As `QuorumMember::ready_to_plan`, then the image to plan on.
+    fn ready_to_plan(&mut self) -> bool {
+        let ready = self.quorum.as_ref().is_some_and(|q| q.ready_to_plan());
+        if ready {
+            self.read_image();
+        }
+        ready
+    }
+
+    /// The driver's part of a step in the whole-cluster variant: voters crash and start
+    /// as their brokers did, the quorum's network follows the brokers', and the
+    /// quorum runs for the step's time.
+    async fn quorum_step(&mut self) {
+        let mut group = [0u8; quorum::VOTERS as usize];
+        for id in 1..=quorum::VOTERS {
+            group[(id - 1) as usize] = self.group_of(id);
+        }
+        let (drop_permille, delay) = (self.drop_permille, self.max_delay);
+        if let Some(q) = &mut self.quorum {
+            q.io(group, drop_permille, delay).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(STEP_MS as u64)).await;
     }
 
     // ---- brokers ----
@@ -1517,6 +1696,14 @@ impl Sim {
     /// Heals everything, stops the faults and the producers, lets the cluster settle,
     /// then checks that nothing acknowledged or committed was lost.
     fn settle_and_check(&mut self) {
+        self.heal();
+        for _ in 0..QUIET_STEPS {
+            self.step();
+        }
+        self.final_check();
+    }
+
+    fn heal(&mut self) {
         trace!(self, "heal everything and settle");
         self.faults = false;
         self.producing = false;
@@ -1528,8 +1715,13 @@ impl Sim {
                 self.restart(id);
             }
         }
-        for _ in 0..QUIET_STEPS {
-            self.step();
+    }
+
+    fn final_check(&mut self) {
+        if let Some(q) = &self.quorum {
+            if let Err(e) = q.converged() {
+                self.fail(format!("metadata quorum: {e}"));
+            }
         }
         let p = partition(&self.image).clone();
         if p.leader == NO_LEADER {
@@ -1603,6 +1795,12 @@ struct Totals {
     reassignments: usize,
     moves: usize,
     jumps: usize,
+    /// The whole-cluster variant: active controllers, voter crashes, metadata writes
+    /// given up on, and metadata log entries.
+    elections: usize,
+    voter_crashes: usize,
+    write_timeouts: usize,
+    entries: usize,
 }
 
 /// A run without reassignments: the spares stand by, and the first stream runs as it did
@@ -1627,13 +1825,115 @@ fn run_with(
         sim.step();
     }
     sim.settle_and_check();
-    Totals {
-        acked: sim.acked.len(),
-        committed: sim.committed.len(),
-        reassignments: sim.reassignments,
-        moves: sim.moves,
-        jumps: sim.jumps,
+    sim.totals()
+}
+
+impl Sim {
+    fn totals(&self) -> Totals {
+        let mut t = Totals {
+            acked: self.acked.len(),
+            committed: self.committed.len(),
+            reassignments: self.reassignments,
+            moves: self.moves,
+            jumps: self.jumps,
+            ..Totals::default()
+        };
+        if let Some(q) = &self.quorum {
+            t.elections = q.elections;
+            t.voter_crashes = q.crashes;
+            t.write_timeouts = q.timeouts;
+            t.entries = q.converged().unwrap_or(0);
+        }
+        t
     }
+}
+
+/// A run of the whole-cluster variant (see `quorum`), with reassignments and clock
+/// jumps, in a runtime whose clock only the simulation moves.
+fn run_whole_cluster(seed: u64, steps: u64, trace: bool) -> Totals {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime");
+    rt.block_on(async {
+        let mut sim = Sim::new(seed, SHELL, REASSIGN_PERMILLE, trace);
+        sim.clock_jumps = true;
+        let mut q = Quorum::new(seed);
+        let image = Rc::new(q.bootstrap(sim.first_records.clone()).await);
+        for b in &mut sim.brokers {
+            b.image = image.clone();
+        }
+        sim.image = image;
+        sim.quorum = Some(q);
+        for _ in 0..steps {
+            sim.step();
+            sim.quorum_step().await;
+        }
+        sim.heal();
+        for _ in 0..QUIET_STEPS {
+            sim.step();
+            sim.quorum_step().await;
+        }
+        // A voter that was down long catches up from a snapshot, which may take longer.
+        for _ in 0..QUIET_STEPS {
+            if sim.quorum.as_ref().is_some_and(|q| q.converged().is_ok()) {
+                break;
+            }
+            sim.step();
+            sim.quorum_step().await;
+        }
+        sim.final_check();
+        sim.totals()
+    })
+}
+
+/// `FJORD_SIM_SEEDS`, `FJORD_SIM_FIRST_SEED` and `FJORD_SIM_SEED` as for the
+/// replication simulation.
+fn run_whole_cluster_seeds(count: u64, steps: u64) {
+    if let Some(seed) = env("FJORD_SIM_SEED") {
+        let t = run_whole_cluster(seed, steps, true);
+        eprintln!(
+            "seed {seed}: {} acknowledged, {} committed, {} active controllers, {} voter crashes, {} metadata writes timed out, {} metadata log entries",
+            t.acked, t.committed, t.elections, t.voter_crashes, t.write_timeouts, t.entries
+        );
+        return;
+    }
+    let count = env("FJORD_SIM_SEEDS").unwrap_or(count);
+    let first = env("FJORD_SIM_FIRST_SEED").unwrap_or(0);
+    let mut total = Totals::default();
+    for seed in first..first + count {
+        let t = run_whole_cluster(seed, steps, false);
+        total.acked += t.acked;
+        total.committed += t.committed;
+        total.reassignments += t.reassignments;
+        total.moves += t.moves;
+        total.jumps += t.jumps;
+        total.elections += t.elections;
+        total.voter_crashes += t.voter_crashes;
+        total.write_timeouts += t.write_timeouts;
+        total.entries += t.entries;
+    }
+    let t = total;
+    eprintln!(
+        "{count} seeds: {} acknowledged, {} committed, {} reassignments ({} completed), {} clock jumps, {} active controllers, {} voter crashes, {} metadata writes timed out, {} metadata log entries",
+        t.acked, t.committed, t.reassignments, t.moves, t.jumps, t.elections, t.voter_crashes, t.write_timeouts, t.entries
+    );
+    assert!(
+        t.acked as u64 > count * 10,
+        "only {} acknowledged over {count} seeds",
+        t.acked
+    );
+    assert!(
+        count < 10 || t.elections as u64 > count * 2,
+        "only {} active controllers over {count} seeds: the quorum hardly failed over",
+        t.elections
+    );
+}
+
+#[test]
+fn whole_cluster_survives_crashes_partitions_and_loss() {
+    run_whole_cluster_seeds(20, 2000);
 }
 
 fn env(name: &str) -> Option<u64> {
@@ -1682,6 +1982,7 @@ fn run_seeds(count: u64, steps: u64, model: Model) {
         reassignments,
         moves,
         jumps,
+        ..
     } = total;
     eprintln!(
         "{count} seeds: {acked} acknowledged, {committed} committed, {reassignments} reassignments ({moves} completed), {jumps} clock jumps"
