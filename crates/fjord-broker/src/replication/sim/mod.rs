@@ -605,10 +605,35 @@ impl Sim {
     }
 
     fn fail(&self, what: String) -> ! {
-        if self.quorum.is_some() {
+        if let Some(q) = &self.quorum {
+            let brokers: Vec<String> = self
+                .brokers
+                .iter()
+                .map(|b| {
+                    format!(
+                        "broker {}: up {}, started {}, hosts {}, fenced {:?}, log end {}, state {:?}, {} proposals waiting",
+                        b.id,
+                        b.up,
+                        b.started,
+                        b.hosts,
+                        self.image.brokers.get(&b.id).map(|i| i.fenced),
+                        b.log.leo(),
+                        b.state.as_ref().map(|s| (
+                            s.is_leader(),
+                            s.assignment.clone(),
+                            s.high_watermark()
+                        )),
+                        b.proposals.len(),
+                    )
+                })
+                .collect();
             panic!(
-                "seed {} step {}: {what}\n(replay with FJORD_SIM_SEED={} cargo test -p fjord-broker --lib whole_cluster -- --nocapture for a trace; openraft times its elections with its own random source, so a replay may need several runs)",
-                self.seed, self.now, self.seed
+                "seed {} step {}: {what}\n{}\n{}\n(replay with FJORD_SIM_SEED={} cargo test -p fjord-broker --lib whole_cluster -- --nocapture for a trace; openraft times its elections with its own random source, so a replay may need several runs)",
+                self.seed,
+                self.now,
+                brokers.join("\n"),
+                q.describe(),
+                self.seed
             );
         }
         panic!(
@@ -1828,6 +1853,20 @@ fn run_with(
     sim.totals()
 }
 
+impl std::ops::AddAssign for Totals {
+    fn add_assign(&mut self, t: Totals) {
+        self.acked += t.acked;
+        self.committed += t.committed;
+        self.reassignments += t.reassignments;
+        self.moves += t.moves;
+        self.jumps += t.jumps;
+        self.elections += t.elections;
+        self.voter_crashes += t.voter_crashes;
+        self.write_timeouts += t.write_timeouts;
+        self.entries += t.entries;
+    }
+}
+
 impl Sim {
     fn totals(&self) -> Totals {
         let mut t = Totals {
@@ -1851,6 +1890,15 @@ impl Sim {
 /// A run of the whole-cluster variant (see `quorum`), with reassignments and clock
 /// jumps, in a runtime whose clock only the simulation moves.
 fn run_whole_cluster(seed: u64, steps: u64, trace: bool) -> Totals {
+    // FJORD_SIM_LOG=<filter> (`openraft=debug`, say) logs the quorum's own events too.
+    let _log = std::env::var("FJORD_SIM_LOG").ok().map(|filter| {
+        tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .finish(),
+        )
+    });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -1904,15 +1952,7 @@ fn run_whole_cluster_seeds(count: u64, steps: u64) {
     let mut total = Totals::default();
     for seed in first..first + count {
         let t = run_whole_cluster(seed, steps, false);
-        total.acked += t.acked;
-        total.committed += t.committed;
-        total.reassignments += t.reassignments;
-        total.moves += t.moves;
-        total.jumps += t.jumps;
-        total.elections += t.elections;
-        total.voter_crashes += t.voter_crashes;
-        total.write_timeouts += t.write_timeouts;
-        total.entries += t.entries;
+        total += t;
     }
     let t = total;
     eprintln!(
@@ -1970,11 +2010,7 @@ fn run_seeds(count: u64, steps: u64, model: Model) {
     let mut total = Totals::default();
     for seed in first..first + count {
         let t = run_with(seed, steps, model, reassign, clocks, false);
-        total.acked += t.acked;
-        total.jumps += t.jumps;
-        total.committed += t.committed;
-        total.reassignments += t.reassignments;
-        total.moves += t.moves;
+        total += t;
     }
     let Totals {
         acked,
