@@ -774,19 +774,21 @@ mod tests {
         let members: Vec<Arc<QuorumMember>> = (1..=3)
             .map(|id| start(&rt, id, &voters, &dir(id), &timing))
             .collect();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        // A first write with every member up; on a loaded machine elections may come
+        // and go at first, so whichever member leads tries until one commits it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let leader = loop {
-            if let Some(m) = members.iter().find(|m| m.is_leader()) {
-                if m.ready_to_plan().is_ok() {
-                    break m.clone();
-                }
+            let written = members.iter().find(|m| m.is_leader()).filter(|m| {
+                m.ready_to_plan().is_ok()
+                    && m.write(vec![MetadataRecord::ProducerIds { next: 1000 }])
+                        .is_ok()
+            });
+            if let Some(m) = written {
+                break m.clone();
             }
-            assert!(std::time::Instant::now() < deadline, "no leader");
+            assert!(std::time::Instant::now() < deadline, "no write committed");
             std::thread::sleep(Duration::from_millis(50));
         };
-        leader
-            .write(vec![MetadataRecord::ProducerIds { next: 1000 }])
-            .expect("a write with every member up");
         let followers: Vec<i32> = (1..=3).filter(|&id| id != leader.node_id as i32).collect();
         for m in &members {
             if m.node_id != leader.node_id {
