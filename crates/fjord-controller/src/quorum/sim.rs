@@ -38,7 +38,7 @@ use super::dir::{DurableDir, FsDir, MemDir};
 use super::frame;
 use super::log_store::{LogStore, LOG_FILE};
 use super::member::own_log_applied;
-use super::sim_net::{Rng, SimNet};
+use super::sim_net::{log_from_env, paused_runtime, Rng, SimNet};
 use super::state_machine::{Applied, ApplyObserver, ImageReader, StateMachine};
 use super::types::{Entry, LogId, MetadataBatch, Node, NodeId, Raft};
 use crate::record::MetadataRecord;
@@ -727,21 +727,8 @@ fn run_seed(seed: u64, nodes: usize) -> Result<(), String> {
 }
 
 fn run_seed_with(seed: u64, nodes: usize, plan_guard: bool) -> Result<(), String> {
-    // FJORD_SIM_LOG=<filter> (e.g. `openraft=debug`) logs the run to stderr, to see what a
-    // replayed seed did.
-    let _log = std::env::var("FJORD_SIM_LOG").ok().map(|filter| {
-        tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_writer(std::io::stderr)
-                .finish(),
-        )
-    });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let _log = log_from_env();
+    let rt = paused_runtime().map_err(|e| e.to_string())?;
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let mut sim = Sim::new(seed, nodes);
         sim.plan_guard = plan_guard;

@@ -14,6 +14,27 @@ use parking_lot::Mutex;
 use super::network::{Network, QuorumTransport, Rpc, TransportError};
 use super::types::{Node, NodeId, Raft};
 
+/// The runtime a simulation runs in: one thread, and a clock only the simulation moves.
+pub fn paused_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+}
+
+/// `FJORD_SIM_LOG=<filter>` (`openraft=debug`, say) logs a run to stderr, to see what a
+/// replayed seed did; logging lasts as long as the guard.
+pub fn log_from_env() -> Option<tracing::subscriber::DefaultGuard> {
+    std::env::var("FJORD_SIM_LOG").ok().map(|filter| {
+        tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .finish(),
+        )
+    })
+}
+
 /// splitmix64: tiny, seedable, and good enough to pick faults.
 pub struct Rng(pub u64);
 

@@ -77,6 +77,7 @@ use uuid::Uuid;
 use super::state::{Assignment, IsrProposal, ReplicaState};
 
 mod quorum;
+use fjord_controller::quorum::sim_net;
 use quorum::Quorum;
 
 const TOPIC_ID: Uuid = Uuid::from_u128(0x5eed);
@@ -1890,20 +1891,9 @@ impl Sim {
 /// A run of the whole-cluster variant (see `quorum`), with reassignments and clock
 /// jumps, in a runtime whose clock only the simulation moves.
 fn run_whole_cluster(seed: u64, steps: u64, trace: bool) -> Totals {
-    // FJORD_SIM_LOG=<filter> (`openraft=debug`, say) logs the quorum's own events too.
-    let _log = std::env::var("FJORD_SIM_LOG").ok().map(|filter| {
-        tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_writer(std::io::stderr)
-                .finish(),
-        )
-    });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a current-thread runtime");
+    // FJORD_SIM_LOG logs the quorum's own events too.
+    let _log = sim_net::log_from_env();
+    let rt = sim_net::paused_runtime().expect("a current-thread runtime");
     rt.block_on(async {
         let mut sim = Sim::new(seed, SHELL, REASSIGN_PERMILLE, trace);
         sim.clock_jumps = true;
