@@ -82,6 +82,15 @@ pub struct GroupCoordinator {
     /// them the group's committed offsets; an abort marker drops them. Lock order:
     /// `groups` before this.
     pending_txn: Mutex<HashMap<String, PendingTxnOffsets>>,
+    /// Held while `__consumer_offsets` partitions are loaded (or dropped), and while a
+    /// transaction marker is applied: a marker landing during a load is applied after it,
+    /// to the offsets the load found, rather than to an empty group the load then skips
+    /// or to pending offsets the load has not installed yet. Taken before any other lock.
+    loading: Mutex<()>,
+    /// Run by a load between reading the log and installing what it read, to let a test
+    /// land a transaction marker in that window.
+    #[cfg(test)]
+    after_replay: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// Offsets pending in transactions, by group and producer id.
@@ -112,6 +121,9 @@ impl GroupCoordinator {
             segment_bytes: config.offsets_topic_segment_bytes,
             last_retention_check: AtomicI64::new(0),
             pending_txn: Mutex::new(HashMap::new()),
+            loading: Mutex::new(()),
+            #[cfg(test)]
+            after_replay: Mutex::new(None),
         }
     }
 
@@ -460,6 +472,19 @@ impl GroupCoordinator {
     /// producer `producer_id`'s pending offsets there become committed, or are dropped.
     pub fn complete_txn(&self, state: &BrokerState, index: i32, producer_id: i64, commit: bool) {
         let count = self.partition_count(state);
+        let _loading = self.loading.lock();
+        // Groups of a partition not loaded here are not in memory: the marker is in the
+        // log, and the load that takes the partition up replays it. Applying it here
+        // would make a group holding only this transaction's offsets, which the load
+        // would then keep in place of the group's real ones.
+        if !self.owned.lock().contains_key(&index) {
+            tracing::debug!(
+                partition = index,
+                producer_id,
+                "transaction marker for {TOPIC}-{index}, whose groups are not loaded here"
+            );
+            return;
+        }
         // Lock order: `groups` before `pending_txn`, as commits take them.
         let mut groups = self.groups.lock();
         let mut pending = self.pending_txn.lock();
@@ -1036,8 +1061,21 @@ impl GroupCoordinator {
     /// new coordinator. Blocking: run it off the async threads.
     pub fn sync_ownership(&self, state: &BrokerState) {
         let count = self.partition_count(state);
-        let (to_load, lost) =
+        let _loading = self.loading.lock();
+        let (to_load, mut lost) =
             crate::replica::ownership_changes(&state.replicas, TOPIC, &self.owned.lock());
+        // Led again in a newer epoch: what memory holds may predate writes another leader
+        // made in between (this broker can miss the epochs it did not lead), so the
+        // partition is dropped and replayed like one taken up anew.
+        let reloaded: Vec<i32> = {
+            let owned = self.owned.lock();
+            to_load
+                .iter()
+                .map(|(p, _)| p.index)
+                .filter(|i| owned.contains_key(i))
+                .collect()
+        };
+        lost.extend(reloaded);
         if !lost.is_empty() {
             let mut groups = self.groups.lock();
             let mut consumers = self.consumers.lock();
@@ -1049,10 +1087,12 @@ impl GroupCoordinator {
             let mut owned = self.owned.lock();
             for index in &lost {
                 owned.remove(index);
-                tracing::info!(
-                    partition = index,
-                    "no longer coordinating the groups of {TOPIC}-{index}"
-                );
+                if !to_load.iter().any(|(p, _)| p.index == *index) {
+                    tracing::info!(
+                        partition = index,
+                        "no longer coordinating the groups of {TOPIC}-{index}"
+                    );
+                }
             }
         }
         if !to_load.is_empty() {
@@ -1136,6 +1176,13 @@ impl GroupCoordinator {
                 }
             }
         }
+        #[cfg(test)]
+        {
+            let hook = self.after_replay.lock().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
         let mut loaded = HashMap::new();
         for (id, value) in &metadata {
             if let Some(v) = value {
@@ -1209,5 +1256,173 @@ async fn sync_groups(state: &Arc<BrokerState>) {
     {
         tracing::error!(error = %e, "group coordinator load task failed");
         state.groups.loaded.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::markers::{self, MarkerRequest};
+    use fjord_log::txn::Marker;
+
+    /// One broker whose group "g" has input-0 committed plainly at 10 and input-1 sent to
+    /// producer 7's transaction at 20, marker not written yet; its `__consumer_offsets`
+    /// partition is then unloaded, as on a broker about to become its leader.
+    async fn unloaded_with_an_open_transaction(
+        dir: &std::path::Path,
+    ) -> (crate::server::Server, Arc<BrokerState>) {
+        let props = BTreeMap::from([
+            (
+                "listeners".to_string(),
+                "PLAINTEXT://127.0.0.1:0".to_string(),
+            ),
+            ("log.dirs".to_string(), dir.display().to_string()),
+            ("offsets.topic.num.partitions".to_string(), "1".to_string()),
+        ]);
+        let config = BrokerConfig::from_props(&props).unwrap();
+        let server = crate::server::Server::start(config).await.unwrap();
+        let state = server.state();
+        let st = state.clone();
+        tokio::task::spawn_blocking(move || {
+            st.groups.ensure_topic(&st).unwrap();
+            st.ensure_internal_topic("input", 2, 1, BTreeMap::new())
+                .unwrap();
+        })
+        .await
+        .unwrap();
+        let entry = |partition, offset| CommitEntry {
+            topic: "input".into(),
+            partition,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        let g = &state.groups;
+        let (plain, sent) = ([entry(0, 10)], [entry(1, 20)]);
+        let committed = g.commit(&state, "g", "", None, -1, &plain, None).await;
+        assert_eq!(committed, Ok(vec![code::NONE]));
+        let committed = g
+            .commit(&state, "g", "", None, -1, &sent, Some((7, 0)))
+            .await;
+        assert_eq!(committed, Ok(vec![code::NONE]));
+        g.groups.lock().clear();
+        g.pending_txn.lock().clear();
+        g.owned.lock().clear();
+        (server, state)
+    }
+
+    /// A broker that led a `__consumer_offsets` partition, and leads it again in a newer
+    /// epoch, may have missed what leaders in between wrote while it was not looking: it
+    /// replays the log rather than keep what it held.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_led_again_in_a_newer_epoch_is_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_server, state) = unloaded_with_an_open_transaction(dir.path()).await;
+        load(&state).await;
+        // Another leader's commit, replicated here: in the log, not in memory.
+        let key = Key::Offset {
+            group: "g".into(),
+            topic: "input".into(),
+            partition: 0,
+        };
+        let value = OffsetValue {
+            offset: 15,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: now_ms(),
+        };
+        let record = offsets::record(key.encode(), Some(value.encode()), now_ms());
+        state.groups.append(&state, "g", &[record], None).unwrap();
+        let p = state.replicas.get(TOPIC, 0).unwrap();
+        let mut next = p.assignment();
+        next.leader_epoch += 2;
+        let leo = p.log.log_end_offset();
+        p.update(|s| s.apply(next, leo, now_ms()));
+        load(&state).await;
+        write_commit_marker(&state).unwrap();
+        let topics = Some(vec![("input".to_string(), vec![0, 1])]);
+        let fetched = state.groups.fetch(&state, "g", topics, true).unwrap();
+        let offsets: Vec<Option<i64>> = fetched[0]
+            .1
+            .iter()
+            .map(|(_, c, _)| c.as_ref().map(|c| c.offset))
+            .collect();
+        assert_eq!(offsets, vec![Some(15), Some(20)]);
+    }
+
+    /// Writes producer 7's commit marker to `__consumer_offsets-0`, as WriteTxnMarkers does.
+    fn write_commit_marker(state: &BrokerState) -> Result<(), BrokerError> {
+        let req = MarkerRequest {
+            producer_id: 7,
+            producer_epoch: 0,
+            commit: true,
+            coordinator_epoch: 0,
+            partitions: vec![(TOPIC.to_string(), 0)],
+        };
+        let marker = Marker {
+            commit: true,
+            coordinator_epoch: 0,
+        };
+        markers::append(state, TOPIC, 0, &req, marker).map(|_| ())
+    }
+
+    async fn load(state: &Arc<BrokerState>) {
+        let st = state.clone();
+        tokio::task::spawn_blocking(move || st.groups.sync_ownership(&st))
+            .await
+            .unwrap();
+    }
+
+    /// Both of group "g"'s offsets, committed and stable.
+    fn assert_both_committed(state: &BrokerState) {
+        let topics = Some(vec![("input".to_string(), vec![0, 1])]);
+        let fetched = state.groups.fetch(state, "g", topics, true).unwrap();
+        let found: Vec<(i32, Option<i64>, i16)> = fetched[0]
+            .1
+            .iter()
+            .map(|(p, c, code)| (*p, c.as_ref().map(|c| c.offset), *code))
+            .collect();
+        assert_eq!(
+            found,
+            vec![(0, Some(10), code::NONE), (1, Some(20), code::NONE)]
+        );
+    }
+
+    /// A commit marker that lands on a `__consumer_offsets` partition while a new
+    /// coordinator loads it, after the load has read the log, must add to the offsets the
+    /// load found. It once made a group of the transaction's offsets alone, which the load
+    /// then kept: every other offset of the group was gone, and a transactional copier
+    /// restarted from the beginning and copied its input twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_marker_landing_during_a_load_adds_to_the_loaded_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_server, state) = unloaded_with_an_open_transaction(dir.path()).await;
+        let marker_thread = Arc::new(Mutex::new(None));
+        let (st, slot) = (state.clone(), marker_thread.clone());
+        *state.groups.after_replay.lock() = Some(Box::new(move || {
+            let writer = std::thread::spawn(move || write_commit_marker(&st));
+            // Time enough for the marker to be applied now, were nothing to hold it.
+            std::thread::sleep(Duration::from_millis(300));
+            *slot.lock() = Some(writer);
+        }));
+        load(&state).await;
+        let writer = marker_thread.lock().take().expect("the load ran the hook");
+        writer.join().unwrap().unwrap();
+        assert_both_committed(&state);
+    }
+
+    /// The same marker landing after the broker became the partition's leader but before
+    /// its load began: the load replays it from the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_marker_landing_before_a_load_is_replayed_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_server, state) = unloaded_with_an_open_transaction(dir.path()).await;
+        let st = state.clone();
+        tokio::task::spawn_blocking(move || write_commit_marker(&st))
+            .await
+            .unwrap()
+            .unwrap();
+        load(&state).await;
+        assert_both_committed(&state);
     }
 }

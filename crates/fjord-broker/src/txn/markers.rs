@@ -71,7 +71,7 @@ pub async fn write_local(state: &Arc<BrokerState>, req: &MarkerRequest) -> Vec<i
 
 /// Appends and fsyncs one partition's marker; returns the partition, the offset after the
 /// marker and the leader epoch it was written in.
-fn append(
+pub(crate) fn append(
     state: &BrokerState,
     topic: &str,
     index: i32,
