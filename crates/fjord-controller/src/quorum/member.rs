@@ -53,30 +53,44 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// whether a topic exists), so a plan made before either is applied would build on a
 /// stale image: hand out a producer id block twice, elect a leader from an ISR that has
 /// since shrunk, or undo a finished reassignment with a partition epoch already used.
-pub fn may_plan(m: &RaftMetrics<NodeId, Node>) -> bool {
+///
+/// And a quorum has acknowledged it as leader within `lease`. A member that restarts
+/// restores the leader vote it had and believes it leads its old term, with the image of
+/// then, until a follower answers with the newer term; one cut off from the quorum
+/// believes it until its election timeout runs out. Neither's image can be trusted: a
+/// plan made on it does not commit, but a refusal answered from it does reach the
+/// broker (a partition epoch "not current" that is, which leaves the partition's
+/// leader waiting for metadata that never comes).
+pub fn may_plan(m: &RaftMetrics<NodeId, Node>, lease: Duration) -> bool {
     m.state == ServerState::Leader
         && m.current_leader == Some(m.id)
         && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
         && m.last_applied.map(|l| l.index) == m.last_log_index
+        && m.millis_since_quorum_ack
+            .is_some_and(|ms| u128::from(ms) < lease.as_millis())
 }
 
 /// Waits until [`may_plan`] holds for `raft`, or fails with why not.
+///
+/// The lease is the election timeout: within it of an acknowledgment, the followers that
+/// gave it have not voted for anyone else.
 pub async fn own_log_applied(raft: &Raft, timeout: Duration) -> Result<(), ControllerError> {
+    let lease = Duration::from_millis(raft.config().election_timeout_min);
     let waited = raft
         .wait(Some(timeout))
         .metrics(
-            |m| m.state != ServerState::Leader || may_plan(m),
+            |m| m.state != ServerState::Leader || may_plan(m, lease),
             "the active controller's image catches up",
         )
         .await;
     match waited {
-        Ok(m) if may_plan(&m) => Ok(()),
+        Ok(m) if may_plan(&m, lease) => Ok(()),
         Ok(m) => Err(ControllerError::NotController(match m.current_leader {
             Some(l) if l != m.id => format!("node {l} is now the active controller"),
             _ => "the metadata quorum is electing a new active controller".into(),
         })),
         Err(_) => Err(ControllerError::NotController(format!(
-            "the active controller did not apply its own metadata log within {} s",
+            "the active controller was not acknowledged by the metadata quorum, or did not apply its own metadata log, within {} s",
             timeout.as_secs()
         ))),
     }
@@ -749,18 +763,23 @@ mod tests {
     /// change may be planned until it is decided (a plan on the image without it would
     /// repeat its producer ids once it commits); once a follower is back it commits, and
     /// planning goes on with it in the image.
-    #[test]
-    fn a_write_that_timed_out_holds_back_the_next_plan() {
+    /// Three members on loopback that have committed a first write; the leader's two
+    /// followers are then stopped. Returns the runtime, the voters, the leader and the
+    /// stopped followers' ids.
+    fn leader_without_followers(
+        tmp: &std::path::Path,
+        timing: &QuorumTiming,
+    ) -> (
+        tokio::runtime::Runtime,
+        BTreeMap<i32, String>,
+        Arc<QuorumMember>,
+        Vec<i32>,
+    ) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let timing = QuorumTiming {
-            election_timeout_ms: 100,
-            write_timeout: Duration::from_millis(1500),
-        };
         let voters: BTreeMap<i32, String> = (1..=3)
             .map(|id| {
                 let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -770,9 +789,8 @@ mod tests {
                 (id, format!("127.0.0.1:{port}"))
             })
             .collect();
-        let dir = |id: i32| tmp.path().join(format!("node-{id}"));
         let members: Vec<Arc<QuorumMember>> = (1..=3)
-            .map(|id| start(&rt, id, &voters, &dir(id), &timing))
+            .map(|id| start(&rt, id, &voters, &member_dir(tmp, id), timing))
             .collect();
         // A first write with every member up; on a loaded machine elections may come
         // and go at first, so whichever member leads tries until one commits it.
@@ -795,6 +813,22 @@ mod tests {
                 rt.block_on(m.shutdown());
             }
         }
+        (rt, voters, leader, followers)
+    }
+
+    fn member_dir(tmp: &std::path::Path, id: i32) -> std::path::PathBuf {
+        tmp.join(format!("node-{id}"))
+    }
+
+    #[test]
+    fn a_write_that_timed_out_holds_back_the_next_plan() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let timing = QuorumTiming {
+            election_timeout_ms: 100,
+            write_timeout: Duration::from_millis(1500),
+        };
+        let (rt, voters, leader, followers) = leader_without_followers(tmp.path(), &timing);
+        let dir = |id: i32| member_dir(tmp.path(), id);
 
         let timed_out = leader.write(vec![MetadataRecord::ProducerIds { next: 2000 }]);
         assert!(
@@ -817,6 +851,38 @@ mod tests {
             );
         }
         assert_eq!(leader.image().next_producer_id, 2000);
+        rt.block_on(leader.shutdown());
+    }
+
+    /// A leader that no quorum has acknowledged for an election timeout (cut off here;
+    /// restarted with its old leader vote, in the simulation) still believes it leads,
+    /// but plans nothing on its image, which may be stale: it once refused an ISR change
+    /// as "partition epoch 23 is not the current 20", leaving the partition's leader
+    /// waiting for metadata that never came. Once a follower answers it plans again.
+    #[test]
+    fn a_leader_no_quorum_acknowledges_plans_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let timing = QuorumTiming {
+            election_timeout_ms: 100,
+            write_timeout: Duration::from_millis(1000),
+        };
+        let (rt, voters, leader, followers) = leader_without_followers(tmp.path(), &timing);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(leader.is_leader(), "the leader stepped down");
+        let refused = leader.ready_to_plan();
+        assert!(
+            matches!(&refused, Err(ControllerError::NotController(m)) if m.contains("not acknowledged")),
+            "a leader without a quorum may plan: {refused:?}"
+        );
+        let dir = member_dir(tmp.path(), followers[0]);
+        let _back = start(&rt, followers[0], &voters, &dir, &timing);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while leader.ready_to_plan().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "planning never resumed"
+            );
+        }
         rt.block_on(leader.shutdown());
     }
 }

@@ -357,6 +357,12 @@ impl Quorum {
         Some((*image).clone())
     }
 
+    /// How recently a quorum must have acknowledged the active controller, as
+    /// `own_log_applied` has it: the election timeout.
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.config.election_timeout_min)
+    }
+
     /// Whether the active controller may plan a change now: nothing of its own in
     /// flight (the writer lock), and `may_plan` holds.
     pub(super) fn ready_to_plan(&self) -> bool {
@@ -367,7 +373,7 @@ impl Quorum {
             return false;
         };
         let m = raft.metrics().borrow().clone();
-        self.writing.is_none() && m.current_term == term && may_plan(&m)
+        self.writing.is_none() && m.current_term == term && may_plan(&m, self.lease())
     }
 
     /// Writes `records` as the active controller.
