@@ -758,11 +758,6 @@ mod tests {
         .expect("the member starts")
     }
 
-    /// Three members on loopback. Both followers stop, so the leader keeps leading but
-    /// commits nothing: its write times out with the entry in its log, undecided. No
-    /// change may be planned until it is decided (a plan on the image without it would
-    /// repeat its producer ids once it commits); once a follower is back it commits, and
-    /// planning goes on with it in the image.
     /// Three members on loopback that have committed a first write; the leader's two
     /// followers are then stopped. Returns the runtime, the voters, the leader and the
     /// stopped followers' ids.
@@ -820,13 +815,34 @@ mod tests {
         tmp.join(format!("node-{id}"))
     }
 
+    /// Quick elections, and writes that give up after `write_timeout_ms`.
+    fn quick(write_timeout_ms: u64) -> QuorumTiming {
+        QuorumTiming {
+            election_timeout_ms: 100,
+            write_timeout: Duration::from_millis(write_timeout_ms),
+        }
+    }
+
+    /// Waits (30 s at most) until `leader` may plan again.
+    fn until_planning_resumes(leader: &QuorumMember) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while leader.ready_to_plan().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "planning never resumed"
+            );
+        }
+    }
+
+    /// Three members on loopback. Both followers stop, so the leader keeps leading but
+    /// commits nothing: its write times out with the entry in its log, undecided. No
+    /// change may be planned until it is decided (a plan on the image without it would
+    /// repeat its producer ids once it commits); once a follower is back it commits, and
+    /// planning goes on with it in the image.
     #[test]
     fn a_write_that_timed_out_holds_back_the_next_plan() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let timing = QuorumTiming {
-            election_timeout_ms: 100,
-            write_timeout: Duration::from_millis(1500),
-        };
+        let timing = quick(1500);
         let (rt, voters, leader, followers) = leader_without_followers(tmp.path(), &timing);
         let dir = |id: i32| member_dir(tmp.path(), id);
 
@@ -843,13 +859,7 @@ mod tests {
         );
 
         let _back = start(&rt, followers[0], &voters, &dir(followers[0]), &timing);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while leader.ready_to_plan().is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "planning never resumed"
-            );
-        }
+        until_planning_resumes(&leader);
         assert_eq!(leader.image().next_producer_id, 2000);
         rt.block_on(leader.shutdown());
     }
@@ -862,10 +872,7 @@ mod tests {
     #[test]
     fn a_leader_no_quorum_acknowledges_plans_nothing() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let timing = QuorumTiming {
-            election_timeout_ms: 100,
-            write_timeout: Duration::from_millis(1000),
-        };
+        let timing = quick(1000);
         let (rt, voters, leader, followers) = leader_without_followers(tmp.path(), &timing);
         std::thread::sleep(Duration::from_millis(300));
         assert!(leader.is_leader(), "the leader stepped down");
@@ -876,13 +883,7 @@ mod tests {
         );
         let dir = member_dir(tmp.path(), followers[0]);
         let _back = start(&rt, followers[0], &voters, &dir, &timing);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while leader.ready_to_plan().is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "planning never resumed"
-            );
-        }
+        until_planning_resumes(&leader);
         rt.block_on(leader.shutdown());
     }
 }
