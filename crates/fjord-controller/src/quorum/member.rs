@@ -57,10 +57,10 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// And a quorum has acknowledged it as leader within `lease`. A member that restarts
 /// restores the leader vote it had and believes it leads its old term, with the image of
 /// then, until a follower answers with the newer term; one cut off from the quorum
-/// believes it until its election timeout runs out. Neither's image can be trusted: a
-/// plan made on it does not commit, but a refusal answered from it does reach the
-/// broker (a partition epoch "not current" that is, which leaves the partition's
-/// leader waiting for metadata that never comes).
+/// believes it until it hears of a newer term. Neither's image can be trusted: a plan
+/// made on it does not commit, but a refusal answered from it reaches the broker (an
+/// ISR change refused because its partition epoch is "not current" leaves the
+/// partition's leader waiting for metadata that never comes).
 pub fn may_plan(m: &RaftMetrics<NodeId, Node>, lease: Duration) -> bool {
     m.state == ServerState::Leader
         && m.current_leader == Some(m.id)
@@ -72,8 +72,8 @@ pub fn may_plan(m: &RaftMetrics<NodeId, Node>, lease: Duration) -> bool {
 
 /// Waits until [`may_plan`] holds for `raft`, or fails with why not.
 ///
-/// The lease is the election timeout: within it of an acknowledgment, the followers that
-/// gave it have not voted for anyone else.
+/// The lease is the election timeout: for that long after acknowledging a leader, a
+/// follower refuses to vote for another (openraft's leader lease).
 pub async fn own_log_applied(raft: &Raft, timeout: Duration) -> Result<(), ControllerError> {
     let lease = Duration::from_millis(raft.config().election_timeout_min);
     let waited = raft
