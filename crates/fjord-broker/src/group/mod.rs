@@ -1340,14 +1340,10 @@ mod tests {
         p.update(|s| s.apply(next, leo, now_ms()));
         load(&state).await;
         write_commit_marker(&state).unwrap();
-        let topics = Some(vec![("input".to_string(), vec![0, 1])]);
-        let fetched = state.groups.fetch(&state, "g", topics, true).unwrap();
-        let offsets: Vec<Option<i64>> = fetched[0]
-            .1
-            .iter()
-            .map(|(_, c, _)| c.as_ref().map(|c| c.offset))
-            .collect();
-        assert_eq!(offsets, vec![Some(15), Some(20)]);
+        assert_eq!(
+            fetched(&state),
+            vec![(0, Some(15), code::NONE), (1, Some(20), code::NONE)]
+        );
     }
 
     /// Writes producer 7's commit marker to `__consumer_offsets-0`, as WriteTxnMarkers does.
@@ -1373,17 +1369,22 @@ mod tests {
             .unwrap();
     }
 
-    /// Both of group "g"'s offsets, committed and stable.
-    fn assert_both_committed(state: &BrokerState) {
+    /// Group "g"'s offsets of input-0 and input-1 as a stable OffsetFetch answers them:
+    /// (partition, committed offset, error code).
+    fn fetched(state: &BrokerState) -> Vec<(i32, Option<i64>, i16)> {
         let topics = Some(vec![("input".to_string(), vec![0, 1])]);
         let fetched = state.groups.fetch(state, "g", topics, true).unwrap();
-        let found: Vec<(i32, Option<i64>, i16)> = fetched[0]
+        fetched[0]
             .1
             .iter()
             .map(|(p, c, code)| (*p, c.as_ref().map(|c| c.offset), *code))
-            .collect();
+            .collect()
+    }
+
+    /// Both of group "g"'s offsets, committed and stable.
+    fn assert_both_committed(state: &BrokerState) {
         assert_eq!(
-            found,
+            fetched(state),
             vec![(0, Some(10), code::NONE), (1, Some(20), code::NONE)]
         );
     }
