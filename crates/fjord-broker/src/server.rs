@@ -695,6 +695,7 @@ async fn heartbeats(state: Arc<BrokerState>) {
     // two more to reach its successor before the session there runs out.
     let patience = Duration::from_millis(state.config.broker_session_timeout_ms / 3)
         .max(Duration::from_millis(100));
+    let mut coordinating = None;
     loop {
         ticks.tick().await;
         let s = state.clone();
@@ -704,6 +705,23 @@ async fn heartbeats(state: Arc<BrokerState>) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!("heartbeat to the active controller failed: {e}"),
             Err(e) => tracing::warn!("heartbeat task failed: {e}"),
+        }
+        // Said once per change after the first acknowledged heartbeat (a starting
+        // broker waits for the quorum quietly): the coordinators refuse, or serve again.
+        let now = state.session_current();
+        if coordinating.is_none() && now {
+            coordinating = Some(true);
+        }
+        if coordinating.is_some_and(|was| was != now) {
+            if now {
+                tracing::info!("an active controller acknowledged a heartbeat again: coordinating groups and transactions");
+            } else {
+                tracing::warn!(
+                    session_timeout_ms = state.config.broker_session_timeout_ms,
+                    "no heartbeat acknowledged by an active controller within broker.session.timeout.ms: not coordinating groups or transactions (NOT_COORDINATOR) until one is"
+                );
+            }
+            coordinating = Some(now);
         }
     }
 }

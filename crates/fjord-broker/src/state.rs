@@ -27,6 +27,19 @@ impl BrokerState {
         self.config.node_id
     }
 
+    /// Whether this broker may act on its image as a coordinator: in a cluster, only
+    /// while its session on the active controller is surely open. A broker cut off from
+    /// the controllers but not from clients still believes it leads the partitions it
+    /// led; once its session may have ended, the controller may have fenced it and
+    /// another broker may coordinate its groups and transactions, so it answers from
+    /// that old state no more (NOT_COORDINATOR sends clients looking again).
+    pub fn session_current(&self) -> bool {
+        self.controller
+            .session_current(std::time::Duration::from_millis(
+                self.config.broker_session_timeout_ms,
+            ))
+    }
+
     /// Creates an internal topic (`__consumer_offsets`, `__transaction_state`) on first
     /// use and opens its partitions here. The replication factor is capped at the brokers
     /// alive now, so that a small or starting cluster still gets its coordinators; the

@@ -763,3 +763,85 @@ fn controller_only_and_broker_only_nodes_form_a_cluster() {
         v.partitions("after-failover").len() == 1
     });
 }
+
+/// A group coordinator cut off from the quorum (here: both other nodes frozen) cannot
+/// know whether the controller fenced it and another broker took its groups over, and
+/// commits made there since. Once its session may have ended it answers OffsetFetch no
+/// more, so that a consumer never rewinds to an offset from before; when the quorum is
+/// back it answers again.
+#[test]
+fn a_group_coordinator_cut_off_from_the_quorum_stops_answering_offset_fetches() {
+    let c = Cluster::started(&[]);
+    let admin = c.admin(1);
+    create_topic(&admin, 1, "cut-off", 1).expect("create cut-off");
+    let group = "cut-off-group";
+    let mut committed = TopicPartitionList::new();
+    committed
+        .add_partition_offset("cut-off", 0, Offset::Offset(7))
+        .expect("offset");
+    wait_until("the offset committed", || {
+        assign_consumer(&c.bootstrap(1), group)
+            .commit(&committed, CommitMode::Sync)
+            .map_err(|e| e.to_string())
+    });
+    let v = c.wait_view(1, "__consumer_offsets", |v| {
+        !v.leaders("__consumer_offsets").is_empty()
+    });
+    let leaders = v.leaders("__consumer_offsets");
+    let index = fjord_broker::group::offsets::partition_for(group, leaders.len() as i32);
+    let coordinator = leaders[&index];
+    let others: Vec<i32> = (1..=3).filter(|&id| id != coordinator).collect();
+
+    let reader = assign_consumer(&c.bootstrap(coordinator), group);
+    let mut asked = TopicPartitionList::new();
+    asked.add_partition("cut-off", 0);
+    let fetch = || {
+        reader
+            .committed_offsets(asked.clone(), Duration::from_secs(2))
+            .map(|tpl| offsets(&tpl))
+    };
+    let want = BTreeMap::from([(0, Offset::Offset(7))]);
+    assert_eq!(fetch().expect("the committed offset"), want);
+
+    for &id in &others {
+        c.pause(id);
+    }
+    let paused = Instant::now();
+    while let Ok(got) = fetch() {
+        assert_eq!(got, want);
+        assert!(
+            paused.elapsed() < SESSION_TIMEOUT + Duration::from_secs(5),
+            "node {coordinator} still answers OffsetFetch {:?} after the quorum was lost",
+            paused.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "coordinator {coordinator} cut off: OffsetFetch refused after {:?}",
+        paused.elapsed()
+    );
+    // And says so, once, for the operator.
+    wait_until("the cut-off coordinator's warning", || {
+        let log = tail(&c.node(coordinator).log_path(), 200);
+        match log
+            .matches("not coordinating groups or transactions")
+            .count()
+        {
+            1 => Ok(()),
+            n => Err(format!("{n} warnings:\n{log}")),
+        }
+    });
+
+    for &id in &others {
+        c.resume(id);
+    }
+    let resumed = Instant::now();
+    let again = wait_until("the committed offset once the quorum is back", || {
+        fetch().map_err(|e| e.to_string())
+    });
+    assert_eq!(again, want);
+    eprintln!(
+        "quorum back: OffsetFetch answered after {:?}",
+        resumed.elapsed()
+    );
+}

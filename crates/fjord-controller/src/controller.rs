@@ -53,6 +53,9 @@ pub struct Controller {
     producer_ids: Mutex<(i64, i64)>,
     /// Brokers' heartbeats, as the active controller has heard them.
     liveness: Mutex<Liveness>,
+    /// When this broker sent the last heartbeat an active controller acknowledged: the
+    /// start of its session there (see [`Controller::session_current`]).
+    heartbeat_acked: Mutex<Option<std::time::Instant>>,
     /// The cluster's id, told to observers as they join.
     cluster_id: std::sync::OnceLock<String>,
 }
@@ -90,6 +93,7 @@ impl Controller {
             },
             producer_ids: Mutex::new((0, 0)),
             liveness: Mutex::new(Liveness::new(i64::MAX)),
+            heartbeat_acked: Mutex::new(None),
             cluster_id: std::sync::OnceLock::new(),
         })
     }
@@ -106,6 +110,7 @@ impl Controller {
             backend: Backend::Quorum(member),
             producer_ids: Mutex::new((0, 0)),
             liveness: Mutex::new(Liveness::new(session_timeout_ms)),
+            heartbeat_acked: Mutex::new(None),
             cluster_id: std::sync::OnceLock::new(),
         }
     }
@@ -297,6 +302,14 @@ impl Controller {
                 let verdict = {
                     let mut live = self.liveness.lock();
                     if let Some(q) = self.quorum() {
+                        // An acknowledged heartbeat promises the broker that no active
+                        // controller fences it for a session; only one the quorum
+                        // follows can promise that.
+                        if !q.leads_acknowledged() {
+                            return Err(ControllerError::NotController(
+                                "this node has not been acknowledged as active controller by the metadata quorum within an election timeout".into(),
+                            ));
+                        }
                         live.lead(q.term(), now_ms());
                     }
                     live.heartbeat(&self.image(), *node_id, now_ms())
@@ -629,8 +642,28 @@ impl Controller {
         node_id: i32,
         limit: std::time::Duration,
     ) -> Result<(), ControllerError> {
-        self.submit_within(ControllerOp::BrokerHeartbeat { node_id }, Some(limit))
-            .map(|_| ())
+        let sent = std::time::Instant::now();
+        self.submit_within(ControllerOp::BrokerHeartbeat { node_id }, Some(limit))?;
+        let mut acked = self.heartbeat_acked.lock();
+        if acked.is_none_or(|a| a < sent) {
+            *acked = Some(sent);
+        }
+        Ok(())
+    }
+
+    /// Whether this broker's session on the active controller is surely still open: a
+    /// heartbeat it acknowledged was sent less than `session` ago. The controller counts
+    /// the session from when the heartbeat arrived, later than it was sent, so until
+    /// then no controller can have fenced this broker and moved its partitions away.
+    /// A broker cut off from the quorum stops trusting its image once it is not; one
+    /// without a quorum (a single node) is never fenced.
+    pub fn session_current(&self, session: std::time::Duration) -> bool {
+        if self.quorum().is_none() {
+            return true;
+        }
+        self.heartbeat_acked
+            .lock()
+            .is_some_and(|sent| sent.elapsed() < session)
     }
 
     /// On the active controller: fences the brokers whose heartbeats stopped. Returns

@@ -178,7 +178,9 @@ impl GroupCoordinator {
         if !self.is_loaded() {
             return Err(code::COORDINATOR_LOAD_IN_PROGRESS);
         }
-        if self.coordinator_node(state, group) != state.node_id() {
+        // Cut off from the controllers it may have been replaced already, its commits
+        // made elsewhere since; its own state is then no answer.
+        if self.coordinator_node(state, group) != state.node_id() || !state.session_current() {
             return Err(code::NOT_COORDINATOR);
         }
         // In a cluster the image can name this broker before it has opened the

@@ -146,7 +146,7 @@ impl TransactionCoordinator {
             return Err(code::NOT_COORDINATOR);
         };
         let epoch = partition.assignment().leader_epoch;
-        if !partition.is_leader() {
+        if !partition.is_leader() || !state.session_current() {
             return Err(code::NOT_COORDINATOR);
         }
         if self.owned.lock().get(&index) != Some(&epoch) {

@@ -593,6 +593,20 @@ impl QuorumMember {
         m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
     }
 
+    /// Whether this member leads and a quorum acknowledged it within an election
+    /// timeout: a leader restored from its own vote, or one cut off from the quorum,
+    /// believes it leads until it hears otherwise, and must not vouch for anything
+    /// meanwhile (a broker's heartbeat, say).
+    pub fn leads_acknowledged(&self) -> bool {
+        let lease = u128::from(self.raft.config().election_timeout_min);
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader
+            && m.current_leader == Some(self.node_id)
+            && m.millis_since_quorum_ack
+                .is_some_and(|ms| u128::from(ms) < lease)
+    }
+
     /// Waits until this member may plan a change on its own image: a write of its own
     /// that timed out is settled, and [`may_plan`] holds.
     pub(crate) fn ready_to_plan(&self) -> Result<(), ControllerError> {
@@ -884,6 +898,44 @@ mod tests {
         let dir = member_dir(tmp.path(), followers[0]);
         let _back = start(&rt, followers[0], &voters, &dir, &timing);
         until_planning_resumes(&leader);
+        rt.block_on(leader.shutdown());
+    }
+
+    /// A broker's heartbeat is a promise that no active controller fences the broker
+    /// for a session; a group coordinator cut off from the quorum relies on it to stop
+    /// answering from its old state in time. So a leader no quorum has acknowledged
+    /// refuses heartbeats (even its own broker's), and the broker's session counts from
+    /// the last heartbeat one acknowledged.
+    #[test]
+    fn a_leader_no_quorum_acknowledges_takes_no_heartbeats() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let timing = quick(1000);
+        let (rt, voters, leader, followers) = leader_without_followers(tmp.path(), &timing);
+        let node = leader.node_id as i32;
+        let controller = crate::controller::Controller::with_quorum(leader.clone(), node, 6000);
+        let beat = || controller.heartbeat(node, Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(leader.is_leader(), "the leader stepped down");
+        let refused = beat();
+        assert!(
+            matches!(&refused, Err(ControllerError::NotController(m)) if m.contains("acknowledged")),
+            "a leader without a quorum took a heartbeat: {refused:?}"
+        );
+        assert!(!controller.session_current(Duration::from_secs(60)));
+
+        let dir = member_dir(tmp.path(), followers[0]);
+        let back = start(&rt, followers[0], &voters, &dir, &timing);
+        until_planning_resumes(&leader);
+        beat().expect("a heartbeat with the quorum back");
+        assert!(controller.session_current(Duration::from_secs(60)));
+
+        rt.block_on(back.shutdown());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(beat().is_err(), "a leader cut off again took a heartbeat");
+        // The last acknowledged one was sent over 300 ms ago: a 200 ms session may have
+        // ended, a minute's has not.
+        assert!(!controller.session_current(Duration::from_millis(200)));
+        assert!(controller.session_current(Duration::from_secs(60)));
         rt.block_on(leader.shutdown());
     }
 }
