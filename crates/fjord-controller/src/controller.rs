@@ -655,8 +655,8 @@ impl Controller {
     /// heartbeat it acknowledged was sent less than `session` ago. The controller counts
     /// the session from when the heartbeat arrived, later than it was sent, so until
     /// then no controller can have fenced this broker and moved its partitions away.
-    /// A broker cut off from the quorum stops trusting its image once it is not; one
-    /// without a quorum (a single node) is never fenced.
+    /// A broker cut off from the quorum stops trusting its image once the session may
+    /// have ended; one without a quorum (a single node) is never fenced.
     pub fn session_current(&self, session: std::time::Duration) -> bool {
         if self.quorum().is_none() {
             return true;

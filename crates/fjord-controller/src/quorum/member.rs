@@ -62,10 +62,15 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// ISR change refused because its partition epoch is "not current" leaves the
 /// partition's leader waiting for metadata that never comes).
 pub fn may_plan(m: &RaftMetrics<NodeId, Node>, lease: Duration) -> bool {
-    m.state == ServerState::Leader
-        && m.current_leader == Some(m.id)
+    leads_acknowledged(m, lease)
         && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
         && m.last_applied.map(|l| l.index) == m.last_log_index
+}
+
+/// Whether the member leads and a quorum acknowledged it within `lease`.
+fn leads_acknowledged(m: &RaftMetrics<NodeId, Node>, lease: Duration) -> bool {
+    m.state == ServerState::Leader
+        && m.current_leader == Some(m.id)
         && m.millis_since_quorum_ack
             .is_some_and(|ms| u128::from(ms) < lease.as_millis())
 }
@@ -598,13 +603,8 @@ impl QuorumMember {
     /// believes it leads until it hears otherwise, and must not vouch for anything
     /// meanwhile (a broker's heartbeat, say).
     pub fn leads_acknowledged(&self) -> bool {
-        let lease = u128::from(self.raft.config().election_timeout_min);
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        m.state == ServerState::Leader
-            && m.current_leader == Some(self.node_id)
-            && m.millis_since_quorum_ack
-                .is_some_and(|ms| u128::from(ms) < lease)
+        let lease = Duration::from_millis(self.raft.config().election_timeout_min);
+        leads_acknowledged(&self.raft.metrics().borrow(), lease)
     }
 
     /// Waits until this member may plan a change on its own image: a write of its own
