@@ -75,12 +75,16 @@ fn leads_acknowledged(m: &RaftMetrics<NodeId, Node>, lease: Duration) -> bool {
             .is_some_and(|ms| u128::from(ms) < lease.as_millis())
 }
 
-/// Waits until [`may_plan`] holds for `raft`, or fails with why not.
-///
-/// The lease is the election timeout: for that long after acknowledging a leader, a
+/// How recently a quorum must have acknowledged a leader for it to act as active
+/// controller: the election timeout, for that long after acknowledging a leader a
 /// follower refuses to vote for another (openraft's leader lease).
+pub fn leader_lease(config: &Config) -> Duration {
+    Duration::from_millis(config.election_timeout_min)
+}
+
+/// Waits until [`may_plan`] holds for `raft`, or fails with why not.
 pub async fn own_log_applied(raft: &Raft, timeout: Duration) -> Result<(), ControllerError> {
-    let lease = Duration::from_millis(raft.config().election_timeout_min);
+    let lease = leader_lease(raft.config());
     let waited = raft
         .wait(Some(timeout))
         .metrics(
@@ -603,7 +607,7 @@ impl QuorumMember {
     /// believes it leads until it hears otherwise, and must not vouch for anything
     /// meanwhile (a broker's heartbeat, say).
     pub fn leads_acknowledged(&self) -> bool {
-        let lease = Duration::from_millis(self.raft.config().election_timeout_min);
+        let lease = leader_lease(self.raft.config());
         leads_acknowledged(&self.raft.metrics().borrow(), lease)
     }
 

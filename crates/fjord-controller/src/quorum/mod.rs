@@ -27,7 +27,7 @@ mod types;
 
 pub use dir::{DurableDir, FsDir, MemDir};
 pub use log_store::LogStore;
-pub use member::{may_plan, own_log_applied, QuorumMember, QuorumTiming};
+pub use member::{leader_lease, may_plan, own_log_applied, QuorumMember, QuorumTiming};
 pub use network::{BoxFuture, Network, Peer, QuorumTransport, Rpc, TransportError};
 pub use state_machine::{Applied, ApplyObserver, ImageReader, StateMachine};
 pub use tcp::{

@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use fjord_controller::quorum::sim_net::SimNet;
 use fjord_controller::quorum::{
-    may_plan, Applied, ApplyObserver, DurableDir, ImageReader, LogStore, MemDir, MetadataBatch,
-    Node, NodeId, Raft, StateMachine,
+    leader_lease, may_plan, Applied, ApplyObserver, DurableDir, ImageReader, LogStore, MemDir,
+    MetadataBatch, Node, NodeId, Raft, StateMachine,
 };
 use fjord_controller::{MetadataImage, MetadataRecord, PartitionImage};
 use openraft::{Config, ServerState, SnapshotPolicy};
@@ -357,12 +357,6 @@ impl Quorum {
         Some((*image).clone())
     }
 
-    /// How recently a quorum must have acknowledged the active controller, as
-    /// `own_log_applied` has it: the election timeout.
-    fn lease(&self) -> Duration {
-        Duration::from_millis(self.config.election_timeout_min)
-    }
-
     /// Whether the active controller may plan a change now: nothing of its own in
     /// flight (the writer lock), and `may_plan` holds.
     pub(super) fn ready_to_plan(&self) -> bool {
@@ -373,7 +367,7 @@ impl Quorum {
             return false;
         };
         let m = raft.metrics().borrow().clone();
-        self.writing.is_none() && m.current_term == term && may_plan(&m, self.lease())
+        self.writing.is_none() && m.current_term == term && may_plan(&m, leader_lease(&self.config))
     }
 
     /// Writes `records` as the active controller.
